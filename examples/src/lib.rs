@@ -1,0 +1,1 @@
+//! Runnable examples for fstore; see the `examples/` directory.
