@@ -1,0 +1,772 @@
+//! The two byte formats every online adapter shares, defined once here:
+//! the entity key and the feature-row payload. Adapters store these bytes
+//! opaquely; parity across backends follows from using one codec.
+//!
+//! # Entity key, version 1
+//!
+//! ```text
+//! u8  version (= 1)
+//! u8  number of join keys
+//! per join key, in ascending name order:
+//!   u8  name length, name bytes (UTF-8)
+//!   u8  type tag: 2 = int32, 3 = int64, 6 = string, 7 = bytes
+//!   value: int32 as 4 bytes big-endian, int64 as 8 bytes big-endian,
+//!          string/bytes as u32 big-endian length + bytes
+//! ```
+//! Keys are typed and length-prefixed, so `(1, 23)` and `(12, 3)` never collide,
+//! and the same values under different key names are different keys.
+//!
+//! # Feature-row payload, version 1
+//!
+//! ```text
+//! u8  version (= 1)
+//! u16 little-endian number of entries
+//! per feature: u8 name length, name bytes, u8 tag, value
+//!   tag 0 = null (no value bytes), 1 bool (1 byte), 2 int32 (4 LE), 3 int64 (8 LE),
+//!   4 float32 (4 LE), 5 float64 (8 LE), 6 string and 7 bytes (u32 LE length + bytes),
+//!   8 timestamp (i64 LE UTC microseconds),
+//!   0x40 | t = list of t: u32 LE element count, then per element u8 tag (0 or t) + value
+//! ```
+//! Entries carry their names, so adding a feature to a view keeps old rows
+//! readable (the new feature reads as null) and reads can project any subset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array,
+    Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    cast::AsArray,
+    types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType},
+};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_cast::CastOptions;
+use arrow_schema::{DataType, Field as ArrowField};
+
+use crate::error::{Error, Result};
+use crate::model::{Field, JoinKey, Value, ValueType};
+use crate::time::UTC;
+
+/// Version byte of the entity-key layout.
+pub const ENTITY_KEY_VERSION: u8 = 1;
+/// Version byte of the feature-row payload layout.
+pub const PAYLOAD_VERSION: u8 = 1;
+
+const T_NULL: u8 = 0;
+const T_BOOL: u8 = 1;
+const T_I32: u8 = 2;
+const T_I64: u8 = 3;
+const T_F32: u8 = 4;
+const T_F64: u8 = 5;
+const T_STR: u8 = 6;
+const T_BYTES: u8 = 7;
+const T_TS: u8 = 8;
+const T_LIST: u8 = 0x40;
+
+fn scalar_tag(t: &ValueType) -> u8 {
+    match t {
+        ValueType::Bool => T_BOOL,
+        ValueType::Int32 => T_I32,
+        ValueType::Int64 => T_I64,
+        ValueType::Float32 => T_F32,
+        ValueType::Float64 => T_F64,
+        ValueType::String => T_STR,
+        ValueType::Bytes => T_BYTES,
+        ValueType::Timestamp => T_TS,
+        ValueType::List(inner) => T_LIST | scalar_tag(inner),
+    }
+}
+
+/// Casts `array` (column `column`) to `target`, failing with an error that names
+/// the column and both types instead of producing nulls.
+pub(crate) fn cast_column(array: &ArrayRef, column: &str, target: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == target {
+        return Ok(Arc::clone(array));
+    }
+    let opts = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow_cast::cast_with_options(array, target, &opts).map_err(|e| {
+        Error::invalid(format!(
+            "column '{column}' has type {} which cannot be converted to the declared type {target}: {e}",
+            array.data_type()
+        ))
+    })
+}
+
+/// Encodes the entity key of every row of `batch` for a view with `join_keys`.
+///
+/// Key columns are looked up by name and cast to the declared type (an `int32`
+/// request column for an `int64` key is fine; `"abc"` for an `int64` key is not).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the column for a missing column, an impossible
+/// cast, or a null key (with the row).
+pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<Vec<Vec<u8>>> {
+    let mut sorted: Vec<&JoinKey> = join_keys.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut cols = Vec::with_capacity(sorted.len());
+    for k in &sorted {
+        let col = batch.column_by_name(&k.name).ok_or_else(|| {
+            Error::invalid(format!("join key column '{}' is missing", k.name))
+        })?;
+        let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
+        if col.null_count() > 0 {
+            let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
+            return Err(Error::invalid(format!(
+                "join key column '{}' is null at row {row}",
+                k.name
+            )));
+        }
+        cols.push(col);
+    }
+    let n = u8::try_from(sorted.len())
+        .map_err(|_| Error::invalid("an entity key has more than 255 join keys"))?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut buf = Vec::with_capacity(16 * sorted.len());
+        buf.push(ENTITY_KEY_VERSION);
+        buf.push(n);
+        for (k, col) in sorted.iter().zip(&cols) {
+            push_name(&mut buf, &k.name)?;
+            match &k.value_type {
+                ValueType::Int32 => {
+                    buf.push(T_I32);
+                    buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_be_bytes());
+                }
+                ValueType::Int64 => {
+                    buf.push(T_I64);
+                    buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_be_bytes());
+                }
+                ValueType::String => {
+                    buf.push(T_STR);
+                    push_be_bytes(&mut buf, col.as_string::<i32>().value(row).as_bytes(), &k.name)?;
+                }
+                ValueType::Bytes => {
+                    buf.push(T_BYTES);
+                    push_be_bytes(&mut buf, col.as_binary::<i32>().value(row), &k.name)?;
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "join key '{}' has type {other}; join keys must be int32, int64, string or bytes",
+                        k.name
+                    )));
+                }
+            }
+        }
+        out.push(buf);
+    }
+    Ok(out)
+}
+
+/// Encodes one entity key from typed values (`(name, value)` pairs in any order).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a value type that cannot be a key.
+pub fn encode_entity_key(values: &[(&str, Value)]) -> Result<Vec<u8>> {
+    let mut sorted: Vec<&(&str, Value)> = values.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut buf = vec![ENTITY_KEY_VERSION];
+    buf.push(
+        u8::try_from(sorted.len())
+            .map_err(|_| Error::invalid("an entity key has more than 255 join keys"))?,
+    );
+    for (name, v) in sorted {
+        push_name(&mut buf, name)?;
+        match v {
+            Value::Int32(x) => {
+                buf.push(T_I32);
+                buf.extend_from_slice(&x.to_be_bytes());
+            }
+            Value::Int64(x) => {
+                buf.push(T_I64);
+                buf.extend_from_slice(&x.to_be_bytes());
+            }
+            Value::String(s) => {
+                buf.push(T_STR);
+                push_be_bytes(&mut buf, s.as_bytes(), name)?;
+            }
+            Value::Bytes(b) => {
+                buf.push(T_BYTES);
+                push_be_bytes(&mut buf, b, name)?;
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "join key '{name}': {other:?} cannot be a key value"
+                )));
+            }
+        }
+    }
+    Ok(buf)
+}
+
+/// Decodes an entity key into `(name, value)` pairs (ascending name order).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for bytes that are not a version-1 entity key.
+pub fn decode_entity_key(bytes: &[u8]) -> Result<Vec<(String, Value)>> {
+    let mut r = Reader::new(bytes, "entity key");
+    if r.u8()? != ENTITY_KEY_VERSION {
+        return Err(Error::invalid("entity key: unknown version"));
+    }
+    let n = r.u8()?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let name = r.name()?.to_owned();
+        let v = match r.u8()? {
+            T_I32 => Value::Int32(i32::from_be_bytes(r.array()?)),
+            T_I64 => Value::Int64(i64::from_be_bytes(r.array()?)),
+            T_STR => {
+                let len = u32::from_be_bytes(r.array()?) as usize;
+                Value::String(
+                    String::from_utf8(r.take(len)?.to_vec())
+                        .map_err(|_| Error::invalid("entity key: string is not UTF-8"))?,
+                )
+            }
+            T_BYTES => {
+                let len = u32::from_be_bytes(r.array()?) as usize;
+                Value::Bytes(r.take(len)?.to_vec())
+            }
+            t => return Err(Error::invalid(format!("entity key: unknown tag {t}"))),
+        };
+        out.push((name, v));
+    }
+    Ok(out)
+}
+
+/// A readable rendering of an entity key for error messages (`driver_id=1001`).
+pub fn display_entity_key(bytes: &[u8]) -> String {
+    match decode_entity_key(bytes) {
+        Ok(pairs) => pairs
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Int32(x) => format!("{k}={x}"),
+                Value::Int64(x) => format!("{k}={x}"),
+                Value::String(s) => format!("{k}={s:?}"),
+                other => format!("{k}={other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Err(_) => format!("<{} undecodable bytes>", bytes.len()),
+    }
+}
+
+fn push_name(buf: &mut Vec<u8>, name: &str) -> Result<()> {
+    let len = u8::try_from(name.len())
+        .map_err(|_| Error::invalid(format!("name '{name}' is longer than 255 bytes")))?;
+    buf.push(len);
+    buf.extend_from_slice(name.as_bytes());
+    Ok(())
+}
+
+fn push_be_bytes(buf: &mut Vec<u8>, b: &[u8], what: &str) -> Result<()> {
+    let len = u32::try_from(b.len())
+        .map_err(|_| Error::invalid(format!("value of '{what}' is larger than 4 GiB")))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(b);
+    Ok(())
+}
+
+fn push_le_bytes(buf: &mut Vec<u8>, b: &[u8], what: &str) -> Result<()> {
+    let len = u32::try_from(b.len())
+        .map_err(|_| Error::invalid(format!("value of '{what}' is larger than 4 GiB")))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(b);
+    Ok(())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8], what: &'static str) -> Self {
+        Self { b, pos: 0, what }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.b.len());
+        match end {
+            Some(end) => {
+                let s = &self.b[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(Error::invalid(format!("{}: truncated bytes", self.what))),
+        }
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn name(&mut self) -> Result<&'a str> {
+        let len = self.u8()? as usize;
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| Error::invalid(format!("{}: name is not UTF-8", self.what)))
+    }
+    fn done(&self) -> bool {
+        self.pos >= self.b.len()
+    }
+}
+
+/// Encodes the feature columns `features` of every row of `batch` as payloads.
+///
+/// Columns must already have the declared types (see
+/// [`crate::backend::normalize_batch`]).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the feature for a missing column or a column of
+/// the wrong type.
+pub fn encode_payloads(batch: &RecordBatch, features: &[Field]) -> Result<Vec<Vec<u8>>> {
+    let n = u16::try_from(features.len())
+        .map_err(|_| Error::invalid("a view has more than 65535 features"))?;
+    let mut cols = Vec::with_capacity(features.len());
+    for f in features {
+        let col = batch
+            .column_by_name(&f.name)
+            .ok_or_else(|| Error::invalid(format!("feature column '{}' is missing", f.name)))?;
+        if col.data_type() != &f.value_type.to_arrow() {
+            return Err(Error::invalid(format!(
+                "feature column '{}' has type {}, the view declares {}",
+                f.name,
+                col.data_type(),
+                f.value_type
+            )));
+        }
+        cols.push(col);
+    }
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut buf = Vec::with_capacity(8 + 16 * features.len());
+        buf.push(PAYLOAD_VERSION);
+        buf.extend_from_slice(&n.to_le_bytes());
+        for (f, col) in features.iter().zip(&cols) {
+            push_name(&mut buf, &f.name)?;
+            encode_value(&mut buf, col.as_ref(), &f.value_type, row, &f.name)?;
+        }
+        out.push(buf);
+    }
+    Ok(out)
+}
+
+fn encode_value(buf: &mut Vec<u8>, col: &dyn Array, t: &ValueType, row: usize, name: &str) -> Result<()> {
+    if col.is_null(row) {
+        buf.push(T_NULL);
+        return Ok(());
+    }
+    buf.push(scalar_tag(t));
+    match t {
+        ValueType::Bool => buf.push(u8::from(col.as_boolean().value(row))),
+        ValueType::Int32 => buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_le_bytes()),
+        ValueType::Int64 => buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+        ValueType::Float32 => buf.extend_from_slice(&col.as_primitive::<Float32Type>().value(row).to_le_bytes()),
+        ValueType::Float64 => buf.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes()),
+        ValueType::String => push_le_bytes(buf, col.as_string::<i32>().value(row).as_bytes(), name)?,
+        ValueType::Bytes => push_le_bytes(buf, col.as_binary::<i32>().value(row), name)?,
+        ValueType::Timestamp => buf.extend_from_slice(
+            &col.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes(),
+        ),
+        ValueType::List(inner) => {
+            let list = col.as_list::<i32>();
+            let values = list.value(row);
+            let len = u32::try_from(values.len())
+                .map_err(|_| Error::invalid(format!("list in '{name}' is too long")))?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            for i in 0..values.len() {
+                encode_value(buf, values.as_ref(), inner, i, name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds one Arrow column of a declared type from decoded payload values.
+#[derive(Debug)]
+pub(crate) enum ColumnBuilder {
+    Bool(Vec<Option<bool>>),
+    Int32(Vec<Option<i32>>),
+    Int64(Vec<Option<i64>>),
+    Float32(Vec<Option<f32>>),
+    Float64(Vec<Option<f64>>),
+    Str(Vec<Option<String>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Ts(Vec<Option<i64>>),
+    List {
+        inner_type: ValueType,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        child: Box<ColumnBuilder>,
+    },
+}
+
+impl ColumnBuilder {
+    pub(crate) fn new(t: &ValueType) -> Self {
+        match t {
+            ValueType::Bool => Self::Bool(Vec::new()),
+            ValueType::Int32 => Self::Int32(Vec::new()),
+            ValueType::Int64 => Self::Int64(Vec::new()),
+            ValueType::Float32 => Self::Float32(Vec::new()),
+            ValueType::Float64 => Self::Float64(Vec::new()),
+            ValueType::String => Self::Str(Vec::new()),
+            ValueType::Bytes => Self::Bytes(Vec::new()),
+            ValueType::Timestamp => Self::Ts(Vec::new()),
+            ValueType::List(inner) => Self::List {
+                inner_type: (**inner).clone(),
+                offsets: vec![0],
+                valid: Vec::new(),
+                child: Box::new(Self::new(inner)),
+            },
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Bool(v) => v.len(),
+            Self::Int32(v) => v.len(),
+            Self::Int64(v) | Self::Ts(v) => v.len(),
+            Self::Float32(v) => v.len(),
+            Self::Float64(v) => v.len(),
+            Self::Str(v) => v.len(),
+            Self::Bytes(v) => v.len(),
+            Self::List { valid, .. } => valid.len(),
+        }
+    }
+
+    pub(crate) fn push_null(&mut self) {
+        match self {
+            Self::Bool(v) => v.push(None),
+            Self::Int32(v) => v.push(None),
+            Self::Int64(v) | Self::Ts(v) => v.push(None),
+            Self::Float32(v) => v.push(None),
+            Self::Float64(v) => v.push(None),
+            Self::Str(v) => v.push(None),
+            Self::Bytes(v) => v.push(None),
+            Self::List { offsets, valid, .. } => {
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last);
+                valid.push(false);
+            }
+        }
+    }
+
+    /// Appends a [`Value`] (a default). The caller checked `Value::matches`.
+    pub(crate) fn push_value(&mut self, v: &Value) {
+        match (self, v) {
+            (Self::Bool(b), Value::Bool(x)) => b.push(Some(*x)),
+            (Self::Int32(b), Value::Int32(x)) => b.push(Some(*x)),
+            (Self::Int64(b), Value::Int64(x)) | (Self::Ts(b), Value::Timestamp(x)) => b.push(Some(*x)),
+            (Self::Float32(b), Value::Float32(x)) => b.push(Some(*x)),
+            (Self::Float64(b), Value::Float64(x)) => b.push(Some(*x)),
+            (Self::Str(b), Value::String(x)) => b.push(Some(x.clone())),
+            (Self::Bytes(b), Value::Bytes(x)) => b.push(Some(x.clone())),
+            (Self::List { offsets, valid, child, .. }, Value::List(items)) => {
+                for i in items {
+                    match i {
+                        Some(v) => child.push_value(v),
+                        None => child.push_null(),
+                    }
+                }
+                offsets.push(i32::try_from(child.len()).unwrap_or(i32::MAX));
+                valid.push(true);
+            }
+            (me, _) => me.push_null(),
+        }
+    }
+
+    /// Decodes one value (after its tag) from `r`.
+    fn push_encoded(&mut self, tag: u8, r: &mut Reader<'_>, feature: &str) -> Result<()> {
+        if tag == T_NULL {
+            self.push_null();
+            return Ok(());
+        }
+        let mismatch = |me: &Self| {
+            Error::invalid(format!(
+                "stored value of feature '{feature}' has type tag {tag} but the view declares {}; \
+                 the view's type changed: re-materialize it",
+                me.type_name()
+            ))
+        };
+        match self {
+            Self::Bool(b) if tag == T_BOOL => b.push(Some(r.u8()? != 0)),
+            Self::Int32(b) if tag == T_I32 => b.push(Some(i32::from_le_bytes(r.array()?))),
+            Self::Int64(b) if tag == T_I64 => b.push(Some(i64::from_le_bytes(r.array()?))),
+            Self::Ts(b) if tag == T_TS => b.push(Some(i64::from_le_bytes(r.array()?))),
+            Self::Float32(b) if tag == T_F32 => b.push(Some(f32::from_le_bytes(r.array()?))),
+            Self::Float64(b) if tag == T_F64 => b.push(Some(f64::from_le_bytes(r.array()?))),
+            Self::Str(b) if tag == T_STR => {
+                let len = u32::from_le_bytes(r.array()?) as usize;
+                let s = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| Error::invalid(format!("stored value of '{feature}' is not UTF-8")))?;
+                b.push(Some(s.to_owned()));
+            }
+            Self::Bytes(b) if tag == T_BYTES => {
+                let len = u32::from_le_bytes(r.array()?) as usize;
+                b.push(Some(r.take(len)?.to_vec()));
+            }
+            Self::List { inner_type, offsets, valid, child } if tag == T_LIST | scalar_tag(inner_type) => {
+                let n = u32::from_le_bytes(r.array()?);
+                for _ in 0..n {
+                    let t = r.u8()?;
+                    child.push_encoded(t, r, feature)?;
+                }
+                offsets.push(
+                    i32::try_from(child.len())
+                        .map_err(|_| Error::invalid(format!("list column '{feature}' too large")))?,
+                );
+                valid.push(true);
+            }
+            me => return Err(mismatch(me)),
+        }
+        Ok(())
+    }
+
+    fn type_name(&self) -> String {
+        match self {
+            Self::Bool(_) => "bool".into(),
+            Self::Int32(_) => "int32".into(),
+            Self::Int64(_) => "int64".into(),
+            Self::Float32(_) => "float32".into(),
+            Self::Float64(_) => "float64".into(),
+            Self::Str(_) => "string".into(),
+            Self::Bytes(_) => "bytes".into(),
+            Self::Ts(_) => "timestamp".into(),
+            Self::List { inner_type, .. } => format!("list<{inner_type}>"),
+        }
+    }
+
+    pub(crate) fn finish(self) -> ArrayRef {
+        match self {
+            Self::Bool(v) => Arc::new(BooleanArray::from(v)),
+            Self::Int32(v) => Arc::new(Int32Array::from(v)),
+            Self::Int64(v) => Arc::new(Int64Array::from(v)),
+            Self::Float32(v) => Arc::new(Float32Array::from(v)),
+            Self::Float64(v) => Arc::new(Float64Array::from(v)),
+            Self::Str(v) => Arc::new(StringArray::from(v)),
+            Self::Bytes(v) => Arc::new(BinaryArray::from_iter(v)),
+            Self::Ts(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone(UTC)),
+            Self::List { inner_type, offsets, valid, child } => {
+                let field = Arc::new(ArrowField::new("item", inner_type.to_arrow(), true));
+                let nulls = NullBuffer::from(valid);
+                Arc::new(ListArray::new(
+                    field,
+                    OffsetBuffer::new(offsets.into()),
+                    child.finish(),
+                    Some(nulls),
+                ))
+            }
+        }
+    }
+}
+
+/// Decodes payloads into Arrow columns of the requested features.
+#[derive(Debug)]
+pub(crate) struct PayloadDecoder {
+    index: HashMap<String, usize>,
+    pub(crate) columns: Vec<ColumnBuilder>,
+    seen: Vec<bool>,
+}
+
+impl PayloadDecoder {
+    pub(crate) fn new(features: &[Field]) -> Self {
+        Self {
+            index: features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect(),
+            columns: features.iter().map(|f| ColumnBuilder::new(&f.value_type)).collect(),
+            seen: vec![false; features.len()],
+        }
+    }
+
+    /// Appends one row: `None` (no row) or a payload. Returns per requested
+    /// feature whether the stored value was non-null.
+    pub(crate) fn push(&mut self, payload: Option<&[u8]>, present: &mut Vec<bool>) -> Result<()> {
+        present.clear();
+        self.seen.iter_mut().for_each(|s| *s = false);
+        if let Some(p) = payload {
+            let mut r = Reader::new(p, "feature payload");
+            if r.u8()? != PAYLOAD_VERSION {
+                return Err(Error::invalid("feature payload: unknown version"));
+            }
+            let n = u16::from_le_bytes(r.array()?);
+            for _ in 0..n {
+                let name = r.name()?;
+                let tag = r.u8()?;
+                match self.index.get(name) {
+                    Some(&i) if !self.seen[i] => {
+                        self.columns[i].push_encoded(tag, &mut r, name)?;
+                        self.seen[i] = true;
+                    }
+                    _ => skip_value(tag, &mut r)?,
+                }
+            }
+            if !r.done() {
+                return Err(Error::invalid("feature payload: trailing bytes"));
+            }
+        }
+        for (i, col) in self.columns.iter_mut().enumerate() {
+            if !self.seen[i] {
+                col.push_null();
+                present.push(false);
+            } else {
+                present.push(!col_last_is_null(col));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn col_last_is_null(c: &ColumnBuilder) -> bool {
+    match c {
+        ColumnBuilder::Bool(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Int32(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Int64(v) | ColumnBuilder::Ts(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Float32(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Float64(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Str(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::Bytes(v) => matches!(v.last(), Some(None)),
+        ColumnBuilder::List { valid, .. } => valid.last() == Some(&false),
+    }
+}
+
+fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
+    match tag {
+        T_NULL => {}
+        T_BOOL => {
+            r.take(1)?;
+        }
+        T_I32 | T_F32 => {
+            r.take(4)?;
+        }
+        T_I64 | T_F64 | T_TS => {
+            r.take(8)?;
+        }
+        T_STR | T_BYTES => {
+            let len = u32::from_le_bytes(r.array()?) as usize;
+            r.take(len)?;
+        }
+        t if t & T_LIST != 0 => {
+            let n = u32::from_le_bytes(r.array()?);
+            for _ in 0..n {
+                let et = r.u8()?;
+                skip_value(et, r)?;
+            }
+        }
+        t => return Err(Error::invalid(format!("feature payload: unknown tag {t}"))),
+    }
+    Ok(())
+}
+
+/// Decodes payloads into one Arrow column per requested feature (declared types).
+/// `None` rows give nulls.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for corrupt payloads or stored types that differ from
+/// the declared ones.
+pub fn decode_payloads(payloads: &[Option<&[u8]>], features: &[Field]) -> Result<Vec<ArrayRef>> {
+    let mut dec = PayloadDecoder::new(features);
+    let mut present = Vec::new();
+    for p in payloads {
+        dec.push(*p, &mut present)?;
+    }
+    Ok(dec.columns.into_iter().map(ColumnBuilder::finish).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_schema::Schema;
+
+    #[test]
+    fn composite_keys_do_not_collide() {
+        let a = encode_entity_key(&[("a", Value::Int64(1)), ("b", Value::Int64(23))]).unwrap();
+        let b = encode_entity_key(&[("a", Value::Int64(12)), ("b", Value::Int64(3))]).unwrap();
+        assert_ne!(a, b);
+        let s1 = encode_entity_key(&[("a", Value::String("1".into())), ("b", Value::String("23".into()))]).unwrap();
+        let s2 = encode_entity_key(&[("a", Value::String("12".into())), ("b", Value::String("3".into()))]).unwrap();
+        assert_ne!(s1, s2);
+        // key order does not matter; names do
+        let c = encode_entity_key(&[("b", Value::Int64(23)), ("a", Value::Int64(1))]).unwrap();
+        assert_eq!(a, c);
+        let d = encode_entity_key(&[("x", Value::Int64(1)), ("b", Value::Int64(23))]).unwrap();
+        assert_ne!(a, d);
+        assert_eq!(display_entity_key(&a), "a=1,b=23");
+    }
+
+    #[test]
+    fn batch_keys_are_cast_and_match_value_keys() {
+        let schema = Arc::new(Schema::new(vec![ArrowField::new("id", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![7, 8]))]).unwrap();
+        let keys = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)]).unwrap();
+        assert_eq!(keys[0], encode_entity_key(&[("id", Value::Int64(7))]).unwrap());
+        let err = encode_entity_keys(&batch, &[JoinKey::new("other", ValueType::Int64)]).unwrap_err();
+        assert!(err.to_string().contains("'other'"), "{err}");
+    }
+
+    #[test]
+    fn bad_key_cast_and_null_key_are_named() {
+        let schema = Arc::new(Schema::new(vec![ArrowField::new("id", DataType::Utf8, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![Some("x"), None]))]).unwrap();
+        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)]).unwrap_err().to_string();
+        assert!(err.contains("'id'") && err.contains("Int64"), "{err}");
+        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::String)]).unwrap_err().to_string();
+        assert!(err.contains("'id'") && err.contains("row 1"), "{err}");
+    }
+
+    #[test]
+    fn payload_round_trip_with_nulls_lists_and_projection() {
+        let features = vec![
+            Field::new("f", ValueType::Float64),
+            Field::new("s", ValueType::String),
+            Field::new("e", ValueType::list(ValueType::Float32)),
+            Field::new("t", ValueType::Timestamp),
+        ];
+        let mut lb = ListBuilder::new(Float32Builder::new());
+        lb.values().append_value(1.5);
+        lb.values().append_null();
+        lb.append(true);
+        lb.append(false);
+        let schema = Arc::new(Schema::new(features.iter().map(Field::to_arrow).collect::<Vec<_>>()));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Float64Array::from(vec![Some(1.0), None])),
+                Arc::new(StringArray::from(vec![Some("a"), Some("")])),
+                Arc::new(lb.finish()),
+                Arc::new(TimestampMicrosecondArray::from(vec![Some(-5), None]).with_timezone(UTC)),
+            ],
+        )
+        .unwrap();
+        let payloads = encode_payloads(&batch, &features).unwrap();
+        let refs: Vec<Option<&[u8]>> = vec![Some(&payloads[0]), None, Some(&payloads[1])];
+        let cols = decode_payloads(&refs, &features).unwrap();
+        let f = cols[0].as_primitive::<Float64Type>();
+        assert_eq!((f.value(0), f.is_null(1), f.is_null(2)), (1.0, true, true));
+        let s = cols[1].as_string::<i32>();
+        assert_eq!((s.value(0), s.is_null(1), s.value(2)), ("a", true, ""));
+        let l = cols[2].as_list::<i32>();
+        let first = l.value(0);
+        let first = first.as_primitive::<Float32Type>();
+        assert_eq!((first.len(), first.value(0), first.is_null(1)), (2, 1.5, true));
+        assert!(l.is_null(1) && l.is_null(2));
+        assert_eq!(cols[3].as_primitive::<TimestampMicrosecondType>().value(0), -5);
+        // projection and added features: unknown names read as null
+        let proj = vec![Field::new("s", ValueType::String), Field::new("new", ValueType::Int64)];
+        let cols = decode_payloads(&[Some(&payloads[0])], &proj).unwrap();
+        assert_eq!(cols[0].as_string::<i32>().value(0), "a");
+        assert!(cols[1].is_null(0));
+        // a type change is an error naming the feature
+        let wrong = vec![Field::new("f", ValueType::Int64)];
+        let err = decode_payloads(&[Some(&payloads[0])], &wrong).unwrap_err().to_string();
+        assert!(err.contains("'f'"), "{err}");
+        // truncated payloads are errors, not panics
+        for cut in 0..payloads[0].len() {
+            let _ = decode_payloads(&[Some(&payloads[0][..cut])], &features);
+        }
+    }
+}

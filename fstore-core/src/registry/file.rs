@@ -1,0 +1,217 @@
+//! A registry in a local directory: one immutable JSON file per version.
+//!
+//! Layout under the root directory:
+//!
+//! ```text
+//! versions/00000000000000000001.json   one file per committed version (never rewritten)
+//! LATEST                               hint: the newest version number (atomic rename)
+//! tmp/                                 staging for atomic publication
+//! ```
+//!
+//! A commit writes the new snapshot to `tmp/`, fsyncs it, then publishes it with
+//! `link(tmp, versions/<expected+1>.json)`. `link` fails if the target exists, so
+//! of two processes racing for the same version exactly one wins and the other
+//! gets [`Error::Conflict`]; readers never see a half-written file. Every
+//! version stays readable (audit history).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::{Registry, RegistrySnapshot, RegistryState};
+use crate::error::{Error, Result};
+
+const BACKEND: &str = "file";
+
+/// A [`Registry`] in a local directory (the embedded default).
+#[derive(Debug)]
+pub struct FileRegistry {
+    root: PathBuf,
+    cache: Mutex<Arc<RegistrySnapshot>>,
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::backend(BACKEND, what, e)
+}
+
+impl FileRegistry {
+    /// Opens (creating if needed) a registry under `root`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the directory cannot be created.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        for d in [root.join("versions"), root.join("tmp")] {
+            std::fs::create_dir_all(&d).map_err(io_err(format!("creating {}", d.display())))?;
+        }
+        Ok(Self {
+            root,
+            cache: Mutex::new(Arc::new(RegistrySnapshot::empty())),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn version_path(root: &Path, v: u64) -> PathBuf {
+        root.join("versions").join(format!("{v:020}.json"))
+    }
+
+    fn read_version(root: &Path, v: u64) -> Result<RegistrySnapshot> {
+        let p = Self::version_path(root, v);
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found("registry version", v.to_string()));
+            }
+            Err(e) => return Err(io_err(format!("reading {}", p.display()))(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::backend(BACKEND, format!("corrupt registry file {}", p.display()), e))
+    }
+
+    /// Latest version: the LATEST hint, then probing forward.
+    fn latest(root: &Path, from: u64) -> u64 {
+        let hint = std::fs::read_to_string(root.join("LATEST"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut v = hint.max(from);
+        while Self::version_path(root, v + 1).exists() {
+            v += 1;
+        }
+        v
+    }
+
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::backend(BACKEND, "registry I/O task failed", e))?
+    }
+}
+
+fn unique_tmp(root: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    root.join("tmp").join(format!("{}-{nanos}-{n}.json", std::process::id()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    f.write_all(bytes).map_err(io_err(format!("writing {}", path.display())))?;
+    f.sync_all().map_err(io_err(format!("syncing {}", path.display())))
+}
+
+#[async_trait]
+impl Registry for FileRegistry {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn snapshot(&self) -> Result<Arc<RegistrySnapshot>> {
+        let cached = self.cache.lock().map(|c| Arc::clone(&c)).unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+        let root = self.root.clone();
+        let from = cached.version;
+        let latest = Self::blocking(move || Ok(Self::latest(&root, from))).await?;
+        if latest == cached.version {
+            return Ok(cached);
+        }
+        let snap = self.snapshot_at(latest).await?;
+        if let Ok(mut c) = self.cache.lock()
+            && c.version < snap.version
+        {
+            *c = Arc::clone(&snap);
+        }
+        Ok(snap)
+    }
+
+    async fn snapshot_at(&self, version: u64) -> Result<Arc<RegistrySnapshot>> {
+        if version == 0 {
+            return Ok(Arc::new(RegistrySnapshot::empty()));
+        }
+        let root = self.root.clone();
+        Ok(Arc::new(Self::blocking(move || Self::read_version(&root, version)).await?))
+    }
+
+    async fn commit(&self, expected: u64, state: RegistryState) -> Result<u64> {
+        let root = self.root.clone();
+        let next = expected + 1;
+        let snap = RegistrySnapshot {
+            version: next,
+            committed_at: Some(Utc::now()),
+            state,
+        };
+        let bytes = serde_json::to_vec_pretty(&snap)
+            .map_err(|e| Error::backend(BACKEND, "serialising registry snapshot", e))?;
+        let snap = Arc::new(snap);
+        Self::blocking(move || {
+            let latest = Self::latest(&root, 0);
+            if latest != expected {
+                return Err(Error::Conflict(format!(
+                    "registry at {} is at version {latest}, expected {expected}",
+                    root.display()
+                )));
+            }
+            let tmp = unique_tmp(&root);
+            write_synced(&tmp, &bytes)?;
+            let target = Self::version_path(&root, next);
+            let linked = std::fs::hard_link(&tmp, &target);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::Conflict(format!(
+                        "registry version {next} at {} was committed by another writer",
+                        root.display()
+                    )));
+                }
+                Err(e) => return Err(io_err(format!("publishing {}", target.display()))(e)),
+            }
+            if let Ok(dir) = std::fs::File::open(root.join("versions")) {
+                let _ = dir.sync_all();
+            }
+            // LATEST is only a hint; a stale one is corrected by probing forward.
+            let hint_tmp = unique_tmp(&root);
+            if write_synced(&hint_tmp, next.to_string().as_bytes()).is_ok() {
+                let _ = std::fs::rename(&hint_tmp, root.join("LATEST"));
+            }
+            Ok(())
+        })
+        .await?;
+        if let Ok(mut c) = self.cache.lock()
+            && c.version < next
+        {
+            *c = snap;
+        }
+        Ok(next)
+    }
+
+    async fn versions(&self) -> Result<Vec<u64>> {
+        let root = self.root.clone();
+        Self::blocking(move || {
+            let dir = root.join("versions");
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))? {
+                let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
+                if let Some(v) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    out.push(v);
+                }
+            }
+            out.sort_unstable();
+            Ok(out)
+        })
+        .await
+    }
+}

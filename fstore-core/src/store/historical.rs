@@ -1,0 +1,272 @@
+//! Training sets: `get_historical_features`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field as ArrowField, Schema};
+
+use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
+use crate::codec::cast_column;
+use crate::error::{Error, Result};
+use crate::model::{FeatureRef, JoinKey};
+use crate::offline::{ScanRequest, TimeRange};
+use crate::ondemand::input_batch;
+use crate::pit::{PitOptions, PitView, point_in_time_join};
+use crate::time::{duration_micros, from_micros, timestamp_micros};
+
+/// A request for a point-in-time-correct training set.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HistoricalRequest {
+    /// The spine: join-key columns, a timestamp column, and any other columns
+    /// (labels…), which are kept.
+    pub spine: Vec<RecordBatch>,
+    /// The spine's timestamp column.
+    pub timestamp_column: String,
+    /// The features.
+    pub features: FeatureSelection,
+    /// Name output columns `view__feature`.
+    pub full_feature_names: bool,
+    /// Exclude rows created after the spine time (no backfill leakage).
+    pub created_cutoff: bool,
+    /// Treat naive timestamps as UTC instead of rejecting them.
+    pub assume_utc: bool,
+    /// Read these views at these offline versions (reproduce an earlier set).
+    pub view_versions: BTreeMap<String, u64>,
+    /// Use the definitions of this registry version.
+    pub registry_version: Option<u64>,
+}
+
+impl HistoricalRequest {
+    /// A request with default options.
+    pub fn new(spine: Vec<RecordBatch>, timestamp_column: impl Into<String>, features: FeatureSelection) -> Self {
+        Self {
+            spine,
+            timestamp_column: timestamp_column.into(),
+            features,
+            full_feature_names: false,
+            created_cutoff: false,
+            assume_utc: false,
+            view_versions: BTreeMap::new(),
+            registry_version: None,
+        }
+    }
+    /// Sets `full_feature_names`.
+    pub fn with_full_feature_names(mut self, v: bool) -> Self {
+        self.full_feature_names = v;
+        self
+    }
+    /// Sets `created_cutoff`.
+    pub fn with_created_cutoff(mut self, v: bool) -> Self {
+        self.created_cutoff = v;
+        self
+    }
+    /// Sets `assume_utc`.
+    pub fn with_assume_utc(mut self, v: bool) -> Self {
+        self.assume_utc = v;
+        self
+    }
+    /// Pins the offline versions (from an earlier [`HistoricalResult`]).
+    pub fn with_view_versions(mut self, v: BTreeMap<String, u64>) -> Self {
+        self.view_versions = v;
+        self
+    }
+    /// Pins the registry version.
+    pub fn with_registry_version(mut self, v: u64) -> Self {
+        self.registry_version = Some(v);
+        self
+    }
+}
+
+/// A training set and what it was built from.
+#[derive(Debug, Clone)]
+pub struct HistoricalResult {
+    /// One row per spine row, in spine order: spine columns, then features.
+    pub batch: RecordBatch,
+    /// Registry version whose definitions were used.
+    pub registry_version: u64,
+    /// Offline version read per view (versioned stores), to reproduce the set.
+    pub view_versions: BTreeMap<String, u64>,
+    /// Rows the offline store returned per view (pushdown effectiveness).
+    pub rows_scanned: BTreeMap<String, u64>,
+}
+
+/// Casts the spine's join-key columns to the declared key types.
+fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<RecordBatch>> {
+    spine
+        .iter()
+        .map(|b| {
+            let schema = b.schema();
+            let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+            for k in keys {
+                let (i, _) = schema.column_with_name(&k.name).ok_or_else(|| {
+                    Error::invalid(format!("spine is missing join key column '{}'", k.name))
+                })?;
+                let target = k.value_type.to_arrow();
+                if cols[i].data_type() != &target {
+                    cols[i] = cast_column(&cols[i], &k.name, &target).map_err(|_| {
+                        Error::invalid(format!(
+                            "spine join key column '{}' has type {}, the entity declares {}",
+                            k.name,
+                            b.column(i).data_type(),
+                            k.value_type
+                        ))
+                    })?;
+                    fields[i] = ArrowField::new(&k.name, target, fields[i].is_nullable());
+                }
+            }
+            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+        })
+        .collect()
+}
+
+impl FeatureStore {
+    /// Builds a point-in-time-correct training set (DESIGN §5).
+    ///
+    /// Per view, only `[min(t) - ttl, max(t)]` is read from the offline store,
+    /// projected to the requested features; then the pure join runs
+    /// ([`crate::pit::point_in_time_join`]) and on-demand views are applied.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the column for spine problems (missing
+    /// keys, naive/null timestamps, uncastable keys) and name clashes;
+    /// [`Error::NotFound`] for unknown features or pinned versions; backend
+    /// failures.
+    pub async fn get_historical_features(&self, req: &HistoricalRequest) -> Result<HistoricalResult> {
+        let snap = match req.registry_version {
+            Some(v) => self.registry.snapshot_at(v).await?,
+            None => self.snapshot().await?,
+        };
+        let defs = &snap.state.definitions;
+        let plan = RequestPlan::new(defs, &req.features)?;
+        self.note_deprecated(defs, &plan.view_names());
+        if req.spine.is_empty() {
+            return Err(Error::invalid("the spine has no batches"));
+        }
+        let ts = &req.timestamp_column;
+        let (mut min, mut max) = (i64::MAX, i64::MIN);
+        for b in &req.spine {
+            let col = b
+                .column_by_name(ts)
+                .ok_or_else(|| Error::invalid(format!("spine is missing timestamp column '{ts}'")))?;
+            for t in timestamp_micros(col.as_ref(), ts, req.assume_utc)? {
+                min = min.min(t);
+                max = max.max(t);
+            }
+        }
+        let mut keys: Vec<JoinKey> = Vec::new();
+        for (v, _) in &plan.views {
+            for k in &v.join_keys {
+                if !keys.iter().any(|x| x.name == k.name) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+        let spine = cast_spine_keys(&req.spine, &keys)?;
+
+        let mut view_versions = BTreeMap::new();
+        let mut rows_scanned = BTreeMap::new();
+        let mut data: Vec<Vec<RecordBatch>> = Vec::new();
+        for (rv, feats) in &plan.views {
+            let name = rv.name().to_owned();
+            let batches = if min > max {
+                Vec::new()
+            } else {
+                let start = rv.view.ttl.map(|t| from_micros(min.saturating_sub(duration_micros(t))));
+                let range = TimeRange::inclusive(start, from_micros(max));
+                let scan = self
+                    .offline
+                    .scan(
+                        rv,
+                        &ScanRequest::new(range)
+                            .with_features(feats.clone())
+                            .with_as_of_version(req.view_versions.get(&name).copied()),
+                    )
+                    .await?;
+                if let Some(v) = scan.version {
+                    view_versions.insert(name.clone(), v);
+                }
+                scan.collect().await?
+            };
+            rows_scanned.insert(name, batches.iter().map(|b| b.num_rows() as u64).sum());
+            data.push(batches);
+        }
+        let pit_views: Vec<PitView<'_>> = plan
+            .views
+            .iter()
+            .zip(&data)
+            .map(|((rv, feats), batches)| PitView {
+                name: rv.name().to_owned(),
+                join_keys: rv.join_keys.iter().map(|k| k.name.clone()).collect(),
+                event_timestamp_column: rv.view.event_timestamp_column.clone(),
+                created_timestamp_column: rv.view.created_timestamp_column.clone(),
+                ttl: rv.view.ttl,
+                features: feats
+                    .iter()
+                    .filter_map(|f| rv.view.feature(f).map(crate::model::Field::to_arrow))
+                    .collect(),
+                batches: batches.as_slice(),
+            })
+            .collect();
+        let opts = PitOptions::default()
+            .with_full_feature_names(true)
+            .with_created_cutoff(req.created_cutoff)
+            .with_assume_utc(req.assume_utc);
+        let joined = point_in_time_join(&spine, ts, &pit_views, &opts)?;
+        drop(pit_views);
+
+        let mut extra: Vec<(String, ArrayRef)> = Vec::new();
+        for o in &plan.on_demand {
+            let f = self.on_demand_fn(&o.name)?;
+            let mut inputs = Vec::new();
+            for r in &o.inputs {
+                let col = joined.column_by_name(&output_name(r, true)).ok_or_else(|| {
+                    Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
+                })?;
+                inputs.push((r.feature.clone(), Arc::clone(col)));
+            }
+            for rf in &o.request_fields {
+                let col = joined.column_by_name(&rf.name).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "on-demand view '{}' needs request field '{}' in the spine",
+                        o.name, rf.name
+                    ))
+                })?;
+                inputs.push((rf.name.clone(), cast_column(col, &rf.name, &rf.value_type.to_arrow())?));
+            }
+            let input = input_batch(inputs, joined.num_rows())?;
+            for (field, col) in o.outputs.iter().zip(f.run(o, &input)?) {
+                extra.push((output_name(&FeatureRef::new(&o.name, &field.name), true), col));
+            }
+        }
+
+        let n_spine = spine.first().map_or(0, |b| b.num_columns());
+        let js = joined.schema();
+        let mut fields: Vec<ArrowField> = js.fields().iter().take(n_spine).map(|f| f.as_ref().clone()).collect();
+        let mut cols: Vec<ArrayRef> = joined.columns().iter().take(n_spine).cloned().collect();
+        for r in &plan.refs {
+            let full = output_name(r, true);
+            let col = joined
+                .column_by_name(&full)
+                .cloned()
+                .or_else(|| extra.iter().find(|(n, _)| *n == full).map(|(_, c)| Arc::clone(c)))
+                .ok_or_else(|| Error::invalid(format!("feature '{r}' missing from the join output")))?;
+            fields.push(ArrowField::new(output_name(r, req.full_feature_names), col.data_type().clone(), true));
+            cols.push(col);
+        }
+        check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(joined.num_rows())),
+        )?;
+        Ok(HistoricalResult {
+            batch,
+            registry_version: snap.version,
+            view_versions,
+            rows_scanned,
+        })
+    }
+}

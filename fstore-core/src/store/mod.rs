@@ -1,0 +1,492 @@
+//! The [`FeatureStore`] facade: one object a host application holds.
+
+mod historical;
+mod materialize;
+mod serving;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+
+use crate::backend::{normalize_batch, to_online_rows};
+use crate::error::{Error, Result};
+use crate::memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
+use crate::model::{Definitions, FeatureRef, ResolvedView};
+use crate::offline::{DynOfflineStore, OfflineWriteSummary};
+use crate::ondemand::OnDemandFunction;
+use crate::online::{DynOnlineStore, WriteOptions, WriteSummary};
+use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
+
+pub use historical::{HistoricalRequest, HistoricalResult};
+pub use materialize::{MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport};
+pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
+
+/// Which features a request wants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureSelection {
+    /// Explicit references, in output order.
+    Refs(Vec<FeatureRef>),
+    /// The features of a feature service.
+    Service(String),
+}
+
+impl From<Vec<FeatureRef>> for FeatureSelection {
+    fn from(v: Vec<FeatureRef>) -> Self {
+        Self::Refs(v)
+    }
+}
+
+impl FeatureSelection {
+    /// Parses `view:feature` strings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming a malformed reference.
+    pub fn refs<I, S>(refs: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(Self::Refs(
+            refs.into_iter().map(|s| s.as_ref().parse()).collect::<Result<_>>()?,
+        ))
+    }
+
+    /// The features of service `name`.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::Service(name.into())
+    }
+
+    pub(crate) fn resolve(&self, defs: &Definitions) -> Result<Vec<FeatureRef>> {
+        let refs = match self {
+            Self::Refs(r) => r.clone(),
+            Self::Service(s) => defs
+                .feature_services
+                .get(s)
+                .ok_or_else(|| Error::not_found("feature service", s))?
+                .features
+                .clone(),
+        };
+        if refs.is_empty() {
+            return Err(Error::invalid("no features requested"));
+        }
+        for r in &refs {
+            let ok = defs.feature_views.get(&r.view).is_some_and(|v| v.feature(&r.feature).is_some())
+                || defs
+                    .on_demand_views
+                    .get(&r.view)
+                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
+            if !ok {
+                return Err(Error::not_found("feature", r.to_string()));
+            }
+        }
+        Ok(refs)
+    }
+}
+
+/// Options of [`FeatureStore::apply`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct ApplyOptions {
+    /// Apply even if the plan has breaking changes.
+    pub force: bool,
+}
+
+impl ApplyOptions {
+    /// Sets `force`.
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+}
+
+/// Outcome of [`FeatureStore::apply`].
+#[derive(Debug, Clone)]
+pub struct ApplyResult {
+    /// Registry version after the apply (unchanged when the plan was empty).
+    pub version: u64,
+    /// What changed.
+    pub plan: Plan,
+}
+
+/// Where [`FeatureStore::push`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushTarget {
+    /// Only the online store.
+    Online,
+    /// Only the offline store.
+    Offline,
+    /// Offline first, then online.
+    Both,
+}
+
+/// Outcome of [`FeatureStore::push`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushSummary {
+    /// Offline append, if the target included it.
+    pub offline: Option<OfflineWriteSummary>,
+    /// Online upsert, if the target included it.
+    pub online: Option<WriteSummary>,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    imputations: AtomicU64,
+    deprecated_reads: Mutex<BTreeMap<String, u64>>,
+}
+
+/// The facade: definitions (registry), history (offline store) and serving
+/// (online store) behind one object. Cheap to share (`Arc<FeatureStore>`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> fstore_core::Result<()> {
+/// use fstore_core::{Definitions, Entity, FeatureStore, FeatureView, ValueType};
+/// let store = FeatureStore::in_memory();
+/// let defs = Definitions::new()
+///     .with_entity(Entity::new("driver", "driver_id", ValueType::Int64))
+///     .with_feature_view(FeatureView::new("driver_stats", ["driver"]).with_feature("trips", ValueType::Int64));
+/// let applied = store.apply(&defs, Default::default()).await?;
+/// assert_eq!(applied.version, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FeatureStore {
+    registry: Arc<DynRegistry>,
+    offline: Arc<DynOfflineStore>,
+    online: Arc<DynOnlineStore>,
+    on_demand: HashMap<String, OnDemandFunction>,
+    online_timeout: Duration,
+    registry_ttl: Duration,
+    cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
+    metrics: Metrics,
+}
+
+/// Builds a [`FeatureStore`]. Unset parts default to the in-memory backends.
+#[derive(Debug, Default)]
+pub struct FeatureStoreBuilder {
+    registry: Option<Arc<DynRegistry>>,
+    offline: Option<Arc<DynOfflineStore>>,
+    online: Option<Arc<DynOnlineStore>>,
+    on_demand: Vec<OnDemandFunction>,
+    online_timeout: Option<Duration>,
+    registry_ttl: Option<Duration>,
+}
+
+impl FeatureStoreBuilder {
+    /// Sets the registry.
+    pub fn registry(mut self, r: Arc<DynRegistry>) -> Self {
+        self.registry = Some(r);
+        self
+    }
+    /// Sets the offline store.
+    pub fn offline(mut self, s: Arc<DynOfflineStore>) -> Self {
+        self.offline = Some(s);
+        self
+    }
+    /// Sets the online store.
+    pub fn online(mut self, s: Arc<DynOnlineStore>) -> Self {
+        self.online = Some(s);
+        self
+    }
+    /// Registers the implementation of an on-demand view.
+    pub fn on_demand(mut self, f: OnDemandFunction) -> Self {
+        self.on_demand.push(f);
+        self
+    }
+    /// Deadline of every online read (default 1 s).
+    pub fn online_timeout(mut self, t: Duration) -> Self {
+        self.online_timeout = Some(t);
+        self
+    }
+    /// How long a registry snapshot is reused before re-checking (default 1 s;
+    /// this process's own `apply` refreshes it at once).
+    pub fn registry_cache_ttl(mut self, t: Duration) -> Self {
+        self.registry_ttl = Some(t);
+        self
+    }
+
+    /// Builds the store.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when two on-demand functions share a name.
+    pub fn build(self) -> Result<FeatureStore> {
+        let mut on_demand = HashMap::new();
+        for f in self.on_demand {
+            if on_demand.insert(f.name().to_owned(), f.clone()).is_some() {
+                return Err(Error::invalid(format!(
+                    "on-demand function '{}' registered twice",
+                    f.name()
+                )));
+            }
+        }
+        Ok(FeatureStore {
+            registry: self.registry.unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
+            offline: self.offline.unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
+            online: self.online.unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            on_demand,
+            online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
+            registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
+            cache: Mutex::new(None),
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+impl FeatureStore {
+    /// A builder.
+    pub fn builder() -> FeatureStoreBuilder {
+        FeatureStoreBuilder::default()
+    }
+
+    /// A store on the in-memory registry, offline and online stores.
+    pub fn in_memory() -> Self {
+        Self {
+            registry: Arc::new(InMemoryRegistry::new()),
+            offline: Arc::new(InMemoryOfflineStore::new()),
+            online: Arc::new(InMemoryOnlineStore::new()),
+            on_demand: HashMap::new(),
+            online_timeout: Duration::from_secs(1),
+            registry_ttl: Duration::from_secs(1),
+            cache: Mutex::new(None),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<DynRegistry> {
+        &self.registry
+    }
+    /// The offline store.
+    pub fn offline_store(&self) -> &Arc<DynOfflineStore> {
+        &self.offline
+    }
+    /// The online store.
+    pub fn online_store(&self) -> &Arc<DynOnlineStore> {
+        &self.online
+    }
+
+    /// The registry snapshot, cached for the configured ttl.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub async fn snapshot(&self) -> Result<Arc<RegistrySnapshot>> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((at, s)) = c.as_ref()
+            && at.elapsed() < self.registry_ttl
+        {
+            return Ok(Arc::clone(s));
+        }
+        let s = self.registry.snapshot().await?;
+        self.remember(&s);
+        Ok(s)
+    }
+
+    fn remember(&self, s: &Arc<RegistrySnapshot>) {
+        if let Ok(mut c) = self.cache.lock() {
+            let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
+            if newer {
+                *c = Some((Instant::now(), Arc::clone(s)));
+            }
+        }
+    }
+
+    fn forget(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = None;
+        }
+    }
+
+    /// The pure diff between the registry and `desired` (the complete set of
+    /// definitions), after validating `desired`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] from validation; registry failures.
+    pub async fn plan(&self, desired: &Definitions) -> Result<Plan> {
+        validate(desired)?;
+        let current = self.registry.snapshot().await?;
+        Ok(plan(&current.state.definitions, desired))
+    }
+
+    /// Validates `desired`, plans, and commits it as the new registry version
+    /// (compare-and-swap: a concurrent apply makes this one fail with
+    /// [`Error::Conflict`], nothing lost). Watermarks of removed views are dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], [`Error::BreakingChange`] (without `force`),
+    /// [`Error::OnDemandVersionMismatch`] (a registered function with another
+    /// version), [`Error::Conflict`].
+    pub async fn apply(&self, desired: &Definitions, opts: ApplyOptions) -> Result<ApplyResult> {
+        validate(desired)?;
+        for (name, def) in &desired.on_demand_views {
+            if let Some(f) = self.on_demand.get(name) {
+                f.check(def)?;
+            }
+        }
+        let current = self.registry.snapshot().await?;
+        let p = plan(&current.state.definitions, desired);
+        if p.is_empty() {
+            return Ok(ApplyResult {
+                version: current.version,
+                plan: p,
+            });
+        }
+        if p.is_breaking() && !opts.force {
+            return Err(Error::BreakingChange { changes: p.breaking() });
+        }
+        let mut state = current.state.clone();
+        state.definitions = desired.clone();
+        state.watermarks.retain(|v, _| desired.feature_views.contains_key(v));
+        let version = self.registry.commit(current.version, state).await?;
+        self.forget();
+        Ok(ApplyResult { version, plan: p })
+    }
+
+    /// Resolves the view `name` from the current registry.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn resolve_view(&self, name: &str) -> Result<ResolvedView> {
+        self.snapshot().await?.state.definitions.resolve_view(name)
+    }
+
+    /// Validates `batch` against view `view` and writes it to the online store,
+    /// the offline store, or both (offline first).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
+    /// rules included); backend failures.
+    pub async fn push(&self, view: &str, batch: &RecordBatch, target: PushTarget) -> Result<PushSummary> {
+        let rv = self.resolve_view(view).await?;
+        let batch = normalize_batch(&rv, batch, false)?;
+        let mut out = PushSummary::default();
+        if matches!(target, PushTarget::Offline | PushTarget::Both) {
+            out.offline = Some(self.offline.write(&rv, batch.clone()).await?);
+        }
+        if matches!(target, PushTarget::Online | PushTarget::Both) {
+            let rows = to_online_rows(&rv, &batch)?;
+            out.online = Some(self.online.write(&rv, rows, &WriteOptions::default()).await?);
+        }
+        Ok(out)
+    }
+
+    /// Appends history to the offline store (same as `push(.., Offline)`).
+    ///
+    /// # Errors
+    /// As [`FeatureStore::push`].
+    pub async fn write_history(&self, view: &str, batch: &RecordBatch) -> Result<OfflineWriteSummary> {
+        let s = self.push(view, batch, PushTarget::Offline).await?;
+        s.offline
+            .ok_or_else(|| Error::backend_msg("fstore", "offline write reported nothing"))
+    }
+
+    /// Number of values imputed by `Default` fallbacks since the store was built.
+    pub fn imputation_count(&self) -> u64 {
+        self.metrics.imputations.load(Ordering::Relaxed)
+    }
+
+    /// Reads of deprecated views since the store was built, per view.
+    pub fn deprecated_reads(&self) -> BTreeMap<String, u64> {
+        self.metrics
+            .deprecated_reads
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
+        for v in views {
+            if let Some(d) = defs.feature_views.get(v).and_then(|fv| fv.deprecation.as_ref()) {
+                tracing::warn!(
+                    view = %v,
+                    tombstone = %d.tombstone,
+                    replacement = ?d.replacement,
+                    "read of deprecated feature view"
+                );
+                if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
+                    *m.entry(v.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn on_demand_fn(&self, name: &str) -> Result<&OnDemandFunction> {
+        self.on_demand.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "on-demand view '{name}' has no function registered in this process (FeatureStoreBuilder::on_demand)"
+            ))
+        })
+    }
+}
+
+/// The plan of a request: per view, the features to read; per on-demand view,
+/// its definition. `refs` is the output order.
+#[derive(Debug)]
+pub(crate) struct RequestPlan {
+    pub(crate) refs: Vec<FeatureRef>,
+    /// (view, features) in first-use order; includes hidden on-demand inputs.
+    pub(crate) views: Vec<(ResolvedView, Vec<String>)>,
+    pub(crate) on_demand: Vec<crate::model::OnDemandView>,
+}
+
+impl RequestPlan {
+    pub(crate) fn new(defs: &Definitions, sel: &FeatureSelection) -> Result<Self> {
+        let refs = sel.resolve(defs)?;
+        let mut views: Vec<(ResolvedView, Vec<String>)> = Vec::new();
+        let mut on_demand: Vec<crate::model::OnDemandView> = Vec::new();
+        let add = |views: &mut Vec<(ResolvedView, Vec<String>)>, r: &FeatureRef| -> Result<()> {
+            match views.iter_mut().find(|(v, _)| v.name() == r.view) {
+                Some((_, fs)) => {
+                    if !fs.contains(&r.feature) {
+                        fs.push(r.feature.clone());
+                    }
+                }
+                None => views.push((defs.resolve_view(&r.view)?, vec![r.feature.clone()])),
+            }
+            Ok(())
+        };
+        for r in &refs {
+            if let Some(o) = defs.on_demand_views.get(&r.view) {
+                if !on_demand.iter().any(|x| x.name == o.name) {
+                    on_demand.push(o.clone());
+                }
+            } else {
+                add(&mut views, r)?;
+            }
+        }
+        for o in &on_demand {
+            for r in &o.inputs {
+                add(&mut views, r)?;
+            }
+        }
+        Ok(Self { refs, views, on_demand })
+    }
+
+    pub(crate) fn view_names(&self) -> Vec<String> {
+        self.views.iter().map(|(v, _)| v.name().to_owned()).collect()
+    }
+}
+
+/// Output column name of a feature.
+pub(crate) fn output_name(r: &FeatureRef, full: bool) -> String {
+    if full {
+        format!("{}__{}", r.view, r.feature)
+    } else {
+        r.feature.clone()
+    }
+}
+
+/// Fails on duplicate output names, naming the clash.
+pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(Error::invalid(format!(
+                "output column '{n}' appears twice; request full feature names (view__feature) to disambiguate"
+            )));
+        }
+    }
+    Ok(())
+}
