@@ -1,0 +1,1 @@
+//! Tests of the point-in-time join.
