@@ -176,7 +176,10 @@ fn concat_spine(spine: &[RecordBatch]) -> Result<RecordBatch> {
             )));
         }
     }
-    Ok(arrow_select::concat::concat_batches(first.schema_ref(), spine)?)
+    Ok(arrow_select::concat::concat_batches(
+        first.schema_ref(),
+        spine,
+    )?)
 }
 
 fn output_name(view: &PitView<'_>, feature: &Field, options: &PitOptions) -> String {
@@ -222,7 +225,8 @@ fn validate_view(v: &PitView<'_>, spine: &Schema, options: &PitOptions) -> Resul
                 v.name
             ))
         })?;
-        keys::check_key_type(f.data_type(), k).map_err(|e| context(e, &format!("view '{}'", v.name)))?;
+        keys::check_key_type(f.data_type(), k)
+            .map_err(|e| context(e, &format!("view '{}'", v.name)))?;
         spine_key_types.push(f.data_type());
     }
     for (bi, b) in v.batches.iter().enumerate() {
@@ -247,11 +251,19 @@ fn validate_view(v: &PitView<'_>, spine: &Schema, options: &PitOptions) -> Resul
         }
         let ctx = || format!("view '{}', feature batch {bi}", v.name);
         let ev = &v.event_timestamp_column;
-        check_timestamp_type(get(ev, "event-timestamp")?.data_type(), ev, options.assume_utc)
-            .map_err(|e| context(e, &ctx()))?;
+        check_timestamp_type(
+            get(ev, "event-timestamp")?.data_type(),
+            ev,
+            options.assume_utc,
+        )
+        .map_err(|e| context(e, &ctx()))?;
         if let Some(cr) = &v.created_timestamp_column {
-            check_timestamp_type(get(cr, "created-timestamp")?.data_type(), cr, options.assume_utc)
-                .map_err(|e| context(e, &ctx()))?;
+            check_timestamp_type(
+                get(cr, "created-timestamp")?.data_type(),
+                cr,
+                options.assume_utc,
+            )
+            .map_err(|e| context(e, &ctx()))?;
         }
         for f in &v.features {
             let bt = get(f.name(), "feature")?.data_type();
@@ -352,7 +364,11 @@ fn run_views(
         .sum::<usize>()
         + ctx.spine_t.len();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if work >= 200_000 { cores.min(views.len()) } else { 1 };
+    let threads = if work >= 200_000 {
+        cores.min(views.len())
+    } else {
+        1
+    };
     if threads <= 1 {
         return views
             .iter()
@@ -455,9 +471,8 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
             }
             let (lo, hi) = window[*id as usize];
             let e = events[i];
-            let keep = e <= hi
-                && e >= lo
-                && !(cutoff && created.as_ref().is_some_and(|c| c[i] > hi));
+            let keep =
+                e <= hi && e >= lo && !(cutoff && created.as_ref().is_some_and(|c| c[i] > hi));
             if keep {
                 bstart[*id as usize + 1] += 1;
             } else {

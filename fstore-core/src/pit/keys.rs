@@ -76,7 +76,13 @@ fn hash_bytes(b: &[u8]) -> u64 {
 /// `None` when the type is not an integer type.
 fn int_values(a: &dyn Array) -> Option<Cow<'_, [i64]>> {
     fn widen<T: ArrowPrimitiveType>(a: &dyn Array, f: impl Fn(T::Native) -> i64) -> Cow<'_, [i64]> {
-        Cow::Owned(a.as_primitive::<T>().values().iter().map(|v| f(*v)).collect())
+        Cow::Owned(
+            a.as_primitive::<T>()
+                .values()
+                .iter()
+                .map(|v| f(*v))
+                .collect(),
+        )
     }
     Some(match a.data_type() {
         DataType::Int64 => Cow::Borrowed(a.as_primitive::<Int64Type>().values()),
@@ -126,12 +132,18 @@ fn hash_column(a: &dyn Array, column: &str, hashes: &mut [u64]) -> Result<()> {
             }
         }
         DataType::Date32 => {
-            for (h, v) in hashes.iter_mut().zip(a.as_primitive::<Date32Type>().values()) {
+            for (h, v) in hashes
+                .iter_mut()
+                .zip(a.as_primitive::<Date32Type>().values())
+            {
                 mix(h, fmix64(*v as u64));
             }
         }
         DataType::Date64 => {
-            for (h, v) in hashes.iter_mut().zip(a.as_primitive::<Date64Type>().values()) {
+            for (h, v) in hashes
+                .iter_mut()
+                .zip(a.as_primitive::<Date64Type>().values())
+            {
                 mix(h, fmix64(*v as u64));
             }
         }
