@@ -5,6 +5,6 @@ mod error;
 pub mod pit;
 pub mod time;
 
+pub use error::{BoxError, Error, Result};
 pub use arrow_array;
 pub use arrow_schema;
-pub use error::{BoxError, Error, Result};
