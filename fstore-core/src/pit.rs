@@ -5,16 +5,20 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
-use arrow_schema::{DataType, Field, FieldRef, Schema};
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, cast::AsArray, new_null_array,
+};
+use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
 
 use crate::error::{Error, Result};
-use crate::time::{check_timestamp_type, duration_micros, timestamp_micros};
+use crate::time::{check_timestamp_type, duration_micros, reject_nulls, timestamp_micros};
 use keys::{KeyIndex, NONE};
 
 /// One feature view's input to [`point_in_time_join`].
@@ -543,20 +547,30 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
     gather(view, &chosen, &offsets)
 }
 
+/// Timestamps of `a` in UTC microseconds, borrowed when already in microseconds.
+fn micros<'b>(a: &'b dyn Array, column: &str, assume_utc: bool) -> Result<Cow<'b, [i64]>> {
+    if let DataType::Timestamp(TimeUnit::Microsecond, _) = a.data_type() {
+        check_timestamp_type(a.data_type(), column, assume_utc)?;
+        reject_nulls(a, column, "timestamp")?;
+        return Ok(Cow::Borrowed(
+            a.as_primitive::<TimestampMicrosecondType>().values(),
+        ));
+    }
+    Ok(Cow::Owned(timestamp_micros(a, column, assume_utc)?))
+}
+
+type Times<'b> = (Cow<'b, [i64]>, Option<Cow<'b, [i64]>>);
+
 /// Event (and created, if any) timestamps of one feature batch in UTC micros.
-fn times(
+fn times<'b>(
     view: &PitView<'_>,
-    batch: &RecordBatch,
+    batch: &'b RecordBatch,
     options: &PitOptions,
-) -> Result<(Vec<i64>, Option<Vec<i64>>)> {
+) -> Result<Times<'b>> {
     let ev = &view.event_timestamp_column;
-    let events = timestamp_micros(column(batch, ev)?.as_ref(), ev, options.assume_utc)?;
+    let events = micros(column(batch, ev)?.as_ref(), ev, options.assume_utc)?;
     let created = match &view.created_timestamp_column {
-        Some(cr) => Some(timestamp_micros(
-            column(batch, cr)?.as_ref(),
-            cr,
-            options.assume_utc,
-        )?),
+        Some(cr) => Some(micros(column(batch, cr)?.as_ref(), cr, options.assume_utc)?),
         None => None,
     };
     Ok((events, created))

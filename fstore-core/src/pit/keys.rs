@@ -170,6 +170,8 @@ enum Index {
     Dense { min: i64, max: i64, table: Vec<u32> },
     /// Single integer key, sparse range.
     Hashed(HashMap<i64, u32, MixBuild>),
+    /// Two integer key columns.
+    Pair(HashMap<(i64, i64), u32, MixBuild>),
     /// Anything else: hash of the typed values → first id of a chain of ids with
     /// that hash (`next`), each confirmed against its representative spine row.
     Generic {
@@ -262,6 +264,25 @@ impl KeyIndex {
             });
         }
 
+        if let [a, b] = refs.as_slice()
+            && let (Some(a), Some(b)) = (int_values(*a), int_values(*b))
+        {
+            let mut map: HashMap<(i64, i64), u32, MixBuild> = HashMap::default();
+            for (i, pair) in a.iter().zip(b.iter()).enumerate() {
+                if valid(i) {
+                    ids[i] = *map.entry((*pair.0, *pair.1)).or_insert_with(|| {
+                        n_ids += 1;
+                        n_ids - 1
+                    });
+                }
+            }
+            return Ok(Self {
+                index: Index::Pair(map),
+                ids,
+                n_ids: n_ids as usize,
+            });
+        }
+
         let mut hashes = vec![0u64; n];
         for (c, name) in refs.iter().zip(names) {
             hash_column(*c, name, &mut hashes)?;
@@ -335,6 +356,25 @@ impl KeyIndex {
                     .map(|(i, v)| {
                         if valid(i) {
                             map.get(v).copied().unwrap_or(NONE)
+                        } else {
+                            NONE
+                        }
+                    })
+                    .collect())
+            }
+            Index::Pair(map) => {
+                let (Some(a), Some(b)) = (
+                    cols.first().and_then(|c| int_values(*c)),
+                    cols.get(1).and_then(|c| int_values(*c)),
+                ) else {
+                    return Err(Error::invalid("join key type changed"));
+                };
+                Ok(a.iter()
+                    .zip(b.iter())
+                    .enumerate()
+                    .map(|(i, (x, y))| {
+                        if valid(i) {
+                            map.get(&(*x, *y)).copied().unwrap_or(NONE)
                         } else {
                             NONE
                         }

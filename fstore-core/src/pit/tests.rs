@@ -721,11 +721,13 @@ fn key_of(view: usize, r: (Option<usize>, Option<usize>, Option<usize>)) -> Vec<
     match view {
         0 => vec![i],
         1 => vec![s(r.1), s(r.2)],
-        _ => vec![i, s(r.1)],
+        2 => vec![i, s(r.1)],
+        _ => vec![i, r.2.map(|j| KeyVal::I(j as i64))],
     }
 }
 
-const VIEW_KEYS: [&[&str]; 3] = [&["a"], &["b", "c"], &["a", "b"]];
+/// Single int (dense/hashed), string pair, mixed pair, int pair (`ci` = index of `c`).
+const VIEW_KEYS: [&[&str]; 4] = [&["a"], &["b", "c"], &["a", "b"], &["a", "ci"]];
 
 fn key_cols(
     rows: &[(Option<usize>, Option<usize>, Option<usize>)],
@@ -733,7 +735,13 @@ fn key_cols(
     let a: Int64Array = rows.iter().map(|r| r.0.map(|i| INTS[i])).collect();
     let b: StringArray = rows.iter().map(|r| r.1.map(|i| STRS[i])).collect();
     let c: StringArray = rows.iter().map(|r| r.2.map(|i| STRS[i])).collect();
-    vec![("a", Arc::new(a)), ("b", Arc::new(b)), ("c", Arc::new(c))]
+    let ci: Int32Array = rows.iter().map(|r| r.2.map(|i| i as i32)).collect();
+    vec![
+        ("a", Arc::new(a)),
+        ("b", Arc::new(b)),
+        ("c", Arc::new(c)),
+        ("ci", Arc::new(ci)),
+    ]
 }
 
 proptest! {
@@ -748,7 +756,7 @@ proptest! {
              0i64..14),
             0..30),
         spine_split in 0usize..30,
-        gviews in proptest::collection::vec(gen_view(), 3),
+        gviews in proptest::collection::vec(gen_view(), 4),
         cutoff in any::<bool>(),
         seed in any::<u64>(),
     ) {
