@@ -172,7 +172,7 @@ pub async fn online_concurrent_writers(store: Arc<DynOnlineStore>) {
             .collect();
         to_online_rows(&rv, &feature_batch(&data)).expect("rows")
     };
-    let (a, c) = (mk((0..20).rev().step_by(2).collect()), mk((1..21).step_by(2).collect()));
+    let (a, c) = (mk((0..=20).rev().step_by(2).collect()), mk((1..20).step_by(2).collect()));
     let (s1, s2, rv1, rv2) = (Arc::clone(&store), Arc::clone(&store), rv.clone(), rv.clone());
     let h1 = tokio::spawn(async move { s1.write(&rv1, a, &WriteOptions::default()).await });
     let h2 = tokio::spawn(async move { s2.write(&rv2, c, &WriteOptions::default()).await });
