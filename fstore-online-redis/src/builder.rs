@@ -290,11 +290,17 @@ impl RedisOnlineStoreBuilder {
     }
     /// Sets [`RedisConfigKey::CommandTimeout`].
     pub fn with_command_timeout(self, t: Duration) -> Self {
-        self.with_config(RedisConfigKey::CommandTimeout, format!("{}ms", t.as_millis()))
+        self.with_config(
+            RedisConfigKey::CommandTimeout,
+            format!("{}ms", t.as_millis()),
+        )
     }
     /// Sets [`RedisConfigKey::ConnectTimeout`].
     pub fn with_connect_timeout(self, t: Duration) -> Self {
-        self.with_config(RedisConfigKey::ConnectTimeout, format!("{}ms", t.as_millis()))
+        self.with_config(
+            RedisConfigKey::ConnectTimeout,
+            format!("{}ms", t.as_millis()),
+        )
     }
     /// Sets [`RedisConfigKey::NativeTtl`].
     pub fn with_native_ttl(self, on: bool) -> Self {
@@ -324,12 +330,17 @@ impl RedisOnlineStoreBuilder {
                 key: k.clone(),
             });
         }
-        let url = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()).ok_or_else(|| {
-            Error::invalid(format!(
-                "{BACKEND}: config key 'url' ({}) is required",
-                RedisConfigKey::Url.env_var()
-            ))
-        })?;
+        let url = self
+            .url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{BACKEND}: config key 'url' ({}) is required",
+                    RedisConfigKey::Url.env_var()
+                ))
+            })?;
         let force_cluster = parse_bool(RedisConfigKey::Cluster, self.cluster.as_deref(), false)?;
         let tls = parse_bool(RedisConfigKey::Tls, self.tls.as_deref(), false)?;
         let mut config = parse_url(url, force_cluster)?;
@@ -348,9 +359,16 @@ impl RedisOnlineStoreBuilder {
                 "{BACKEND}: config key 'key_prefix' is '{prefix}': it must not contain '{{' or '}}' (they mark the cluster hash tag)"
             )));
         }
-        let pool_size = parse_usize(RedisConfigKey::PoolSize, self.pool_size.as_deref(), DEFAULT_POOL_SIZE)?;
-        let script_batch =
-            parse_usize(RedisConfigKey::ScriptBatch, self.script_batch.as_deref(), DEFAULT_SCRIPT_BATCH)?;
+        let pool_size = parse_usize(
+            RedisConfigKey::PoolSize,
+            self.pool_size.as_deref(),
+            DEFAULT_POOL_SIZE,
+        )?;
+        let script_batch = parse_usize(
+            RedisConfigKey::ScriptBatch,
+            self.script_batch.as_deref(),
+            DEFAULT_SCRIPT_BATCH,
+        )?;
         let settings = Settings {
             prefix,
             pool_size,
@@ -416,15 +434,23 @@ fn parse_usize(key: RedisConfigKey, v: Option<&str>, default: usize) -> Result<u
 }
 
 /// `250ms`, `2s`, `1m`, `1h` or plain milliseconds.
-pub(crate) fn parse_duration(key: RedisConfigKey, v: Option<&str>, default: Duration) -> Result<Duration> {
+pub(crate) fn parse_duration(
+    key: RedisConfigKey,
+    v: Option<&str>,
+    default: Duration,
+) -> Result<Duration> {
     let Some(s) = v.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(default);
     };
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| bad(key, s, "expected a duration such as 250ms, 2s, 1m or plain milliseconds"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        bad(
+            key,
+            s,
+            "expected a duration such as 250ms, 2s, 1m or plain milliseconds",
+        )
+    })?;
     let ms = match unit.trim() {
         "" | "ms" => Some(n),
         "s" => n.checked_mul(1_000),
@@ -432,13 +458,23 @@ pub(crate) fn parse_duration(key: RedisConfigKey, v: Option<&str>, default: Dura
         "h" => n.checked_mul(3_600_000),
         _ => None,
     }
-    .ok_or_else(|| bad(key, s, "expected a duration such as 250ms, 2s, 1m or plain milliseconds"))?;
+    .ok_or_else(|| {
+        bad(
+            key,
+            s,
+            "expected a duration such as 250ms, 2s, 1m or plain milliseconds",
+        )
+    })?;
     Ok(Duration::from_millis(ms))
 }
 
 fn parse_url(url: &str, force_cluster: bool) -> Result<Config> {
     let map = |e: fred::error::Error| bad(RedisConfigKey::Url, &redact_url(url), e.details());
-    let parts: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if parts.len() > 1 {
         // A list of seed nodes: the first URL carries credentials and options.
         let mut config = Config::from_url_clustered(parts[0]).map_err(map)?;
@@ -506,7 +542,10 @@ mod tests {
             assert_eq!(k.as_ref().parse::<RedisConfigKey>().unwrap(), k);
             assert_eq!(k.env_var().parse::<RedisConfigKey>().unwrap(), k);
         }
-        assert_eq!("PROJECT".parse::<RedisConfigKey>().unwrap(), RedisConfigKey::KeyPrefix);
+        assert_eq!(
+            "PROJECT".parse::<RedisConfigKey>().unwrap(),
+            RedisConfigKey::KeyPrefix
+        );
         assert!(matches!(
             "nope".parse::<RedisConfigKey>(),
             Err(Error::UnknownConfigKey { key, .. }) if key == "nope"
@@ -515,7 +554,10 @@ mod tests {
 
     #[test]
     fn build_validates() {
-        let err = RedisOnlineStoreBuilder::new().build().unwrap_err().to_string();
+        let err = RedisOnlineStoreBuilder::new()
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'url'"), "{err}");
         let err = RedisOnlineStoreBuilder::new()
             .with_url("redis://127.0.0.1:1")
@@ -544,7 +586,11 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, Error::UnknownConfigKey { .. }), "{err}");
-        let err = RedisOnlineStoreBuilder::new().with_url("not a url").build().unwrap_err().to_string();
+        let err = RedisOnlineStoreBuilder::new()
+            .with_url("not a url")
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'url'"), "{err}");
     }
 
@@ -552,10 +598,22 @@ mod tests {
     fn durations() {
         let k = RedisConfigKey::CommandTimeout;
         let d = Duration::ZERO;
-        assert_eq!(parse_duration(k, Some("250ms"), d).unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration(k, Some("2s"), d).unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration(k, Some("1m"), d).unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration(k, Some("15"), d).unwrap(), Duration::from_millis(15));
+        assert_eq!(
+            parse_duration(k, Some("250ms"), d).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration(k, Some("2s"), d).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            parse_duration(k, Some("1m"), d).unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_duration(k, Some("15"), d).unwrap(),
+            Duration::from_millis(15)
+        );
         assert!(parse_duration(k, Some("2 weeks"), d).is_err());
     }
 

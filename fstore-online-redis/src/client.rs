@@ -92,9 +92,11 @@ impl Conn {
             .map_err(|e| map_err(e, "create the connection pool"))?;
         // fail_fast (fred's default) returns the first connection error; the
         // deadline is a backstop for servers that accept but never answer.
-        let init = with_deadline(s.connect_timeout + Duration::from_millis(500), "connect", async {
-            pool.init().await.map_err(|e| map_err(e, "connect"))
-        })
+        let init = with_deadline(
+            s.connect_timeout + Duration::from_millis(500),
+            "connect",
+            async { pool.init().await.map_err(|e| map_err(e, "connect")) },
+        )
         .await;
         if let Err(e) = init {
             let p = pool.clone();
@@ -132,14 +134,21 @@ impl Conn {
 
     /// SCAN every key matching `pattern` (on every primary in cluster mode) and
     /// HDEL `fields` from each, one pipeline per page.
-    pub(crate) async fn delete_fields(&self, pattern: &str, fields: [String; 2], cluster: bool) -> Result<()> {
+    pub(crate) async fn delete_fields(
+        &self,
+        pattern: &str,
+        fields: [String; 2],
+        cluster: bool,
+    ) -> Result<()> {
         let client = self.pool.next();
         let mut stream = if cluster {
             client
                 .scan_cluster(pattern.to_owned(), Some(1_000), Some(ScanType::Hash))
                 .boxed()
         } else {
-            client.scan(pattern.to_owned(), Some(1_000), Some(ScanType::Hash)).boxed()
+            client
+                .scan(pattern.to_owned(), Some(1_000), Some(ScanType::Hash))
+                .boxed()
         };
         while let Some(page) = stream.next().await {
             let mut page = page.map_err(|e| map_err(e, "SCAN"))?;
@@ -171,12 +180,18 @@ impl Conn {
 }
 
 /// Runs `f` with a deadline; running out is [`Error::Timeout`].
-pub(crate) async fn with_deadline<T>(d: Duration, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn with_deadline<T>(
+    d: Duration,
+    what: &str,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
     match tokio::time::timeout(d, f).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout {
             backend: BACKEND,
-            message: format!("{what}: no reply within {d:?} (server down, unreachable or overloaded)"),
+            message: format!(
+                "{what}: no reply within {d:?} (server down, unreachable or overloaded)"
+            ),
         }),
     }
 }

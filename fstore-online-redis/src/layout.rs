@@ -75,10 +75,21 @@ pub(crate) fn encode_version(event_ts: i64, created_ts: Option<i64>) -> [u8; VER
 }
 
 /// Decodes a stored version.
-pub(crate) fn decode_version(b: &[u8], what: impl FnOnce() -> String) -> Result<(i64, Option<i64>)> {
-    let corrupt = |why: &str| Error::backend_msg(BACKEND, format!("corrupt version field at {}: {why}", what()));
+pub(crate) fn decode_version(
+    b: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<(i64, Option<i64>)> {
+    let corrupt = |why: &str| {
+        Error::backend_msg(
+            BACKEND,
+            format!("corrupt version field at {}: {why}", what()),
+        )
+    };
     if b.len() != VERSION_LEN {
-        return Err(corrupt(&format!("{} bytes, expected {VERSION_LEN}", b.len())));
+        return Err(corrupt(&format!(
+            "{} bytes, expected {VERSION_LEN}",
+            b.len()
+        )));
     }
     let mut ev = [0u8; 8];
     ev.copy_from_slice(&b[..8]);
@@ -121,11 +132,22 @@ mod tests {
     }
 
     fn any_created() -> impl Strategy<Value = Option<i64>> {
-        prop_oneof![Just(None), Just(Some(i64::MIN)), Just(Some(i64::MAX)), any::<i64>().prop_map(Some)]
+        prop_oneof![
+            Just(None),
+            Just(Some(i64::MIN)),
+            Just(Some(i64::MAX)),
+            any::<i64>().prop_map(Some)
+        ]
     }
 
     fn any_ts() -> impl Strategy<Value = i64> {
-        prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(0i64), Just(-1i64), any::<i64>()]
+        prop_oneof![
+            Just(i64::MIN),
+            Just(i64::MAX),
+            Just(0i64),
+            Just(-1i64),
+            any::<i64>()
+        ]
     }
 
     proptest! {

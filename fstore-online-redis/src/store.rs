@@ -14,8 +14,8 @@ use fred::types::config::Config;
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use fstore_core::backend::display_entity_key;
 use fstore_core::{
-    Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, Result, WriteOptions,
-    WriteSummary,
+    Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
+    Result, WriteOptions, WriteSummary,
 };
 use tokio::sync::OnceCell;
 
@@ -23,7 +23,8 @@ use crate::BACKEND;
 use crate::builder::Settings;
 use crate::client::{Conn, map_err, with_deadline};
 use crate::layout::{
-    decode_version, encode_version, expire_at_ms, hash_key, payload_field, scan_pattern, version_field,
+    decode_version, encode_version, expire_at_ms, hash_key, payload_field, scan_pattern,
+    version_field,
 };
 
 /// Script calls per pipeline (each call carries up to `script_batch` rows).
@@ -146,7 +147,11 @@ impl RedisOnlineStore {
         let cluster = self.is_cluster();
         for r in rows {
             let key = hash_key(&self.settings.prefix, &r.entity_key);
-            let slot = if cluster { fred::util::redis_keyslot(&key) } else { 0 };
+            let slot = if cluster {
+                fred::util::redis_keyslot(&key)
+            } else {
+                0
+            };
             let g = *by_slot.entry(slot).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
@@ -163,7 +168,9 @@ impl RedisOnlineStore {
                 args.extend(chunk.iter().map(|(_, k, _)| Value::Bytes(k.clone())));
                 args.extend(head.iter().cloned());
                 for (_, _, r) in chunk {
-                    args.push(Value::Bytes(encode_version(r.event_ts, r.created_ts).to_vec().into()));
+                    args.push(Value::Bytes(
+                        encode_version(r.event_ts, r.created_ts).to_vec().into(),
+                    ));
                     args.push(Value::Bytes(r.payload.clone().into()));
                     let exp = ttl_us.and_then(|t| expire_at_ms(r.event_ts, t, grace_us));
                     args.push(match exp {
@@ -198,7 +205,10 @@ impl RedisOnlineStore {
                     let mut args = c.args.clone();
                     args[0] = Value::from(script);
                     let cmd = CustomCommand::new_static(cmd, ClusterHash::Custom(c.slot), false);
-                    let _: () = p.custom(cmd, args).await.map_err(|e| map_err(e, "queue EVALSHA"))?;
+                    let _: () = p
+                        .custom(cmd, args)
+                        .await
+                        .map_err(|e| map_err(e, "queue EVALSHA"))?;
                 }
                 let results = p.try_all::<i64>().await;
                 let mut retry = Vec::new();
@@ -219,7 +229,10 @@ impl RedisOnlineStore {
                     ));
                 }
                 if attempt == 0 {
-                    tracing::debug!(calls = retry.len(), "redis: NOSCRIPT, reloading the write script");
+                    tracing::debug!(
+                        calls = retry.len(),
+                        "redis: NOSCRIPT, reloading the write script"
+                    );
                     conn.load_script(client).await?;
                 }
                 pending = retry;
@@ -241,18 +254,27 @@ struct Group<'a> {
     views: Vec<&'a str>,
 }
 
-fn decode_row(entity_key: &[u8], view: &str, ver: &Value, payload: &Value) -> Result<Option<OnlineRow>> {
+fn decode_row(
+    entity_key: &[u8],
+    view: &str,
+    ver: &Value,
+    payload: &Value,
+) -> Result<Option<OnlineRow>> {
     let ver = match ver {
         Value::Null => return Ok(None),
         v => v.as_bytes().ok_or_else(|| {
             Error::backend_msg(
                 BACKEND,
-                format!("unexpected reply type for the version of view '{view}', entity {}", display_entity_key(entity_key)),
+                format!(
+                    "unexpected reply type for the version of view '{view}', entity {}",
+                    display_entity_key(entity_key)
+                ),
             )
         })?,
     };
-    let (event_ts, created_ts) =
-        decode_version(ver, || format!("view '{view}', entity {}", display_entity_key(entity_key)))?;
+    let (event_ts, created_ts) = decode_version(ver, || {
+        format!("view '{view}', entity {}", display_entity_key(entity_key))
+    })?;
     let payload = payload.as_bytes().ok_or_else(|| {
         Error::backend_msg(
             BACKEND,
@@ -270,7 +292,11 @@ fn decode_row(entity_key: &[u8], view: &str, ver: &Value, payload: &Value) -> Re
     }))
 }
 
-async fn deadline<T>(d: Option<Duration>, what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+async fn deadline<T>(
+    d: Option<Duration>,
+    what: &str,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
     match d {
         Some(d) => with_deadline(d, what, f).await,
         None => f.await,
@@ -291,7 +317,12 @@ impl OnlineStore for RedisOnlineStore {
         OnlineCapabilities::default().with_native_ttl(self.settings.native_ttl)
     }
 
-    async fn write(&self, view: &ResolvedView, rows: Vec<OnlineRow>, opts: &WriteOptions) -> Result<WriteSummary> {
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
         if rows.is_empty() {
             return Ok(WriteSummary::default());
         }
@@ -353,7 +384,10 @@ impl OnlineStore for RedisOnlineStore {
                 let g = &groups[0];
                 vec![
                     client
-                        .hmget::<Value, _, _>(Bytes::from(hash_key(&self.settings.prefix, g.entity_key)), fields(&g.views))
+                        .hmget::<Value, _, _>(
+                            Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
+                            fields(&g.views),
+                        )
                         .await
                         .map_err(|e| map_err(e, &what))?,
                 ]
@@ -361,7 +395,10 @@ impl OnlineStore for RedisOnlineStore {
                 let p = client.pipeline();
                 for g in &groups {
                     let _: () = p
-                        .hmget(Bytes::from(hash_key(&self.settings.prefix, g.entity_key)), fields(&g.views))
+                        .hmget(
+                            Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
+                            fields(&g.views),
+                        )
                         .await
                         .map_err(|e| map_err(e, &what))?;
                 }
@@ -370,7 +407,11 @@ impl OnlineStore for RedisOnlineStore {
             if replies.len() != groups.len() {
                 return Err(Error::backend_msg(
                     BACKEND,
-                    format!("{what}: {} replies to {} HMGETs", replies.len(), groups.len()),
+                    format!(
+                        "{what}: {} replies to {} HMGETs",
+                        replies.len(),
+                        groups.len()
+                    ),
                 ));
             }
             let replies: Vec<Vec<Value>> = replies.into_iter().map(Value::into_array).collect();
@@ -402,7 +443,9 @@ impl OnlineStore for RedisOnlineStore {
         )
         .await
         .map_err(|e| match e {
-            Error::Backend { message, source, .. } => Error::Backend {
+            Error::Backend {
+                message, source, ..
+            } => Error::Backend {
                 backend: BACKEND,
                 message: format!("delete_view '{view}': {message}"),
                 source,

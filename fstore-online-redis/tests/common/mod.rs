@@ -23,7 +23,9 @@ pub async fn freezable_proxy(upstream: String) -> (u16, Arc<AtomicBool>) {
     let f = Arc::clone(&frozen);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                continue;
+            };
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             tokio::spawn(pump(cr, sw, Arc::clone(&f)));
