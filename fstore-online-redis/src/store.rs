@@ -145,13 +145,15 @@ impl RedisOnlineStore {
         let mut groups: Vec<Vec<(u16, Bytes, &OnlineRow)>> = Vec::new();
         let mut by_slot: HashMap<u16, usize> = HashMap::new();
         let cluster = self.is_cluster();
+        let parts = u16::try_from(self.settings.pool_size).unwrap_or(u16::MAX).max(1);
         for r in rows {
             let key = hash_key(&self.settings.prefix, &r.entity_key);
-            let slot = if cluster {
-                fred::util::redis_keyslot(&key)
-            } else {
-                0
-            };
+            // Cluster: one group per hash slot (a script call's keys must
+            // share a slot). Single node: one group per pool connection, so
+            // groups run concurrently. Either way a key always lands in the
+            // same group, which keeps its rows in slice order.
+            let slot = fred::util::redis_keyslot(&key);
+            let slot = if cluster { slot } else { slot % parts };
             let g = *by_slot.entry(slot).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
@@ -189,11 +191,29 @@ impl RedisOnlineStore {
 
     /// Runs script calls pipelined; on `NOSCRIPT` (a restarted or flushed
     /// server) reloads the script and resends the calls that did not run.
+    ///
+    /// Calls are spread over the pool's connections by group (hash slot, or
+    /// slot modulo pool size on a single node) and the connections run
+    /// concurrently; the calls of one group stay on one connection, in order.
     async fn run_calls(&self, conn: &Conn, calls: &[Call]) -> Result<u64> {
+        let clients = conn.pool.clients();
+        let n = clients.len().max(1);
+        let mut parts: Vec<Vec<&Call>> = vec![Vec::new(); n];
+        for c in calls {
+            parts[usize::from(c.slot) % n].push(c);
+        }
+        let runs = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(i, p)| self.run_part(conn, &clients[i], p));
+        Ok(futures::future::try_join_all(runs).await?.into_iter().sum())
+    }
+
+    async fn run_part(&self, conn: &Conn, client: &Client, calls: Vec<&Call>) -> Result<u64> {
         let mut written = 0u64;
         for chunk in calls.chunks(CALLS_PER_PIPELINE) {
-            let client = conn.pool.next();
-            let mut pending: Vec<&Call> = chunk.iter().collect();
+            let mut pending: Vec<&Call> = chunk.to_vec();
             for attempt in 0..3 {
                 let p = client.pipeline();
                 for c in &pending {
