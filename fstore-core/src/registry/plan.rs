@@ -265,7 +265,8 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
             (ObjectKind::Entity, ChangeKind::Changed)
                 if current.entities[name].join_keys != desired.entities[name].join_keys =>
             {
-                c.breaking.push(format!("entity '{name}': join keys changed"));
+                c.breaking
+                    .push(format!("entity '{name}': join keys changed"));
             }
             (ObjectKind::Entity, ChangeKind::Removed) => {
                 for v in current

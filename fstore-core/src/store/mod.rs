@@ -531,3 +531,6 @@ pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
