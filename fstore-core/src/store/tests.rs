@@ -241,7 +241,7 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
         .collect();
     fields.push(ArrowField::new("scale", DataType::Float64, false));
     let mut cols = sp.columns().to_vec();
-    cols.push(scale.clone());
+    cols.push(Arc::clone(&scale) as _);
     sp = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
     let hist = fs
         .get_historical_features(&HistoricalRequest::new(vec![sp], "ts", sel.clone()))
@@ -478,7 +478,7 @@ async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
         calls: AtomicUsize::new(0),
     });
     let fs = FeatureStore::builder()
-        .online(failing.clone())
+        .online(Arc::clone(&failing) as _)
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
