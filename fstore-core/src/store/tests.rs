@@ -630,3 +630,131 @@ async fn apply_validates_and_refuses_breaking_changes() {
         .unwrap_err();
     assert!(matches!(err, Error::BreakingChange { .. }), "{err}");
 }
+
+/// The in-memory store whose reads can be switched to fail (a "dead backend").
+#[derive(Debug, Default)]
+struct Switchable {
+    inner: crate::memory::InMemoryOnlineStore,
+    down: std::sync::atomic::AtomicBool,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl OnlineStore for Switchable {
+    fn backend(&self) -> &'static str {
+        "switchable"
+    }
+    fn store_id(&self) -> String {
+        "switchable:1".into()
+    }
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities::default()
+    }
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
+        self.inner.write(view, rows, opts).await
+    }
+    async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.down.load(AtomicOrdering::SeqCst) {
+            return Err(Error::Unavailable {
+                backend: "switchable",
+                message: "connection refused".into(),
+            });
+        }
+        self.inner.read(keys, opts).await
+    }
+    async fn delete_view(&self, view: &str) -> Result<()> {
+        self.inner.delete_view(view).await
+    }
+}
+
+#[tokio::test]
+async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
+    let backend = Arc::new(Switchable::default());
+    let fs = FeatureStore::builder()
+        .online(Arc::clone(&backend) as _)
+        .last_known_good_cache(1_000)
+        .circuit_breaker(2, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let req = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1, 2]),
+    )
+    .with_now(from_micros(S));
+    let ok = fs.get_online_features(&req).await.unwrap();
+    assert_eq!(
+        ok.feature("score").unwrap().statuses,
+        vec![FeatureStatus::Present, FeatureStatus::NotFound]
+    );
+
+    backend.down.store(true, AtomicOrdering::SeqCst);
+    let req3 = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1, 2, 3]),
+    )
+    .with_now(from_micros(S));
+    for _ in 0..3 {
+        let r = fs.get_online_features(&req3).await.unwrap();
+        assert_eq!(
+            r.feature("score").unwrap().statuses,
+            vec![
+                FeatureStatus::Stale,
+                FeatureStatus::NotFound,
+                FeatureStatus::Unavailable
+            ],
+            "cached value is served and labelled; an uncached entity says Unavailable"
+        );
+        assert_eq!(
+            r.batch
+                .column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0),
+            5.0
+        );
+    }
+    // the breaker opened after two failures: the third request did not reach the backend
+    assert_eq!(
+        backend.reads.load(AtomicOrdering::SeqCst),
+        3,
+        "1 ok + 2 failed reads, then fail-fast"
+    );
+
+    // without a cache, an open breaker fails fast with a retryable error
+    let bare = FeatureStore::builder()
+        .registry(Arc::clone(fs.registry()))
+        .online(Arc::clone(&backend) as _)
+        .circuit_breaker(1, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert!(
+        bare.get_online_features(&req)
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    let before = backend.reads.load(AtomicOrdering::SeqCst);
+    let err = bare.get_online_features(&req).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert_eq!(
+        backend.reads.load(AtomicOrdering::SeqCst),
+        before,
+        "open breaker: no backend call"
+    );
+}
