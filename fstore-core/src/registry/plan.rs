@@ -527,15 +527,7 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             )));
         }
         for r in &s.features {
-            let ok = defs
-                .feature_views
-                .get(&r.view)
-                .is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::invalid(format!(
                     "feature service '{name}' references unknown feature '{r}'"
                 )));

@@ -78,15 +78,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            let ok = defs
-                .feature_views
-                .get(&r.view)
-                .is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }

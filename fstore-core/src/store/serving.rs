@@ -343,14 +343,7 @@ impl FeatureStore {
                 .get(r)
                 .ok_or_else(|| Error::invalid(format!("feature '{r}' was not served")))?;
             let field = defs
-                .feature_views
-                .get(&r.view)
-                .and_then(|v| v.feature(&r.feature))
-                .or_else(|| {
-                    defs.on_demand_views
-                        .get(&r.view)
-                        .and_then(|o| o.outputs.iter().find(|f| f.name == r.feature))
-                })
+                .field(r)
                 .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
             let mut col = Arc::clone(&s.col);
             match &field.fallback {

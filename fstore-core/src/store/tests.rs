@@ -428,22 +428,36 @@ async fn deprecated_views_count_reads_and_services_resolve() {
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
-/// An online store that fails every write after the first `ok` calls: the
-/// in-memory store with an injected fault, to test the facade's watermark logic.
+/// The in-memory online store with injected faults: writes fail after
+/// `write_budget` calls, reads fail while `down` is set. Tests the facade's
+/// watermark, cache and breaker logic (the adapters' own fault tests use real
+/// servers).
 #[derive(Debug)]
-struct FailingAfter {
+struct Faulty {
     inner: crate::memory::InMemoryOnlineStore,
-    ok: usize,
-    calls: AtomicUsize,
+    write_budget: AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+    reads: AtomicUsize,
+}
+
+impl Faulty {
+    fn new(write_budget: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: crate::memory::InMemoryOnlineStore::new(),
+            write_budget: AtomicUsize::new(write_budget),
+            down: std::sync::atomic::AtomicBool::new(false),
+            reads: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait]
-impl OnlineStore for FailingAfter {
+impl OnlineStore for Faulty {
     fn backend(&self) -> &'static str {
-        "failing"
+        "faulty"
     }
     fn store_id(&self) -> String {
-        "failing:1".into()
+        "faulty:1".into()
     }
     fn capabilities(&self) -> OnlineCapabilities {
         OnlineCapabilities::default()
@@ -454,15 +468,24 @@ impl OnlineStore for FailingAfter {
         rows: Vec<OnlineRow>,
         opts: &WriteOptions,
     ) -> Result<WriteSummary> {
-        if self.calls.fetch_add(1, AtomicOrdering::SeqCst) >= self.ok {
+        let budget = self.write_budget.load(AtomicOrdering::SeqCst);
+        if budget == 0 {
             return Err(Error::Unavailable {
-                backend: "failing",
-                message: "injected".into(),
+                backend: "faulty",
+                message: "injected write failure".into(),
             });
         }
+        self.write_budget.store(budget - 1, AtomicOrdering::SeqCst);
         self.inner.write(view, rows, opts).await
     }
     async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.down.load(AtomicOrdering::SeqCst) {
+            return Err(Error::Unavailable {
+                backend: "faulty",
+                message: "connection refused".into(),
+            });
+        }
         self.inner.read(keys, opts).await
     }
     async fn delete_view(&self, view: &str) -> Result<()> {
@@ -472,11 +495,7 @@ impl OnlineStore for FailingAfter {
 
 #[tokio::test]
 async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
-    let failing = Arc::new(FailingAfter {
-        inner: crate::memory::InMemoryOnlineStore::new(),
-        ok: 2,
-        calls: AtomicUsize::new(0),
-    });
+    let failing = Faulty::new(2);
     let fs = FeatureStore::builder()
         .online(Arc::clone(&failing) as _)
         .build()
@@ -498,23 +517,15 @@ async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
             .snapshot()
             .await
             .unwrap()
-            .watermark("v", "failing:1")
+            .watermark("v", "faulty:1")
             .is_none(),
         "watermark must not move"
     );
-    failing.calls.store(0, AtomicOrdering::SeqCst);
-    let failing_ok = usize::MAX;
-    // "restart": let every write through
-    let fs2 = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .offline(Arc::clone(fs.offline_store()))
-        .online(Arc::new(FailingAfter {
-            inner: crate::memory::InMemoryOnlineStore::new(),
-            ok: failing_ok,
-            calls: AtomicUsize::new(0),
-        }))
-        .build()
-        .unwrap();
+    // the backend recovers: the same store lets every write through
+    failing
+        .write_budget
+        .store(usize::MAX, AtomicOrdering::SeqCst);
+    let fs2 = fs;
     let progress = Arc::new(AtomicUsize::new(0));
     let p = Arc::clone(&progress);
     let report = fs2
@@ -542,7 +553,7 @@ async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
             .snapshot()
             .await
             .unwrap()
-            .watermark("v", "failing:1")
+            .watermark("v", "faulty:1")
             .map(|w| w.event_end),
         Some(end)
     );
@@ -631,51 +642,9 @@ async fn apply_validates_and_refuses_breaking_changes() {
     assert!(matches!(err, Error::BreakingChange { .. }), "{err}");
 }
 
-/// The in-memory store whose reads can be switched to fail (a "dead backend").
-#[derive(Debug, Default)]
-struct Switchable {
-    inner: crate::memory::InMemoryOnlineStore,
-    down: std::sync::atomic::AtomicBool,
-    reads: AtomicUsize,
-}
-
-#[async_trait]
-impl OnlineStore for Switchable {
-    fn backend(&self) -> &'static str {
-        "switchable"
-    }
-    fn store_id(&self) -> String {
-        "switchable:1".into()
-    }
-    fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default()
-    }
-    async fn write(
-        &self,
-        view: &ResolvedView,
-        rows: Vec<OnlineRow>,
-        opts: &WriteOptions,
-    ) -> Result<WriteSummary> {
-        self.inner.write(view, rows, opts).await
-    }
-    async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
-        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
-        if self.down.load(AtomicOrdering::SeqCst) {
-            return Err(Error::Unavailable {
-                backend: "switchable",
-                message: "connection refused".into(),
-            });
-        }
-        self.inner.read(keys, opts).await
-    }
-    async fn delete_view(&self, view: &str) -> Result<()> {
-        self.inner.delete_view(view).await
-    }
-}
-
 #[tokio::test]
 async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
-    let backend = Arc::new(Switchable::default());
+    let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
         .online(Arc::clone(&backend) as _)
         .last_known_good_cache(1_000)
