@@ -145,7 +145,9 @@ impl RedisOnlineStore {
         let mut groups: Vec<Vec<(u16, Bytes, &OnlineRow)>> = Vec::new();
         let mut by_slot: HashMap<u16, usize> = HashMap::new();
         let cluster = self.is_cluster();
-        let parts = u16::try_from(self.settings.pool_size).unwrap_or(u16::MAX).max(1);
+        let parts = u16::try_from(self.settings.pool_size)
+            .unwrap_or(u16::MAX)
+            .max(1);
         for r in rows {
             let key = hash_key(&self.settings.prefix, &r.entity_key);
             // Cluster: one group per hash slot (a script call's keys must
