@@ -25,7 +25,8 @@ use arrow_array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArr
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{TimeZone, Utc};
 use fstore_core::{
-    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, MaterializeOptions, OnlineRequest, ValueType,
+    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, MaterializeOptions,
+    OnlineRequest, ValueType,
 };
 use fstore_online_dynamo::DynamoOnlineStoreBuilder;
 
@@ -65,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])),
         vec![
             Arc::new(Int64Array::from(vec![1001, 1001, 1002])),
-            Arc::new(TimestampMicrosecondArray::from(vec![t(7200), t(9000), t(1000)]).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![t(7200), t(9000), t(1000)])
+                    .with_timezone("UTC"),
+            ),
             Arc::new(Float64Array::from(vec![Some(0.5), Some(0.7), Some(0.9)])),
             Arc::new(Int64Array::from(vec![Some(3), None, Some(8)])),
         ],
@@ -84,7 +88,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let entities = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("driver_id", DataType::Int64, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "driver_id",
+            DataType::Int64,
+            false,
+        )])),
         vec![Arc::new(Int64Array::from(vec![1001, 1002, 42]))],
     )?;
     let before = dynamo.request_counts();
@@ -92,7 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let resp = store
         .get_online_features(
             &OnlineRequest::new(
-                FeatureSelection::refs([format!("{view}:conv_rate"), format!("{view}:trips_today")])?,
+                FeatureSelection::refs([
+                    format!("{view}:conv_rate"),
+                    format!("{view}:trips_today"),
+                ])?,
                 entities,
             )
             .with_now(now),
@@ -117,7 +128,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// A plain-text rendering of a batch (arrow's pretty printer is not a dependency here).
 fn arrow_cast_pretty(batch: &RecordBatch) -> String {
     let schema = batch.schema();
-    let mut out = schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(" | ");
+    let mut out = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect::<Vec<_>>()
+        .join(" | ");
     for row in 0..batch.num_rows() {
         let cells: Vec<String> = batch
             .columns()

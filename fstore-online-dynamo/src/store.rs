@@ -722,17 +722,7 @@ mod tests {
     }
 
     fn endpoint() -> Option<String> {
-        match std::env::var("FSTORE_TEST_DYNAMO_ENDPOINT") {
-            Ok(v) if !v.is_empty() => Some(v),
-            _ => {
-                assert!(
-                    std::env::var("FSTORE_TEST_REQUIRE_SERVERS").as_deref() != Ok("1"),
-                    "FSTORE_TEST_DYNAMO_ENDPOINT is not set and FSTORE_TEST_REQUIRE_SERVERS=1"
-                );
-                eprintln!("SKIPPED: dynamo retry tests (FSTORE_TEST_DYNAMO_ENDPOINT not set)");
-                None
-            }
-        }
+        fstore_core::testkit::server_url("FSTORE_TEST_DYNAMO_ENDPOINT")
     }
 
     async fn store(endpoint: &str, table: &str, budget: u32) -> DynamoOnlineStore {

@@ -18,19 +18,7 @@ use fstore_online_dynamo::{DynamoConfigKey, DynamoOnlineStore, DynamoOnlineStore
 /// The server endpoint, or `None` (a loud skip) when no server runs; with
 /// `FSTORE_TEST_REQUIRE_SERVERS=1` a missing server fails the test.
 fn endpoint() -> Option<String> {
-    match std::env::var("FSTORE_TEST_DYNAMO_ENDPOINT") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("FSTORE_TEST_REQUIRE_SERVERS").as_deref() != Ok("1"),
-                "FSTORE_TEST_DYNAMO_ENDPOINT is not set and FSTORE_TEST_REQUIRE_SERVERS=1"
-            );
-            eprintln!(
-                "SKIPPED: fstore-online-dynamo conformance (FSTORE_TEST_DYNAMO_ENDPOINT not set)"
-            );
-            None
-        }
-    }
+    fstore_core::testkit::server_url("FSTORE_TEST_DYNAMO_ENDPOINT")
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -105,6 +93,16 @@ fn key(view: &ResolvedView, id: i64) -> OnlineKey {
         view: view.name().to_owned(),
         entity_key: ek(id),
     }
+}
+
+/// The core conformance suite (roundtrip, missing keys, newest-wins,
+/// batch limits, delete_view, concurrent writers, statuses, and the parity
+/// proptest against the point-in-time join).
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamo_conformance() {
+    let Some(ep) = endpoint() else { return };
+    let store = open(&ep, "suite").await;
+    fstore_core::testkit::run_online_suite(Arc::new(store)).await;
 }
 
 fn w() -> WriteOptions {
@@ -654,4 +652,32 @@ async fn deadline_is_a_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_unprocessed_keys_at_the_response_cap_are_fetched() {
+    let Some(ep) = endpoint() else { return };
+    let s = open(&ep, "cap").await;
+    let v = view("cap_view", None);
+    // 100 items of ~290 KB: ~29 MB, over BatchGetItem's 16 MB response cap,
+    // so the server itself answers with UnprocessedKeys.
+    let rows: Vec<_> = (0..100)
+        .map(|i| {
+            let mut r = row(i, i, None, 0);
+            r.payload = vec![u8::try_from(i).unwrap(); 290_000];
+            r
+        })
+        .collect();
+    assert_eq!(s.write(&v, rows.clone(), &w()).await.unwrap().written, 100);
+    let before = s.request_counts();
+    let keys: Vec<_> = (0..100).map(|i| key(&v, i)).collect();
+    let got = s.read(&keys, &r()).await.unwrap();
+    for (want, got) in rows.iter().zip(&got) {
+        assert_eq!(got.as_ref(), Some(want));
+    }
+    let used = s.request_counts().since(&before);
+    assert!(
+        used.batch_get_item >= 2 && used.retries >= 1,
+        "no unprocessed keys seen: {used:?}"
+    );
 }
