@@ -37,7 +37,14 @@ start_dynamo() {
         || [[ ! -x "$FSTORE_MOTO_VENV/bin/moto_server" ]]; then
         echo "dynamo: installing moto[server]==$FSTORE_MOTO_VERSION into $FSTORE_MOTO_VENV"
         mkdir -p "$(dirname "$FSTORE_MOTO_VENV")"
-        python3 -m venv "$FSTORE_MOTO_VENV" || return 1
+        rm -rf "$FSTORE_MOTO_VENV"
+        if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$FSTORE_MOTO_VENV" >/dev/null 2>&1; then
+            # A bare Debian needs python3-venv (ensurepip) for `python3 -m venv`.
+            echo "dynamo: installing python3 and python3-venv with apt-get"
+            apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null || return 1
+            rm -rf "$FSTORE_MOTO_VENV"
+            python3 -m venv "$FSTORE_MOTO_VENV" || return 1
+        fi
         "$FSTORE_MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check \
             "moto[server]==$FSTORE_MOTO_VERSION" || return 1
     fi
