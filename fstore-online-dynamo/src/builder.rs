@@ -550,9 +550,16 @@ impl DynamoOnlineStoreBuilder {
         let (conf, base_region) = match &self.sdk_config {
             Some(c) => (c.to_builder(), c.region().map(ToString::to_string)),
             None => {
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
+                // What this builder already knows is handed to the loader, so
+                // the chain does not go looking for it (e.g. IMDS for a region).
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(r) = &self.region {
+                    loader = loader.region(Region::new(r.clone()));
+                }
+                if let Some(c) = self.static_credentials()? {
+                    loader = loader.credentials_provider(c);
+                }
+                let shared = loader.load().await;
                 (
                     aws_sdk_dynamodb::config::Builder::from(&shared),
                     shared.region().map(ToString::to_string),

@@ -76,6 +76,25 @@
 //!   native TTL on, reads "as of" a past time may find rows DynamoDB already
 //!   freed. Set `native_ttl = false` to keep everything.
 //!
+//! * **Consistency.** Reads are eventually consistent by default (half the
+//!   read capacity); right after a write they may return the previous
+//!   version — never an older one than was once visible. Set
+//!   `consistent_reads = true` for read-your-writes.
+//!
+//! ## Testing
+//!
+//! `tests/conformance.rs` runs the core conformance suite (including the
+//! parity proptest) and the DynamoDB-specific tests against moto's server
+//! (PyPI `moto[server]`), which `scripts/servers/dynamo.sh` installs and
+//! starts on a loopback port. moto implements the TTL API, conditional puts,
+//! BatchGetItem's 100-key limit, duplicate-key rejection, the 400 KB item
+//! limit and `UnprocessedKeys` at the 16 MB response cap; dynalite (npm) lacks
+//! the TTL API and DynamoDB Local is not installable from the registries we
+//! use. moto does not enforce BatchWriteItem's 25-item limit (the chunking is
+//! tested directly) and counts binary attributes by their base64 length (its
+//! item limit for binary payloads is about 300 KB). Throttling is injected by
+//! wrapping the store's low-level call layer in the crate's unit tests.
+//!
 //! ## Configuration
 //!
 //! [`DynamoOnlineStoreBuilder`] with typed [`DynamoConfigKey`]s, also read from
