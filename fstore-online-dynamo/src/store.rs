@@ -1,0 +1,921 @@
+//! `impl OnlineStore for DynamoOnlineStore`: batching, retries, newest-wins writes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
+};
+use fstore_core::{
+    Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
+    Result, WriteOptions, WriteSummary,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::BACKEND;
+use crate::client::{Api, Counters, PutCall, PutReply, RequestCounts, SdkApi};
+use crate::codec::{
+    self, CREATED_TS, EVENT_TS, EXPIRES_AT, Item, MAX_BATCH_GET, MAX_BATCH_WRITE, PK, SK,
+};
+use crate::error::CallError;
+
+/// Backoff between retries: exponential from `base`, capped at `max`, with
+/// "equal jitter" (a random delay in `[d/2, d]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    /// Retries allowed (rounds without progress) before giving up.
+    pub(crate) budget: u32,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl RetryPolicy {
+    fn delay(&self, retry: u32) -> Duration {
+        let exp = self.base.saturating_mul(1_u32 << retry.min(20));
+        let d = exp.min(self.max);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let half = nanos / 2;
+        let r = std::collections::hash_map::RandomState::new().hash_one(retry);
+        Duration::from_nanos(half + r % (nanos - half + 1))
+    }
+}
+
+/// Resolved settings of a store.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) table: String,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) consistent_reads: bool,
+    pub(crate) max_concurrency: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) native_ttl: bool,
+}
+
+/// An [`OnlineStore`] on one DynamoDB table. Build it with
+/// [`DynamoOnlineStoreBuilder`](crate::DynamoOnlineStoreBuilder); see the
+/// crate docs for the item layout and the guarantees.
+pub struct DynamoOnlineStore {
+    settings: Settings,
+    sdk: SdkApi,
+    api: Arc<dyn Api>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for DynamoOnlineStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("DynamoOnlineStore")
+            .field("table", &s.table)
+            .field("region", &s.region)
+            .field("endpoint", &s.endpoint)
+            .field("consistent_reads", &s.consistent_reads)
+            .field("max_concurrency", &s.max_concurrency)
+            .field("retry", &s.retry)
+            .field("native_ttl", &s.native_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+const PUT_CONDITION: &str =
+    "attribute_not_exists(#pk) OR #e < :e OR (#e = :e AND (attribute_not_exists(#c) OR #c <= :c))";
+
+/// The rows of one entity within one write call.
+struct Group {
+    /// Rows that would be stored if the call were applied row by row on an
+    /// empty store, in slice order: a non-decreasing chain of versions. The
+    /// last one is the one sent.
+    candidates: Vec<OnlineRow>,
+    /// Rows already superseded within the call.
+    shadowed: u64,
+}
+
+impl DynamoOnlineStore {
+    pub(crate) fn new(sdk: SdkApi, settings: Settings, counters: Arc<Counters>) -> Self {
+        let api: Arc<dyn Api> = Arc::new(sdk.clone());
+        Self {
+            settings,
+            sdk,
+            api,
+            counters,
+        }
+    }
+
+    /// Replaces the low-level call layer (tests wrap it to inject throttling).
+    #[cfg(test)]
+    pub(crate) fn with_api(mut self, wrap: impl FnOnce(Arc<dyn Api>) -> Arc<dyn Api>) -> Self {
+        self.api = wrap(Arc::clone(&self.api));
+        self
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.settings.table
+    }
+
+    /// Requests sent so far, per DynamoDB operation (retries included).
+    pub fn request_counts(&self) -> RequestCounts {
+        self.counters.snapshot()
+    }
+
+    /// Creates the table if it does not exist (on-demand billing, key schema
+    /// `pk` (B, hash) + `sk` (S, range)), waits until it is active, and enables
+    /// DynamoDB TTL on `expires_at` when native TTL is on. Idempotent; never
+    /// called implicitly.
+    ///
+    /// # Errors
+    /// Backend failures; [`Error::InvalidInput`] when an existing table has a
+    /// different key schema.
+    pub async fn ensure_tables(&self) -> Result<()> {
+        let client = &self.sdk.client;
+        let table = &self.settings.table;
+        Counters::bump(&self.counters.admin);
+        let described = client.describe_table().table_name(table).send().await;
+        let exists = match described {
+            Ok(out) => {
+                self.check_key_schema(
+                    out.table
+                        .as_ref()
+                        .map(|t| t.key_schema())
+                        .unwrap_or_default(),
+                )?;
+                true
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(admin_error("DescribeTable", table, e)),
+        };
+        if !exists {
+            let attr = |n: &str, t| {
+                AttributeDefinition::builder()
+                    .attribute_name(n)
+                    .attribute_type(t)
+                    .build()
+                    .map_err(|e| Error::backend(BACKEND, "CreateTable request", e))
+            };
+            let key = |n: &str, t| {
+                KeySchemaElement::builder()
+                    .attribute_name(n)
+                    .key_type(t)
+                    .build()
+                    .map_err(|e| Error::backend(BACKEND, "CreateTable request", e))
+            };
+            Counters::bump(&self.counters.admin);
+            let created = client
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(attr(PK, ScalarAttributeType::B)?)
+                .attribute_definitions(attr(SK, ScalarAttributeType::S)?)
+                .key_schema(key(PK, KeyType::Hash)?)
+                .key_schema(key(SK, KeyType::Range)?)
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                // Another process created it first.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+                Err(e) => return Err(admin_error("CreateTable", table, e)),
+            }
+            self.wait_active().await?;
+        }
+        if self.settings.native_ttl {
+            Counters::bump(&self.counters.admin);
+            let ttl = client
+                .describe_time_to_live()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| admin_error("DescribeTimeToLive", table, e))?;
+            let desc = ttl.time_to_live_description();
+            let status = desc.and_then(|d| d.time_to_live_status());
+            let attr = desc.and_then(|d| d.attribute_name());
+            let on = matches!(
+                status,
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            );
+            if on && attr != Some(EXPIRES_AT) {
+                return Err(Error::invalid(format!(
+                    "{BACKEND}: table '{table}' has TTL enabled on attribute '{}', fstore writes '{EXPIRES_AT}'; \
+                     disable native_ttl or change the table's TTL attribute",
+                    attr.unwrap_or_default()
+                )));
+            }
+            if !on {
+                let spec = TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(EXPIRES_AT)
+                    .build()
+                    .map_err(|e| Error::backend(BACKEND, "UpdateTimeToLive request", e))?;
+                Counters::bump(&self.counters.admin);
+                client
+                    .update_time_to_live()
+                    .table_name(table)
+                    .time_to_live_specification(spec)
+                    .send()
+                    .await
+                    .map_err(|e| admin_error("UpdateTimeToLive", table, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_key_schema(&self, schema: &[KeySchemaElement]) -> Result<()> {
+        let has = |n: &str, t: KeyType| {
+            schema
+                .iter()
+                .any(|k| k.attribute_name() == n && *k.key_type() == t)
+        };
+        if schema.len() == 2 && has(PK, KeyType::Hash) && has(SK, KeyType::Range) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{BACKEND}: table '{}' exists with key schema {:?}; fstore needs '{PK}' (hash, binary) + '{SK}' (range, string)",
+                self.settings.table,
+                schema
+                    .iter()
+                    .map(|k| format!("{}:{}", k.attribute_name(), k.key_type().as_str()))
+                    .collect::<Vec<_>>()
+            )))
+        }
+    }
+
+    async fn wait_active(&self) -> Result<()> {
+        let table = &self.settings.table;
+        for _ in 0..300 {
+            Counters::bump(&self.counters.admin);
+            let out = self
+                .sdk
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| admin_error("DescribeTable", table, e))?;
+            if out.table.as_ref().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::Timeout {
+            backend: BACKEND,
+            message: format!("table '{table}' did not become ACTIVE within 60 s"),
+        })
+    }
+
+    async fn backoff(&self, retry: u32) {
+        Counters::bump(&self.counters.retries);
+        tokio::time::sleep(self.settings.retry.delay(retry)).await;
+    }
+
+    /// Reads ≤ 100 distinct keys, retrying unprocessed keys and throttling.
+    ///
+    /// Rounds that make progress (fewer keys left) do not consume the budget,
+    /// so the loop ends: each such round strictly shrinks the key set.
+    async fn get_chunk(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        let budget = self.settings.retry.budget;
+        let mut pending = keys;
+        let mut items = Vec::with_capacity(pending.len());
+        let mut failures = 0_u32;
+        loop {
+            match self
+                .api
+                .batch_get(&pending, self.settings.consistent_reads)
+                .await
+            {
+                Ok(reply) => {
+                    items.extend(reply.items);
+                    if reply.unprocessed.is_empty() {
+                        return Ok(items);
+                    }
+                    if reply.unprocessed.len() < pending.len() {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                    }
+                    if failures > budget {
+                        return Err(Error::Throttled {
+                            backend: BACKEND,
+                            message: format!(
+                                "BatchGetItem on table '{}': {} of {} keys still unprocessed after {budget} retries \
+                                 (retry budget spent); no key is reported missing",
+                                self.settings.table,
+                                reply.unprocessed.len(),
+                                pending.len()
+                            ),
+                        });
+                    }
+                    pending = reply.unprocessed;
+                    self.backoff(failures).await;
+                }
+                Err(e) if e.is_retryable() && failures < budget => {
+                    failures += 1;
+                    self.backoff(failures).await;
+                }
+                Err(e) => return Err(e.into_error(failures)),
+            }
+        }
+    }
+
+    async fn read_inner(&self, keys: &[OnlineKey]) -> Result<Vec<Option<OnlineRow>>> {
+        // Distinct (entity key, view) pairs: BatchGetItem rejects duplicates.
+        let mut index: HashMap<(&[u8], &str), usize> = HashMap::with_capacity(keys.len());
+        let mut unique: Vec<(&[u8], &str)> = Vec::with_capacity(keys.len());
+        let mut slot = Vec::with_capacity(keys.len());
+        for k in keys {
+            codec::check_view_name(&k.view)?;
+            codec::check_entity_key(&k.entity_key, &k.view)?;
+            let id = (k.entity_key.as_slice(), k.view.as_str());
+            let i = *index.entry(id).or_insert_with(|| {
+                unique.push(id);
+                unique.len() - 1
+            });
+            slot.push(i);
+        }
+        let chunks: Vec<Vec<Item>> = unique
+            .chunks(MAX_BATCH_GET)
+            .map(|c| c.iter().map(|(e, v)| codec::key(e, v)).collect())
+            .collect();
+        let results: Vec<Vec<Item>> =
+            futures::stream::iter(chunks.into_iter().map(|c| self.get_chunk(c)))
+                .buffer_unordered(self.settings.max_concurrency)
+                .try_collect()
+                .await?;
+        let mut found: Vec<Option<OnlineRow>> = vec![None; unique.len()];
+        for item in results.into_iter().flatten() {
+            let (view, row) = codec::from_item(&item).map_err(|m| {
+                Error::backend_msg(
+                    BACKEND,
+                    format!("table '{}': malformed item: {m}", self.settings.table),
+                )
+            })?;
+            if let Some(&i) = index.get(&(row.entity_key.as_slice(), view.as_str())) {
+                found[i] = Some(row);
+            }
+        }
+        Ok(slot.into_iter().map(|i| found[i].clone()).collect())
+    }
+
+    /// Splits rows by entity (first-appearance order) into [`Group`]s.
+    fn group_rows(rows: Vec<OnlineRow>) -> Vec<Group> {
+        let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        for row in rows {
+            let g = *by_key.entry(row.entity_key.clone()).or_insert_with(|| {
+                groups.push(Group {
+                    candidates: Vec::new(),
+                    shadowed: 0,
+                });
+                groups.len() - 1
+            });
+            let g = &mut groups[g];
+            match g.candidates.last() {
+                Some(last) if !row.supersedes(last) => g.shadowed += 1,
+                _ => g.candidates.push(row),
+            }
+        }
+        groups
+    }
+
+    /// Writes one entity's group with one conditional put (retried on throttling).
+    async fn write_group(
+        &self,
+        view: &str,
+        ttl: Option<Duration>,
+        group: Group,
+    ) -> Result<WriteSummary> {
+        let Some(winner) = group.candidates.last() else {
+            return Ok(WriteSummary::default());
+        };
+        let expiry = if self.settings.native_ttl {
+            codec::expiry_secs(winner.event_ts, ttl)
+        } else {
+            None
+        };
+        let call = PutCall {
+            item: codec::to_item(winner, view, expiry),
+            condition: PUT_CONDITION,
+            names: HashMap::from([
+                ("#pk".to_owned(), PK.to_owned()),
+                ("#e".to_owned(), EVENT_TS.to_owned()),
+                ("#c".to_owned(), CREATED_TS.to_owned()),
+            ]),
+            values: HashMap::from([
+                (
+                    ":e".to_owned(),
+                    AttributeValue::N(winner.event_ts.to_string()),
+                ),
+                (
+                    ":c".to_owned(),
+                    AttributeValue::N(winner.created_ts.unwrap_or(i64::MIN).to_string()),
+                ),
+            ]),
+            return_old: group.candidates.len() > 1,
+        };
+        let budget = self.settings.retry.budget;
+        let mut failures = 0_u32;
+        let reply = loop {
+            match self.api.put(&call).await {
+                Ok(r) => break r,
+                Err(e) if e.is_retryable() && failures < budget => {
+                    failures += 1;
+                    self.backoff(failures).await;
+                }
+                Err(e) => {
+                    let e = e.with_context(|| {
+                        format!(
+                            "feature view '{view}', entity {}",
+                            fstore_core::backend::display_entity_key(&winner.entity_key)
+                        )
+                    });
+                    return Err(e.into_error(failures));
+                }
+            }
+        };
+        let n = group.candidates.len() as u64;
+        let mut s = WriteSummary {
+            written: 0,
+            skipped: group.shadowed,
+        };
+        match reply {
+            PutReply::ConditionFailed => s.skipped += n,
+            PutReply::Written { old: None } => s.written += n,
+            PutReply::Written { old: Some(old) } => {
+                // Applied row by row, a candidate is stored iff it is not older
+                // than what was stored before the call.
+                let stored = codec::version(&old).map_err(|m| {
+                    Error::backend_msg(
+                        BACKEND,
+                        format!("table '{}': malformed item: {m}", self.settings.table),
+                    )
+                })?;
+                let written = group
+                    .candidates
+                    .iter()
+                    .filter(|r| r.version() >= stored)
+                    .count() as u64;
+                s.written += written;
+                s.skipped += n - written;
+            }
+        }
+        Ok(s)
+    }
+
+    async fn write_inner(&self, view: &ResolvedView, rows: Vec<OnlineRow>) -> Result<WriteSummary> {
+        let name = view.name();
+        codec::check_view_name(name)?;
+        let ttl = view.view.ttl;
+        // Validate everything before sending anything.
+        for row in &rows {
+            let expiry = if self.settings.native_ttl {
+                codec::expiry_secs(row.event_ts, ttl)
+            } else {
+                None
+            };
+            codec::check_row(row, name, expiry)?;
+        }
+        let groups = Self::group_rows(rows);
+        futures::stream::iter(groups.into_iter().map(|g| self.write_group(name, ttl, g)))
+            .buffer_unordered(self.settings.max_concurrency)
+            .try_fold(WriteSummary::default(), |mut acc, s| async move {
+                acc += s;
+                Ok(acc)
+            })
+            .await
+    }
+
+    /// Deletes ≤ 25 keys with `BatchWriteItem`, retrying unprocessed ones.
+    async fn delete_chunk(&self, keys: Vec<Item>) -> Result<()> {
+        let budget = self.settings.retry.budget;
+        let mut pending = keys;
+        let mut failures = 0_u32;
+        loop {
+            match self.api.batch_delete(&pending).await {
+                Ok(left) if left.is_empty() => return Ok(()),
+                Ok(left) => {
+                    if left.len() < pending.len() {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                    }
+                    if failures > budget {
+                        return Err(Error::Throttled {
+                            backend: BACKEND,
+                            message: format!(
+                                "BatchWriteItem on table '{}': {} deletes still unprocessed after {budget} retries",
+                                self.settings.table,
+                                left.len()
+                            ),
+                        });
+                    }
+                    pending = left;
+                    self.backoff(failures).await;
+                }
+                Err(e) if e.is_retryable() && failures < budget => {
+                    failures += 1;
+                    self.backoff(failures).await;
+                }
+                Err(e) => return Err(e.into_error(failures)),
+            }
+        }
+    }
+
+    async fn delete_inner(&self, view: &str) -> Result<()> {
+        codec::check_view_name(view)?;
+        let budget = self.settings.retry.budget;
+        let mut start: Option<Item> = None;
+        loop {
+            let mut failures = 0_u32;
+            let (keys, next) = loop {
+                match self.api.scan_view_keys(view, start.clone()).await {
+                    Ok(page) => break page,
+                    Err(e) if e.is_retryable() && failures < budget => {
+                        failures += 1;
+                        self.backoff(failures).await;
+                    }
+                    Err(e) => return Err(e.into_error(failures)),
+                }
+            };
+            let chunks = batch_write_chunks(keys);
+            futures::stream::iter(chunks.into_iter().map(|c| self.delete_chunk(c)))
+                .buffer_unordered(self.settings.max_concurrency)
+                .try_collect::<Vec<()>>()
+                .await?;
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Maps a failed administrative call (no retries there: `ensure_tables` is
+/// run at deploy time and can simply be run again).
+fn admin_error<E, R>(
+    op: &'static str,
+    table: &str,
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> Error
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    CallError::from_sdk(op, table, e).into_error(0)
+}
+
+/// Splits keys into `BatchWriteItem`-sized chunks (≤ 25).
+pub(crate) fn batch_write_chunks(keys: Vec<Item>) -> Vec<Vec<Item>> {
+    let mut out = Vec::with_capacity(keys.len().div_ceil(MAX_BATCH_WRITE));
+    let mut it = keys.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(MAX_BATCH_WRITE).collect());
+    }
+    out
+}
+
+async fn with_deadline<T>(
+    timeout: Option<Duration>,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout {
+        None => fut.await,
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| Error::Timeout {
+                backend: BACKEND,
+                message: format!("{} did not finish within {t:?}", what()),
+            })?,
+    }
+}
+
+#[async_trait]
+impl OnlineStore for DynamoOnlineStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn store_id(&self) -> String {
+        format!("{BACKEND}:{}", self.settings.table)
+    }
+
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities::default()
+            .with_max_read_batch(MAX_BATCH_GET)
+            .with_max_write_batch(1)
+            .with_native_ttl(self.settings.native_ttl)
+    }
+
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
+        let n = rows.len();
+        with_deadline(
+            opts.timeout,
+            || format!("write of {n} rows to view '{}'", view.name()),
+            self.write_inner(view, rows),
+        )
+        .await
+    }
+
+    async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+        with_deadline(
+            opts.timeout,
+            || format!("read of {} keys", keys.len()),
+            self.read_inner(keys),
+        )
+        .await
+    }
+
+    async fn delete_view(&self, view: &str) -> Result<()> {
+        self.delete_inner(view).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Retry tests through the [`Api`] seam: a wrapper around the real client
+    //! (talking to the test server) that makes DynamoDB's throttling
+    //! behaviour happen on demand.
+
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    use fstore_core::{FeatureView, JoinKey, ValueType};
+
+    use super::*;
+    use crate::client::BatchGetReply;
+    use crate::{DynamoOnlineStoreBuilder, codec};
+
+    /// Forwards to the real API, but while `throttled_calls > 0` each
+    /// BatchGetItem forwards only the first `keep` keys (the rest come back
+    /// unprocessed, as DynamoDB does under throttling) and each PutItem fails
+    /// with ProvisionedThroughputExceeded.
+    #[derive(Debug)]
+    struct Throttling {
+        inner: Arc<dyn Api>,
+        throttled_calls: AtomicU32,
+        keep: usize,
+        calls: AtomicU64,
+    }
+
+    impl Throttling {
+        fn take(&self) -> bool {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.throttled_calls
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+
+    #[async_trait]
+    impl Api for Throttling {
+        async fn batch_get(
+            &self,
+            keys: &[Item],
+            consistent: bool,
+        ) -> Result<BatchGetReply, CallError> {
+            if !self.take() {
+                return self.inner.batch_get(keys, consistent).await;
+            }
+            let keep = self.keep.min(keys.len());
+            let mut reply = if keep > 0 {
+                self.inner.batch_get(&keys[..keep], consistent).await?
+            } else {
+                BatchGetReply::default()
+            };
+            reply.unprocessed.extend_from_slice(&keys[keep..]);
+            Ok(reply)
+        }
+        async fn put(&self, call: &PutCall) -> Result<PutReply, CallError> {
+            if self.take() {
+                return Err(CallError::Throttled(
+                    "PutItem: ProvisionedThroughputExceededException".into(),
+                ));
+            }
+            self.inner.put(call).await
+        }
+        async fn scan_view_keys(
+            &self,
+            view: &str,
+            start: Option<Item>,
+        ) -> Result<(Vec<Item>, Option<Item>), CallError> {
+            self.inner.scan_view_keys(view, start).await
+        }
+        async fn batch_delete(&self, keys: &[Item]) -> Result<Vec<Item>, CallError> {
+            self.inner.batch_delete(keys).await
+        }
+    }
+
+    fn endpoint() -> Option<String> {
+        fstore_core::testkit::server_url("FSTORE_TEST_DYNAMO_ENDPOINT")
+    }
+
+    async fn store(endpoint: &str, table: &str, budget: u32) -> DynamoOnlineStore {
+        let s = DynamoOnlineStoreBuilder::new()
+            .with_endpoint(endpoint)
+            .with_region("us-east-1")
+            .with_access_key_id("fstore-test")
+            .with_secret_access_key("fstore-test")
+            .with_table(table)
+            .with_retry_budget(budget)
+            .with_retry_base_delay(Duration::from_millis(1))
+            .with_retry_max_delay(Duration::from_millis(4))
+            .build()
+            .unwrap();
+        s.ensure_tables().await.unwrap();
+        s
+    }
+
+    fn view(name: &str) -> ResolvedView {
+        ResolvedView::new(
+            FeatureView::new(name, ["e"]).with_feature("f", ValueType::Int64),
+            vec![JoinKey::new("id", ValueType::Int64)],
+        )
+    }
+
+    fn row(id: i64, ts: i64) -> OnlineRow {
+        OnlineRow {
+            entity_key: fstore_core::backend::encode_entity_key(&[(
+                "id",
+                fstore_core::Value::Int64(id),
+            )])
+            .unwrap(),
+            event_ts: ts,
+            created_ts: None,
+            payload: ts.to_le_bytes().to_vec(),
+        }
+    }
+
+    fn wrap(
+        s: DynamoOnlineStore,
+        throttled_calls: u32,
+        keep: usize,
+    ) -> (DynamoOnlineStore, Arc<Throttling>) {
+        let mut handle = None;
+        let s = s.with_api(|inner| {
+            let t = Arc::new(Throttling {
+                inner,
+                throttled_calls: AtomicU32::new(throttled_calls),
+                keep,
+                calls: AtomicU64::new(0),
+            });
+            handle = Some(Arc::clone(&t));
+            t
+        });
+        (s, handle.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unprocessed_keys_are_retried_until_done() {
+        let Some(ep) = endpoint() else { return };
+        let base = store(&ep, "fstore_retry_partial", 3).await;
+        let v = view("retry_partial");
+        let rows: Vec<_> = (0..150).map(|i| row(i, 10 + i)).collect();
+        base.write(&v, rows.clone(), &WriteOptions::default())
+            .await
+            .unwrap();
+        // Every call for the next 20 calls processes only 7 keys: progress
+        // each round, so the budget (3) is never spent.
+        let (s, t) = wrap(base, 20, 7);
+        let keys: Vec<_> = rows
+            .iter()
+            .map(|r| OnlineKey {
+                view: v.name().into(),
+                entity_key: r.entity_key.clone(),
+            })
+            .collect();
+        let got = s.read(&keys, &ReadOptions::default()).await.unwrap();
+        for (r, g) in rows.iter().zip(&got) {
+            assert_eq!(g.as_ref(), Some(r));
+        }
+        assert!(t.calls.load(Ordering::SeqCst) > 20);
+        // Every call after the first of each of the 2 chunks is a retry.
+        let c = s.request_counts();
+        assert_eq!(c.retries, c.batch_get_item - 2, "{c:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn spent_budget_is_throttled_never_not_found() {
+        let Some(ep) = endpoint() else { return };
+        let base = store(&ep, "fstore_retry_spent", 4).await;
+        let v = view("retry_spent");
+        base.write(&v, vec![row(1, 5), row(2, 6)], &WriteOptions::default())
+            .await
+            .unwrap();
+        let (s, t) = wrap(base, u32::MAX, 0);
+        let keys: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|i| OnlineKey {
+                view: v.name().into(),
+                entity_key: row(i, 0).entity_key,
+            })
+            .collect();
+        let err = s.read(&keys, &ReadOptions::default()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Throttled {
+                    backend: "dynamo",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("unprocessed"), "{err}");
+        // One first try + 4 retries.
+        assert_eq!(t.calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn throttled_puts_are_retried_then_reported() {
+        let Some(ep) = endpoint() else { return };
+        let v = view("retry_put");
+        let (s, _) = wrap(store(&ep, "fstore_retry_put", 3).await, 3, 0);
+        let sum = s
+            .write(&v, vec![row(1, 5)], &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            sum,
+            WriteSummary {
+                written: 1,
+                skipped: 0
+            }
+        );
+        assert_eq!(
+            s.request_counts().put_item,
+            1,
+            "throttled attempts never reached the server"
+        );
+        let (s, _) = wrap(store(&ep, "fstore_retry_put", 3).await, u32::MAX, 0);
+        let err = s
+            .write(&v, vec![row(1, 6)], &WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Throttled { .. }), "{err:?}");
+        // The stored row is untouched.
+        let got = s
+            .sdk
+            .batch_get(&[codec::key(&row(1, 0).entity_key, v.name())], true)
+            .await
+            .unwrap();
+        assert_eq!(codec::version(&got.items[0]).unwrap(), (5, i64::MIN));
+    }
+
+    #[test]
+    fn batch_write_chunks_respect_the_limit() {
+        let keys: Vec<Item> = (0..61_u8).map(|i| codec::key(&[i + 1], "v")).collect();
+        let chunks = batch_write_chunks(keys);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![25, 25, 11]
+        );
+        assert!(batch_write_chunks(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn grouping_keeps_the_sequential_winner() {
+        let mut last = row(1, 7);
+        last.payload = vec![9];
+        let rows = vec![row(1, 5), row(1, 3), row(2, 1), row(1, 7), last];
+        let groups = DynamoOnlineStore::group_rows(rows);
+        assert_eq!(groups.len(), 2);
+        let ts: Vec<i64> = groups[0].candidates.iter().map(|r| r.event_ts).collect();
+        assert_eq!(ts, vec![5, 7, 7]);
+        assert_eq!(groups[0].shadowed, 1);
+        // The later of two equal versions is the one sent.
+        assert_eq!(groups[0].candidates.last().unwrap().payload, vec![9]);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_cap() {
+        let p = RetryPolicy {
+            budget: 5,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        };
+        for r in 0..30 {
+            let d = p.delay(r);
+            let full = Duration::from_millis(10)
+                .saturating_mul(1 << r.min(20))
+                .min(p.max);
+            assert!(d >= full / 2 && d <= full, "{r}: {d:?}");
+        }
+    }
+}
