@@ -177,10 +177,13 @@ mod ttl_secs {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
         v.map(|secs| {
-            Duration::try_from_secs_f64(secs).map_err(|e| serde::de::Error::custom(format!("ttl_seconds: {e}")))
+            Duration::try_from_secs_f64(secs)
+                .map_err(|e| serde::de::Error::custom(format!("ttl_seconds: {e}")))
         })
         .transpose()
     }
@@ -615,9 +618,7 @@ mod tests {
             .with_feature_view(
                 FeatureView::new("driver_stats", ["driver"])
                     .with_feature("conv_rate", ValueType::Float32)
-                    .with_field(
-                        Field::new("trips", ValueType::Int64).with_default(Value::Int64(0)),
-                    )
+                    .with_field(Field::new("trips", ValueType::Int64).with_default(Value::Int64(0)))
                     .with_feature("emb", ValueType::list(ValueType::Float32))
                     .with_ttl(Duration::from_secs(86_400))
                     .with_created_timestamp_column("created"),

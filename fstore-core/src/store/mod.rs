@@ -21,7 +21,9 @@ use crate::online::{DynOnlineStore, WriteOptions, WriteSummary};
 use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
 
 pub use historical::{HistoricalRequest, HistoricalResult};
-pub use materialize::{MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport};
+pub use materialize::{
+    MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
+};
 pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
 
 /// Which features a request wants.
@@ -50,7 +52,9 @@ impl FeatureSelection {
         S: AsRef<str>,
     {
         Ok(Self::Refs(
-            refs.into_iter().map(|s| s.as_ref().parse()).collect::<Result<_>>()?,
+            refs.into_iter()
+                .map(|s| s.as_ref().parse())
+                .collect::<Result<_>>()?,
         ))
     }
 
@@ -73,7 +77,10 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            let ok = defs.feature_views.get(&r.view).is_some_and(|v| v.feature(&r.feature).is_some())
+            let ok = defs
+                .feature_views
+                .get(&r.view)
+                .is_some_and(|v| v.feature(&r.feature).is_some())
                 || defs
                     .on_demand_views
                     .get(&r.view)
@@ -223,9 +230,15 @@ impl FeatureStoreBuilder {
             }
         }
         Ok(FeatureStore {
-            registry: self.registry.unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
-            offline: self.offline.unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
-            online: self.online.unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            registry: self
+                .registry
+                .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
+            offline: self
+                .offline
+                .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
+            online: self
+                .online
+                .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
@@ -334,11 +347,15 @@ impl FeatureStore {
             });
         }
         if p.is_breaking() && !opts.force {
-            return Err(Error::BreakingChange { changes: p.breaking() });
+            return Err(Error::BreakingChange {
+                changes: p.breaking(),
+            });
         }
         let mut state = current.state.clone();
         state.definitions = desired.clone();
-        state.watermarks.retain(|v, _| desired.feature_views.contains_key(v));
+        state
+            .watermarks
+            .retain(|v, _| desired.feature_views.contains_key(v));
         let version = self.registry.commit(current.version, state).await?;
         self.forget();
         Ok(ApplyResult { version, plan: p })
@@ -358,7 +375,12 @@ impl FeatureStore {
     /// # Errors
     /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
     /// rules included); backend failures.
-    pub async fn push(&self, view: &str, batch: &RecordBatch, target: PushTarget) -> Result<PushSummary> {
+    pub async fn push(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+        target: PushTarget,
+    ) -> Result<PushSummary> {
         let rv = self.resolve_view(view).await?;
         let batch = normalize_batch(&rv, batch, false)?;
         let mut out = PushSummary::default();
@@ -367,7 +389,11 @@ impl FeatureStore {
         }
         if matches!(target, PushTarget::Online | PushTarget::Both) {
             let rows = to_online_rows(&rv, &batch)?;
-            out.online = Some(self.online.write(&rv, rows, &WriteOptions::default()).await?);
+            out.online = Some(
+                self.online
+                    .write(&rv, rows, &WriteOptions::default())
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -376,7 +402,11 @@ impl FeatureStore {
     ///
     /// # Errors
     /// As [`FeatureStore::push`].
-    pub async fn write_history(&self, view: &str, batch: &RecordBatch) -> Result<OfflineWriteSummary> {
+    pub async fn write_history(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+    ) -> Result<OfflineWriteSummary> {
         let s = self.push(view, batch, PushTarget::Offline).await?;
         s.offline
             .ok_or_else(|| Error::backend_msg("fstore", "offline write reported nothing"))
@@ -398,7 +428,11 @@ impl FeatureStore {
 
     fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
         for v in views {
-            if let Some(d) = defs.feature_views.get(v).and_then(|fv| fv.deprecation.as_ref()) {
+            if let Some(d) = defs
+                .feature_views
+                .get(v)
+                .and_then(|fv| fv.deprecation.as_ref())
+            {
                 tracing::warn!(
                     view = %v,
                     tombstone = %d.tombstone,
@@ -461,11 +495,18 @@ impl RequestPlan {
                 add(&mut views, r)?;
             }
         }
-        Ok(Self { refs, views, on_demand })
+        Ok(Self {
+            refs,
+            views,
+            on_demand,
+        })
     }
 
     pub(crate) fn view_names(&self) -> Vec<String> {
-        self.views.iter().map(|(v, _)| v.name().to_owned()).collect()
+        self.views
+            .iter()
+            .map(|(v, _)| v.name().to_owned())
+            .collect()
     }
 }
 

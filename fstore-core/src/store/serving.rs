@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{ColumnBuilder, PayloadDecoder, cast_column, encode_entity_keys};
 use crate::error::{Error, Result};
-use crate::model::{Fallback, Field, FeatureRef};
+use crate::model::{Fallback, FeatureRef, Field};
 use crate::ondemand::input_batch;
 use crate::online::{OnlineKey, ReadOptions};
 use crate::time::{duration_micros, from_micros, to_micros};
@@ -110,8 +110,16 @@ struct Served {
     event_ts: Vec<Option<DateTime<Utc>>>,
 }
 
-fn impute(col: &ArrayRef, field: &Field, default: &crate::model::Value, statuses: &[FeatureStatus]) -> Result<(ArrayRef, u64)> {
-    let mask: Vec<bool> = statuses.iter().map(|s| *s != FeatureStatus::Present).collect();
+fn impute(
+    col: &ArrayRef,
+    field: &Field,
+    default: &crate::model::Value,
+    statuses: &[FeatureStatus],
+) -> Result<(ArrayRef, u64)> {
+    let mask: Vec<bool> = statuses
+        .iter()
+        .map(|s| *s != FeatureStatus::Present)
+        .collect();
     let n = mask.iter().filter(|m| **m).count() as u64;
     if n == 0 {
         return Ok((Arc::clone(col), 0));
@@ -163,15 +171,20 @@ impl FeatureStore {
             slots.push(s);
         }
         let opts = ReadOptions::default().with_timeout(self.online_timeout);
-        let rows = match tokio::time::timeout(self.online_timeout, self.online.read(&keys, &opts)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    backend: self.online.backend(),
-                    message: format!("online read of {} keys exceeded {:?}", keys.len(), self.online_timeout),
-                });
-            }
-        };
+        let rows =
+            match tokio::time::timeout(self.online_timeout, self.online.read(&keys, &opts)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend: self.online.backend(),
+                        message: format!(
+                            "online read of {} keys exceeded {:?}",
+                            keys.len(),
+                            self.online_timeout
+                        ),
+                    });
+                }
+            };
         if rows.len() != keys.len() {
             return Err(Error::backend_msg(
                 self.online.backend(),
@@ -182,7 +195,10 @@ impl FeatureStore {
         let mut served: HashMap<FeatureRef, Served> = HashMap::new();
         let mut present = Vec::new();
         for ((rv, feats), slot) in plan.views.iter().zip(&slots) {
-            let fields: Vec<Field> = feats.iter().filter_map(|f| rv.view.feature(f).cloned()).collect();
+            let fields: Vec<Field> = feats
+                .iter()
+                .filter_map(|f| rv.view.feature(f).cloned())
+                .collect();
             let cutoff = rv.view.ttl.map(|t| now.saturating_sub(duration_micros(t)));
             let mut dec = PayloadDecoder::new(&fields);
             let mut statuses: Vec<Vec<FeatureStatus>> = vec![Vec::with_capacity(n); fields.len()];
@@ -193,7 +209,11 @@ impl FeatureStore {
                     (Some(r), Some(c)) => r.event_ts < c,
                     _ => false,
                 };
-                let payload = if expired { None } else { row.map(|r| r.payload.as_slice()) };
+                let payload = if expired {
+                    None
+                } else {
+                    row.map(|r| r.payload.as_slice())
+                };
                 dec.push(payload, &mut present)?;
                 event_ts.push(row.map(|r| from_micros(r.event_ts)));
                 for (fi, p) in present.iter().enumerate() {
@@ -221,9 +241,9 @@ impl FeatureStore {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();
             for r in &o.inputs {
-                let s = served
-                    .get(r)
-                    .ok_or_else(|| Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name)))?;
+                let s = served.get(r).ok_or_else(|| {
+                    Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
+                })?;
                 inputs.push((r.feature.clone(), Arc::clone(&s.col)));
             }
             for rf in &o.request_fields {
@@ -233,12 +253,21 @@ impl FeatureStore {
                         o.name, rf.name
                     ))
                 })?;
-                inputs.push((rf.name.clone(), cast_column(col, &rf.name, &rf.value_type.to_arrow())?));
+                inputs.push((
+                    rf.name.clone(),
+                    cast_column(col, &rf.name, &rf.value_type.to_arrow())?,
+                ));
             }
             let input = input_batch(inputs, n)?;
             for (field, col) in o.outputs.iter().zip(f.run(o, &input)?) {
                 let statuses = (0..n)
-                    .map(|i| if col.is_null(i) { FeatureStatus::NullValue } else { FeatureStatus::Present })
+                    .map(|i| {
+                        if col.is_null(i) {
+                            FeatureStatus::NullValue
+                        } else {
+                            FeatureStatus::Present
+                        }
+                    })
                     .collect();
                 served.insert(
                     FeatureRef::new(&o.name, &field.name),
@@ -252,7 +281,8 @@ impl FeatureStore {
         }
 
         let schema = req.entities.schema();
-        let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<ArrowField> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut cols: Vec<ArrayRef> = req.entities.columns().to_vec();
         let mut metadata = Vec::with_capacity(plan.refs.len());
         let mut imputed = 0u64;
@@ -279,7 +309,11 @@ impl FeatureStore {
                     imputed += k;
                 }
                 Fallback::Required => {
-                    if let Some(row) = s.statuses.iter().position(|st| *st != FeatureStatus::Present) {
+                    if let Some(row) = s
+                        .statuses
+                        .iter()
+                        .position(|st| *st != FeatureStatus::Present)
+                    {
                         return Err(Error::RequiredFeatureMissing {
                             feature: r.to_string(),
                             row,
@@ -299,7 +333,9 @@ impl FeatureStore {
             });
         }
         check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
-        self.metrics.imputations.fetch_add(imputed, Ordering::Relaxed);
+        self.metrics
+            .imputations
+            .fetch_add(imputed, Ordering::Relaxed);
         let batch = RecordBatch::try_new_with_options(
             Arc::new(Schema::new(fields)),
             cols,
