@@ -17,6 +17,32 @@ use fstore_core::{
 };
 use fstore_offline_delta::{DeltaOfflineStore, DeltaOfflineStoreBuilder, DeltaRegistry};
 
+/// Core's offline suite (append/scan, time ranges, versions, schema evolution,
+/// historical retrieval vs the pure join as a proptest) on local Delta tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_offline_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<fstore_core::DynOfflineStore> = Arc::new(store(&dir));
+    fstore_core::testkit::run_offline_suite(store).await;
+}
+
+/// Core's registry suite (history, conflicts, racing writers, plan/apply) on
+/// the object-store registry; two `open(ns)` calls are two handles on one registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_registry_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    fstore_core::testkit::run_registry_suite(|ns| {
+        let root = root.clone();
+        async move {
+            let r: Arc<fstore_core::DynRegistry> =
+                Arc::new(DeltaRegistry::open(&root.join(ns).to_string_lossy(), []).unwrap());
+            r
+        }
+    })
+    .await;
+}
+
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
