@@ -78,9 +78,8 @@ async fn main() -> fstore_core::Result<()> {
     let spine_rows = args.get(1).copied().unwrap_or(100_000);
     let root = std::env::temp_dir().join(format!("fstore-bench-delta-{}", std::process::id()));
     let delta = DeltaOfflineStoreBuilder::new().with_root(root.to_string_lossy());
-    let offline = Arc::new(delta.clone().build()?);
     let store = FeatureStore::builder()
-        .offline(offline.clone())
+        .offline(Arc::new(delta.clone().build()?))
         .registry(Arc::new(delta.build_registry()?))
         .online(Arc::new(InMemoryOnlineStore::new()))
         .build()?;

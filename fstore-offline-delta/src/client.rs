@@ -718,11 +718,9 @@ impl Client {
                 },
             )
             .await
-            .map_err(|e| {
-                Error::delta(format!(
-                    "committing the compaction of feature view '{view}'"
-                ))(e.into())
-            })?;
+            .map_err(Error::delta(format!(
+                "committing the compaction of feature view '{view}'"
+            )))?;
         report.version = Some(finalized.version());
         Ok(report)
     }
