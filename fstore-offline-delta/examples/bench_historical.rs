@@ -166,7 +166,8 @@ async fn main() -> fstore_core::Result<()> {
         .iter()
         .flat_map(|n| [format!("{n}:f0"), format!("{n}:f1")])
         .collect();
-    let req = HistoricalRequest::new(vec![spine.clone()], "ts", FeatureSelection::refs(refs)?);
+    let req = HistoricalRequest::new(vec![spine.clone()], "ts", FeatureSelection::refs(refs)?)
+        .with_full_feature_names(true);
 
     reset_peak();
     let base_rss = peak_rss_mib();
@@ -178,7 +179,7 @@ async fn main() -> fstore_core::Result<()> {
     let total = (rows_per_view * VIEWS) as u64;
     let non_null = res
         .batch
-        .column_by_name("f0")
+        .column_by_name("view0__f0")
         .map_or(0, |c| c.len() - c.null_count());
     println!(
         "fstore/delta get_historical_features: {secs:.2}s, peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
@@ -220,8 +221,17 @@ async fn main() -> fstore_core::Result<()> {
             "features": ["f0", "f1"], "ttl_seconds": 7 * 86_400,
         }));
     }
-    let manifest =
-        serde_json::json!({"spine": spine_path, "spine_ts": "ts", "views": views, "threads": 2});
+    let spine_ts = spine
+        .column(1)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("timestamp spine");
+    let spine_min = spine_ts.values().iter().min().copied().unwrap_or(0);
+    let spine_max = spine_ts.values().iter().max().copied().unwrap_or(0);
+    let manifest = serde_json::json!({
+        "spine": spine_path, "spine_ts": "ts", "views": views, "threads": 2,
+        "spine_min_us": spine_min, "spine_max_us": spine_max,
+    });
     let mpath = root.join("manifest.json");
     std::fs::write(&mpath, manifest.to_string()).expect("manifest");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/duckdb_asof.py");
@@ -231,7 +241,7 @@ async fn main() -> fstore_core::Result<()> {
         .output()
         .expect("run duckdb");
     println!(
-        "duckdb ASOF JOIN (same parquet files, read_parquet, 2 threads): {}{}",
+        "duckdb ASOF JOIN (same parquet files, read_parquet, same time window, 2 threads): {}{}",
         String::from_utf8_lossy(&out.stdout).trim(),
         String::from_utf8_lossy(&out.stderr).trim()
     );
