@@ -64,6 +64,7 @@
 
 pub mod backend;
 mod codec;
+pub mod docs;
 mod error;
 mod memory;
 mod model;

@@ -531,6 +531,19 @@ impl Definitions {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The field a reference names: a feature of a feature view or an output of
+    /// an on-demand view.
+    pub fn field(&self, r: &FeatureRef) -> Option<&Field> {
+        self.feature_views
+            .get(&r.view)
+            .and_then(|v| v.feature(&r.feature))
+            .or_else(|| {
+                self.on_demand_views
+                    .get(&r.view)
+                    .and_then(|o| o.outputs.iter().find(|f| f.name == r.feature))
+            })
+    }
+
     /// Resolves the view `name` with its entities' join keys.
     ///
     /// # Errors

@@ -265,7 +265,8 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
             (ObjectKind::Entity, ChangeKind::Changed)
                 if current.entities[name].join_keys != desired.entities[name].join_keys =>
             {
-                c.breaking.push(format!("entity '{name}': join keys changed"));
+                c.breaking
+                    .push(format!("entity '{name}': join keys changed"));
             }
             (ObjectKind::Entity, ChangeKind::Removed) => {
                 for v in current
@@ -526,15 +527,7 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             )));
         }
         for r in &s.features {
-            let ok = defs
-                .feature_views
-                .get(&r.view)
-                .is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::invalid(format!(
                     "feature service '{name}' references unknown feature '{r}'"
                 )));

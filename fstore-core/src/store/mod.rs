@@ -2,6 +2,7 @@
 
 mod historical;
 mod materialize;
+mod resilience;
 mod serving;
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,15 +78,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            let ok = defs
-                .feature_views
-                .get(&r.view)
-                .is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }
@@ -169,6 +162,8 @@ pub struct FeatureStore {
     registry_ttl: Duration,
     cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
     metrics: Metrics,
+    lkg: Option<resilience::LastKnownGood>,
+    breaker: Option<resilience::CircuitBreaker>,
 }
 
 /// Builds a [`FeatureStore`]. Unset parts default to the in-memory backends.
@@ -180,6 +175,8 @@ pub struct FeatureStoreBuilder {
     on_demand: Vec<OnDemandFunction>,
     online_timeout: Option<Duration>,
     registry_ttl: Option<Duration>,
+    lkg_capacity: Option<usize>,
+    breaker: Option<(u32, Duration)>,
 }
 
 impl FeatureStoreBuilder {
@@ -215,6 +212,21 @@ impl FeatureStoreBuilder {
         self
     }
 
+    /// Keeps the last row read per (view, entity) — up to `capacity` entries —
+    /// and serves it, with status [`FeatureStatus::Stale`], when an online read
+    /// fails or the circuit breaker is open. Off by default.
+    pub fn last_known_good_cache(mut self, capacity: usize) -> Self {
+        self.lkg_capacity = Some(capacity);
+        self
+    }
+    /// After `failures` consecutive failed online reads, stop calling the
+    /// backend for `cooldown` (fail fast with [`Error::Unavailable`], or serve
+    /// the last-known-good cache), then try again. Off by default.
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker = Some((failures, cooldown));
+        self
+    }
+
     /// Builds the store.
     ///
     /// # Errors
@@ -244,6 +256,10 @@ impl FeatureStoreBuilder {
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
             cache: Mutex::new(None),
             metrics: Metrics::default(),
+            lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
+            breaker: self
+                .breaker
+                .map(|(n, d)| resilience::CircuitBreaker::new(n, d)),
         })
     }
 }
@@ -265,6 +281,8 @@ impl FeatureStore {
             registry_ttl: Duration::from_secs(1),
             cache: Mutex::new(None),
             metrics: Metrics::default(),
+            lkg: None,
+            breaker: None,
         }
     }
 
@@ -531,3 +549,6 @@ pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
