@@ -1,0 +1,250 @@
+//! End-to-end `get_historical_features` benchmark on local Delta tables, side
+//! by side with DuckDB's ASOF JOIN over the same Parquet files.
+//!
+//! ```text
+//! cargo run -p fstore-offline-delta --example bench_historical -- [ROWS_PER_VIEW] [SPINE_ROWS]
+//! ```
+//!
+//! Defaults: 1,000,000 rows per view, 3 views, 100,000 spine rows, 10,000
+//! entities, one year of history written in 10 commits per view, spine times
+//! in the last 60 days, ttl 7 days. Prints time, peak RSS (VmHWM, reset before
+//! each phase) and rows scanned vs rows in the tables. When
+//! `fstore-offline-delta/bench/.venv/bin/python` exists (a venv with `duckdb`),
+//! runs `bench/duckdb_asof.py` on the same live Parquet files.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fstore_core::{
+    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, HistoricalRequest,
+    InMemoryOnlineStore, ValueType,
+};
+use fstore_offline_delta::DeltaOfflineStoreBuilder;
+
+const DAY: i64 = 86_400_000_000;
+const VIEWS: usize = 3;
+const ENTITIES: i64 = 10_000;
+const COMMITS: usize = 10;
+const YEAR0: i64 = 1_700_000_000_000_000;
+
+/// xorshift: deterministic, dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: i64) -> i64 {
+        (self.next() % n as u64) as i64
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[tokio::main]
+async fn main() -> fstore_core::Result<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.replace('_', "").parse().ok())
+        .collect();
+    let rows_per_view = args.first().copied().unwrap_or(1_000_000);
+    let spine_rows = args.get(1).copied().unwrap_or(100_000);
+    let root = std::env::temp_dir().join(format!("fstore-bench-delta-{}", std::process::id()));
+    let delta = DeltaOfflineStoreBuilder::new().with_root(root.to_string_lossy());
+    let store = FeatureStore::builder()
+        .offline(Arc::new(delta.clone().build()?))
+        .registry(Arc::new(delta.build_registry()?))
+        .online(Arc::new(InMemoryOnlineStore::new()))
+        .build()?;
+    let mut defs =
+        Definitions::new().with_entity(Entity::new("driver", "driver_id", ValueType::Int64));
+    let names: Vec<String> = (0..VIEWS).map(|i| format!("view{i}")).collect();
+    for n in &names {
+        defs = defs.with_feature_view(
+            FeatureView::new(n, ["driver"])
+                .with_feature("f0", ValueType::Float64)
+                .with_feature("f1", ValueType::Int64)
+                .with_ttl(Duration::from_secs(7 * 86_400)),
+        );
+    }
+    store.apply(&defs, Default::default()).await?;
+
+    // Write: each commit covers the next slice of the year, rows in time order.
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let t0 = Instant::now();
+    let span = 365 * DAY;
+    for n in &names {
+        let per = rows_per_view / COMMITS;
+        for c in 0..COMMITS {
+            let base = YEAR0 + span * c as i64 / COMMITS as i64;
+            let step = span / COMMITS as i64 / per.max(1) as i64;
+            let times: Vec<i64> = (0..per as i64).map(|i| base + i * step).collect();
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![
+                    Field::new("driver_id", DataType::Int64, false),
+                    Field::new("event_timestamp", ts(), false),
+                    Field::new("f0", DataType::Float64, true),
+                    Field::new("f1", DataType::Int64, true),
+                ])),
+                vec![
+                    Arc::new(Int64Array::from(
+                        (0..per).map(|_| rng.below(ENTITIES)).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+                    Arc::new(Float64Array::from(
+                        (0..per)
+                            .map(|_| (rng.next() % 1000) as f64 / 1000.0)
+                            .collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        (0..per).map(|_| rng.below(100)).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .expect("valid batch");
+            store.write_history(n, &batch).await?;
+        }
+    }
+    let write_s = t0.elapsed().as_secs_f64();
+    println!(
+        "setup: {VIEWS} views x {rows_per_view} rows ({COMMITS} commits each) written in {write_s:.1}s under {}",
+        root.display()
+    );
+
+    // Spine: the last 60 days of the year.
+    let spine_start = YEAR0 + span - 60 * DAY;
+    let spine = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("ts", ts(), false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(
+                (0..spine_rows)
+                    .map(|_| rng.below(ENTITIES))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    (0..spine_rows)
+                        .map(|_| spine_start + rng.below(60 * DAY))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .expect("valid spine");
+    let refs: Vec<String> = names
+        .iter()
+        .flat_map(|n| [format!("{n}:f0"), format!("{n}:f1")])
+        .collect();
+    let req = HistoricalRequest::new(vec![spine.clone()], "ts", FeatureSelection::refs(refs)?)
+        .with_full_feature_names(true);
+
+    reset_peak();
+    let base_rss = peak_rss_mib();
+    let t0 = Instant::now();
+    let res = store.get_historical_features(&req).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    let scanned: u64 = res.rows_scanned.values().sum();
+    let total = (rows_per_view * VIEWS) as u64;
+    let non_null = res
+        .batch
+        .column_by_name("view0__f0")
+        .map_or(0, |c| c.len() - c.null_count());
+    println!(
+        "fstore/delta get_historical_features: {secs:.2}s, peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
+         rows scanned {scanned} of {total} ({:.1}%), output {} rows, view0.f0 non-null {non_null}",
+        peak - base_rss,
+        100.0 * scanned as f64 / total as f64,
+        res.batch.num_rows()
+    );
+
+    // DuckDB on the same live Parquet files.
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    if !python.exists() {
+        println!(
+            "duckdb: skipped ({} missing; python3 -m venv bench/.venv && bench/.venv/bin/pip install duckdb)",
+            python.display()
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(());
+    }
+    let spine_path = root.join("spine.parquet");
+    {
+        let f = std::fs::File::create(&spine_path).expect("spine file");
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, spine.schema(), None).expect("writer");
+        w.write(&spine).expect("write spine");
+        w.close().expect("close spine");
+    }
+    let mut views = Vec::new();
+    for n in &names {
+        let dir = root.join(n);
+        let files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("table dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        views.push(serde_json::json!({
+            "name": n, "files": files, "key": "driver_id", "event_col": "event_timestamp",
+            "features": ["f0", "f1"], "ttl_seconds": 7 * 86_400,
+        }));
+    }
+    let spine_ts = spine
+        .column(1)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("timestamp spine");
+    let spine_min = spine_ts.values().iter().min().copied().unwrap_or(0);
+    let spine_max = spine_ts.values().iter().max().copied().unwrap_or(0);
+    let manifest = serde_json::json!({
+        "spine": spine_path, "spine_ts": "ts", "views": views, "threads": 2,
+        "spine_min_us": spine_min, "spine_max_us": spine_max,
+    });
+    let mpath = root.join("manifest.json");
+    std::fs::write(&mpath, manifest.to_string()).expect("manifest");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/duckdb_asof.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&mpath)
+        .output()
+        .expect("run duckdb");
+    println!(
+        "duckdb ASOF JOIN (same parquet files, read_parquet, same time window, 2 threads): {}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! # fstore-offline-delta
+//!
+//! The Delta Lake offline store of **fstore**, on delta-rs: one Delta table per
+//! feature view under a root URI, plus a shared [`DeltaRegistry`] next to the
+//! tables. Local directories work out of the box; S3, GCS and Azure are behind
+//! the `s3`, `gcs` and `azure` cargo features (off by default to keep the build
+//! small). delta-rs is used **without DataFusion**.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> fstore_core::Result<()> {
+//! use std::sync::Arc;
+//! use fstore_core::{FeatureStore, InMemoryOnlineStore};
+//! use fstore_offline_delta::DeltaOfflineStoreBuilder;
+//!
+//! let dir = std::env::temp_dir().join(format!("fstore-doc-{}", std::process::id()));
+//! let builder = DeltaOfflineStoreBuilder::new().with_root(dir.to_string_lossy());
+//! let store = FeatureStore::builder()
+//!     .offline(Arc::new(builder.clone().build()?))
+//!     .registry(Arc::new(builder.build_registry()?))
+//!     .online(Arc::new(InMemoryOnlineStore::new()))
+//!     .build()?;
+//! assert_eq!(store.snapshot().await?.version, 0);
+//! # let _ = std::fs::remove_dir_all(dir);
+//! # Ok(()) }
+//! ```
+//!
+//! Configuration: [`DeltaOfflineStoreBuilder`] (typed [`DeltaConfigKey`]s,
+//! `from_env()` reads `FSTORE_DELTA_*`, storage options pass through to
+//! delta-rs). Maintenance: [`DeltaOfflineStore::compact`],
+//! [`DeltaOfflineStore::vacuum`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod client;
+mod error;
+mod registry;
+mod store;
+
+/// Backend id used in errors and tracing.
+pub const BACKEND: &str = "delta";
+
+pub use builder::{DeltaConfigKey, DeltaOfflineStoreBuilder};
+pub use client::{CompactReport, VacuumReport};
+pub use registry::DeltaRegistry;
+pub use store::DeltaOfflineStore;
+
+pub use arrow_array;
+pub use arrow_schema;
