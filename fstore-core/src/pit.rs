@@ -294,6 +294,8 @@ struct SpineGroup {
     order: Vec<u32>,
     /// Group `id` is `order[start[id]..start[id + 1]]`.
     start: Vec<u32>,
+    /// The spine time of each row of `order` (read sequentially by the merge).
+    order_t: Vec<i64>,
 }
 
 impl SpineGroup {
@@ -313,16 +315,22 @@ impl SpineGroup {
         for w in start.windows(2) {
             order[w[0] as usize..w[1] as usize].sort_unstable_by_key(|&r| spine_t[r as usize]);
         }
+        let order_t = order.iter().map(|&r| spine_t[r as usize]).collect();
         Ok(Self {
             keys: keys.to_vec(),
             index,
             order,
             start,
+            order_t,
         })
     }
 
     fn rows(&self, id: usize) -> &[u32] {
         &self.order[self.start[id] as usize..self.start[id + 1] as usize]
+    }
+
+    fn times(&self, id: usize) -> &[i64] {
+        &self.order_t[self.start[id] as usize..self.start[id + 1] as usize]
     }
 }
 
@@ -435,9 +443,9 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
     // The time window of each key: [min(t) - ttl, max(t)] over its spine rows.
     let window: Vec<(i64, i64)> = (0..n_ids)
         .map(|id| {
-            let rows = group.rows(id);
-            let lo = rows.first().map_or(i64::MAX, |&r| spine_t[r as usize]);
-            let hi = rows.last().map_or(i64::MIN, |&r| spine_t[r as usize]);
+            let times = group.times(id);
+            let lo = times.first().copied().unwrap_or(i64::MAX);
+            let hi = times.last().copied().unwrap_or(i64::MIN);
             (ttl.map_or(i64::MIN, |d| lo.saturating_sub(d)), hi)
         })
         .collect();
@@ -523,8 +531,7 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
         }
         bucket.sort_unstable_by_key(|c| (c.event, c.created, c.seq));
         let mut p = 0;
-        for &r in group.rows(id) {
-            let t = spine_t[r as usize];
+        for (&r, &t) in group.rows(id).iter().zip(group.times(id)) {
             while p < bucket.len() && bucket[p].event <= t {
                 p += 1;
             }
