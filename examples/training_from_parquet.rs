@@ -35,9 +35,13 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelector,
 };
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -336,6 +340,83 @@ fn with_row_numbers(batches: Vec<RecordBatch>, name: &str) -> Result<Vec<RecordB
         .collect()
 }
 
+/// Writes `batch` as one row group, encoding its columns in parallel on all cores.
+/// Dictionary encoding only for string/binary columns (high-cardinality numbers
+/// would build a dictionary only to fall back to plain).
+fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), BoxError> {
+    let schema = batch.schema();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false);
+    for f in schema.fields() {
+        if matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+        ) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+        }
+    }
+    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.build()))?;
+    let (mut file_writer, factory) = writer.into_serialized_writer()?;
+    let mut writers = factory.create_column_writers(0)?.into_iter();
+    let mut work: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)> = Vec::new();
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        for leaf in compute_leaves(field, column)? {
+            let w = writers
+                .next()
+                .ok_or("internal: fewer column writers than leaves")?;
+            work.push((work.len(), w, leaf));
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, work.len().max(1));
+    let mut shares: Vec<Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    // dealt round-robin: columns are of similar size here
+    for (i, item) in work.into_iter().enumerate() {
+        shares[i % threads].push(item);
+    }
+    let encoded: Vec<Result<Vec<(usize, ArrowColumnChunk)>, BoxError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                s.spawn(
+                    move || -> Result<Vec<(usize, ArrowColumnChunk)>, BoxError> {
+                        share
+                            .into_iter()
+                            .map(|(i, mut w, leaf)| {
+                                w.write(&leaf)?;
+                                Ok((i, w.close()?))
+                            })
+                            .collect()
+                    },
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("writer thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut chunks = Vec::new();
+    for e in encoded {
+        chunks.extend(e?);
+    }
+    chunks.sort_by_key(|(i, _)| *i);
+    let mut row_group = file_writer.next_row_group()?;
+    for (_, chunk) in chunks {
+        chunk.append_to_row_group(&mut row_group)?;
+    }
+    row_group.close()?;
+    file_writer.close()?;
+    Ok(())
+}
+
 fn run() -> Result<(), BoxError> {
     let args = parse_args(std::env::args().skip(1))?;
     let (Some(spine_path), Some(ts), Some(out_path)) = (&args.spine, &args.ts, &args.out) else {
@@ -501,14 +582,7 @@ fn run() -> Result<(), BoxError> {
     let assemble_time = t3.elapsed();
 
     let t4 = Instant::now();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let file =
-        File::create(out_path).map_err(|e| format!("cannot create {}: {e}", out_path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, out.schema(), Some(props))?;
-    writer.write(&out)?;
-    writer.close()?;
+    write_parquet(out_path, &out)?;
     let write_time = t4.elapsed();
 
     println!("spine rows:    {n_spine}");
