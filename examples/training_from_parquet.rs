@@ -195,6 +195,9 @@ struct ReadTask<'a> {
     selection: Option<RowSelection>,
 }
 
+/// A task's index and its batches.
+type Indexed = (usize, Vec<RecordBatch>);
+
 /// Runs the read tasks on all cores; returns each task's batches, in task order.
 fn read_tasks(tasks: &[ReadTask<'_>]) -> Result<Vec<Vec<RecordBatch>>, BoxError> {
     let next = AtomicUsize::new(0);
@@ -222,10 +225,10 @@ fn read_tasks(tasks: &[ReadTask<'_>]) -> Result<Vec<Vec<RecordBatch>>, BoxError>
         Ok(batches)
     };
     let mut slots: Vec<Option<Vec<RecordBatch>>> = (0..tasks.len()).map(|_| None).collect();
-    let results: Vec<Result<Vec<(usize, Vec<RecordBatch>)>, BoxError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<Indexed>, BoxError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> Result<Vec<(usize, Vec<RecordBatch>)>, BoxError> {
+                s.spawn(|| -> Result<Vec<Indexed>, BoxError> {
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -357,7 +360,7 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), BoxError> {
         }
     }
     let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.build()))?;
+    let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props.build()))?;
     let (mut file_writer, factory) = writer.into_serialized_writer()?;
     let mut writers = factory.create_column_writers(0)?.into_iter();
     let mut work: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)> = Vec::new();
@@ -473,7 +476,7 @@ fn run() -> Result<(), BoxError> {
     let mut per_file = per_file.into_iter();
     let mut spine = per_file.next().unwrap_or_default();
     if spine.is_empty() {
-        spine.push(RecordBatch::new_empty(spine_file.schema().clone()));
+        spine.push(RecordBatch::new_empty(Arc::clone(spine_file.schema())));
     }
     let row_col = |i: usize| format!("\u{1}fstore_row_{i}");
     let key_batches = per_file
@@ -487,7 +490,7 @@ fn run() -> Result<(), BoxError> {
     let empty_spine = [spine[0].slice(0, 0)];
     let empty_views: Vec<[RecordBatch; 1]> = files
         .iter()
-        .map(|f| [RecordBatch::new_empty(f.schema().clone())])
+        .map(|f| [RecordBatch::new_empty(Arc::clone(f.schema()))])
         .collect();
     let pit_view = |v: &ViewArg, features: Vec<Field>, batches| PitView {
         name: v.name.clone(),

@@ -106,13 +106,11 @@ pub fn point_in_time_join(
         )));
     }
     let schema = spine_batch.schema();
-    let ts = column(&spine_batch, spine_timestamp_column)
-        .map_err(|_| {
-            Error::invalid(format!(
-                "the spine has no timestamp column '{spine_timestamp_column}'"
-            ))
-        })?
-        .clone();
+    let ts = Arc::clone(column(&spine_batch, spine_timestamp_column).map_err(|_| {
+        Error::invalid(format!(
+            "the spine has no timestamp column '{spine_timestamp_column}'"
+        ))
+    })?);
     let spine_t = timestamp_micros(ts.as_ref(), spine_timestamp_column, options.assume_utc)
         .map_err(|e| context(e, "spine"))?;
 
