@@ -106,13 +106,11 @@ pub fn point_in_time_join(
         )));
     }
     let schema = spine_batch.schema();
-    let ts = column(&spine_batch, spine_timestamp_column)
-        .map_err(|_| {
-            Error::invalid(format!(
-                "the spine has no timestamp column '{spine_timestamp_column}'"
-            ))
-        })?
-        .clone();
+    let ts = Arc::clone(column(&spine_batch, spine_timestamp_column).map_err(|_| {
+        Error::invalid(format!(
+            "the spine has no timestamp column '{spine_timestamp_column}'"
+        ))
+    })?);
     let spine_t = timestamp_micros(ts.as_ref(), spine_timestamp_column, options.assume_utc)
         .map_err(|e| context(e, "spine"))?;
 
@@ -294,6 +292,8 @@ struct SpineGroup {
     order: Vec<u32>,
     /// Group `id` is `order[start[id]..start[id + 1]]`.
     start: Vec<u32>,
+    /// The spine time of each row of `order` (read sequentially by the merge).
+    order_t: Vec<i64>,
 }
 
 impl SpineGroup {
@@ -313,16 +313,14 @@ impl SpineGroup {
         for w in start.windows(2) {
             order[w[0] as usize..w[1] as usize].sort_unstable_by_key(|&r| spine_t[r as usize]);
         }
+        let order_t = order.iter().map(|&r| spine_t[r as usize]).collect();
         Ok(Self {
             keys: keys.to_vec(),
             index,
             order,
             start,
+            order_t,
         })
-    }
-
-    fn rows(&self, id: usize) -> &[u32] {
-        &self.order[self.start[id] as usize..self.start[id + 1] as usize]
     }
 }
 
@@ -415,40 +413,55 @@ fn run_views(
         .collect()
 }
 
-/// A feature row that survived the cheap filter: its times and global row index.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cand {
+/// The best feature row seen so far for one slot: its rank `(event, created,
+/// seq)` where `seq` is the global row index (write order); `seq == NONE` is empty.
+#[derive(Debug, Clone, Copy)]
+struct Best {
     event: i64,
     created: i64,
     seq: u32,
 }
 
+impl Best {
+    const EMPTY: Self = Self {
+        event: i64::MIN,
+        created: i64::MIN,
+        seq: NONE,
+    };
+
+    #[inline]
+    fn rank(&self) -> (i64, i64, u32) {
+        // `seq` NONE (u32::MAX) must rank lowest: shift so NONE wraps to 0.
+        (self.event, self.created, self.seq.wrapping_add(1))
+    }
+}
+
 /// Joins one view: returns its feature columns, one row per spine row.
+///
+/// # Algorithm
+/// A feature row with key id `k`, event `e` and created `c` becomes *available*
+/// at time `a = e` (or `a = max(e, c)` with the created cutoff): it is a candidate
+/// for spine row (k, t) iff `a <= t` (and the ttl holds). The spine rows of key
+/// `k` are sorted by t (`group`); a binary search finds the first of them with
+/// `t >= a`, and the row is kept in that slot if it outranks the slot's current
+/// row by `(event, created)` (rows arrive in write order, so a tie goes to the
+/// later row). A running maximum over each key's slots then gives, for every
+/// spine row, the greatest `(event, created, write order)` among the rows
+/// available at its t; the ttl is checked on that row alone (every other
+/// candidate has an earlier event). Cost: O(F log k + S), memory O(S); no feature
+/// row is copied, sorted or allocated per row.
 fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Result<Vec<ArrayRef>> {
-    let spine_t = ctx.spine_t;
-    let options = ctx.options;
     let ttl = view.ttl.map(duration_micros);
-    let cutoff = options.created_cutoff && view.created_timestamp_column.is_some();
+    let cutoff = ctx.options.created_cutoff && view.created_timestamp_column.is_some();
     let n_ids = group.index.n_ids;
     let where_ = |bi: usize| format!("view '{}', feature batch {bi}", view.name);
 
-    // The time window of each key: [min(t) - ttl, max(t)] over its spine rows.
-    let window: Vec<(i64, i64)> = (0..n_ids)
-        .map(|id| {
-            let rows = group.rows(id);
-            let lo = rows.first().map_or(i64::MAX, |&r| spine_t[r as usize]);
-            let hi = rows.last().map_or(i64::MIN, |&r| spine_t[r as usize]);
-            (ttl.map_or(i64::MIN, |d| lo.saturating_sub(d)), hi)
-        })
-        .collect();
-
-    // Pass 1: key ids of the feature rows inside their key's window; count per key.
+    let mut best = vec![Best::EMPTY; group.order.len()];
     let mut offsets = Vec::with_capacity(view.batches.len() + 1);
     let mut total = 0usize;
-    let mut batch_ids: Vec<Vec<u32>> = Vec::with_capacity(view.batches.len());
-    let mut bstart = vec![0u32; n_ids + 1];
     for (bi, batch) in view.batches.iter().enumerate() {
         offsets.push(total);
+        let base = total;
         total += batch.num_rows();
         if total >= NONE as usize {
             return Err(Error::invalid(format!(
@@ -462,87 +475,60 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
             .iter()
             .map(|k| column(batch, k).map(|c| c.as_ref()))
             .collect::<Result<Vec<&dyn Array>>>()?;
-        let mut ids = if key_cols.is_empty() {
+        let ids = if key_cols.is_empty() {
             vec![0; batch.num_rows()]
         } else {
             group.index.lookup(&key_cols, &view.join_keys)?
         };
-        let (events, created) = times(view, batch, options).map_err(|e| context(e, &where_(bi)))?;
-        for (i, id) in ids.iter_mut().enumerate() {
-            if *id == NONE || *id as usize >= n_ids {
-                *id = NONE;
+        let (events, created) =
+            times(view, batch, ctx.options).map_err(|e| context(e, &where_(bi)))?;
+        for (i, &id) in ids.iter().enumerate() {
+            if id as usize >= n_ids {
+                continue; // NONE: null key or not in the spine
+            }
+            let (start, end) = (
+                group.start[id as usize] as usize,
+                group.start[id as usize + 1] as usize,
+            );
+            let spine_times = &group.order_t[start..end];
+            let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
+                continue;
+            };
+            let event = events[i];
+            let created = created.as_ref().map_or(i64::MIN, |c| c[i]);
+            let avail = if cutoff { event.max(created) } else { event };
+            // cheap filter: never available, or too old for every spine row of k
+            if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
                 continue;
             }
-            let (lo, hi) = window[*id as usize];
-            let e = events[i];
-            let keep =
-                e <= hi && e >= lo && !(cutoff && created.as_ref().is_some_and(|c| c[i] > hi));
-            if keep {
-                bstart[*id as usize + 1] += 1;
-            } else {
-                *id = NONE;
-            }
-        }
-        batch_ids.push(ids);
-    }
-    offsets.push(total);
-    for i in 0..n_ids {
-        bstart[i + 1] += bstart[i];
-    }
-
-    // Pass 2: scatter the survivors into per-key buckets (counting sort), then sort
-    // each bucket by (event, created, write order).
-    let mut cursor = bstart.clone();
-    let mut cands = vec![Cand::default(); bstart[n_ids] as usize];
-    for (bi, (batch, ids)) in view.batches.iter().zip(&batch_ids).enumerate() {
-        if ids.iter().all(|&id| id == NONE) {
-            continue;
-        }
-        let (events, created) = times(view, batch, options).map_err(|e| context(e, &where_(bi)))?;
-        let base = offsets[bi];
-        for (i, &id) in ids.iter().enumerate() {
-            if id != NONE {
-                let c = &mut cursor[id as usize];
-                cands[*c as usize] = Cand {
-                    event: events[i],
-                    created: created.as_ref().map_or(i64::MIN, |c| c[i]),
+            let slot = &mut best[start + spine_times.partition_point(|&t| t < avail)];
+            if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
+                *slot = Best {
+                    event,
+                    created,
                     seq: (base + i) as u32,
                 };
-                *c += 1;
             }
         }
     }
-    drop(batch_ids);
+    offsets.push(total);
 
-    // Merge each key's spine rows (sorted by t) with its bucket.
-    let mut chosen = vec![NONE; spine_t.len()];
+    // Running maximum over each key's spine rows (in time order), ttl check.
+    let mut chosen = vec![NONE; ctx.spine_t.len()];
     for id in 0..n_ids {
-        let bucket = &mut cands[bstart[id] as usize..bstart[id + 1] as usize];
-        if bucket.is_empty() {
-            continue;
-        }
-        bucket.sort_unstable_by_key(|c| (c.event, c.created, c.seq));
-        let mut p = 0;
-        for &r in group.rows(id) {
-            let t = spine_t[r as usize];
-            while p < bucket.len() && bucket[p].event <= t {
-                p += 1;
+        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+        let mut cur = Best::EMPTY;
+        for p in start..end {
+            if best[p].rank() > cur.rank() {
+                cur = best[p];
             }
-            let lo = ttl.map_or(i64::MIN, |d| t.saturating_sub(d));
-            // Walk back from the last row with event <= t: without a created cutoff
-            // the first step decides; with one, skip rows created after t.
-            for c in bucket[..p].iter().rev() {
-                if c.event < lo {
-                    break;
-                }
-                if !cutoff || c.created <= t {
-                    chosen[r as usize] = c.seq;
-                    break;
-                }
+            let t = group.order_t[p];
+            if cur.seq != NONE && ttl.is_none_or(|d| cur.event >= t.saturating_sub(d)) {
+                chosen[group.order[p] as usize] = cur.seq;
             }
         }
     }
-    drop(cands);
+    drop(best);
 
     gather(view, &chosen, &offsets)
 }

@@ -540,7 +540,7 @@ fn type_mismatches_name_both_types() {
     ));
     assert!(msg.contains("'user'"), "{msg}");
     let msg = err_of(point_in_time_join(
-        &[spine.clone()],
+        std::slice::from_ref(&spine),
         "when",
         &[],
         &PitOptions::default(),
@@ -683,9 +683,12 @@ fn reference(
 const STRS: [&str; 4] = ["1", "12", "23", "3"];
 const INTS: [i64; 6] = [0, 1, 2, 3, i64::MAX, i64::MIN];
 
+/// Feature row: key indices (a, b/c), event s, created s.
+type GenRow = (Option<usize>, Option<usize>, Option<usize>, i64, i64);
+
 #[derive(Debug, Clone)]
 struct GenView {
-    rows: Vec<(Option<usize>, Option<usize>, Option<usize>, i64, i64)>,
+    rows: Vec<GenRow>,
     ttl: Option<i64>,
     created: bool,
     splits: Vec<usize>,
