@@ -1,0 +1,636 @@
+//! [`ScyllaOnlineStore`]: all driver I/O.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use fstore_core::backend::display_entity_key;
+use fstore_core::{
+    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, WriteOptions,
+    WriteSummary,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::cluster::metadata::ColumnType;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::serialize::SerializationError;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::value::SerializeValue;
+use scylla::serialize::writers::{CellWriter, RowWriter, WrittenCellProof};
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+use tokio::sync::OnceCell;
+
+use crate::BACKEND;
+use crate::cql::{Replication, Statements};
+use crate::error::Error;
+use crate::timestamp::{ttl_seconds, write_timestamp};
+
+/// Validated configuration (see `builder.rs`).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) contact_points: Vec<String>,
+    pub(crate) keyspace: String,
+    pub(crate) table: String,
+    pub(crate) local_dc: Option<String>,
+    pub(crate) read_consistency: Consistency,
+    pub(crate) write_consistency: Consistency,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) tls: bool,
+    pub(crate) tls_ca_file: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) read_concurrency: usize,
+    pub(crate) write_concurrency: usize,
+    pub(crate) replication: Replication,
+    pub(crate) ttl_grace: Duration,
+    pub(crate) await_schema_agreement: bool,
+    pub(crate) in_process_test_server: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("contact_points", &self.contact_points)
+            .field("keyspace", &self.keyspace)
+            .field("table", &self.table)
+            .field("local_dc", &self.local_dc)
+            .field("read_consistency", &self.read_consistency)
+            .field("write_consistency", &self.write_consistency)
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("read_concurrency", &self.read_concurrency)
+            .field("write_concurrency", &self.write_concurrency)
+            .field("replication", &self.replication)
+            .field("ttl_grace", &self.ttl_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prepared data-path statements, prepared once per store.
+struct Prepared {
+    insert: PreparedStatement,
+    select: PreparedStatement,
+    delete: PreparedStatement,
+    scan: PreparedStatement,
+}
+
+/// An [`OnlineStore`] on Apache Cassandra or ScyllaDB.
+///
+/// # Table layout
+///
+/// One table (`<keyspace>.<table>`, default `fstore.online_rows`) holds every
+/// view: one partition per (entity key, view), one row holding the view's
+/// encoded features, not one row per feature.
+///
+/// ```text
+/// CREATE TABLE fstore.online_rows (
+///     entity_key blob,     -- fstore_core::backend::encode_entity_key
+///     view       text,
+///     payload    blob,     -- fstore_core::backend::encode_payloads
+///     event_ts   bigint,   -- µs since epoch, UTC
+///     created_ts bigint,   -- µs since epoch, UTC, null when the view has none
+///     PRIMARY KEY ((entity_key, view)))
+/// ```
+///
+/// # Newest wins, without reads
+///
+/// Every row is written with `USING TIMESTAMP` = a pure function of
+/// `(event_ts, created_ts)` that orders exactly like
+/// [`OnlineRow::version`]: the cluster itself keeps the newest version whatever
+/// the arrival order, on every replica, with no read and no lightweight
+/// transaction. Its domain is bounded (64 bits cannot order two microsecond
+/// instants): `event_ts` in 1970–2106 at any microsecond when the view has no
+/// created timestamp; with a created timestamp, both in **whole seconds** and
+/// `created - event` within −388 days … +67 years. Rows outside are rejected
+/// with `InvalidInput` naming the view and entity, never written with a
+/// timestamp that could misorder them. Timestamps are `<= 0`, so ScyllaDB's
+/// `restrict_future_timestamp` check always passes — and so **nothing else may
+/// write this table with server-assigned timestamps** (they would always win).
+///
+/// **Equal versions.** Equal versions get equal write timestamps; Cassandra and
+/// ScyllaDB then break the tie deterministically (a tombstone first, then the
+/// later expiry, then the greater cell value), not by arrival. Within one
+/// `write` call this store resolves duplicates itself in slice order (the last
+/// of the newest version is sent, the others are counted as skipped), so the
+/// contract's "equal version: later write wins" holds within a call. Across
+/// calls, two *different* payloads for the *same* `(event_ts, created_ts)` end
+/// with one of them chosen by the cluster, identically on every replica;
+/// re-writing the same row (the idempotent case) is unaffected.
+///
+/// # TTL
+///
+/// `USING TTL` = `event_ts + view ttl − now` rounded up, plus `ttl_grace`
+/// (default 60 s, at least 1 s) so server clocks never expire a row core would
+/// still serve. A row already expired at write time is not written and counts as
+/// skipped. Reads still enforce the TTL by event time (core does).
+///
+/// # Write summary
+///
+/// Writes are blind upserts, so a row older than the stored one is sent, loses
+/// on the server, and is reported as `written`: `skipped` counts only in-call
+/// duplicates and rows already expired. A read-before-write to count "older
+/// than stored" would double the round trips of every materialization and still
+/// race with concurrent writers; LWT would be ~4× slower. `written + skipped`
+/// always equals the rows passed in.
+///
+/// # Round trips
+///
+/// Reads: one single-partition `SELECT` per key, prepared, token-aware (sent
+/// straight to a replica), `read_concurrency` in flight — never `IN` on the
+/// partition key, which makes one coordinator fan out and wait for the slowest
+/// replica. Writes: one single-partition `INSERT` per row, `write_concurrency`
+/// in flight; every row is its own partition, so a "batch per partition" holds
+/// one statement and multi-partition batches only add coordinator work.
+pub struct ScyllaOnlineStore {
+    session: Session,
+    settings: Settings,
+    statements: Statements,
+    prepared: OnceCell<Arc<Prepared>>,
+}
+
+impl fmt::Debug for ScyllaOnlineStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScyllaOnlineStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One value for a named bind marker.
+#[derive(Debug, Clone, Copy)]
+enum Val<'a> {
+    Blob(&'a [u8]),
+    Text(&'a str),
+    BigInt(i64),
+    OptBigInt(Option<i64>),
+    Int(i32),
+}
+
+/// Values bound by bind-marker name, as the server reported them when the
+/// statement was prepared. A marker the row does not know is an error.
+struct Named<'a>(&'a [(&'static str, Val<'a>)]);
+
+#[derive(Debug, thiserror::Error)]
+#[error("statement has bind marker '{0}' that fstore does not bind")]
+struct UnknownMarker(String);
+
+impl Val<'_> {
+    fn serialize<'b>(
+        &self,
+        typ: &ColumnType<'_>,
+        w: CellWriter<'b>,
+    ) -> Result<WrittenCellProof<'b>, SerializationError> {
+        match self {
+            Self::Blob(b) => SerializeValue::serialize(b, typ, w),
+            Self::Text(s) => SerializeValue::serialize(s, typ, w),
+            Self::BigInt(v) => SerializeValue::serialize(v, typ, w),
+            Self::OptBigInt(v) => SerializeValue::serialize(v, typ, w),
+            Self::Int(v) => SerializeValue::serialize(v, typ, w),
+        }
+    }
+}
+
+impl SerializeRow for Named<'_> {
+    fn serialize(
+        &self,
+        ctx: &RowSerializationContext<'_>,
+        writer: &mut RowWriter<'_>,
+    ) -> Result<(), SerializationError> {
+        for col in ctx.columns() {
+            let (_, v) = self
+                .0
+                .iter()
+                .find(|(n, _)| *n == col.name())
+                .ok_or_else(|| SerializationError::new(UnknownMarker(col.name().to_owned())))?;
+            v.serialize(col.typ(), writer.make_cell_writer())?;
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Runs `fut` under an optional deadline.
+async fn deadline<T>(
+    timeout: Option<Duration>,
+    what: &str,
+    fut: impl Future<Output = fstore_core::Result<T>>,
+) -> fstore_core::Result<T> {
+    match timeout {
+        None => fut.await,
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Deadline {
+                what: what.to_owned(),
+                timeout: t,
+            }
+            .into()),
+        },
+    }
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl ScyllaOnlineStore {
+    pub(crate) async fn connect(settings: Settings) -> fstore_core::Result<Self> {
+        let mut lb = DefaultPolicy::builder().token_aware(true);
+        if let Some(dc) = &settings.local_dc {
+            lb = lb.prefer_datacenter(dc.clone()).permit_dc_failover(false);
+        }
+        let profile = ExecutionProfile::builder()
+            .load_balancing_policy(lb.build())
+            .request_timeout(Some(settings.request_timeout))
+            .consistency(settings.read_consistency)
+            .build();
+        let mut b = SessionBuilder::new()
+            .known_nodes(&settings.contact_points)
+            .connection_timeout(settings.connect_timeout)
+            .default_execution_profile_handle(profile.into_handle())
+            .auto_await_schema_agreement(settings.await_schema_agreement);
+        if let Some((u, p)) = &settings.credentials {
+            b = b.user(u.clone(), p.clone());
+        }
+        #[cfg(feature = "tls")]
+        if settings.tls {
+            b = b.tls_context(Some(crate::tls::client_config(
+                settings.tls_ca_file.as_deref(),
+            )?));
+        }
+        let contact_points = settings.contact_points.join(",");
+        // The driver's own connection_timeout does not bound everything: a
+        // listener that accepts but never answers hangs the build. Bound it all.
+        let session = match tokio::time::timeout(settings.connect_timeout, b.build()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                return Err(Error::Connect {
+                    contact_points,
+                    source,
+                }
+                .into());
+            }
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    contact_points,
+                    timeout: settings.connect_timeout,
+                }
+                .into());
+            }
+        };
+        let statements =
+            Statements::new(&settings.keyspace, &settings.table, &settings.replication);
+        Ok(Self {
+            session,
+            settings,
+            statements,
+            prepared: OnceCell::new(),
+        })
+    }
+
+    /// Creates the keyspace (with the configured replication) and the table if
+    /// they do not exist. Never called implicitly: run it once at deploy time
+    /// (or let your schema tooling run the same CQL, see the type docs).
+    ///
+    /// # Errors
+    /// Backend failures (e.g. missing permissions).
+    pub async fn ensure_schema(&self) -> fstore_core::Result<()> {
+        for q in [
+            &self.statements.create_keyspace,
+            &self.statements.create_table,
+        ] {
+            self.session
+                .query_unpaged(q.as_str(), ())
+                .await
+                .map_err(|source| Error::Execute {
+                    what: format!("`{q}`"),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The CQL `ensure_schema` runs, for schema tooling that prefers to own DDL.
+    pub fn schema_cql(&self) -> [&str; 2] {
+        [
+            &self.statements.create_keyspace,
+            &self.statements.create_table,
+        ]
+    }
+
+    async fn prepare_one(
+        &self,
+        cql: &str,
+        consistency: Consistency,
+    ) -> Result<PreparedStatement, Error> {
+        let mut p = self
+            .session
+            .prepare(cql)
+            .await
+            .map_err(|source| Error::Prepare {
+                statement: cql.to_owned(),
+                source,
+            })?;
+        p.set_consistency(consistency);
+        // Every statement carries its own timestamp (or is a read): retrying is safe.
+        p.set_is_idempotent(true);
+        Ok(p)
+    }
+
+    async fn prepared(&self) -> fstore_core::Result<Arc<Prepared>> {
+        let p = self
+            .prepared
+            .get_or_try_init(|| async {
+                let s = &self.settings;
+                let insert = self.prepare_one(&self.statements.insert, s.write_consistency).await?;
+                let names: Vec<&str> = insert.get_variable_col_specs().iter().map(|c| c.name()).collect();
+                let honours_using = names.contains(&"[timestamp]") && names.contains(&"[ttl]");
+                if !honours_using {
+                    if !s.in_process_test_server {
+                        return Err(Error::Result {
+                            what: format!("preparing `{}`", self.statements.insert),
+                            message: format!(
+                                "the server reported bind markers {names:?} without [timestamp] and [ttl]: \
+                                 it ignores USING TIMESTAMP/TTL and cannot enforce newest-wins"
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        backend = BACKEND,
+                        "server ignores USING TIMESTAMP/TTL (in-process test server): newest-wins and TTL not enforced"
+                    );
+                }
+                Ok(Arc::new(Prepared {
+                    insert,
+                    select: self.prepare_one(&self.statements.select, s.read_consistency).await?,
+                    delete: self.prepare_one(&self.statements.delete, s.write_consistency).await?,
+                    scan: self.prepare_one(&self.statements.scan, s.read_consistency).await?,
+                }))
+            })
+            .await
+            .map_err(fstore_core::Error::from)?;
+        Ok(Arc::clone(p))
+    }
+
+    async fn write_rows(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+    ) -> fstore_core::Result<WriteSummary> {
+        let total = rows.len() as u64;
+        if rows.is_empty() {
+            return Ok(WriteSummary::default());
+        }
+        let name = view.name();
+        // 1. One row per entity key: the newest, ties to the later in slice order.
+        let mut best: HashMap<&[u8], usize> = HashMap::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            best.entry(&r.entity_key)
+                .and_modify(|j| {
+                    if r.supersedes(&rows[*j]) {
+                        *j = i;
+                    }
+                })
+                .or_insert(i);
+        }
+        let mut keep: Vec<usize> = best.into_values().collect();
+        keep.sort_unstable();
+        // 2. Timestamps and TTLs for all rows before sending any.
+        let now = now_micros();
+        let mut jobs = Vec::with_capacity(keep.len());
+        for i in keep {
+            let r = &rows[i];
+            let ts = write_timestamp(r.event_ts, r.created_ts).map_err(|e| {
+                fstore_core::Error::invalid(format!(
+                    "feature view '{name}', entity {}: {e}",
+                    display_entity_key(&r.entity_key)
+                ))
+            })?;
+            if let Some(ttl) = ttl_seconds(r.event_ts, view.view.ttl, now, self.settings.ttl_grace)
+            {
+                jobs.push((i, ts, ttl));
+            }
+        }
+        let written = jobs.len() as u64;
+        // 3. Single-partition inserts, bounded concurrency.
+        let p = self.prepared().await?;
+        let (p, rows) = (&p, &rows);
+        stream::iter(jobs)
+            .map(move |(i, ts, ttl)| {
+                let r = &rows[i];
+                async move {
+                    let values = [
+                        ("entity_key", Val::Blob(&r.entity_key)),
+                        ("view", Val::Text(name)),
+                        ("payload", Val::Blob(&r.payload)),
+                        ("event_ts", Val::BigInt(r.event_ts)),
+                        ("created_ts", Val::OptBigInt(r.created_ts)),
+                        ("[timestamp]", Val::BigInt(ts)),
+                        ("[ttl]", Val::Int(ttl)),
+                    ];
+                    self.session
+                        .execute_unpaged(&p.insert, Named(&values))
+                        .await
+                        .map(drop)
+                        .map_err(|source| Error::Execute {
+                            what: format!(
+                                "writing feature view '{name}', entity {}",
+                                display_entity_key(&r.entity_key)
+                            ),
+                            source,
+                        })
+                }
+            })
+            .buffer_unordered(self.settings.write_concurrency)
+            .try_collect::<()>()
+            .await?;
+        Ok(WriteSummary {
+            written,
+            skipped: total - written,
+        })
+    }
+
+    async fn read_rows(&self, keys: &[OnlineKey]) -> fstore_core::Result<Vec<Option<OnlineRow>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.prepared().await?;
+        let p = &p;
+        let rows = stream::iter(0..keys.len())
+            .map(move |i| async move {
+                let k = &keys[i];
+                let what = || {
+                    format!(
+                        "reading feature view '{}', entity {}",
+                        k.view,
+                        display_entity_key(&k.entity_key)
+                    )
+                };
+                let values = [
+                    ("entity_key", Val::Blob(&k.entity_key)),
+                    ("view", Val::Text(&k.view)),
+                ];
+                let res = self
+                    .session
+                    .execute_unpaged(&p.select, Named(&values))
+                    .await
+                    .map_err(|source| Error::Execute {
+                        what: what(),
+                        source,
+                    })?;
+                let rows = res.into_rows_result().map_err(|e| Error::Result {
+                    what: what(),
+                    message: e.to_string(),
+                })?;
+                let row = rows
+                    .maybe_first_row::<(Option<Vec<u8>>, Option<i64>, Option<i64>)>()
+                    .map_err(|e| Error::Result {
+                        what: what(),
+                        message: e.to_string(),
+                    })?;
+                match row {
+                    None => Ok(None),
+                    Some((Some(payload), Some(event_ts), created_ts)) => Ok(Some(OnlineRow {
+                        entity_key: k.entity_key.clone(),
+                        event_ts,
+                        created_ts,
+                        payload,
+                    })),
+                    Some(_) => Err(Error::Result {
+                        what: what(),
+                        message:
+                            "stored row has a null payload or event_ts (written outside fstore?)"
+                                .into(),
+                    }),
+                }
+            })
+            .buffered(self.settings.read_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(rows)
+    }
+
+    async fn delete_rows(&self, view: &str) -> fstore_core::Result<()> {
+        let p = self.prepared().await?;
+        let what = format!("scanning for rows of feature view '{view}'");
+        let pager = self
+            .session
+            .execute_iter(p.scan.clone(), Named(&[]))
+            .await
+            .map_err(|source| Error::Pager {
+                what: what.clone(),
+                source,
+            })?;
+        let mut stream = pager
+            .rows_stream::<(Vec<u8>, String, Option<i64>, Option<i64>)>()
+            .map_err(|e| Error::Result {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        let mut victims = Vec::new();
+        while let Some(row) = stream.next().await {
+            let (key, v, event_ts, created_ts) = row.map_err(|source| Error::NextRow {
+                what: what.clone(),
+                source,
+            })?;
+            if v == view {
+                // The tombstone must carry a timestamp >= the stored row's, or it
+                // shadows nothing. A row fstore did not write gets 0, the largest
+                // timestamp fstore ever uses.
+                let ts = event_ts
+                    .and_then(|e| write_timestamp(e, created_ts).ok())
+                    .unwrap_or(0);
+                victims.push((key, ts));
+            }
+        }
+        let p = &p;
+        stream::iter(victims)
+            .map(move |(key, ts)| {
+                async move {
+                    let mut stmt = p.delete.clone();
+                    // Protocol-level default timestamp: same effect as USING TIMESTAMP.
+                    stmt.set_timestamp(Some(ts));
+                    let values = [("entity_key", Val::Blob(&key)), ("view", Val::Text(view))];
+                    self.session
+                        .execute_unpaged(&stmt, Named(&values))
+                        .await
+                        .map(drop)
+                        .map_err(|source| Error::Execute {
+                            what: format!(
+                                "deleting feature view '{view}', entity {}",
+                                display_entity_key(&key)
+                            ),
+                            source,
+                        })
+                }
+            })
+            .buffer_unordered(self.settings.write_concurrency)
+            .try_collect::<()>()
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OnlineStore for ScyllaOnlineStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn store_id(&self) -> String {
+        let mut cps = self.settings.contact_points.clone();
+        cps.sort();
+        format!(
+            "{BACKEND}://{}/{}.{}",
+            cps.join(","),
+            self.settings.keyspace,
+            self.settings.table
+        )
+    }
+
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities::default().with_native_ttl(true)
+    }
+
+    /// Upserts with write timestamps; see the type docs for the summary's meaning.
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> fstore_core::Result<WriteSummary> {
+        deadline(opts.timeout, "write", self.write_rows(view, rows)).await
+    }
+
+    async fn read(
+        &self,
+        keys: &[OnlineKey],
+        opts: &ReadOptions,
+    ) -> fstore_core::Result<Vec<Option<OnlineRow>>> {
+        deadline(opts.timeout, "read", self.read_rows(keys)).await
+    }
+
+    /// Scans the table (paged) for the view's partitions and deletes each one
+    /// with a tombstone at the stored row's own write timestamp. Cost is
+    /// proportional to the whole table: an administrative operation.
+    ///
+    /// Because the tombstone carries the deleted version's timestamp, writing
+    /// the *same or an older* version of a deleted row again is shadowed until
+    /// the tombstone is purged (`gc_grace_seconds` + compaction); newer
+    /// versions are stored normally.
+    async fn delete_view(&self, view: &str) -> fstore_core::Result<()> {
+        self.delete_rows(view).await
+    }
+}
