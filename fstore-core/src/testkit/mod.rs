@@ -1,1 +1,113 @@
-//! Testkit.
+//! Conformance suites every backend runs against its real server
+//! (feature `testkit`). **Not semver-stable.**
+//!
+//! ```no_run
+//! # async fn f(store: std::sync::Arc<fstore_core::DynOnlineStore>) {
+//! // in an adapter's tests/conformance.rs, under #[tokio::test(flavor = "multi_thread")]
+//! fstore_core::testkit::run_online_suite(store).await;
+//! # }
+//! ```
+//!
+//! Every case creates its own randomly named views (or registry namespace) and
+//! removes them afterwards, so suites can run in parallel against one server.
+//! Cases panic with messages naming the backend and the case.
+//!
+//! Set `FSTORE_TEST_REQUIRE_SERVERS=1` (the project's `scripts/test.sh` does) to
+//! turn a missing server into a failure instead of a loud skip; set
+//! `FSTORE_TEST_PARITY_CASES` to change the number of parity proptest cases.
+
+mod fixtures;
+mod offline;
+mod online;
+mod parity;
+mod registry;
+
+pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use offline::{
+    offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution, offline_time_range,
+    offline_versions, run_offline_suite,
+};
+pub use online::{
+    online_batch_limits, online_concurrent_writers, online_delete_view, online_missing_keys, online_newest_wins,
+    online_roundtrip, online_statuses, run_online_suite,
+};
+pub use parity::online_parity;
+pub use registry::{registry_commit_history_and_conflict, registry_plan_apply, registry_racing_writers, run_registry_suite};
+
+/// The value of the environment variable `var` (a server address for a suite).
+///
+/// When unset: with `FSTORE_TEST_REQUIRE_SERVERS=1` this panics (the test
+/// fails); otherwise it prints a loud skip notice to stderr and returns `None`.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let required = std::env::var("FSTORE_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{var} is not set but FSTORE_TEST_REQUIRE_SERVERS=1: the server this suite needs is missing (run scripts/test.sh)"
+            );
+            eprintln!("\n!!! SKIPPED: {var} is not set, so this conformance suite did NOT run. Use scripts/test.sh. !!!\n");
+            None
+        }
+    }
+}
+
+/// Number of parity cases (`FSTORE_TEST_PARITY_CASES`, default `default`).
+pub(crate) fn parity_cases(default: u32) -> u32 {
+    std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The suites on the in-memory reference backends and the file registry.
+    use std::sync::Arc;
+
+    use crate::memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
+    use crate::registry::{DynRegistry, FileRegistry};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_online_suite() {
+        super::run_online_suite(Arc::new(InMemoryOnlineStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_online_parity_many_cases() {
+        super::online_parity(Arc::new(InMemoryOnlineStore::new()), super::parity_cases(256)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_offline_suite() {
+        super::run_offline_suite(Arc::new(InMemoryOfflineStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_registry_suite() {
+        // one process-wide map of namespaces, so open(ns) twice shares a registry
+        let regs: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<DynRegistry>>>> = Arc::default();
+        super::run_registry_suite(|ns| {
+            let regs = Arc::clone(&regs);
+            async move {
+                let mut m = regs.lock().expect("lock");
+                Arc::clone(m.entry(ns).or_insert_with(|| Arc::new(InMemoryRegistry::new())))
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn file_registry_suite() {
+        let dir = std::env::temp_dir().join(super::unique_name("fstore_file_registry"));
+        let d = dir.clone();
+        // every open() is a separate handle (as two processes would have)
+        super::run_registry_suite(move |ns| {
+            let path = d.join(ns);
+            async move { Arc::new(FileRegistry::open(path).expect("open file registry")) as Arc<DynRegistry> }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
