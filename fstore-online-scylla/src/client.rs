@@ -30,7 +30,7 @@ use tokio::sync::OnceCell;
 use crate::BACKEND;
 use crate::cql::{Replication, Statements};
 use crate::error::Error;
-use crate::timestamp::{ttl_seconds, write_timestamp};
+use crate::timestamp::{Plan, Stored, delete_timestamp, plan_write, ttl_seconds};
 
 /// Validated configuration (see `builder.rs`).
 #[derive(Clone)]
@@ -80,6 +80,7 @@ impl fmt::Debug for Settings {
 struct Prepared {
     insert: PreparedStatement,
     select: PreparedStatement,
+    probe: PreparedStatement,
     delete: PreparedStatement,
     scan: PreparedStatement,
 }
@@ -170,6 +171,7 @@ impl fmt::Debug for ScyllaOnlineStore {
 #[derive(Debug, Clone, Copy)]
 enum Val<'a> {
     Blob(&'a [u8]),
+    OptBlob(Option<&'a [u8]>),
     Text(&'a str),
     BigInt(i64),
     OptBigInt(Option<i64>),
@@ -192,6 +194,7 @@ impl Val<'_> {
     ) -> Result<WrittenCellProof<'b>, SerializationError> {
         match self {
             Self::Blob(b) => SerializeValue::serialize(b, typ, w),
+            Self::OptBlob(b) => SerializeValue::serialize(b, typ, w),
             Self::Text(s) => SerializeValue::serialize(s, typ, w),
             Self::BigInt(v) => SerializeValue::serialize(v, typ, w),
             Self::OptBigInt(v) => SerializeValue::serialize(v, typ, w),
@@ -375,6 +378,7 @@ impl ScyllaOnlineStore {
                 Ok(Arc::new(Prepared {
                     insert,
                     select: self.prepare_one(&self.statements.select, s.read_consistency).await?,
+                    probe: self.prepare_one(&self.statements.probe, s.read_consistency).await?,
                     delete: self.prepare_one(&self.statements.delete, s.write_consistency).await?,
                     scan: self.prepare_one(&self.statements.scan, s.read_consistency).await?,
                 }))
@@ -407,54 +411,95 @@ impl ScyllaOnlineStore {
         }
         let mut keep: Vec<usize> = best.into_values().collect();
         keep.sort_unstable();
-        // 2. Timestamps and TTLs for all rows before sending any.
+        // 2. TTLs before sending anything: rows already expired are skipped.
         let now = now_micros();
         let mut jobs = Vec::with_capacity(keep.len());
         for i in keep {
             let r = &rows[i];
-            let ts = write_timestamp(r.event_ts, r.created_ts).map_err(|e| {
-                fstore_core::Error::invalid(format!(
-                    "feature view '{name}', entity {}: {e}",
-                    display_entity_key(&r.entity_key)
-                ))
-            })?;
+            if r.event_ts == i64::MIN {
+                return Err(fstore_core::Error::invalid(format!(
+                    "feature view '{name}', entity {}: event time {} is the reserved CQL timestamp",
+                    display_entity_key(&r.entity_key),
+                    r.event_ts
+                )));
+            }
             if let Some(ttl) = ttl_seconds(r.event_ts, view.view.ttl, now, self.settings.ttl_grace)
             {
-                jobs.push((i, ts, ttl));
+                jobs.push((i, ttl));
             }
         }
-        let written = jobs.len() as u64;
-        // 3. Single-partition inserts, bounded concurrency.
+        // 3. Per row, pipelined with bounded concurrency: read the stored
+        //    version, then insert with the planned timestamp (or skip).
         let p = self.prepared().await?;
         let (p, rows) = (&p, &rows);
-        stream::iter(jobs)
-            .map(move |(i, ts, ttl)| {
+        let written = stream::iter(jobs)
+            .map(move |(i, ttl)| {
                 let r = &rows[i];
                 async move {
+                    let what = || {
+                        format!(
+                            "writing feature view '{name}', entity {}",
+                            display_entity_key(&r.entity_key)
+                        )
+                    };
+                    let key = [
+                        ("entity_key", Val::Blob(&r.entity_key)),
+                        ("view", Val::Text(name)),
+                    ];
+                    let res = self
+                        .session
+                        .execute_unpaged(&p.probe, Named(&key))
+                        .await
+                        .map_err(|source| Error::Execute {
+                            what: what(),
+                            source,
+                        })?;
+                    let stored = res
+                        .into_rows_result()
+                        .map_err(|e| Error::Result {
+                            what: what(),
+                            message: e.to_string(),
+                        })?
+                        .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>)>()
+                        .map_err(|e| Error::Result {
+                            what: what(),
+                            message: e.to_string(),
+                        })?
+                        .and_then(|(e, c, ts)| {
+                            ts.map(|write_ts| Stored {
+                                version: e.map(|e| (e, c.unwrap_or(i64::MIN))),
+                                write_ts,
+                            })
+                        });
+                    let ts = match plan_write(r.version(), stored) {
+                        Ok(Plan::Skip) => return Ok::<u64, fstore_core::Error>(0),
+                        Ok(Plan::Write(ts)) => ts,
+                        Err(e) => {
+                            return Err(fstore_core::Error::invalid(format!("{}: {e}", what())));
+                        }
+                    };
                     let values = [
                         ("entity_key", Val::Blob(&r.entity_key)),
                         ("view", Val::Text(name)),
                         ("payload", Val::Blob(&r.payload)),
                         ("event_ts", Val::BigInt(r.event_ts)),
                         ("created_ts", Val::OptBigInt(r.created_ts)),
+                        ("write_ts", Val::BigInt(ts)),
                         ("[timestamp]", Val::BigInt(ts)),
                         ("[ttl]", Val::Int(ttl)),
                     ];
                     self.session
                         .execute_unpaged(&p.insert, Named(&values))
                         .await
-                        .map(drop)
                         .map_err(|source| Error::Execute {
-                            what: format!(
-                                "writing feature view '{name}', entity {}",
-                                display_entity_key(&r.entity_key)
-                            ),
+                            what: what(),
                             source,
-                        })
+                        })?;
+                    Ok(1)
                 }
             })
             .buffer_unordered(self.settings.write_concurrency)
-            .try_collect::<()>()
+            .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
             .await?;
         Ok(WriteSummary {
             written,
@@ -495,14 +540,15 @@ impl ScyllaOnlineStore {
                     message: e.to_string(),
                 })?;
                 let row = rows
-                    .maybe_first_row::<(Option<Vec<u8>>, Option<i64>, Option<i64>)>()
+                    .maybe_first_row::<(Option<Vec<u8>>, Option<i64>, Option<i64>, Option<i64>)>()
                     .map_err(|e| Error::Result {
                         what: what(),
                         message: e.to_string(),
                     })?;
                 match row {
-                    None => Ok(None),
-                    Some((Some(payload), Some(event_ts), created_ts)) => Ok(Some(OnlineRow {
+                    // no row, or a deletion marker (only write_ts set)
+                    None | Some((None, None, None, Some(_))) => Ok(None),
+                    Some((Some(payload), Some(event_ts), created_ts, _)) => Ok(Some(OnlineRow {
                         entity_key: k.entity_key.clone(),
                         event_ts,
                         created_ts,
@@ -534,47 +580,72 @@ impl ScyllaOnlineStore {
                 source,
             })?;
         let mut stream = pager
-            .rows_stream::<(Vec<u8>, String, Option<i64>, Option<i64>)>()
+            .rows_stream::<(Vec<u8>, String, Option<i64>)>()
             .map_err(|e| Error::Result {
                 what: what.clone(),
                 message: e.to_string(),
             })?;
         let mut victims = Vec::new();
         while let Some(row) = stream.next().await {
-            let (key, v, event_ts, created_ts) = row.map_err(|source| Error::NextRow {
+            let (key, v, write_ts) = row.map_err(|source| Error::NextRow {
                 what: what.clone(),
                 source,
             })?;
             if v == view {
-                // The tombstone must carry a timestamp >= the stored row's, or it
-                // shadows nothing. A row fstore did not write gets 0, the largest
-                // timestamp fstore ever uses.
-                let ts = event_ts
-                    .and_then(|e| write_timestamp(e, created_ts).ok())
-                    .unwrap_or(0);
+                // A row fstore did not write (no write_ts) is covered from 0 µs
+                // (1970) up: fstore's own timestamps are event times.
+                let ts = delete_timestamp(write_ts.unwrap_or(0)).map_err(|e| Error::Result {
+                    what: what.clone(),
+                    message: e.to_string(),
+                })?;
                 victims.push((key, ts));
             }
         }
         let p = &p;
         stream::iter(victims)
-            .map(move |(key, ts)| {
-                async move {
-                    let mut stmt = p.delete.clone();
-                    // Protocol-level default timestamp: same effect as USING TIMESTAMP.
-                    stmt.set_timestamp(Some(ts));
-                    let values = [("entity_key", Val::Blob(&key)), ("view", Val::Text(view))];
-                    self.session
-                        .execute_unpaged(&stmt, Named(&values))
-                        .await
-                        .map(drop)
-                        .map_err(|source| Error::Execute {
-                            what: format!(
-                                "deleting feature view '{view}', entity {}",
-                                display_entity_key(&key)
-                            ),
-                            source,
-                        })
-                }
+            .map(move |(key, ts)| async move {
+                let what = || {
+                    format!(
+                        "deleting feature view '{view}', entity {}",
+                        display_entity_key(&key)
+                    )
+                };
+                // 1. A partition tombstone above the stored row.
+                let mut del = p.delete.clone();
+                del.set_timestamp(Some(ts));
+                let pk = [("entity_key", Val::Blob(&key)), ("view", Val::Text(view))];
+                self.session
+                    .execute_unpaged(&del, Named(&pk))
+                    .await
+                    .map_err(|source| Error::Execute {
+                        what: what(),
+                        source,
+                    })?;
+                // 2. A deletion marker just above the tombstone (a tie would go
+                //    to the tombstone): data cells null, `write_ts` set, so the
+                //    next write of this partition is planned above both.
+                let ts = delete_timestamp(ts).map_err(|e| Error::Result {
+                    what: what(),
+                    message: e.to_string(),
+                })?;
+                let values = [
+                    ("entity_key", Val::Blob(&key)),
+                    ("view", Val::Text(view)),
+                    ("payload", Val::OptBlob(None)),
+                    ("event_ts", Val::OptBigInt(None)),
+                    ("created_ts", Val::OptBigInt(None)),
+                    ("write_ts", Val::BigInt(ts)),
+                    ("[timestamp]", Val::BigInt(ts)),
+                    ("[ttl]", Val::Int(0)),
+                ];
+                self.session
+                    .execute_unpaged(&p.insert, Named(&values))
+                    .await
+                    .map(drop)
+                    .map_err(|source| Error::Execute {
+                        what: what(),
+                        source,
+                    })
             })
             .buffer_unordered(self.settings.write_concurrency)
             .try_collect::<()>()

@@ -104,14 +104,17 @@ pub(crate) fn valid_identifier(s: &str) -> bool {
 pub(crate) struct Statements {
     pub(crate) create_keyspace: String,
     pub(crate) create_table: String,
-    /// Bind markers, by name: entity_key, view, payload, event_ts, created_ts, [timestamp], [ttl].
+    /// Bind markers, by name: entity_key, view, payload, event_ts, created_ts,
+    /// write_ts, [timestamp], [ttl]. Also writes deletion markers (nulls).
     pub(crate) insert: String,
-    /// Bind markers: entity_key, view. Columns: payload, event_ts, created_ts.
+    /// Bind markers: entity_key, view. Columns: payload, event_ts, created_ts, write_ts.
     pub(crate) select: String,
-    /// Bind markers: entity_key, view. The write timestamp is sent as the
-    /// request's default timestamp (protocol flag), see `client.rs`.
+    /// Read-before-write. Bind markers: entity_key, view. Columns: event_ts, created_ts, write_ts.
+    pub(crate) probe: String,
+    /// Bind markers: entity_key, view. Its timestamp is sent as the request's
+    /// default timestamp (protocol flag; same effect as `USING TIMESTAMP`).
     pub(crate) delete: String,
-    /// No bind markers. Columns: entity_key, view, event_ts, created_ts. Paged full scan.
+    /// No bind markers. Columns: entity_key, view, write_ts. Paged full scan.
     pub(crate) scan: String,
 }
 
@@ -126,17 +129,20 @@ impl Statements {
             ),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (entity_key blob, view text, payload blob, \
-                 event_ts bigint, created_ts bigint, PRIMARY KEY ((entity_key, view)))"
+                 event_ts bigint, created_ts bigint, write_ts bigint, PRIMARY KEY ((entity_key, view)))"
             ),
             insert: format!(
-                "INSERT INTO {t} (entity_key, view, payload, event_ts, created_ts) \
-                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?"
+                "INSERT INTO {t} (entity_key, view, payload, event_ts, created_ts, write_ts) \
+                 VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?"
             ),
             select: format!(
-                "SELECT payload, event_ts, created_ts FROM {t} WHERE entity_key = ? AND view = ?"
+                "SELECT payload, event_ts, created_ts, write_ts FROM {t} WHERE entity_key = ? AND view = ?"
+            ),
+            probe: format!(
+                "SELECT event_ts, created_ts, write_ts FROM {t} WHERE entity_key = ? AND view = ?"
             ),
             delete: format!("DELETE FROM {t} WHERE entity_key = ? AND view = ?"),
-            scan: format!("SELECT entity_key, view, event_ts, created_ts FROM {t}"),
+            scan: format!("SELECT entity_key, view, write_ts FROM {t}"),
         }
     }
 }
@@ -156,16 +162,20 @@ mod tests {
         assert_eq!(
             s.create_table,
             "CREATE TABLE IF NOT EXISTS fs.online_rows (entity_key blob, view text, payload blob, \
-             event_ts bigint, created_ts bigint, PRIMARY KEY ((entity_key, view)))"
+             event_ts bigint, created_ts bigint, write_ts bigint, PRIMARY KEY ((entity_key, view)))"
         );
         assert_eq!(
             s.insert,
-            "INSERT INTO fs.online_rows (entity_key, view, payload, event_ts, created_ts) \
-             VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?"
+            "INSERT INTO fs.online_rows (entity_key, view, payload, event_ts, created_ts, write_ts) \
+             VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?"
         );
         assert_eq!(
             s.select,
-            "SELECT payload, event_ts, created_ts FROM fs.online_rows WHERE entity_key = ? AND view = ?"
+            "SELECT payload, event_ts, created_ts, write_ts FROM fs.online_rows WHERE entity_key = ? AND view = ?"
+        );
+        assert_eq!(
+            s.probe,
+            "SELECT event_ts, created_ts, write_ts FROM fs.online_rows WHERE entity_key = ? AND view = ?"
         );
         assert_eq!(
             s.delete,
@@ -173,10 +183,10 @@ mod tests {
         );
         assert_eq!(
             s.scan,
-            "SELECT entity_key, view, event_ts, created_ts FROM fs.online_rows"
+            "SELECT entity_key, view, write_ts FROM fs.online_rows"
         );
         // the data path never carries values in the text: only bind markers
-        for q in [&s.insert, &s.select, &s.delete] {
+        for q in [&s.insert, &s.select, &s.probe, &s.delete, &s.scan] {
             assert!(!q.contains('\''), "{q}");
         }
     }
@@ -240,7 +250,8 @@ mod tests {
             if valid_identifier(&s) {
                 let st = Statements::new(&s, &s, &Replication::default());
                 prop_assert!(!st.insert.contains(';') && !st.insert.contains('\''));
-                prop_assert_eq!(st.insert.matches('?').count(), 7);
+                prop_assert_eq!(st.insert.matches('?').count(), 8);
+                prop_assert_eq!(st.probe.matches('?').count(), 2);
                 prop_assert_eq!(st.select.matches('?').count(), 2);
             }
         }
