@@ -87,6 +87,9 @@ struct Prepared {
 
 /// An [`OnlineStore`] on Apache Cassandra or ScyllaDB.
 ///
+/// Built by [`crate::ScyllaOnlineStoreBuilder::connect`]; the schema is created
+/// only by [`ensure_schema`](Self::ensure_schema).
+///
 /// # Table layout
 ///
 /// One table (`<keyspace>.<table>`, default `fstore.online_rows`) holds every
@@ -99,59 +102,68 @@ struct Prepared {
 ///     view       text,
 ///     payload    blob,     -- fstore_core::backend::encode_payloads
 ///     event_ts   bigint,   -- µs since epoch, UTC
-///     created_ts bigint,   -- µs since epoch, UTC, null when the view has none
+///     created_ts bigint,   -- µs since epoch, UTC; null when the view has none
+///     write_ts   bigint,   -- the USING TIMESTAMP of this row's cells
 ///     PRIMARY KEY ((entity_key, view)))
 /// ```
 ///
-/// # Newest wins, without reads
+/// # Newest wins: write timestamps planned from the version
 ///
-/// Every row is written with `USING TIMESTAMP` = a pure function of
-/// `(event_ts, created_ts)` that orders exactly like
-/// [`OnlineRow::version`]: the cluster itself keeps the newest version whatever
-/// the arrival order, on every replica, with no read and no lightweight
-/// transaction. Its domain is bounded (64 bits cannot order two microsecond
-/// instants): `event_ts` in 1970–2106 at any microsecond when the view has no
-/// created timestamp; with a created timestamp, both in **whole seconds** and
-/// `created - event` within −388 days … +67 years. Rows outside are rejected
-/// with `InvalidInput` naming the view and entity, never written with a
-/// timestamp that could misorder them. Timestamps are `<= 0`, so ScyllaDB's
-/// `restrict_future_timestamp` check always passes — and so **nothing else may
-/// write this table with server-assigned timestamps** (they would always win).
+/// Each row is written `USING TIMESTAMP` derived from its version, so the
+/// cluster keeps the right row on every replica, whatever the arrival order:
 ///
-/// **Equal versions.** Equal versions get equal write timestamps; Cassandra and
-/// ScyllaDB then break the tie deterministically (a tombstone first, then the
-/// later expiry, then the greater cell value), not by arrival. Within one
-/// `write` call this store resolves duplicates itself in slice order (the last
-/// of the newest version is sent, the others are counted as skipped), so the
-/// contract's "equal version: later write wins" holds within a call. Across
-/// calls, two *different* payloads for the *same* `(event_ts, created_ts)` end
-/// with one of them chosen by the cluster, identically on every replica;
-/// re-writing the same row (the idempotent case) is unaffected.
+/// * the write first reads the partition's stored `(event_ts, created_ts,
+///   write_ts)` (one single-partition read);
+/// * a strictly newer stored version → the row is **skipped** and counted;
+/// * otherwise it is written with timestamp `max(event_ts, write_ts + 1)`.
+///
+/// A pure 64-bit function of `(event_ts, created_ts)` cannot do this: two
+/// microsecond instants are 128 bits (the conformance suite writes versions of
+/// one event whose created times differ by 1 µs), ScyllaDB refuses timestamps
+/// over three days in the future, and equal versions would get equal
+/// timestamps, which Cassandra and ScyllaDB break by tombstone, expiry and then
+/// *cell value* — never by arrival. With the plan above, every accepted write of
+/// a partition carries a strictly larger timestamp than the stored one: newest
+/// version wins, **an equal version goes to the later write**, and `skipped` is
+/// exact. Because the timestamp is the event time whenever the event is newer
+/// than what is stored, *concurrent* writers racing on one partition are still
+/// ordered by event time by the cluster; only racers that share the same
+/// `event_ts` microsecond end with either row (the same one on every replica),
+/// and a racer's row that loses is reported as written.
+///
+/// Event times must not be `i64::MIN` (reserved by CQL), and on ScyllaDB with
+/// its default `restrict_future_timestamp` not more than three days in the
+/// future (the server refuses them). Nothing else should write this table with
+/// server-assigned timestamps (wall-clock "now" would beat every event time).
 ///
 /// # TTL
 ///
 /// `USING TTL` = `event_ts + view ttl − now` rounded up, plus `ttl_grace`
 /// (default 60 s, at least 1 s) so server clocks never expire a row core would
-/// still serve. A row already expired at write time is not written and counts as
-/// skipped. Reads still enforce the TTL by event time (core does).
+/// still serve. A row already expired at write time is not written and counts
+/// as skipped. A TTL over CQL's 20-year maximum is written as "no expiry"
+/// rather than capped. Reads still enforce the TTL by event time (core does).
 ///
-/// # Write summary
+/// # Round trips, with figures
 ///
-/// Writes are blind upserts, so a row older than the stored one is sent, loses
-/// on the server, and is reported as `written`: `skipped` counts only in-call
-/// duplicates and rows already expired. A read-before-write to count "older
-/// than stored" would double the round trips of every materialization and still
-/// race with concurrent writers; LWT would be ~4× slower. `written + skipped`
-/// always equals the rows passed in.
-///
-/// # Round trips
-///
-/// Reads: one single-partition `SELECT` per key, prepared, token-aware (sent
+/// Reads: one single-partition `SELECT` per key, prepared, token-aware (routed
 /// straight to a replica), `read_concurrency` in flight — never `IN` on the
-/// partition key, which makes one coordinator fan out and wait for the slowest
-/// replica. Writes: one single-partition `INSERT` per row, `write_concurrency`
-/// in flight; every row is its own partition, so a "batch per partition" holds
-/// one statement and multi-partition batches only add coordinator work.
+/// partition key, which makes one coordinator fan out to every replica set and
+/// wait for the slowest. Writes: per row, probe then insert, pipelined with
+/// `write_concurrency` rows in flight. Every row is its own partition, so a
+/// "batch per partition" holds a single statement; a multi-partition unlogged
+/// batch only moves the fan-out to one coordinator (and a logged batch adds a
+/// batchlog write). The `write_bench` example prints the figures for both on
+/// whatever server it is pointed at.
+///
+/// # Deleting a view
+///
+/// [`delete_view`](OnlineStore::delete_view) scans the table (paged; cost
+/// proportional to the whole table: an administrative operation), and for each
+/// partition of the view writes a partition tombstone above the stored row and a
+/// deletion marker (only `write_ts`) above that, so later writes of the same
+/// keys — even of the same or older versions — are planned above the tombstone
+/// and stored normally. Markers are a few bytes per deleted key and are kept.
 pub struct ScyllaOnlineStore {
     session: Session,
     settings: Settings,
@@ -675,7 +687,7 @@ impl OnlineStore for ScyllaOnlineStore {
         OnlineCapabilities::default().with_native_ttl(true)
     }
 
-    /// Upserts with write timestamps; see the type docs for the summary's meaning.
+    /// Read-before-write planning; see the type docs.
     async fn write(
         &self,
         view: &ResolvedView,
@@ -693,14 +705,7 @@ impl OnlineStore for ScyllaOnlineStore {
         deadline(opts.timeout, "read", self.read_rows(keys)).await
     }
 
-    /// Scans the table (paged) for the view's partitions and deletes each one
-    /// with a tombstone at the stored row's own write timestamp. Cost is
-    /// proportional to the whole table: an administrative operation.
-    ///
-    /// Because the tombstone carries the deleted version's timestamp, writing
-    /// the *same or an older* version of a deleted row again is shadowed until
-    /// the tombstone is purged (`gc_grace_seconds` + compaction); newer
-    /// versions are stored normally.
+    /// See the type docs ("Deleting a view").
     async fn delete_view(&self, view: &str) -> fstore_core::Result<()> {
         self.delete_rows(view).await
     }

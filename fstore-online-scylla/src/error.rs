@@ -116,7 +116,7 @@ impl From<Error> for fstore_core::Error {
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::Config(m) => {
-                return fstore_core::Error::invalid(format!("{BACKEND}: {m}"));
+                return Self::invalid(format!("{BACKEND}: {m}"));
             }
             Error::Connect { .. } => Kind::Unavailable,
             Error::ConnectTimeout { .. } | Error::Deadline { .. } => Kind::Timeout,
@@ -132,19 +132,19 @@ impl From<Error> for fstore_core::Error {
         };
         let message = e.to_string();
         match kind {
-            Kind::Timeout => fstore_core::Error::Timeout {
+            Kind::Timeout => Self::Timeout {
                 backend: BACKEND,
                 message,
             },
-            Kind::Throttled => fstore_core::Error::Throttled {
+            Kind::Throttled => Self::Throttled {
                 backend: BACKEND,
                 message,
             },
-            Kind::Unavailable => fstore_core::Error::Unavailable {
+            Kind::Unavailable => Self::Unavailable {
                 backend: BACKEND,
                 message,
             },
-            Kind::Other => fstore_core::Error::backend(BACKEND, message, e),
+            Kind::Other => Self::backend(BACKEND, message, e),
         }
     }
 }
