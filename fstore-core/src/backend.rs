@@ -37,7 +37,11 @@ fn widening_ok(from: &DataType, to: &ValueType) -> bool {
 /// event/created timestamps (DESIGN §3); a feature whose type differs from the
 /// declared one and is not a lossless widening (int32→int64, int32/float32→float64,
 /// any string or timestamp flavour).
-pub fn normalize_batch(view: &ResolvedView, batch: &RecordBatch, assume_utc: bool) -> Result<RecordBatch> {
+pub fn normalize_batch(
+    view: &ResolvedView,
+    batch: &RecordBatch,
+    assume_utc: bool,
+) -> Result<RecordBatch> {
     let v = &view.view;
     let get = |name: &str, what: &str| -> Result<&ArrayRef> {
         batch.column_by_name(name).ok_or_else(|| {
@@ -55,10 +59,20 @@ pub fn normalize_batch(view: &ResolvedView, batch: &RecordBatch, assume_utc: boo
         cols.push(col);
     }
     let ev = get(&v.event_timestamp_column, "event timestamp")?;
-    cols.push(normalize_timestamp_array(ev.as_ref(), &v.event_timestamp_column, assume_utc, false)?);
+    cols.push(normalize_timestamp_array(
+        ev.as_ref(),
+        &v.event_timestamp_column,
+        assume_utc,
+        false,
+    )?);
     if let Some(c) = &v.created_timestamp_column {
         let col = get(c, "created timestamp")?;
-        cols.push(normalize_timestamp_array(col.as_ref(), c, assume_utc, false)?);
+        cols.push(normalize_timestamp_array(
+            col.as_ref(),
+            c,
+            assume_utc,
+            false,
+        )?);
     }
     for f in &v.features {
         let col = get(&f.name, "feature")?;
@@ -93,9 +107,14 @@ pub fn normalize_batch(view: &ResolvedView, batch: &RecordBatch, assume_utc: boo
 pub fn to_online_rows(view: &ResolvedView, batch: &RecordBatch) -> Result<Vec<OnlineRow>> {
     let v = &view.view;
     let keys = encode_entity_keys(batch, &view.join_keys)?;
-    let ev_col = batch.column_by_name(&v.event_timestamp_column).ok_or_else(|| {
-        Error::invalid(format!("event timestamp column '{}' missing", v.event_timestamp_column))
-    })?;
+    let ev_col = batch
+        .column_by_name(&v.event_timestamp_column)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "event timestamp column '{}' missing",
+                v.event_timestamp_column
+            ))
+        })?;
     let ev = timestamp_micros(ev_col.as_ref(), &v.event_timestamp_column, false)?;
     let created = match &v.created_timestamp_column {
         Some(c) => {

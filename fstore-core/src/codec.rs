@@ -34,8 +34,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array,
-    Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
     cast::AsArray,
     types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType},
 };
@@ -108,9 +108,9 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut cols = Vec::with_capacity(sorted.len());
     for k in &sorted {
-        let col = batch.column_by_name(&k.name).ok_or_else(|| {
-            Error::invalid(format!("join key column '{}' is missing", k.name))
-        })?;
+        let col = batch
+            .column_by_name(&k.name)
+            .ok_or_else(|| Error::invalid(format!("join key column '{}' is missing", k.name)))?;
         let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
         if col.null_count() > 0 {
             let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
@@ -133,15 +133,23 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
             match &k.value_type {
                 ValueType::Int32 => {
                     buf.push(T_I32);
-                    buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_be_bytes());
+                    buf.extend_from_slice(
+                        &col.as_primitive::<Int32Type>().value(row).to_be_bytes(),
+                    );
                 }
                 ValueType::Int64 => {
                     buf.push(T_I64);
-                    buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_be_bytes());
+                    buf.extend_from_slice(
+                        &col.as_primitive::<Int64Type>().value(row).to_be_bytes(),
+                    );
                 }
                 ValueType::String => {
                     buf.push(T_STR);
-                    push_be_bytes(&mut buf, col.as_string::<i32>().value(row).as_bytes(), &k.name)?;
+                    push_be_bytes(
+                        &mut buf,
+                        col.as_string::<i32>().value(row).as_bytes(),
+                        &k.name,
+                    )?;
                 }
                 ValueType::Bytes => {
                     buf.push(T_BYTES);
@@ -356,7 +364,13 @@ pub fn encode_payloads(batch: &RecordBatch, features: &[Field]) -> Result<Vec<Ve
     Ok(out)
 }
 
-fn encode_value(buf: &mut Vec<u8>, col: &dyn Array, t: &ValueType, row: usize, name: &str) -> Result<()> {
+fn encode_value(
+    buf: &mut Vec<u8>,
+    col: &dyn Array,
+    t: &ValueType,
+    row: usize,
+    name: &str,
+) -> Result<()> {
     if col.is_null(row) {
         buf.push(T_NULL);
         return Ok(());
@@ -364,14 +378,26 @@ fn encode_value(buf: &mut Vec<u8>, col: &dyn Array, t: &ValueType, row: usize, n
     buf.push(scalar_tag(t));
     match t {
         ValueType::Bool => buf.push(u8::from(col.as_boolean().value(row))),
-        ValueType::Int32 => buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-        ValueType::Int64 => buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_le_bytes()),
-        ValueType::Float32 => buf.extend_from_slice(&col.as_primitive::<Float32Type>().value(row).to_le_bytes()),
-        ValueType::Float64 => buf.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes()),
-        ValueType::String => push_le_bytes(buf, col.as_string::<i32>().value(row).as_bytes(), name)?,
+        ValueType::Int32 => {
+            buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_le_bytes())
+        }
+        ValueType::Int64 => {
+            buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_le_bytes())
+        }
+        ValueType::Float32 => {
+            buf.extend_from_slice(&col.as_primitive::<Float32Type>().value(row).to_le_bytes())
+        }
+        ValueType::Float64 => {
+            buf.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_le_bytes())
+        }
+        ValueType::String => {
+            push_le_bytes(buf, col.as_string::<i32>().value(row).as_bytes(), name)?
+        }
         ValueType::Bytes => push_le_bytes(buf, col.as_binary::<i32>().value(row), name)?,
         ValueType::Timestamp => buf.extend_from_slice(
-            &col.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes(),
+            &col.as_primitive::<TimestampMicrosecondType>()
+                .value(row)
+                .to_le_bytes(),
         ),
         ValueType::List(inner) => {
             let list = col.as_list::<i32>();
@@ -402,7 +428,7 @@ pub(crate) enum ColumnBuilder {
         inner_type: ValueType,
         offsets: Vec<i32>,
         valid: Vec<bool>,
-        child: Box<ColumnBuilder>,
+        child: Box<Self>,
     },
 }
 
@@ -461,12 +487,22 @@ impl ColumnBuilder {
         match (self, v) {
             (Self::Bool(b), Value::Bool(x)) => b.push(Some(*x)),
             (Self::Int32(b), Value::Int32(x)) => b.push(Some(*x)),
-            (Self::Int64(b), Value::Int64(x)) | (Self::Ts(b), Value::Timestamp(x)) => b.push(Some(*x)),
+            (Self::Int64(b), Value::Int64(x)) | (Self::Ts(b), Value::Timestamp(x)) => {
+                b.push(Some(*x))
+            }
             (Self::Float32(b), Value::Float32(x)) => b.push(Some(*x)),
             (Self::Float64(b), Value::Float64(x)) => b.push(Some(*x)),
             (Self::Str(b), Value::String(x)) => b.push(Some(x.clone())),
             (Self::Bytes(b), Value::Bytes(x)) => b.push(Some(x.clone())),
-            (Self::List { offsets, valid, child, .. }, Value::List(items)) => {
+            (
+                Self::List {
+                    offsets,
+                    valid,
+                    child,
+                    ..
+                },
+                Value::List(items),
+            ) => {
                 for i in items {
                     match i {
                         Some(v) => child.push_value(v),
@@ -502,23 +538,30 @@ impl ColumnBuilder {
             Self::Float64(b) if tag == T_F64 => b.push(Some(f64::from_le_bytes(r.array()?))),
             Self::Str(b) if tag == T_STR => {
                 let len = u32::from_le_bytes(r.array()?) as usize;
-                let s = std::str::from_utf8(r.take(len)?)
-                    .map_err(|_| Error::invalid(format!("stored value of '{feature}' is not UTF-8")))?;
+                let s = std::str::from_utf8(r.take(len)?).map_err(|_| {
+                    Error::invalid(format!("stored value of '{feature}' is not UTF-8"))
+                })?;
                 b.push(Some(s.to_owned()));
             }
             Self::Bytes(b) if tag == T_BYTES => {
                 let len = u32::from_le_bytes(r.array()?) as usize;
                 b.push(Some(r.take(len)?.to_vec()));
             }
-            Self::List { inner_type, offsets, valid, child } if tag == T_LIST | scalar_tag(inner_type) => {
+            Self::List {
+                inner_type,
+                offsets,
+                valid,
+                child,
+            } if tag == T_LIST | scalar_tag(inner_type) => {
                 let n = u32::from_le_bytes(r.array()?);
                 for _ in 0..n {
                     let t = r.u8()?;
                     child.push_encoded(t, r, feature)?;
                 }
                 offsets.push(
-                    i32::try_from(child.len())
-                        .map_err(|_| Error::invalid(format!("list column '{feature}' too large")))?,
+                    i32::try_from(child.len()).map_err(|_| {
+                        Error::invalid(format!("list column '{feature}' too large"))
+                    })?,
                 );
                 valid.push(true);
             }
@@ -551,7 +594,12 @@ impl ColumnBuilder {
             Self::Str(v) => Arc::new(StringArray::from(v)),
             Self::Bytes(v) => Arc::new(BinaryArray::from_iter(v)),
             Self::Ts(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone(UTC)),
-            Self::List { inner_type, offsets, valid, child } => {
+            Self::List {
+                inner_type,
+                offsets,
+                valid,
+                child,
+            } => {
                 let field = Arc::new(ArrowField::new("item", inner_type.to_arrow(), true));
                 let nulls = NullBuffer::from(valid);
                 Arc::new(ListArray::new(
@@ -576,8 +624,15 @@ pub(crate) struct PayloadDecoder {
 impl PayloadDecoder {
     pub(crate) fn new(features: &[Field]) -> Self {
         Self {
-            index: features.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect(),
-            columns: features.iter().map(|f| ColumnBuilder::new(&f.value_type)).collect(),
+            index: features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.clone(), i))
+                .collect(),
+            columns: features
+                .iter()
+                .map(|f| ColumnBuilder::new(&f.value_type))
+                .collect(),
             seen: vec![false; features.len()],
         }
     }
@@ -687,8 +742,16 @@ mod tests {
         let a = encode_entity_key(&[("a", Value::Int64(1)), ("b", Value::Int64(23))]).unwrap();
         let b = encode_entity_key(&[("a", Value::Int64(12)), ("b", Value::Int64(3))]).unwrap();
         assert_ne!(a, b);
-        let s1 = encode_entity_key(&[("a", Value::String("1".into())), ("b", Value::String("23".into()))]).unwrap();
-        let s2 = encode_entity_key(&[("a", Value::String("12".into())), ("b", Value::String("3".into()))]).unwrap();
+        let s1 = encode_entity_key(&[
+            ("a", Value::String("1".into())),
+            ("b", Value::String("23".into())),
+        ])
+        .unwrap();
+        let s2 = encode_entity_key(&[
+            ("a", Value::String("12".into())),
+            ("b", Value::String("3".into())),
+        ])
+        .unwrap();
         assert_ne!(s1, s2);
         // key order does not matter; names do
         let c = encode_entity_key(&[("b", Value::Int64(23)), ("a", Value::Int64(1))]).unwrap();
@@ -700,21 +763,42 @@ mod tests {
 
     #[test]
     fn batch_keys_are_cast_and_match_value_keys() {
-        let schema = Arc::new(Schema::new(vec![ArrowField::new("id", DataType::Int32, false)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![7, 8]))]).unwrap();
+        let schema = Arc::new(Schema::new(vec![ArrowField::new(
+            "id",
+            DataType::Int32,
+            false,
+        )]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![7, 8]))]).unwrap();
         let keys = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)]).unwrap();
-        assert_eq!(keys[0], encode_entity_key(&[("id", Value::Int64(7))]).unwrap());
-        let err = encode_entity_keys(&batch, &[JoinKey::new("other", ValueType::Int64)]).unwrap_err();
+        assert_eq!(
+            keys[0],
+            encode_entity_key(&[("id", Value::Int64(7))]).unwrap()
+        );
+        let err =
+            encode_entity_keys(&batch, &[JoinKey::new("other", ValueType::Int64)]).unwrap_err();
         assert!(err.to_string().contains("'other'"), "{err}");
     }
 
     #[test]
     fn bad_key_cast_and_null_key_are_named() {
-        let schema = Arc::new(Schema::new(vec![ArrowField::new("id", DataType::Utf8, true)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![Some("x"), None]))]).unwrap();
-        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)]).unwrap_err().to_string();
+        let schema = Arc::new(Schema::new(vec![ArrowField::new(
+            "id",
+            DataType::Utf8,
+            true,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(vec![Some("x"), None]))],
+        )
+        .unwrap();
+        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'id'") && err.contains("Int64"), "{err}");
-        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::String)]).unwrap_err().to_string();
+        let err = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::String)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'id'") && err.contains("row 1"), "{err}");
     }
 
@@ -731,7 +815,9 @@ mod tests {
         lb.values().append_null();
         lb.append(true);
         lb.append(false);
-        let schema = Arc::new(Schema::new(features.iter().map(Field::to_arrow).collect::<Vec<_>>()));
+        let schema = Arc::new(Schema::new(
+            features.iter().map(Field::to_arrow).collect::<Vec<_>>(),
+        ));
         let batch = RecordBatch::try_new(
             schema,
             vec![
@@ -752,17 +838,28 @@ mod tests {
         let l = cols[2].as_list::<i32>();
         let first = l.value(0);
         let first = first.as_primitive::<Float32Type>();
-        assert_eq!((first.len(), first.value(0), first.is_null(1)), (2, 1.5, true));
+        assert_eq!(
+            (first.len(), first.value(0), first.is_null(1)),
+            (2, 1.5, true)
+        );
         assert!(l.is_null(1) && l.is_null(2));
-        assert_eq!(cols[3].as_primitive::<TimestampMicrosecondType>().value(0), -5);
+        assert_eq!(
+            cols[3].as_primitive::<TimestampMicrosecondType>().value(0),
+            -5
+        );
         // projection and added features: unknown names read as null
-        let proj = vec![Field::new("s", ValueType::String), Field::new("new", ValueType::Int64)];
+        let proj = vec![
+            Field::new("s", ValueType::String),
+            Field::new("new", ValueType::Int64),
+        ];
         let cols = decode_payloads(&[Some(&payloads[0])], &proj).unwrap();
         assert_eq!(cols[0].as_string::<i32>().value(0), "a");
         assert!(cols[1].is_null(0));
         // a type change is an error naming the feature
         let wrong = vec![Field::new("f", ValueType::Int64)];
-        let err = decode_payloads(&[Some(&payloads[0])], &wrong).unwrap_err().to_string();
+        let err = decode_payloads(&[Some(&payloads[0])], &wrong)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'f'"), "{err}");
         // truncated payloads are errors, not panics
         for cut in 0..payloads[0].len() {

@@ -64,6 +64,7 @@
 
 pub mod backend;
 mod codec;
+pub mod docs;
 mod error;
 mod memory;
 mod model;
@@ -83,25 +84,27 @@ pub mod testkit;
 pub use error::{BoxError, Error, Result};
 pub use memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
 pub use model::{
-    Definitions, Deprecation, Entity, Fallback, FeatureRef, FeatureService, FeatureView, Field, JoinKey,
-    OnDemandView, ResolvedView, Tags, Value, ValueType,
+    Definitions, Deprecation, Entity, Fallback, FeatureRef, FeatureService, FeatureView, Field,
+    JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,
 };
 pub use offline::{
-    DynOfflineStore, OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest, ScanResult, TimeRange,
+    DynOfflineStore, OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest,
+    ScanResult, TimeRange,
 };
 pub use ondemand::OnDemandFunction;
 pub use online::{
-    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt, ReadOptions,
-    WriteOptions, WriteSummary,
+    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt,
+    ReadOptions, WriteOptions, WriteSummary,
 };
 pub use registry::{
-    Change, ChangeKind, DynRegistry, FieldChange, FileRegistry, ObjectKind, Plan, Registry, RegistrySnapshot,
-    RegistryState, Watermark, plan, validate,
+    Change, ChangeKind, DynRegistry, FieldChange, FileRegistry, ObjectKind, Plan, Registry,
+    RegistrySnapshot, RegistryState, Watermark, plan, validate,
 };
 pub use store::{
     ApplyOptions, ApplyResult, FeatureMetadata, FeatureSelection, FeatureStatus, FeatureStore,
-    FeatureStoreBuilder, HistoricalRequest, HistoricalResult, MaterializeOptions, MaterializeProgress,
-    MaterializeReport, OnlineRequest, OnlineResponse, PushSummary, PushTarget, ViewMaterializeReport,
+    FeatureStoreBuilder, HistoricalRequest, HistoricalResult, MaterializeOptions,
+    MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse, PushSummary, PushTarget,
+    ViewMaterializeReport,
 };
 
 pub use arrow_array;

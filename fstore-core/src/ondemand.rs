@@ -96,7 +96,10 @@ impl OnDemandFunction {
             .iter()
             .map(|f| {
                 let col = out.column_by_name(&f.name).ok_or_else(|| {
-                    Error::invalid(format!("on-demand view '{}' did not return output '{}'", def.name, f.name))
+                    Error::invalid(format!(
+                        "on-demand view '{}' did not return output '{}'",
+                        def.name, f.name
+                    ))
                 })?;
                 if ValueType::from_arrow(col.data_type()).as_ref() != Some(&f.value_type) {
                     return Err(Error::invalid(format!(
@@ -121,5 +124,9 @@ pub(crate) fn input_batch(columns: Vec<(String, ArrayRef)>, rows: usize) -> Resu
         .collect();
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, c)| c).collect();
     let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &opts)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        arrays,
+        &opts,
+    )?)
 }

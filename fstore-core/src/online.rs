@@ -172,7 +172,12 @@ pub trait OnlineStore: Send + Sync + Debug + 'static {
     /// # Errors
     /// Backend failures; on error some rows may have been written (re-running is
     /// safe: writes are idempotent).
-    async fn write(&self, view: &ResolvedView, rows: Vec<OnlineRow>, opts: &WriteOptions) -> Result<WriteSummary>;
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary>;
 
     /// Reads the stored rows at `keys`, aligned with `keys`.
     ///
@@ -201,7 +206,9 @@ pub trait OnlineStoreExt: OnlineStore {
             entity_key: entity_key.to_vec(),
         };
         async move {
-            let mut rows = self.read(std::slice::from_ref(&key), &ReadOptions::default()).await?;
+            let mut rows = self
+                .read(std::slice::from_ref(&key), &ReadOptions::default())
+                .await?;
             Ok(rows.pop().flatten())
         }
     }

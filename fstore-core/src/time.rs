@@ -126,8 +126,8 @@ pub fn normalize_timestamp_array(
         .iter()
         .map(|v| to_micros_unit(*v, unit))
         .collect();
-    let out = TimestampMicrosecondArray::new(values.into(), array.nulls().cloned())
-        .with_timezone(UTC);
+    let out =
+        TimestampMicrosecondArray::new(values.into(), array.nulls().cloned()).with_timezone(UTC);
     Ok(Arc::new(out))
 }
 
@@ -139,16 +139,24 @@ mod tests {
     #[test]
     fn naive_is_rejected_with_column_name() {
         let a = TimestampSecondArray::from(vec![1, 2]);
-        let err = timestamp_micros(&a, "event_ts", false).unwrap_err().to_string();
+        let err = timestamp_micros(&a, "event_ts", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("event_ts") && err.contains("naive"), "{err}");
-        assert_eq!(timestamp_micros(&a, "event_ts", true).unwrap(), vec![1_000_000, 2_000_000]);
+        assert_eq!(
+            timestamp_micros(&a, "event_ts", true).unwrap(),
+            vec![1_000_000, 2_000_000]
+        );
     }
 
     #[test]
     fn nulls_name_count_and_first_row() {
         let a = TimestampSecondArray::from(vec![Some(1), None, Some(3), None]).with_timezone("UTC");
         let err = timestamp_micros(&a, "ts", false).unwrap_err().to_string();
-        assert!(err.contains("'ts'") && err.contains("2 null") && err.contains("row 1"), "{err}");
+        assert!(
+            err.contains("'ts'") && err.contains("2 null") && err.contains("row 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,8 +11,12 @@ use chrono::Utc;
 
 use crate::error::{Error, Result};
 use crate::model::ResolvedView;
-use crate::offline::{OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest, ScanResult, TimeRange};
-use crate::online::{OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, WriteOptions, WriteSummary};
+use crate::offline::{
+    OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest, ScanResult, TimeRange,
+};
+use crate::online::{
+    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, WriteOptions, WriteSummary,
+};
 use crate::registry::{Registry, RegistrySnapshot, RegistryState};
 use crate::time::timestamp_micros;
 
@@ -35,7 +39,11 @@ impl InMemoryOnlineStore {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
         Self {
-            id: format!("memory:{}:{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)),
+            id: format!(
+                "memory:{}:{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
             rows: RwLock::default(),
         }
     }
@@ -55,7 +63,12 @@ impl OnlineStore for InMemoryOnlineStore {
         OnlineCapabilities::default()
     }
 
-    async fn write(&self, view: &ResolvedView, rows: Vec<OnlineRow>, _opts: &WriteOptions) -> Result<WriteSummary> {
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        _opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
         let mut all = self.rows.write().map_err(poisoned)?;
         let table = all.entry(view.name().to_owned()).or_default();
         let mut s = WriteSummary::default();
@@ -71,7 +84,11 @@ impl OnlineStore for InMemoryOnlineStore {
         Ok(s)
     }
 
-    async fn read(&self, keys: &[OnlineKey], _opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+    async fn read(
+        &self,
+        keys: &[OnlineKey],
+        _opts: &ReadOptions,
+    ) -> Result<Vec<Option<OnlineRow>>> {
         let all = self.rows.read().map_err(poisoned)?;
         Ok(keys
             .iter()
@@ -113,7 +130,11 @@ pub(crate) fn filter_project(
         .column_by_name(ev_name)
         .ok_or_else(|| Error::invalid(format!("stored batch lacks column '{ev_name}'")))?;
     let ev = timestamp_micros(ev_col.as_ref(), ev_name, false)?;
-    let mask = BooleanArray::from(ev.iter().map(|t| range.contains_micros(*t)).collect::<Vec<_>>());
+    let mask = BooleanArray::from(
+        ev.iter()
+            .map(|t| range.contains_micros(*t))
+            .collect::<Vec<_>>(),
+    );
     let full = view.arrow_schema();
     let mut fields = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -129,7 +150,10 @@ pub(crate) fn filter_project(
     }
     for name in features {
         let f = view.view.feature(name).ok_or_else(|| {
-            Error::invalid(format!("feature view '{}' has no feature '{name}'", view.name()))
+            Error::invalid(format!(
+                "feature view '{}' has no feature '{name}'",
+                view.name()
+            ))
         })?;
         let af = f.to_arrow();
         let col = match batch.column_by_name(name) {
@@ -148,7 +172,9 @@ pub(crate) fn filter_project(
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let projected = RecordBatch::try_new(schema, cols)?;
-    Ok(arrow_select::filter::filter_record_batch(&projected, &mask)?)
+    Ok(arrow_select::filter::filter_record_batch(
+        &projected, &mask,
+    )?)
 }
 
 /// The feature names a scan request asks for.
@@ -174,7 +200,12 @@ impl OfflineStore for InMemoryOfflineStore {
             return Err(Error::invalid(format!(
                 "feature view '{}': batch is not in the canonical schema (normalize it with backend::normalize_batch): got {:?}",
                 view.name(),
-                batch.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
             )));
         }
         let rows = batch.num_rows() as u64;
@@ -200,7 +231,11 @@ impl OfflineStore for InMemoryOfflineStore {
         if upto > latest {
             return Err(Error::not_found(
                 "table version",
-                format!("{} of feature view '{}' (latest is {latest})", upto, view.name()),
+                format!(
+                    "{} of feature view '{}' (latest is {latest})",
+                    upto,
+                    view.name()
+                ),
             ));
         }
         let from = req.since_version.unwrap_or(0);

@@ -177,10 +177,13 @@ mod ttl_secs {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
         v.map(|secs| {
-            Duration::try_from_secs_f64(secs).map_err(|e| serde::de::Error::custom(format!("ttl_seconds: {e}")))
+            Duration::try_from_secs_f64(secs)
+                .map_err(|e| serde::de::Error::custom(format!("ttl_seconds: {e}")))
         })
         .transpose()
     }
@@ -528,6 +531,19 @@ impl Definitions {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The field a reference names: a feature of a feature view or an output of
+    /// an on-demand view.
+    pub fn field(&self, r: &FeatureRef) -> Option<&Field> {
+        self.feature_views
+            .get(&r.view)
+            .and_then(|v| v.feature(&r.feature))
+            .or_else(|| {
+                self.on_demand_views
+                    .get(&r.view)
+                    .and_then(|o| o.outputs.iter().find(|f| f.name == r.feature))
+            })
+    }
+
     /// Resolves the view `name` with its entities' join keys.
     ///
     /// # Errors
@@ -615,9 +631,7 @@ mod tests {
             .with_feature_view(
                 FeatureView::new("driver_stats", ["driver"])
                     .with_feature("conv_rate", ValueType::Float32)
-                    .with_field(
-                        Field::new("trips", ValueType::Int64).with_default(Value::Int64(0)),
-                    )
+                    .with_field(Field::new("trips", ValueType::Int64).with_default(Value::Int64(0)))
                     .with_feature("emb", ValueType::list(ValueType::Float32))
                     .with_ttl(Duration::from_secs(86_400))
                     .with_created_timestamp_column("created"),

@@ -36,7 +36,7 @@ pub enum ValueType {
     /// An instant, stored as UTC microseconds.
     Timestamp,
     /// A list of a scalar type.
-    List(Box<ValueType>),
+    List(Box<Self>),
 }
 
 impl ValueType {
@@ -178,7 +178,7 @@ pub enum Value {
     /// Instant as UTC microseconds since the epoch.
     Timestamp(i64),
     /// List of values of one scalar type (`None` = null element).
-    List(Vec<Option<Value>>),
+    List(Vec<Option<Self>>),
 }
 
 impl Value {
@@ -223,6 +223,12 @@ mod tests {
             assert_eq!(ValueType::from_arrow(&t.to_arrow()).unwrap(), t);
         }
         assert!("list<list<int32>>".parse::<ValueType>().is_err());
-        assert!("decimal".parse::<ValueType>().unwrap_err().to_string().contains("decimal"));
+        assert!(
+            "decimal"
+                .parse::<ValueType>()
+                .unwrap_err()
+                .to_string()
+                .contains("decimal")
+        );
     }
 }

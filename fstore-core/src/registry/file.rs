@@ -70,8 +70,9 @@ impl FileRegistry {
             }
             Err(e) => return Err(io_err(format!("reading {}", p.display()))(e)),
         };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::backend(BACKEND, format!("corrupt registry file {}", p.display()), e))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::backend(BACKEND, format!("corrupt registry file {}", p.display()), e)
+        })
     }
 
     /// Latest version: the LATEST hint, then probing forward.
@@ -87,7 +88,9 @@ impl FileRegistry {
         v
     }
 
-    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| Error::backend(BACKEND, "registry I/O task failed", e))?
@@ -99,14 +102,18 @@ fn unique_tmp(root: &Path) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    root.join("tmp").join(format!("{}-{nanos}-{n}.json", std::process::id()))
+    root.join("tmp")
+        .join(format!("{}-{nanos}-{n}.json", std::process::id()))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
-    f.write_all(bytes).map_err(io_err(format!("writing {}", path.display())))?;
-    f.sync_all().map_err(io_err(format!("syncing {}", path.display())))
+    let mut f =
+        std::fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    f.sync_all()
+        .map_err(io_err(format!("syncing {}", path.display())))
 }
 
 #[async_trait]
@@ -116,7 +123,11 @@ impl Registry for FileRegistry {
     }
 
     async fn snapshot(&self) -> Result<Arc<RegistrySnapshot>> {
-        let cached = self.cache.lock().map(|c| Arc::clone(&c)).unwrap_or_else(|p| Arc::clone(&p.into_inner()));
+        let cached = self
+            .cache
+            .lock()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()));
         let root = self.root.clone();
         let from = cached.version;
         let latest = Self::blocking(move || Ok(Self::latest(&root, from))).await?;
@@ -137,7 +148,9 @@ impl Registry for FileRegistry {
             return Ok(Arc::new(RegistrySnapshot::empty()));
         }
         let root = self.root.clone();
-        Ok(Arc::new(Self::blocking(move || Self::read_version(&root, version)).await?))
+        Ok(Arc::new(
+            Self::blocking(move || Self::read_version(&root, version)).await?,
+        ))
     }
 
     async fn commit(&self, expected: u64, state: RegistryState) -> Result<u64> {
@@ -198,7 +211,9 @@ impl Registry for FileRegistry {
         Self::blocking(move || {
             let dir = root.join("versions");
             let mut out = Vec::new();
-            for entry in std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))? {
+            for entry in
+                std::fs::read_dir(&dir).map_err(io_err(format!("listing {}", dir.display())))?
+            {
                 let entry = entry.map_err(io_err(format!("listing {}", dir.display())))?;
                 if let Some(v) = entry
                     .file_name()

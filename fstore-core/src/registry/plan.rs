@@ -86,7 +86,10 @@ impl Plan {
 
     /// Every breaking-change reason, one line each.
     pub fn breaking(&self) -> Vec<String> {
-        self.changes.iter().flat_map(|c| c.breaking.iter().cloned()).collect()
+        self.changes
+            .iter()
+            .flat_map(|c| c.breaking.iter().cloned())
+            .collect()
     }
 
     /// True if any change is breaking.
@@ -132,7 +135,12 @@ fn to_json<T: Serialize>(v: &T) -> Json {
 /// `features.trips.type` rather than `features[3].type`.
 fn keyed(v: &Json) -> Json {
     match v {
-        Json::Array(items) if !items.is_empty() && items.iter().all(|i| i.get("name").is_some_and(Json::is_string)) => {
+        Json::Array(items)
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.get("name").is_some_and(Json::is_string)) =>
+        {
             Json::Object(
                 items
                     .iter()
@@ -150,7 +158,11 @@ fn diff_json(path: &str, old: &Json, new: &Json, out: &mut Vec<FieldChange>) {
         (Json::Object(a), Json::Object(b)) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => diff_json(&p, x, y, out),
                     (x, y) => out.push(FieldChange {
@@ -222,23 +234,51 @@ fn users_of(defs: &Definitions, view: &str, feature: Option<&str>) -> Vec<String
 /// removal of an entity still used, an on-demand output type change.
 pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
     let mut changes = Vec::new();
-    diff_maps(ObjectKind::Entity, &current.entities, &desired.entities, &mut changes);
-    diff_maps(ObjectKind::FeatureView, &current.feature_views, &desired.feature_views, &mut changes);
-    diff_maps(ObjectKind::OnDemandView, &current.on_demand_views, &desired.on_demand_views, &mut changes);
-    diff_maps(ObjectKind::FeatureService, &current.feature_services, &desired.feature_services, &mut changes);
+    diff_maps(
+        ObjectKind::Entity,
+        &current.entities,
+        &desired.entities,
+        &mut changes,
+    );
+    diff_maps(
+        ObjectKind::FeatureView,
+        &current.feature_views,
+        &desired.feature_views,
+        &mut changes,
+    );
+    diff_maps(
+        ObjectKind::OnDemandView,
+        &current.on_demand_views,
+        &desired.on_demand_views,
+        &mut changes,
+    );
+    diff_maps(
+        ObjectKind::FeatureService,
+        &current.feature_services,
+        &desired.feature_services,
+        &mut changes,
+    );
 
     for c in &mut changes {
         let name = c.name.as_str();
         match (c.object, c.kind) {
-            (ObjectKind::Entity, ChangeKind::Changed) => {
-                if current.entities[name].join_keys != desired.entities[name].join_keys {
-                    c.breaking.push(format!("entity '{name}': join keys changed"));
-                }
+            (ObjectKind::Entity, ChangeKind::Changed)
+                if current.entities[name].join_keys != desired.entities[name].join_keys =>
+            {
+                c.breaking
+                    .push(format!("entity '{name}': join keys changed"));
             }
             (ObjectKind::Entity, ChangeKind::Removed) => {
-                for v in current.feature_views.values().chain(desired.feature_views.values()) {
+                for v in current
+                    .feature_views
+                    .values()
+                    .chain(desired.feature_views.values())
+                {
                     if v.entities.iter().any(|e| e == name) {
-                        c.breaking.push(format!("entity '{name}' removed but feature view '{}' uses it", v.name));
+                        c.breaking.push(format!(
+                            "entity '{name}' removed but feature view '{}' uses it",
+                            v.name
+                        ));
                     }
                 }
             }
@@ -253,7 +293,8 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
                 if a.event_timestamp_column != b.event_timestamp_column
                     || a.created_timestamp_column != b.created_timestamp_column
                 {
-                    c.breaking.push(format!("feature view '{name}': timestamp columns changed"));
+                    c.breaking
+                        .push(format!("feature view '{name}': timestamp columns changed"));
                 }
                 for fa in &a.features {
                     match b.feature(&fa.name) {
@@ -291,7 +332,10 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
                 }
             }
             (ObjectKind::OnDemandView, ChangeKind::Changed) => {
-                let (a, b) = (&current.on_demand_views[name], &desired.on_demand_views[name]);
+                let (a, b) = (
+                    &current.on_demand_views[name],
+                    &desired.on_demand_views[name],
+                );
                 for fa in &a.outputs {
                     if let Some(fb) = b.outputs.iter().find(|f| f.name == fa.name)
                         && fb.value_type != fa.value_type
@@ -313,8 +357,15 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
 pub(crate) const RESERVED_NAMES: &[&str] = &["__fstore_row", "__fstore_status"];
 
 fn check_name(kind: &str, name: &str) -> Result<()> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-    if name.is_empty() || name.len() > 255 || !ok_chars || name.contains("__") || RESERVED_NAMES.contains(&name) {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if name.is_empty()
+        || name.len() > 255
+        || !ok_chars
+        || name.contains("__")
+        || RESERVED_NAMES.contains(&name)
+    {
         return Err(Error::invalid(format!(
             "{kind} name '{name}' is invalid: use 1-255 characters [A-Za-z0-9_.-] without '__' (reserved for view__feature)"
         )));
@@ -334,7 +385,10 @@ pub fn validate(defs: &Definitions) -> Result<()> {
     for (name, e) in &defs.entities {
         check_name("entity", name)?;
         if &e.name != name {
-            return Err(Error::invalid(format!("entity '{}' stored under name '{name}'", e.name)));
+            return Err(Error::invalid(format!(
+                "entity '{}' stored under name '{name}'",
+                e.name
+            )));
         }
         if e.join_keys.is_empty() {
             return Err(Error::invalid(format!("entity '{name}' has no join keys")));
@@ -349,17 +403,25 @@ pub fn validate(defs: &Definitions) -> Result<()> {
                 )));
             }
             if !seen.insert(&k.name) {
-                return Err(Error::invalid(format!("entity '{name}': join key '{}' repeated", k.name)));
+                return Err(Error::invalid(format!(
+                    "entity '{name}': join key '{}' repeated",
+                    k.name
+                )));
             }
         }
     }
     for (name, v) in &defs.feature_views {
         check_name("feature view", name)?;
         if &v.name != name {
-            return Err(Error::invalid(format!("feature view '{}' stored under name '{name}'", v.name)));
+            return Err(Error::invalid(format!(
+                "feature view '{}' stored under name '{name}'",
+                v.name
+            )));
         }
         if v.entities.is_empty() {
-            return Err(Error::invalid(format!("feature view '{name}' has no entities")));
+            return Err(Error::invalid(format!(
+                "feature view '{name}' has no entities"
+            )));
         }
         let mut columns = BTreeSet::new();
         for e in &v.entities {
@@ -391,7 +453,9 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             }
         }
         if v.features.is_empty() {
-            return Err(Error::invalid(format!("feature view '{name}' has no features")));
+            return Err(Error::invalid(format!(
+                "feature view '{name}' has no features"
+            )));
         }
         for f in &v.features {
             check_name("feature", &f.name)?;
@@ -411,7 +475,9 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             }
         }
         if v.ttl.is_some_and(|t| t.is_zero()) {
-            return Err(Error::invalid(format!("feature view '{name}': ttl must be > 0 (or unset)")));
+            return Err(Error::invalid(format!(
+                "feature view '{name}': ttl must be > 0 (or unset)"
+            )));
         }
     }
     for (name, o) in &defs.on_demand_views {
@@ -422,10 +488,14 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             )));
         }
         if o.version.is_empty() {
-            return Err(Error::invalid(format!("on-demand view '{name}' has an empty version")));
+            return Err(Error::invalid(format!(
+                "on-demand view '{name}' has an empty version"
+            )));
         }
         if o.outputs.is_empty() {
-            return Err(Error::invalid(format!("on-demand view '{name}' has no outputs")));
+            return Err(Error::invalid(format!(
+                "on-demand view '{name}' has no outputs"
+            )));
         }
         for r in &o.inputs {
             let ok = defs
@@ -452,15 +522,12 @@ pub fn validate(defs: &Definitions) -> Result<()> {
     for (name, s) in &defs.feature_services {
         check_name("feature service", name)?;
         if s.features.is_empty() {
-            return Err(Error::invalid(format!("feature service '{name}' has no features")));
+            return Err(Error::invalid(format!(
+                "feature service '{name}' has no features"
+            )));
         }
         for r in &s.features {
-            let ok = defs.feature_views.get(&r.view).is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::invalid(format!(
                     "feature service '{name}' references unknown feature '{r}'"
                 )));
@@ -496,21 +563,43 @@ mod tests {
         v.description = "new".into();
         let p = plan(&cur, &d);
         assert_eq!(p.changes.len(), 1);
-        let paths: Vec<&str> = p.changes[0].fields.iter().map(|f| f.path.as_str()).collect();
-        assert!(paths.contains(&"features.a.type") && paths.contains(&"description"), "{paths:?}");
-        assert!(p.is_breaking() && p.breaking()[0].contains("'a' type changed"), "{p}");
+        let paths: Vec<&str> = p.changes[0]
+            .fields
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert!(
+            paths.contains(&"features.a.type") && paths.contains(&"description"),
+            "{paths:?}"
+        );
+        assert!(
+            p.is_breaking() && p.breaking()[0].contains("'a' type changed"),
+            "{p}"
+        );
 
         // removing a feature still used by a service is breaking; an unused one is not
         let mut d = cur.clone();
-        d.feature_views.get_mut("stats").unwrap().features.retain(|f| f.name != "b");
+        d.feature_views
+            .get_mut("stats")
+            .unwrap()
+            .features
+            .retain(|f| f.name != "b");
         assert!(plan(&cur, &d).breaking()[0].contains("svc"));
         let mut d = cur.clone();
-        d.feature_views.get_mut("stats").unwrap().features.retain(|f| f.name != "a");
+        d.feature_views
+            .get_mut("stats")
+            .unwrap()
+            .features
+            .retain(|f| f.name != "a");
         assert!(!plan(&cur, &d).is_breaking());
 
         // adding a feature is safe
         let mut d = cur.clone();
-        let v = d.feature_views.remove("stats").unwrap().with_feature("c", ValueType::String);
+        let v = d
+            .feature_views
+            .remove("stats")
+            .unwrap()
+            .with_feature("c", ValueType::String);
         d = d.with_feature_view(v);
         let p = plan(&cur, &d);
         assert!(!p.is_breaking());
@@ -520,13 +609,30 @@ mod tests {
     #[test]
     fn validate_names_what_is_wrong() {
         validate(&base()).unwrap();
-        let d = base().with_feature_view(FeatureView::new("x", ["nobody"]).with_feature("f", ValueType::Int64));
-        assert!(validate(&d).unwrap_err().to_string().contains("unknown entity 'nobody'"));
-        let d = base().with_feature_view(FeatureView::new("a__b", ["driver"]).with_feature("f", ValueType::Int64));
+        let d = base().with_feature_view(
+            FeatureView::new("x", ["nobody"]).with_feature("f", ValueType::Int64),
+        );
+        assert!(
+            validate(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown entity 'nobody'")
+        );
+        let d = base().with_feature_view(
+            FeatureView::new("a__b", ["driver"]).with_feature("f", ValueType::Int64),
+        );
         assert!(validate(&d).unwrap_err().to_string().contains("'a__b'"));
-        let d = base().with_feature_view(FeatureView::new("y", ["driver"]).with_feature("driver_id", ValueType::Int64));
-        assert!(validate(&d).unwrap_err().to_string().contains("'driver_id'"));
-        let d = base().with_feature_service(FeatureService::new("s2", [FeatureRef::new("stats", "zz")]));
+        let d = base().with_feature_view(
+            FeatureView::new("y", ["driver"]).with_feature("driver_id", ValueType::Int64),
+        );
+        assert!(
+            validate(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("'driver_id'")
+        );
+        let d = base()
+            .with_feature_service(FeatureService::new("s2", [FeatureRef::new("stats", "zz")]));
         assert!(validate(&d).unwrap_err().to_string().contains("stats:zz"));
         let d = base().with_entity(Entity::new("e", "k", ValueType::Float64));
         assert!(validate(&d).unwrap_err().to_string().contains("'k'"));

@@ -40,7 +40,11 @@ pub struct HistoricalRequest {
 
 impl HistoricalRequest {
     /// A request with default options.
-    pub fn new(spine: Vec<RecordBatch>, timestamp_column: impl Into<String>, features: FeatureSelection) -> Self {
+    pub fn new(
+        spine: Vec<RecordBatch>,
+        timestamp_column: impl Into<String>,
+        features: FeatureSelection,
+    ) -> Self {
         Self {
             spine,
             timestamp_column: timestamp_column.into(),
@@ -98,7 +102,8 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
         .iter()
         .map(|b| {
             let schema = b.schema();
-            let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<ArrowField> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
             let mut cols: Vec<ArrayRef> = b.columns().to_vec();
             for k in keys {
                 let (i, _) = schema.column_with_name(&k.name).ok_or_else(|| {
@@ -134,7 +139,10 @@ impl FeatureStore {
     /// keys, naive/null timestamps, uncastable keys) and name clashes;
     /// [`Error::NotFound`] for unknown features or pinned versions; backend
     /// failures.
-    pub async fn get_historical_features(&self, req: &HistoricalRequest) -> Result<HistoricalResult> {
+    pub async fn get_historical_features(
+        &self,
+        req: &HistoricalRequest,
+    ) -> Result<HistoricalResult> {
         let snap = match req.registry_version {
             Some(v) => self.registry.snapshot_at(v).await?,
             None => self.snapshot().await?,
@@ -148,9 +156,9 @@ impl FeatureStore {
         let ts = &req.timestamp_column;
         let (mut min, mut max) = (i64::MAX, i64::MIN);
         for b in &req.spine {
-            let col = b
-                .column_by_name(ts)
-                .ok_or_else(|| Error::invalid(format!("spine is missing timestamp column '{ts}'")))?;
+            let col = b.column_by_name(ts).ok_or_else(|| {
+                Error::invalid(format!("spine is missing timestamp column '{ts}'"))
+            })?;
             for t in timestamp_micros(col.as_ref(), ts, req.assume_utc)? {
                 min = min.min(t);
                 max = max.max(t);
@@ -174,7 +182,10 @@ impl FeatureStore {
             let batches = if min > max {
                 Vec::new()
             } else {
-                let start = rv.view.ttl.map(|t| from_micros(min.saturating_sub(duration_micros(t))));
+                let start = rv
+                    .view
+                    .ttl
+                    .map(|t| from_micros(min.saturating_sub(duration_micros(t))));
                 let range = TimeRange::inclusive(start, from_micros(max));
                 let scan = self
                     .offline
@@ -222,9 +233,11 @@ impl FeatureStore {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();
             for r in &o.inputs {
-                let col = joined.column_by_name(&output_name(r, true)).ok_or_else(|| {
-                    Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
-                })?;
+                let col = joined
+                    .column_by_name(&output_name(r, true))
+                    .ok_or_else(|| {
+                        Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
+                    })?;
                 inputs.push((r.feature.clone(), Arc::clone(col)));
             }
             for rf in &o.request_fields {
@@ -234,26 +247,48 @@ impl FeatureStore {
                         o.name, rf.name
                     ))
                 })?;
-                inputs.push((rf.name.clone(), cast_column(col, &rf.name, &rf.value_type.to_arrow())?));
+                inputs.push((
+                    rf.name.clone(),
+                    cast_column(col, &rf.name, &rf.value_type.to_arrow())?,
+                ));
             }
             let input = input_batch(inputs, joined.num_rows())?;
             for (field, col) in o.outputs.iter().zip(f.run(o, &input)?) {
-                extra.push((output_name(&FeatureRef::new(&o.name, &field.name), true), col));
+                extra.push((
+                    output_name(&FeatureRef::new(&o.name, &field.name), true),
+                    col,
+                ));
             }
         }
 
         let n_spine = spine.first().map_or(0, |b| b.num_columns());
         let js = joined.schema();
-        let mut fields: Vec<ArrowField> = js.fields().iter().take(n_spine).map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<ArrowField> = js
+            .fields()
+            .iter()
+            .take(n_spine)
+            .map(|f| f.as_ref().clone())
+            .collect();
         let mut cols: Vec<ArrayRef> = joined.columns().iter().take(n_spine).cloned().collect();
         for r in &plan.refs {
             let full = output_name(r, true);
             let col = joined
                 .column_by_name(&full)
                 .cloned()
-                .or_else(|| extra.iter().find(|(n, _)| *n == full).map(|(_, c)| Arc::clone(c)))
-                .ok_or_else(|| Error::invalid(format!("feature '{r}' missing from the join output")))?;
-            fields.push(ArrowField::new(output_name(r, req.full_feature_names), col.data_type().clone(), true));
+                .or_else(|| {
+                    extra
+                        .iter()
+                        .find(|(n, _)| *n == full)
+                        .map(|(_, c)| Arc::clone(c))
+                })
+                .ok_or_else(|| {
+                    Error::invalid(format!("feature '{r}' missing from the join output"))
+                })?;
+            fields.push(ArrowField::new(
+                output_name(r, req.full_feature_names),
+                col.data_type().clone(),
+                true,
+            ));
             cols.push(col);
         }
         check_unique_names(fields.iter().map(|f| f.name().as_str()))?;

@@ -52,7 +52,10 @@ impl MaterializeOptions {
         self
     }
     /// Sets the progress callback.
-    pub fn with_progress(mut self, f: impl Fn(&MaterializeProgress) + Send + Sync + 'static) -> Self {
+    pub fn with_progress(
+        mut self,
+        f: impl Fn(&MaterializeProgress) + Send + Sync + 'static,
+    ) -> Self {
         self.progress = Some(Arc::new(f));
         self
     }
@@ -133,7 +136,9 @@ impl FeatureStore {
         for name in views {
             let rv = self.online_view(name).await?;
             let range = TimeRange::after_until(start, end);
-            let (mut r, version) = self.run_scan(&rv, ScanRequest::new(range), opts, 0, 0, 0).await?;
+            let (mut r, version) = self
+                .run_scan(&rv, ScanRequest::new(range), opts, 0, 0, 0)
+                .await?;
             r.start = start;
             r.end = end;
             r.offline_version = version;
@@ -167,8 +172,13 @@ impl FeatureStore {
             let wm = snap.watermark(name, &store_id).cloned();
             let old_end = wm.as_ref().map(|w| w.event_end);
             let change_log = self.offline.capabilities().change_log;
-            let pinned = if change_log { self.offline.latest_version(&rv).await? } else { None };
-            let main = ScanRequest::new(TimeRange::after_until(old_end, end)).with_as_of_version(pinned);
+            let pinned = if change_log {
+                self.offline.latest_version(&rv).await?
+            } else {
+                None
+            };
+            let main =
+                ScanRequest::new(TimeRange::after_until(old_end, end)).with_as_of_version(pinned);
             let (mut r, version) = self.run_scan(&rv, main, opts, 0, 0, 0).await?;
             if let (true, Some(w)) = (change_log, &wm)
                 && pinned.is_some_and(|p| p > w.offline_version.unwrap_or(0))
@@ -184,7 +194,8 @@ impl FeatureStore {
             }
             let new_end = old_end.map_or(end, |o| o.max(end));
             let new_version = if change_log { pinned.or(version) } else { None };
-            self.commit_watermark(name, &store_id, new_end, new_version).await?;
+            self.commit_watermark(name, &store_id, new_end, new_version)
+                .await?;
             r.start = old_end;
             r.end = end;
             r.offline_version = new_version;
@@ -215,7 +226,13 @@ impl FeatureStore {
         let scan = self.offline.scan(rv, &req).await?;
         let version = scan.version;
         let mut stream = scan.stream;
-        let (mut read, mut total) = (read0, WriteSummary { written: written0, skipped: skipped0 });
+        let (mut read, mut total) = (
+            read0,
+            WriteSummary {
+                written: written0,
+                skipped: skipped0,
+            },
+        );
         let batch_size = opts.batch_size.max(1);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -228,7 +245,10 @@ impl FeatureStore {
                 read += rows.len() as u64;
                 let (rows, dropped) = latest_per_key(rows);
                 let expected = rows.len() as u64;
-                let s = self.online.write(rv, rows, &WriteOptions::default()).await?;
+                let s = self
+                    .online
+                    .write(rv, rows, &WriteOptions::default())
+                    .await?;
                 if s.written + s.skipped != expected {
                     return Err(Error::backend_msg(
                         self.online.backend(),

@@ -2,6 +2,7 @@
 
 mod historical;
 mod materialize;
+mod resilience;
 mod serving;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +22,9 @@ use crate::online::{DynOnlineStore, WriteOptions, WriteSummary};
 use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
 
 pub use historical::{HistoricalRequest, HistoricalResult};
-pub use materialize::{MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport};
+pub use materialize::{
+    MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
+};
 pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
 
 /// Which features a request wants.
@@ -50,7 +53,9 @@ impl FeatureSelection {
         S: AsRef<str>,
     {
         Ok(Self::Refs(
-            refs.into_iter().map(|s| s.as_ref().parse()).collect::<Result<_>>()?,
+            refs.into_iter()
+                .map(|s| s.as_ref().parse())
+                .collect::<Result<_>>()?,
         ))
     }
 
@@ -73,12 +78,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            let ok = defs.feature_views.get(&r.view).is_some_and(|v| v.feature(&r.feature).is_some())
-                || defs
-                    .on_demand_views
-                    .get(&r.view)
-                    .is_some_and(|o| o.outputs.iter().any(|f| f.name == r.feature));
-            if !ok {
+            if defs.field(r).is_none() {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }
@@ -162,6 +162,8 @@ pub struct FeatureStore {
     registry_ttl: Duration,
     cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
     metrics: Metrics,
+    lkg: Option<resilience::LastKnownGood>,
+    breaker: Option<resilience::CircuitBreaker>,
 }
 
 /// Builds a [`FeatureStore`]. Unset parts default to the in-memory backends.
@@ -173,6 +175,8 @@ pub struct FeatureStoreBuilder {
     on_demand: Vec<OnDemandFunction>,
     online_timeout: Option<Duration>,
     registry_ttl: Option<Duration>,
+    lkg_capacity: Option<usize>,
+    breaker: Option<(u32, Duration)>,
 }
 
 impl FeatureStoreBuilder {
@@ -208,6 +212,21 @@ impl FeatureStoreBuilder {
         self
     }
 
+    /// Keeps the last row read per (view, entity) — up to `capacity` entries —
+    /// and serves it, with status [`FeatureStatus::Stale`], when an online read
+    /// fails or the circuit breaker is open. Off by default.
+    pub fn last_known_good_cache(mut self, capacity: usize) -> Self {
+        self.lkg_capacity = Some(capacity);
+        self
+    }
+    /// After `failures` consecutive failed online reads, stop calling the
+    /// backend for `cooldown` (fail fast with [`Error::Unavailable`], or serve
+    /// the last-known-good cache), then try again. Off by default.
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker = Some((failures, cooldown));
+        self
+    }
+
     /// Builds the store.
     ///
     /// # Errors
@@ -223,14 +242,24 @@ impl FeatureStoreBuilder {
             }
         }
         Ok(FeatureStore {
-            registry: self.registry.unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
-            offline: self.offline.unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
-            online: self.online.unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            registry: self
+                .registry
+                .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
+            offline: self
+                .offline
+                .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
+            online: self
+                .online
+                .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
             cache: Mutex::new(None),
             metrics: Metrics::default(),
+            lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
+            breaker: self
+                .breaker
+                .map(|(n, d)| resilience::CircuitBreaker::new(n, d)),
         })
     }
 }
@@ -252,6 +281,8 @@ impl FeatureStore {
             registry_ttl: Duration::from_secs(1),
             cache: Mutex::new(None),
             metrics: Metrics::default(),
+            lkg: None,
+            breaker: None,
         }
     }
 
@@ -334,11 +365,15 @@ impl FeatureStore {
             });
         }
         if p.is_breaking() && !opts.force {
-            return Err(Error::BreakingChange { changes: p.breaking() });
+            return Err(Error::BreakingChange {
+                changes: p.breaking(),
+            });
         }
         let mut state = current.state.clone();
         state.definitions = desired.clone();
-        state.watermarks.retain(|v, _| desired.feature_views.contains_key(v));
+        state
+            .watermarks
+            .retain(|v, _| desired.feature_views.contains_key(v));
         let version = self.registry.commit(current.version, state).await?;
         self.forget();
         Ok(ApplyResult { version, plan: p })
@@ -358,7 +393,12 @@ impl FeatureStore {
     /// # Errors
     /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
     /// rules included); backend failures.
-    pub async fn push(&self, view: &str, batch: &RecordBatch, target: PushTarget) -> Result<PushSummary> {
+    pub async fn push(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+        target: PushTarget,
+    ) -> Result<PushSummary> {
         let rv = self.resolve_view(view).await?;
         let batch = normalize_batch(&rv, batch, false)?;
         let mut out = PushSummary::default();
@@ -367,7 +407,11 @@ impl FeatureStore {
         }
         if matches!(target, PushTarget::Online | PushTarget::Both) {
             let rows = to_online_rows(&rv, &batch)?;
-            out.online = Some(self.online.write(&rv, rows, &WriteOptions::default()).await?);
+            out.online = Some(
+                self.online
+                    .write(&rv, rows, &WriteOptions::default())
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -376,7 +420,11 @@ impl FeatureStore {
     ///
     /// # Errors
     /// As [`FeatureStore::push`].
-    pub async fn write_history(&self, view: &str, batch: &RecordBatch) -> Result<OfflineWriteSummary> {
+    pub async fn write_history(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+    ) -> Result<OfflineWriteSummary> {
         let s = self.push(view, batch, PushTarget::Offline).await?;
         s.offline
             .ok_or_else(|| Error::backend_msg("fstore", "offline write reported nothing"))
@@ -398,7 +446,11 @@ impl FeatureStore {
 
     fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
         for v in views {
-            if let Some(d) = defs.feature_views.get(v).and_then(|fv| fv.deprecation.as_ref()) {
+            if let Some(d) = defs
+                .feature_views
+                .get(v)
+                .and_then(|fv| fv.deprecation.as_ref())
+            {
                 tracing::warn!(
                     view = %v,
                     tombstone = %d.tombstone,
@@ -461,11 +513,18 @@ impl RequestPlan {
                 add(&mut views, r)?;
             }
         }
-        Ok(Self { refs, views, on_demand })
+        Ok(Self {
+            refs,
+            views,
+            on_demand,
+        })
     }
 
     pub(crate) fn view_names(&self) -> Vec<String> {
-        self.views.iter().map(|(v, _)| v.name().to_owned()).collect()
+        self.views
+            .iter()
+            .map(|(v, _)| v.name().to_owned())
+            .collect()
     }
 }
 
@@ -490,3 +549,6 @@ pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

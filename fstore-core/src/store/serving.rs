@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{ColumnBuilder, PayloadDecoder, cast_column, encode_entity_keys};
 use crate::error::{Error, Result};
-use crate::model::{Fallback, Field, FeatureRef};
+use crate::model::{Fallback, FeatureRef, Field};
 use crate::ondemand::input_batch;
-use crate::online::{OnlineKey, ReadOptions};
+use crate::online::{OnlineKey, OnlineRow, ReadOptions};
 use crate::time::{duration_micros, from_micros, to_micros};
 
 /// Why a served value is what it is (DESIGN §6).
@@ -27,6 +27,11 @@ pub enum FeatureStatus {
     NotFound,
     /// The row is older than the view's ttl at `now`; value withheld.
     Expired,
+    /// The online backend failed (or its circuit breaker is open) and this is
+    /// the last-known-good value from the local cache.
+    Stale,
+    /// The online backend failed and no cached value exists; value null.
+    Unavailable,
 }
 
 impl std::fmt::Display for FeatureStatus {
@@ -110,8 +115,16 @@ struct Served {
     event_ts: Vec<Option<DateTime<Utc>>>,
 }
 
-fn impute(col: &ArrayRef, field: &Field, default: &crate::model::Value, statuses: &[FeatureStatus]) -> Result<(ArrayRef, u64)> {
-    let mask: Vec<bool> = statuses.iter().map(|s| *s != FeatureStatus::Present).collect();
+fn impute(
+    col: &ArrayRef,
+    field: &Field,
+    default: &crate::model::Value,
+    statuses: &[FeatureStatus],
+) -> Result<(ArrayRef, u64)> {
+    let mask: Vec<bool> = statuses
+        .iter()
+        .map(|s| *s != FeatureStatus::Present)
+        .collect();
     let n = mask.iter().filter(|m| **m).count() as u64;
     if n == 0 {
         return Ok((Arc::clone(col), 0));
@@ -123,7 +136,69 @@ fn impute(col: &ArrayRef, field: &Field, default: &crate::model::Value, statuses
     Ok((out, n))
 }
 
+type ReadOutcome = (Vec<Option<OnlineRow>>, Option<Vec<bool>>);
+
 impl FeatureStore {
+    /// One online read with timeout, circuit breaker and last-known-good
+    /// fallback. The second value, when the cache answered, says per key
+    /// whether the cache had it.
+    async fn read_online(&self, keys: &[OnlineKey]) -> Result<ReadOutcome> {
+        let backend = self.online.backend();
+        let allowed = self.breaker.as_ref().is_none_or(|b| b.allow());
+        let err = if allowed {
+            let opts = ReadOptions::default().with_timeout(self.online_timeout);
+            let res = match tokio::time::timeout(self.online_timeout, self.online.read(keys, &opts))
+                .await
+            {
+                Ok(Ok(rows)) if rows.len() == keys.len() => Ok(rows),
+                Ok(Ok(rows)) => Err(Error::backend_msg(
+                    backend,
+                    format!("read returned {} rows for {} keys", rows.len(), keys.len()),
+                )),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Timeout {
+                    backend,
+                    message: format!(
+                        "online read of {} keys exceeded {:?}",
+                        keys.len(),
+                        self.online_timeout
+                    ),
+                }),
+            };
+            match res {
+                Ok(rows) => {
+                    if let Some(b) = &self.breaker {
+                        b.success();
+                    }
+                    if let Some(c) = &self.lkg {
+                        c.remember(keys, &rows);
+                    }
+                    return Ok((rows, None));
+                }
+                Err(e) => {
+                    if let Some(b) = &self.breaker {
+                        b.failure();
+                    }
+                    e
+                }
+            }
+        } else {
+            Error::Unavailable {
+                backend,
+                message: "circuit breaker open after repeated online read failures".into(),
+            }
+        };
+        match &self.lkg {
+            Some(c) if err.is_retryable() => {
+                tracing::warn!(backend, error = %err, "online read failed; serving last-known-good values");
+                let cached = c.lookup(keys);
+                let hit = cached.iter().map(Option::is_some).collect();
+                Ok((cached.into_iter().map(Option::flatten).collect(), Some(hit)))
+            }
+            _ => Err(err),
+        }
+    }
+
     /// Serves the latest features of many entities from the online store, in as
     /// few backend round trips as the backend allows (one `read` call for every
     /// view and entity; duplicate entities are read once).
@@ -135,7 +210,10 @@ impl FeatureStore {
     /// # Errors
     /// [`Error::InvalidInput`] naming a missing or uncastable key column or a
     /// name clash; [`Error::RequiredFeatureMissing`]; [`Error::Timeout`] past the
-    /// store's online timeout; backend failures.
+    /// store's online timeout; [`Error::Unavailable`] while the circuit breaker
+    /// is open; backend failures. With a last-known-good cache, retryable
+    /// failures are answered from the cache instead (statuses `Stale` /
+    /// `Unavailable`).
     pub async fn get_online_features(&self, req: &OnlineRequest) -> Result<OnlineResponse> {
         let snap = self.snapshot().await?;
         let defs = &snap.state.definitions;
@@ -162,46 +240,40 @@ impl FeatureStore {
             }
             slots.push(s);
         }
-        let opts = ReadOptions::default().with_timeout(self.online_timeout);
-        let rows = match tokio::time::timeout(self.online_timeout, self.online.read(&keys, &opts)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    backend: self.online.backend(),
-                    message: format!("online read of {} keys exceeded {:?}", keys.len(), self.online_timeout),
-                });
-            }
-        };
-        if rows.len() != keys.len() {
-            return Err(Error::backend_msg(
-                self.online.backend(),
-                format!("read returned {} rows for {} keys", rows.len(), keys.len()),
-            ));
-        }
-
+        let (rows, from_cache) = self.read_online(&keys).await?;
         let mut served: HashMap<FeatureRef, Served> = HashMap::new();
         let mut present = Vec::new();
         for ((rv, feats), slot) in plan.views.iter().zip(&slots) {
-            let fields: Vec<Field> = feats.iter().filter_map(|f| rv.view.feature(f).cloned()).collect();
+            let fields: Vec<Field> = feats
+                .iter()
+                .filter_map(|f| rv.view.feature(f).cloned())
+                .collect();
             let cutoff = rv.view.ttl.map(|t| now.saturating_sub(duration_micros(t)));
             let mut dec = PayloadDecoder::new(&fields);
             let mut statuses: Vec<Vec<FeatureStatus>> = vec![Vec::with_capacity(n); fields.len()];
             let mut event_ts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
             for &i in slot {
+                let cached = from_cache.as_ref().map(|c| c[i]);
                 let row = rows[i].as_ref();
                 let expired = match (row, cutoff) {
                     (Some(r), Some(c)) => r.event_ts < c,
                     _ => false,
                 };
-                let payload = if expired { None } else { row.map(|r| r.payload.as_slice()) };
+                let payload = if expired {
+                    None
+                } else {
+                    row.map(|r| r.payload.as_slice())
+                };
                 dec.push(payload, &mut present)?;
                 event_ts.push(row.map(|r| from_micros(r.event_ts)));
                 for (fi, p) in present.iter().enumerate() {
-                    statuses[fi].push(match (row, expired, p) {
-                        (None, _, _) => FeatureStatus::NotFound,
-                        (Some(_), true, _) => FeatureStatus::Expired,
-                        (Some(_), false, true) => FeatureStatus::Present,
-                        (Some(_), false, false) => FeatureStatus::NullValue,
+                    statuses[fi].push(match (cached, row, expired, p) {
+                        (Some(false), _, _, _) => FeatureStatus::Unavailable,
+                        (_, None, _, _) => FeatureStatus::NotFound,
+                        (_, Some(_), true, _) => FeatureStatus::Expired,
+                        (Some(true), Some(_), false, true) => FeatureStatus::Stale,
+                        (_, Some(_), false, true) => FeatureStatus::Present,
+                        (_, Some(_), false, false) => FeatureStatus::NullValue,
                     });
                 }
             }
@@ -221,9 +293,9 @@ impl FeatureStore {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();
             for r in &o.inputs {
-                let s = served
-                    .get(r)
-                    .ok_or_else(|| Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name)))?;
+                let s = served.get(r).ok_or_else(|| {
+                    Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
+                })?;
                 inputs.push((r.feature.clone(), Arc::clone(&s.col)));
             }
             for rf in &o.request_fields {
@@ -233,12 +305,21 @@ impl FeatureStore {
                         o.name, rf.name
                     ))
                 })?;
-                inputs.push((rf.name.clone(), cast_column(col, &rf.name, &rf.value_type.to_arrow())?));
+                inputs.push((
+                    rf.name.clone(),
+                    cast_column(col, &rf.name, &rf.value_type.to_arrow())?,
+                ));
             }
             let input = input_batch(inputs, n)?;
             for (field, col) in o.outputs.iter().zip(f.run(o, &input)?) {
                 let statuses = (0..n)
-                    .map(|i| if col.is_null(i) { FeatureStatus::NullValue } else { FeatureStatus::Present })
+                    .map(|i| {
+                        if col.is_null(i) {
+                            FeatureStatus::NullValue
+                        } else {
+                            FeatureStatus::Present
+                        }
+                    })
                     .collect();
                 served.insert(
                     FeatureRef::new(&o.name, &field.name),
@@ -252,7 +333,8 @@ impl FeatureStore {
         }
 
         let schema = req.entities.schema();
-        let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<ArrowField> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut cols: Vec<ArrayRef> = req.entities.columns().to_vec();
         let mut metadata = Vec::with_capacity(plan.refs.len());
         let mut imputed = 0u64;
@@ -261,14 +343,7 @@ impl FeatureStore {
                 .get(r)
                 .ok_or_else(|| Error::invalid(format!("feature '{r}' was not served")))?;
             let field = defs
-                .feature_views
-                .get(&r.view)
-                .and_then(|v| v.feature(&r.feature))
-                .or_else(|| {
-                    defs.on_demand_views
-                        .get(&r.view)
-                        .and_then(|o| o.outputs.iter().find(|f| f.name == r.feature))
-                })
+                .field(r)
                 .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
             let mut col = Arc::clone(&s.col);
             match &field.fallback {
@@ -279,7 +354,11 @@ impl FeatureStore {
                     imputed += k;
                 }
                 Fallback::Required => {
-                    if let Some(row) = s.statuses.iter().position(|st| *st != FeatureStatus::Present) {
+                    if let Some(row) = s
+                        .statuses
+                        .iter()
+                        .position(|st| *st != FeatureStatus::Present)
+                    {
                         return Err(Error::RequiredFeatureMissing {
                             feature: r.to_string(),
                             row,
@@ -299,7 +378,9 @@ impl FeatureStore {
             });
         }
         check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
-        self.metrics.imputations.fetch_add(imputed, Ordering::Relaxed);
+        self.metrics
+            .imputations
+            .fetch_add(imputed, Ordering::Relaxed);
         let batch = RecordBatch::try_new_with_options(
             Arc::new(Schema::new(fields)),
             cols,

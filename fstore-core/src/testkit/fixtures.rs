@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{Float32Builder, ListBuilder};
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field as ArrowField, Schema};
 
 use crate::model::{Definitions, Entity, FeatureView, ResolvedView, ValueType};
@@ -56,16 +58,28 @@ pub fn feature_batch(rows: &[(i64, i64, i64, Option<f64>)]) -> RecordBatch {
         }
     }
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone(UTC)),
-        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()).with_timezone(UTC)),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+                .with_timezone(UTC),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                .with_timezone(UTC),
+        ),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )),
         Arc::new(StringArray::from(
             rows.iter()
                 .map(|r| r.3.map(|_| format!("u{}@{}", r.0, r.1)))
                 .collect::<Vec<_>>(),
         )),
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.3.map(|_| r.1)).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.3.map(|_| r.1)).collect::<Vec<_>>(),
+        )),
         Arc::new(emb.finish()),
     ];
     let schema = Schema::new(vec![
@@ -87,7 +101,11 @@ pub fn feature_batch(rows: &[(i64, i64, i64, Option<f64>)]) -> RecordBatch {
 /// A batch with one `user_id` column.
 pub fn entity_batch(ids: &[i64]) -> RecordBatch {
     RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new("user_id", DataType::Int64, false)])),
+        Arc::new(Schema::new(vec![ArrowField::new(
+            "user_id",
+            DataType::Int64,
+            false,
+        )])),
         vec![Arc::new(Int64Array::from(ids.to_vec()))],
     )
     .expect("entity batch is well-formed")

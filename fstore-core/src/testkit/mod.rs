@@ -24,15 +24,18 @@ mod registry;
 
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
 pub use offline::{
-    offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution, offline_time_range,
-    offline_versions, run_offline_suite,
+    offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
+    offline_time_range, offline_versions, run_offline_suite,
 };
 pub use online::{
-    online_batch_limits, online_concurrent_writers, online_delete_view, online_missing_keys, online_newest_wins,
-    online_roundtrip, online_statuses, run_online_suite,
+    online_batch_limits, online_concurrent_writers, online_delete_view, online_missing_keys,
+    online_newest_wins, online_roundtrip, online_statuses, run_online_suite,
 };
 pub use parity::online_parity;
-pub use registry::{registry_commit_history_and_conflict, registry_plan_apply, registry_racing_writers, run_registry_suite};
+pub use registry::{
+    registry_commit_history_and_conflict, registry_plan_apply, registry_racing_writers,
+    run_registry_suite,
+};
 
 /// The value of the environment variable `var` (a server address for a suite).
 ///
@@ -47,7 +50,9 @@ pub fn server_url(var: &str) -> Option<String> {
                 !required,
                 "{var} is not set but FSTORE_TEST_REQUIRE_SERVERS=1: the server this suite needs is missing (run scripts/test.sh)"
             );
-            eprintln!("\n!!! SKIPPED: {var} is not set, so this conformance suite did NOT run. Use scripts/test.sh. !!!\n");
+            eprintln!(
+                "\n!!! SKIPPED: {var} is not set, so this conformance suite did NOT run. Use scripts/test.sh. !!!\n"
+            );
             None
         }
     }
@@ -76,7 +81,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_online_parity_many_cases() {
-        super::online_parity(Arc::new(InMemoryOnlineStore::new()), super::parity_cases(256)).await;
+        super::online_parity(
+            Arc::new(InMemoryOnlineStore::new()),
+            super::parity_cases(256),
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -87,12 +96,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_registry_suite() {
         // one process-wide map of namespaces, so open(ns) twice shares a registry
-        let regs: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<DynRegistry>>>> = Arc::default();
+        let regs: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<DynRegistry>>>> =
+            Arc::default();
         super::run_registry_suite(|ns| {
             let regs = Arc::clone(&regs);
             async move {
                 let mut m = regs.lock().expect("lock");
-                Arc::clone(m.entry(ns).or_insert_with(|| Arc::new(InMemoryRegistry::new())))
+                Arc::clone(
+                    m.entry(ns)
+                        .or_insert_with(|| Arc::new(InMemoryRegistry::new())),
+                )
             }
         })
         .await;
@@ -105,7 +118,9 @@ mod tests {
         // every open() is a separate handle (as two processes would have)
         super::run_registry_suite(move |ns| {
             let path = d.join(ns);
-            async move { Arc::new(FileRegistry::open(path).expect("open file registry")) as Arc<DynRegistry> }
+            async move {
+                Arc::new(FileRegistry::open(path).expect("open file registry")) as Arc<DynRegistry>
+            }
         })
         .await;
         let _ = std::fs::remove_dir_all(dir);

@@ -21,9 +21,14 @@ use crate::pit::{PitOptions, PitView, point_in_time_join};
 use crate::store::{FeatureSelection, FeatureStore, HistoricalRequest};
 use crate::time::{UTC, from_micros, timestamp_type};
 
-async fn write(store: &DynOfflineStore, rv: &ResolvedView, rows: &[(i64, i64, i64, Option<f64>)]) -> Option<u64> {
+async fn write(
+    store: &DynOfflineStore,
+    rv: &ResolvedView,
+    rows: &[(i64, i64, i64, Option<f64>)],
+) -> Option<u64> {
     let b = store.backend();
-    let batch = normalize_batch(rv, &feature_batch(rows), false).unwrap_or_else(|e| panic!("[{b}] normalize: {e}"));
+    let batch = normalize_batch(rv, &feature_batch(rows), false)
+        .unwrap_or_else(|e| panic!("[{b}] normalize: {e}"));
     store
         .write(rv, batch)
         .await
@@ -48,7 +53,10 @@ fn ids_events(batches: &[RecordBatch]) -> Vec<(i64, i64)> {
         .iter()
         .flat_map(|b| {
             let ids = b.column(0).as_primitive::<Int64Type>().clone();
-            let ev = b.column(1).as_primitive::<arrow_array::types::TimestampMicrosecondType>().clone();
+            let ev = b
+                .column(1)
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                .clone();
             (0..b.num_rows()).map(move |i| (ids.value(i), ev.value(i)))
         })
         .collect()
@@ -67,7 +75,12 @@ pub async fn offline_append_and_scan(store: &DynOfflineStore) {
     let (_, rv) = test_definitions(&unique_name("tk_off"), None);
     let t = base_micros();
     write(store, &rv, &[(1, t + 3, t, Some(1.0)), (2, t + 1, t, None)]).await;
-    write(store, &rv, &[(1, t + 2, t, Some(2.0)), (1, t + 2, t, Some(2.0))]).await;
+    write(
+        store,
+        &rv,
+        &[(1, t + 2, t, Some(2.0)), (1, t + 2, t, Some(2.0))],
+    )
+    .await;
     let got = scan(store, &rv, ScanRequest::new(TimeRange::all())).await;
     assert_eq!(
         ids_events(&got),
@@ -78,10 +91,22 @@ pub async fn offline_append_and_scan(store: &DynOfflineStore) {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
         names,
-        vec!["user_id", "event_timestamp", "created", "score", "label", "count", "emb"],
+        vec![
+            "user_id",
+            "event_timestamp",
+            "created",
+            "score",
+            "label",
+            "count",
+            "emb"
+        ],
         "[{b}] canonical column order"
     );
-    assert_eq!(schema.field(1).data_type(), &timestamp_type(), "[{b}] event ts is UTC micros");
+    assert_eq!(
+        schema.field(1).data_type(),
+        &timestamp_type(),
+        "[{b}] event ts is UTC micros"
+    );
     cleanup(store, &rv).await;
 }
 
@@ -91,7 +116,9 @@ pub async fn offline_time_range(store: &DynOfflineStore) {
     let b = store.backend();
     let (_, rv) = test_definitions(&unique_name("tk_rng"), None);
     let t = base_micros();
-    let rows: Vec<_> = (0..10).map(|i| (i, t + i * 1_000_000, t, Some(i as f64))).collect();
+    let rows: Vec<_> = (0..10)
+        .map(|i| (i, t + i * 1_000_000, t, Some(i as f64)))
+        .collect();
     write(store, &rv, &rows).await;
     let s = |i: i64| from_micros(t + i * 1_000_000);
     let cases = [
@@ -108,18 +135,31 @@ pub async fn offline_time_range(store: &DynOfflineStore) {
         (TimeRange::inclusive(Some(s(20)), s(30)), vec![]),
     ];
     for (range, expect) in cases {
-        let got = scan(store, &rv, ScanRequest::new(range).with_features(vec!["score".into()])).await;
+        let got = scan(
+            store,
+            &rv,
+            ScanRequest::new(range).with_features(vec!["score".into()]),
+        )
+        .await;
         let mut ids: Vec<i64> = ids_events(&got).into_iter().map(|(i, _)| i).collect();
         ids.sort_unstable();
         assert_eq!(ids, expect, "[{b}] range {range:?}");
         for batch in &got {
             let schema = batch.schema();
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            assert_eq!(names, vec!["user_id", "event_timestamp", "created", "score"], "[{b}] projection");
+            assert_eq!(
+                names,
+                vec!["user_id", "event_timestamp", "created", "score"],
+                "[{b}] projection"
+            );
             let score = batch.column(3).as_primitive::<Float64Type>();
             let ids = batch.column(0).as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
-                assert_eq!(score.value(i), ids.value(i) as f64, "[{b}] projected values stay aligned");
+                assert_eq!(
+                    score.value(i),
+                    ids.value(i) as f64,
+                    "[{b}] projected values stay aligned"
+                );
             }
         }
     }
@@ -144,19 +184,32 @@ pub async fn offline_versions(store: &DynOfflineStore) {
     let (Some(v1), Some(v2), Some(v3)) = (v1, v2, v3) else {
         panic!("[{b}] a versioned store must report the version of each write");
     };
-    assert!(v1 < v2 && v2 < v3, "[{b}] versions increase: {v1} {v2} {v3}");
+    assert!(
+        v1 < v2 && v2 < v3,
+        "[{b}] versions increase: {v1} {v2} {v3}"
+    );
     let latest = store
         .latest_version(&rv)
         .await
         .unwrap_or_else(|e| panic!("[{b}] latest_version: {e}"));
     assert_eq!(latest, Some(v3), "[{b}] latest_version");
     if caps.time_travel {
-        let got = scan(store, &rv, ScanRequest::new(TimeRange::all()).with_as_of_version(Some(v2))).await;
+        let got = scan(
+            store,
+            &rv,
+            ScanRequest::new(TimeRange::all()).with_as_of_version(Some(v2)),
+        )
+        .await;
         let ids: Vec<i64> = ids_events(&got).into_iter().map(|(i, _)| i).collect();
         assert_eq!(ids, vec![1, 2], "[{b}] as_of_version = {v2}");
     }
     if caps.change_log {
-        let got = scan(store, &rv, ScanRequest::new(TimeRange::all()).with_since_version(Some(v1))).await;
+        let got = scan(
+            store,
+            &rv,
+            ScanRequest::new(TimeRange::all()).with_since_version(Some(v1)),
+        )
+        .await;
         let ids: Vec<i64> = ids_events(&got).into_iter().map(|(i, _)| i).collect();
         assert_eq!(ids, vec![2, 3], "[{b}] since_version = {v1}");
         let got = scan(
@@ -185,17 +238,28 @@ pub async fn offline_schema_evolution(store: &DynOfflineStore) {
     let rv2 = ResolvedView::new(view, rv.join_keys.clone());
     let mut batch = feature_batch(&[(2, t + 1, t, Some(2.0))]);
     let extra = Arc::new(Int64Array::from(vec![Some(42)]));
-    let mut fields: Vec<ArrowField> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<ArrowField> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(ArrowField::new("extra", DataType::Int64, true));
     let mut cols = batch.columns().to_vec();
     cols.push(extra);
     batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("evolved batch");
-    let batch = normalize_batch(&rv2, &batch, false).unwrap_or_else(|e| panic!("[{b}] normalize: {e}"));
+    let batch =
+        normalize_batch(&rv2, &batch, false).unwrap_or_else(|e| panic!("[{b}] normalize: {e}"));
     store
         .write(&rv2, batch)
         .await
         .unwrap_or_else(|e| panic!("[{b}] write after adding a feature: {e}"));
-    let got = scan(store, &rv2, ScanRequest::new(TimeRange::all()).with_features(vec!["extra".into(), "score".into()])).await;
+    let got = scan(
+        store,
+        &rv2,
+        ScanRequest::new(TimeRange::all()).with_features(vec!["extra".into(), "score".into()]),
+    )
+    .await;
     let mut seen = Vec::new();
     for batch in &got {
         let ids = batch.column(0).as_primitive::<Int64Type>();
@@ -208,11 +272,20 @@ pub async fn offline_schema_evolution(store: &DynOfflineStore) {
         }
     }
     seen.sort_unstable();
-    assert_eq!(seen, vec![(1, None), (2, Some(42))], "[{b}] old rows read null for the new feature");
+    assert_eq!(
+        seen,
+        vec![(1, None), (2, Some(42))],
+        "[{b}] old rows read null for the new feature"
+    );
     cleanup(store, &rv2).await;
 }
 
-async fn check_reference(store: &Arc<DynOfflineStore>, rows: &[(i64, i64, i64, Option<f64>)], spine: &[(i64, i64)], ttl: Option<u8>) -> Result<(), TestCaseError> {
+async fn check_reference(
+    store: &Arc<DynOfflineStore>,
+    rows: &[(i64, i64, i64, Option<f64>)],
+    spine: &[(i64, i64)],
+    ttl: Option<u8>,
+) -> Result<(), TestCaseError> {
     let b = store.backend();
     let name = unique_name("tk_hist");
     let (defs, rv) = test_definitions(&name, ttl.map(|s| Duration::from_secs(u64::from(s))));
@@ -223,14 +296,18 @@ async fn check_reference(store: &Arc<DynOfflineStore>, rows: &[(i64, i64, i64, O
         .build()
         .map_err(|e| TestCaseError::fail(format!("[{b}] build: {e}")))?;
     let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("[{b}] {what}: {e}"));
-    fs.apply(&defs, Default::default()).await.map_err(|e| fail("apply", e))?;
+    fs.apply(&defs, Default::default())
+        .await
+        .map_err(|e| fail("apply", e))?;
     // write in two appends to exercise multi-file reads
     let mid = rows.len() / 2;
     let mut written = Vec::new();
     for part in [&rows[..mid], &rows[mid..]] {
         if !part.is_empty() {
             let batch = feature_batch(part);
-            fs.write_history(&name, &batch).await.map_err(|e| fail("write_history", e))?;
+            fs.write_history(&name, &batch)
+                .await
+                .map_err(|e| fail("write_history", e))?;
             written.push(normalize_batch(&rv, &batch, false).map_err(|e| fail("normalize", e))?);
         }
     }
@@ -240,15 +317,25 @@ async fn check_reference(store: &Arc<DynOfflineStore>, rows: &[(i64, i64, i64, O
             ArrowField::new("ts", timestamp_type(), false),
         ])),
         vec![
-            Arc::new(Int64Array::from(spine.iter().map(|s| s.0).collect::<Vec<_>>())),
-            Arc::new(TimestampMicrosecondArray::from(spine.iter().map(|s| s.1).collect::<Vec<_>>()).with_timezone(UTC)),
+            Arc::new(Int64Array::from(
+                spine.iter().map(|s| s.0).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(spine.iter().map(|s| s.1).collect::<Vec<_>>())
+                    .with_timezone(UTC),
+            ),
         ],
     )
     .map_err(|e| fail("spine", e.into()))?;
     let feats = ["score", "label", "count", "emb"];
-    let sel = FeatureSelection::refs(feats.iter().map(|f| format!("{name}:{f}"))).map_err(|e| fail("refs", e))?;
+    let sel = FeatureSelection::refs(feats.iter().map(|f| format!("{name}:{f}")))
+        .map_err(|e| fail("refs", e))?;
     let got = fs
-        .get_historical_features(&HistoricalRequest::new(vec![spine_batch.clone()], "ts", sel))
+        .get_historical_features(&HistoricalRequest::new(
+            vec![spine_batch.clone()],
+            "ts",
+            sel,
+        ))
         .await
         .map_err(|e| fail("get_historical_features", e))?;
     let pv = PitView {
@@ -257,13 +344,26 @@ async fn check_reference(store: &Arc<DynOfflineStore>, rows: &[(i64, i64, i64, O
         event_timestamp_column: "event_timestamp".into(),
         created_timestamp_column: Some("created".into()),
         ttl: rv.view.ttl,
-        features: rv.view.features.iter().map(crate::model::Field::to_arrow).collect(),
+        features: rv
+            .view
+            .features
+            .iter()
+            .map(crate::model::Field::to_arrow)
+            .collect(),
         batches: &written,
     };
-    let expect = point_in_time_join(&[spine_batch], "ts", &[pv], &PitOptions::default()).map_err(|e| fail("reference join", e))?;
+    let expect = point_in_time_join(&[spine_batch], "ts", &[pv], &PitOptions::default())
+        .map_err(|e| fail("reference join", e))?;
     for f in feats {
         let (a, e) = (got.batch.column_by_name(f), expect.column_by_name(f));
-        prop_assert!(a.is_some() && a == e, "[{}] feature {}: store {:?} != pure join over full history {:?}", b, f, a, e);
+        prop_assert!(
+            a.is_some() && a == e,
+            "[{}] feature {}: store {:?} != pure join over full history {:?}",
+            b,
+            f,
+            a,
+            e
+        );
     }
     store
         .delete_view(&rv)
@@ -282,7 +382,10 @@ pub async fn offline_historical_matches_reference(store: Arc<DynOfflineStore>, c
     );
     let b = store.backend();
     let strategy = (
-        prop::collection::vec((0i64..4, 0i64..20, 0i64..3, prop::option::of(-9i8..9)), 1..30),
+        prop::collection::vec(
+            (0i64..4, 0i64..20, 0i64..3, prop::option::of(-9i8..9)),
+            1..30,
+        ),
         prop::collection::vec((0i64..5, 0i64..25), 1..12),
         prop::option::of(1u8..8),
     );

@@ -35,11 +35,20 @@ async fn read(store: &DynOnlineStore, keys: &[OnlineKey]) -> Vec<Option<OnlineRo
         .read(keys, &ReadOptions::default())
         .await
         .unwrap_or_else(|e| panic!("[{}] read failed: {e}", store.backend()));
-    assert_eq!(out.len(), keys.len(), "[{}] read must align with the request", store.backend());
+    assert_eq!(
+        out.len(),
+        keys.len(),
+        "[{}] read must align with the request",
+        store.backend()
+    );
     out
 }
 
-async fn write(store: &DynOnlineStore, rv: &ResolvedView, r: Vec<OnlineRow>) -> crate::online::WriteSummary {
+async fn write(
+    store: &DynOnlineStore,
+    rv: &ResolvedView,
+    r: Vec<OnlineRow>,
+) -> crate::online::WriteSummary {
     store
         .write(rv, r, &WriteOptions::default())
         .await
@@ -59,13 +68,36 @@ pub async fn online_roundtrip(store: &DynOnlineStore) {
     let view = unique_name("tk_rt");
     let (_, rv) = test_definitions(&view, None);
     let t = base_micros();
-    let written = rows(&rv, &[(1, t, t + 1, Some(0.5)), (2, t + 5, t + 6, None), (3, t - 9, t, Some(-1.25))]);
+    let written = rows(
+        &rv,
+        &[
+            (1, t, t + 1, Some(0.5)),
+            (2, t + 5, t + 6, None),
+            (3, t - 9, t, Some(-1.25)),
+        ],
+    );
     let s = write(store, &rv, written.clone()).await;
-    assert_eq!((s.written, s.skipped), (3, 0), "[{b}] roundtrip: all rows are new");
+    assert_eq!(
+        (s.written, s.skipped),
+        (3, 0),
+        "[{b}] roundtrip: all rows are new"
+    );
     let got = read(store, &[okey(&view, 3), okey(&view, 1), okey(&view, 2)]).await;
-    assert_eq!(got[0].as_ref(), Some(&written[2]), "[{b}] roundtrip: entity 3");
-    assert_eq!(got[1].as_ref(), Some(&written[0]), "[{b}] roundtrip: entity 1");
-    assert_eq!(got[2].as_ref(), Some(&written[1]), "[{b}] roundtrip: entity 2 (null features)");
+    assert_eq!(
+        got[0].as_ref(),
+        Some(&written[2]),
+        "[{b}] roundtrip: entity 3"
+    );
+    assert_eq!(
+        got[1].as_ref(),
+        Some(&written[0]),
+        "[{b}] roundtrip: entity 1"
+    );
+    assert_eq!(
+        got[2].as_ref(),
+        Some(&written[1]),
+        "[{b}] roundtrip: entity 2 (null features)"
+    );
     cleanup(store, &view).await;
 }
 
@@ -80,11 +112,20 @@ pub async fn online_missing_keys(store: &DynOnlineStore) {
     let other_view = unique_name("tk_nothing");
     let got = read(
         store,
-        &[okey(&view, 404), okey(&view, 1), okey(&other_view, 1), okey(&view, 1), okey(&view, 405)],
+        &[
+            okey(&view, 404),
+            okey(&view, 1),
+            okey(&other_view, 1),
+            okey(&view, 1),
+            okey(&view, 405),
+        ],
     )
     .await;
     assert!(got[0].is_none(), "[{b}] missing key must be None");
-    assert!(got[1].is_some() && got[3].is_some(), "[{b}] duplicate keys are both answered");
+    assert!(
+        got[1].is_some() && got[3].is_some(),
+        "[{b}] duplicate keys are both answered"
+    );
     assert_eq!(got[1], got[3], "[{b}] duplicate keys read the same row");
     assert!(got[2].is_none(), "[{b}] a key of another view must be None");
     assert!(got[4].is_none(), "[{b}] missing key must be None");
@@ -103,32 +144,71 @@ pub async fn online_newest_wins(store: &DynOnlineStore) {
     let s = write(store, &rv, rows(&rv, &[(1, t + 10, t, Some(10.0))])).await;
     assert_eq!(s.written, 1, "[{b}] first write");
     let s = write(store, &rv, rows(&rv, &[(1, t + 5, t + 99, Some(5.0))])).await;
-    assert_eq!((s.written, s.skipped), (0, 1), "[{b}] an older event must be skipped");
+    assert_eq!(
+        (s.written, s.skipped),
+        (0, 1),
+        "[{b}] an older event must be skipped"
+    );
     // same event, newer created: replaces
     let s = write(store, &rv, rows(&rv, &[(1, t + 10, t + 1, Some(11.0))])).await;
-    assert_eq!((s.written, s.skipped), (1, 0), "[{b}] same event, newer created replaces");
+    assert_eq!(
+        (s.written, s.skipped),
+        (1, 0),
+        "[{b}] same event, newer created replaces"
+    );
     // same event, older created: skipped
     let s = write(store, &rv, rows(&rv, &[(1, t + 10, t - 1, Some(9.0))])).await;
-    assert_eq!((s.written, s.skipped), (0, 1), "[{b}] same event, older created is skipped");
+    assert_eq!(
+        (s.written, s.skipped),
+        (0, 1),
+        "[{b}] same event, older created is skipped"
+    );
     // identical version: the later write wins (idempotent rewrite)
     let s = write(store, &rv, rows(&rv, &[(1, t + 10, t + 1, Some(12.0))])).await;
-    assert_eq!((s.written, s.skipped), (1, 0), "[{b}] equal version: later write wins");
+    assert_eq!(
+        (s.written, s.skipped),
+        (1, 0),
+        "[{b}] equal version: later write wins"
+    );
     let got = read(store, &[okey(&view, 1)]).await;
     let expect = rows(&rv, &[(1, t + 10, t + 1, Some(12.0))]);
-    assert_eq!(got[0].as_ref(), Some(&expect[0]), "[{b}] newest-wins final state");
+    assert_eq!(
+        got[0].as_ref(),
+        Some(&expect[0]),
+        "[{b}] newest-wins final state"
+    );
 
     // within one call, rows apply in order: out-of-order and duplicate rows
     let s = write(
         store,
         &rv,
-        rows(&rv, &[(2, t + 3, t, Some(3.0)), (2, t + 1, t, Some(1.0)), (2, t + 3, t, Some(3.5)), (2, t + 2, t, Some(2.0))]),
+        rows(
+            &rv,
+            &[
+                (2, t + 3, t, Some(3.0)),
+                (2, t + 1, t, Some(1.0)),
+                (2, t + 3, t, Some(3.5)),
+                (2, t + 2, t, Some(2.0)),
+            ],
+        ),
     )
     .await;
-    assert_eq!(s.written + s.skipped, 4, "[{b}] every row is written or skipped");
-    assert!(s.skipped >= 2, "[{b}] the two older rows must be skipped: {s:?}");
+    assert_eq!(
+        s.written + s.skipped,
+        4,
+        "[{b}] every row is written or skipped"
+    );
+    assert!(
+        s.skipped >= 2,
+        "[{b}] the two older rows must be skipped: {s:?}"
+    );
     let got = read(store, &[okey(&view, 2)]).await;
     let expect = rows(&rv, &[(2, t + 3, t, Some(3.5))]);
-    assert_eq!(got[0].as_ref(), Some(&expect[0]), "[{b}] in-call newest-wins (later of equal versions)");
+    assert_eq!(
+        got[0].as_ref(),
+        Some(&expect[0]),
+        "[{b}] in-call newest-wins (later of equal versions)"
+    );
     cleanup(store, &view).await;
 }
 
@@ -145,11 +225,19 @@ pub async fn online_batch_limits(store: &DynOnlineStore) {
     let data: Vec<_> = (0..n).map(|i| (i, t + i, t, Some(i as f64))).collect();
     let written = rows(&rv, &data);
     let s = write(store, &rv, written.clone()).await;
-    assert_eq!((s.written, s.skipped), (n as u64, 0), "[{b}] {n} rows written");
+    assert_eq!(
+        (s.written, s.skipped),
+        (n as u64, 0),
+        "[{b}] {n} rows written"
+    );
     let keys: Vec<OnlineKey> = (0..n_read + 3).map(|i| okey(&view, i)).collect();
     let got = read(store, &keys).await;
     for i in 0..n_read as usize {
-        assert_eq!(got[i].as_ref(), Some(&written[i]), "[{b}] batch read row {i}");
+        assert_eq!(
+            got[i].as_ref(),
+            Some(&written[i]),
+            "[{b}] batch read row {i}"
+        );
     }
     if n_read < n {
         // keys past n_read exist too
@@ -172,8 +260,16 @@ pub async fn online_concurrent_writers(store: Arc<DynOnlineStore>) {
             .collect();
         to_online_rows(&rv, &feature_batch(&data)).expect("rows")
     };
-    let (a, c) = (mk((0..20).rev().step_by(2).collect()), mk((1..21).step_by(2).collect()));
-    let (s1, s2, rv1, rv2) = (Arc::clone(&store), Arc::clone(&store), rv.clone(), rv.clone());
+    let (a, c) = (
+        mk((0..=20).rev().step_by(2).collect()),
+        mk((1..20).step_by(2).collect()),
+    );
+    let (s1, s2, rv1, rv2) = (
+        Arc::clone(&store),
+        Arc::clone(&store),
+        rv.clone(),
+        rv.clone(),
+    );
     let h1 = tokio::spawn(async move { s1.write(&rv1, a, &WriteOptions::default()).await });
     let h2 = tokio::spawn(async move { s2.write(&rv2, c, &WriteOptions::default()).await });
     for h in [h1, h2] {
@@ -184,8 +280,14 @@ pub async fn online_concurrent_writers(store: Arc<DynOnlineStore>) {
     let keys: Vec<OnlineKey> = ids.iter().map(|i| okey(&view, *i)).collect();
     let got = read(store.as_ref(), &keys).await;
     for (i, g) in got.iter().enumerate() {
-        let g = g.as_ref().unwrap_or_else(|| panic!("[{b}] entity {i} missing after concurrent writes"));
-        assert_eq!(g.event_ts, t + 20, "[{b}] entity {i}: the newest version (offset 20) must win");
+        let g = g
+            .as_ref()
+            .unwrap_or_else(|| panic!("[{b}] entity {i} missing after concurrent writes"));
+        assert_eq!(
+            g.event_ts,
+            t + 20,
+            "[{b}] entity {i}: the newest version (offset 20) must win"
+        );
     }
     cleanup(store.as_ref(), &view).await;
 }
@@ -202,7 +304,10 @@ pub async fn online_delete_view(store: &DynOnlineStore) {
     cleanup(store, &v1).await;
     let got = read(store, &[okey(&v1, 1), okey(&v2, 1)]).await;
     assert!(got[0].is_none(), "[{b}] deleted view must read None");
-    assert!(got[1].is_some(), "[{b}] other views must survive delete_view");
+    assert!(
+        got[1].is_some(),
+        "[{b}] other views must survive delete_view"
+    );
     cleanup(store, &v2).await;
 }
 
@@ -223,7 +328,11 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         .unwrap_or_else(|e| panic!("[{b}] apply: {e}"));
     let t = base_micros();
     let hour = 3_600_000_000;
-    let batch = feature_batch(&[(1, t, t, Some(1.5)), (2, t, t, None), (3, t - 2 * hour, t, Some(3.0))]);
+    let batch = feature_batch(&[
+        (1, t, t, Some(1.5)),
+        (2, t, t, None),
+        (3, t - 2 * hour, t, Some(3.0)),
+    ]);
     fs.push(&view, &batch, PushTarget::Online)
         .await
         .unwrap_or_else(|e| panic!("[{b}] push: {e}"));
@@ -236,10 +345,17 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         .get_online_features(&req)
         .await
         .unwrap_or_else(|e| panic!("[{b}] get_online_features: {e}"));
-    let m = resp.feature("score").unwrap_or_else(|| panic!("[{b}] no score metadata"));
+    let m = resp
+        .feature("score")
+        .unwrap_or_else(|| panic!("[{b}] no score metadata"));
     assert_eq!(
         m.statuses,
-        vec![FeatureStatus::Present, FeatureStatus::NullValue, FeatureStatus::Expired, FeatureStatus::NotFound],
+        vec![
+            FeatureStatus::Present,
+            FeatureStatus::NullValue,
+            FeatureStatus::Expired,
+            FeatureStatus::NotFound
+        ],
         "[{b}] statuses"
     );
     let col = resp
@@ -248,8 +364,15 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         .unwrap_or_else(|| panic!("[{b}] no score column"))
         .as_primitive::<Float64Type>();
     assert_eq!(col.value(0), 1.5, "[{b}] present value");
-    assert!(col.is_null(1) && col.is_null(2) && col.is_null(3), "[{b}] null/expired/missing values are null");
-    assert_eq!(m.event_timestamps[0], Some(from_micros(t)), "[{b}] event time of a present value");
+    assert!(
+        col.is_null(1) && col.is_null(2) && col.is_null(3),
+        "[{b}] null/expired/missing values are null"
+    );
+    assert_eq!(
+        m.event_timestamps[0],
+        Some(from_micros(t)),
+        "[{b}] event time of a present value"
+    );
     cleanup(store.as_ref(), &view).await;
 }
 

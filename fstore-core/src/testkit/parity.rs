@@ -15,7 +15,8 @@ use super::fixtures::{base_micros, entity_batch, feature_batch, test_definitions
 use crate::memory::{InMemoryOfflineStore, InMemoryRegistry};
 use crate::online::DynOnlineStore;
 use crate::store::{
-    FeatureSelection, FeatureStatus, FeatureStore, HistoricalRequest, MaterializeOptions, OnlineRequest,
+    FeatureSelection, FeatureStatus, FeatureStore, HistoricalRequest, MaterializeOptions,
+    OnlineRequest,
 };
 use crate::time::{UTC, from_micros, timestamp_type};
 
@@ -33,7 +34,10 @@ struct Case {
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
         prop::option::of(1u8..12),
-        prop::collection::vec((0u8..4, 0u8..16, 0u8..3, prop::option::of(-50i8..50)), 0..24),
+        prop::collection::vec(
+            (0u8..4, 0u8..16, 0u8..3, prop::option::of(-50i8..50)),
+            0..24,
+        ),
         prop::collection::vec(0usize..24, 0..4),
         prop::collection::vec(prop::option::of(0u8..20), 5),
         0u8..20,
@@ -54,7 +58,10 @@ const FEATURES: [&str; 4] = ["score", "label", "count", "emb"];
 async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseError> {
     let b = store.backend();
     let view = unique_name("tk_par");
-    let (defs, _) = test_definitions(&view, case.ttl_secs.map(|s| Duration::from_secs(u64::from(s))));
+    let (defs, _) = test_definitions(
+        &view,
+        case.ttl_secs.map(|s| Duration::from_secs(u64::from(s))),
+    );
     let fs = FeatureStore::builder()
         .registry(Arc::new(InMemoryRegistry::new()))
         .offline(Arc::new(InMemoryOfflineStore::new()))
@@ -63,14 +70,23 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .build()
         .map_err(|e| TestCaseError::fail(format!("[{b}] build: {e}")))?;
     let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("[{b}] {what}: {e}"));
-    fs.apply(&defs, Default::default()).await.map_err(|e| fail("apply", e))?;
+    fs.apply(&defs, Default::default())
+        .await
+        .map_err(|e| fail("apply", e))?;
     let base = base_micros();
     let sec = 1_000_000i64;
     let t_end = base + i64::from(case.t) * sec;
     let rows: Vec<(i64, i64, i64, Option<f64>)> = case
         .rows
         .iter()
-        .map(|r| (i64::from(r.0), base + i64::from(r.1) * sec, base + i64::from(r.2) * sec, r.3.map(f64::from)))
+        .map(|r| {
+            (
+                i64::from(r.0),
+                base + i64::from(r.1) * sec,
+                base + i64::from(r.2) * sec,
+                r.3.map(f64::from),
+            )
+        })
         .collect();
     let mut cuts: Vec<usize> = case.cuts.iter().map(|c| (*c).min(rows.len())).collect();
     cuts.push(rows.len());
@@ -96,13 +112,21 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .await
         .map_err(|e| fail("final materialize_incremental", e))?;
     for v in &report.views {
-        prop_assert_eq!(v.rows_read, v.rows_written + v.rows_skipped, "[{}] read = written + skipped", b);
+        prop_assert_eq!(
+            v.rows_read,
+            v.rows_written + v.rows_skipped,
+            "[{}] read = written + skipped",
+            b
+        );
     }
 
     let ids: Vec<i64> = (0..5).collect();
-    let refs = FeatureSelection::refs(FEATURES.iter().map(|f| format!("{view}:{f}"))).map_err(|e| fail("refs", e))?;
+    let refs = FeatureSelection::refs(FEATURES.iter().map(|f| format!("{view}:{f}")))
+        .map_err(|e| fail("refs", e))?;
     let online = fs
-        .get_online_features(&OnlineRequest::new(refs.clone(), entity_batch(&ids)).with_now(from_micros(t_end)))
+        .get_online_features(
+            &OnlineRequest::new(refs.clone(), entity_batch(&ids)).with_now(from_micros(t_end)),
+        )
         .await
         .map_err(|e| fail("get_online_features", e))?;
     let spine = RecordBatch::try_new(
@@ -121,8 +145,11 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .await
         .map_err(|e| fail("get_historical_features", e))?;
     for f in FEATURES {
-        let (Some(on), Some(off)) = (online.batch.column_by_name(f), hist.batch.column_by_name(f)) else {
-            return Err(TestCaseError::fail(format!("[{b}] feature {f} missing from an output")));
+        let (Some(on), Some(off)) = (online.batch.column_by_name(f), hist.batch.column_by_name(f))
+        else {
+            return Err(TestCaseError::fail(format!(
+                "[{b}] feature {f} missing from an output"
+            )));
         };
         let meta = online
             .feature(f)
@@ -144,10 +171,20 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
             } else {
                 meta.statuses[i] == FeatureStatus::Present
             };
-            prop_assert!(status_ok, "[{}] entity {} feature {}: status {:?}", b, id, f, meta.statuses[i]);
+            prop_assert!(
+                status_ok,
+                "[{}] entity {} feature {}: status {:?}",
+                b,
+                id,
+                f,
+                meta.statuses[i]
+            );
         }
     }
-    store.delete_view(&view).await.map_err(|e| fail("delete_view", e))?;
+    store
+        .delete_view(&view)
+        .await
+        .map_err(|e| fail("delete_view", e))?;
     Ok(())
 }
 
@@ -169,7 +206,9 @@ pub async fn online_parity(store: Arc<DynOnlineStore>, cases: u32) {
             failure_persistence: None,
             ..Config::default()
         });
-        runner.run(&case_strategy(), |case| handle.block_on(check(&store, &case)))
+        runner.run(&case_strategy(), |case| {
+            handle.block_on(check(&store, &case))
+        })
     });
     if let Err(e) = result {
         panic!("[{b}] parity invariant violated: {e}");

@@ -21,24 +21,54 @@ fn state_with(view: &str) -> RegistryState {
 /// changes nothing.
 pub async fn registry_commit_history_and_conflict(reg: &DynRegistry) {
     let b = reg.backend();
-    let s0 = reg.snapshot().await.unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
+    let s0 = reg
+        .snapshot()
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
     assert_eq!(s0.version, 0, "[{b}] a new registry is at version 0");
-    assert!(s0.state.definitions.feature_views.is_empty(), "[{b}] and empty");
-    let v1 = reg.commit(0, state_with("a")).await.unwrap_or_else(|e| panic!("[{b}] commit 1: {e}"));
+    assert!(
+        s0.state.definitions.feature_views.is_empty(),
+        "[{b}] and empty"
+    );
+    let v1 = reg
+        .commit(0, state_with("a"))
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] commit 1: {e}"));
     assert_eq!(v1, 1, "[{b}] first commit is version 1");
-    let v2 = reg.commit(1, state_with("b")).await.unwrap_or_else(|e| panic!("[{b}] commit 2: {e}"));
+    let v2 = reg
+        .commit(1, state_with("b"))
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] commit 2: {e}"));
     assert_eq!(v2, 2, "[{b}] second commit is version 2");
     match reg.commit(1, state_with("stale")).await {
         Err(Error::Conflict(_)) => {}
         other => panic!("[{b}] a stale commit must be a Conflict, got {other:?}"),
     }
-    let latest = reg.snapshot().await.unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
+    let latest = reg
+        .snapshot()
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
     assert_eq!(latest.version, 2, "[{b}] the conflict changed nothing");
-    assert!(latest.state.definitions.feature_views.contains_key("b"), "[{b}] latest state");
-    let old = reg.snapshot_at(1).await.unwrap_or_else(|e| panic!("[{b}] snapshot_at(1): {e}"));
-    assert!(old.state.definitions.feature_views.contains_key("a"), "[{b}] version 1 stays readable");
+    assert!(
+        latest.state.definitions.feature_views.contains_key("b"),
+        "[{b}] latest state"
+    );
+    let old = reg
+        .snapshot_at(1)
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] snapshot_at(1): {e}"));
+    assert!(
+        old.state.definitions.feature_views.contains_key("a"),
+        "[{b}] version 1 stays readable"
+    );
     assert!(old.committed_at.is_some(), "[{b}] commit time recorded");
-    assert_eq!(reg.versions().await.unwrap_or_else(|e| panic!("[{b}] versions: {e}")), vec![1, 2], "[{b}] versions");
+    assert_eq!(
+        reg.versions()
+            .await
+            .unwrap_or_else(|e| panic!("[{b}] versions: {e}")),
+        vec![1, 2],
+        "[{b}] versions"
+    );
     match reg.snapshot_at(99).await {
         Err(Error::NotFound { .. }) => {}
         other => panic!("[{b}] an unknown version must be NotFound, got {other:?}"),
@@ -52,26 +82,55 @@ pub async fn registry_racing_writers(a: Arc<DynRegistry>, c: Arc<DynRegistry>) {
     for round in 0..8u64 {
         let (a2, c2) = (Arc::clone(&a), Arc::clone(&c));
         let expected = round;
-        let ha = tokio::spawn(async move { a2.commit(expected, state_with(&format!("a{round}"))).await });
-        let hc = tokio::spawn(async move { c2.commit(expected, state_with(&format!("c{round}"))).await });
+        let ha =
+            tokio::spawn(
+                async move { a2.commit(expected, state_with(&format!("a{round}"))).await },
+            );
+        let hc =
+            tokio::spawn(
+                async move { c2.commit(expected, state_with(&format!("c{round}"))).await },
+            );
         let ra = ha.await.unwrap_or_else(|e| panic!("[{b}] task: {e}"));
         let rc = hc.await.unwrap_or_else(|e| panic!("[{b}] task: {e}"));
         let wins = [&ra, &rc].iter().filter(|r| r.is_ok()).count();
-        assert_eq!(wins, 1, "[{b}] round {round}: exactly one writer wins: {ra:?} / {rc:?}");
+        assert_eq!(
+            wins, 1,
+            "[{b}] round {round}: exactly one writer wins: {ra:?} / {rc:?}"
+        );
         for r in [&ra, &rc] {
             if let Err(e) = r {
-                assert!(matches!(e, Error::Conflict(_)), "[{b}] the loser gets Conflict, got {e}");
+                assert!(
+                    matches!(e, Error::Conflict(_)),
+                    "[{b}] the loser gets Conflict, got {e}"
+                );
             }
         }
-        let winner = if ra.is_ok() { format!("a{round}") } else { format!("c{round}") };
+        let winner = if ra.is_ok() {
+            format!("a{round}")
+        } else {
+            format!("c{round}")
+        };
         for h in [&a, &c] {
-            let s = h.snapshot().await.unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
-            assert_eq!(s.version, round + 1, "[{b}] both handles see version {}", round + 1);
-            assert!(s.state.definitions.feature_views.contains_key(&winner), "[{b}] the winner's state is stored");
+            let s = h
+                .snapshot()
+                .await
+                .unwrap_or_else(|e| panic!("[{b}] snapshot: {e}"));
+            assert_eq!(
+                s.version,
+                round + 1,
+                "[{b}] both handles see version {}",
+                round + 1
+            );
+            assert!(
+                s.state.definitions.feature_views.contains_key(&winner),
+                "[{b}] the winner's state is stored"
+            );
         }
     }
     for v in 1..=8u64 {
-        a.snapshot_at(v).await.unwrap_or_else(|e| panic!("[{b}] version {v} must stay readable: {e}"));
+        a.snapshot_at(v)
+            .await
+            .unwrap_or_else(|e| panic!("[{b}] version {v} must stay readable: {e}"));
     }
 }
 
@@ -87,20 +146,49 @@ pub async fn registry_plan_apply(reg: Arc<DynRegistry>) {
         .unwrap_or_else(|e| panic!("[{b}] build: {e}"));
     let view = unique_name("tk_reg");
     let (defs, _) = test_definitions(&view, None);
-    let defs = defs.with_feature_service(FeatureService::new("svc", [FeatureRef::new(&view, "score")]));
-    let r = fs.apply(&defs, ApplyOptions::default()).await.unwrap_or_else(|e| panic!("[{b}] apply: {e}"));
+    let defs = defs.with_feature_service(FeatureService::new(
+        "svc",
+        [FeatureRef::new(&view, "score")],
+    ));
+    let r = fs
+        .apply(&defs, ApplyOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] apply: {e}"));
     assert_eq!(r.version, 1, "[{b}] first apply");
-    assert!(fs.plan(&defs).await.unwrap_or_else(|e| panic!("[{b}] plan: {e}")).is_empty(), "[{b}] no-op plan");
-    let noop = fs.apply(&defs, ApplyOptions::default()).await.unwrap_or_else(|e| panic!("[{b}] apply: {e}"));
+    assert!(
+        fs.plan(&defs)
+            .await
+            .unwrap_or_else(|e| panic!("[{b}] plan: {e}"))
+            .is_empty(),
+        "[{b}] no-op plan"
+    );
+    let noop = fs
+        .apply(&defs, ApplyOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] apply: {e}"));
     assert_eq!(noop.version, 1, "[{b}] a no-op apply commits nothing");
 
     let mut additive = defs.clone();
     if let Some(v) = additive.feature_views.get_mut(&view) {
-        v.features.push(crate::model::Field::new("extra", ValueType::Int64));
+        v.features
+            .push(crate::model::Field::new("extra", ValueType::Int64));
     }
-    let p = fs.plan(&additive).await.unwrap_or_else(|e| panic!("[{b}] plan: {e}"));
-    assert!(!p.is_breaking() && p.changes.len() == 1, "[{b}] adding a feature is a safe change: {p}");
-    assert_eq!(fs.apply(&additive, ApplyOptions::default()).await.map(|r| r.version).ok(), Some(2), "[{b}] additive apply");
+    let p = fs
+        .plan(&additive)
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] plan: {e}"));
+    assert!(
+        !p.is_breaking() && p.changes.len() == 1,
+        "[{b}] adding a feature is a safe change: {p}"
+    );
+    assert_eq!(
+        fs.apply(&additive, ApplyOptions::default())
+            .await
+            .map(|r| r.version)
+            .ok(),
+        Some(2),
+        "[{b}] additive apply"
+    );
 
     let mut breaking = additive.clone();
     if let Some(v) = breaking.feature_views.get_mut(&view) {
@@ -109,7 +197,10 @@ pub async fn registry_plan_apply(reg: Arc<DynRegistry>) {
     breaking.feature_services.clear();
     match fs.apply(&breaking, ApplyOptions::default()).await {
         Err(Error::BreakingChange { changes }) => {
-            assert!(changes.iter().any(|c| c.contains("svc")), "[{b}] names the service: {changes:?}")
+            assert!(
+                changes.iter().any(|c| c.contains("svc")),
+                "[{b}] names the service: {changes:?}"
+            )
         }
         other => panic!("[{b}] removing a served feature must be refused, got {other:?}"),
     }
@@ -118,8 +209,14 @@ pub async fn registry_plan_apply(reg: Arc<DynRegistry>) {
         .await
         .unwrap_or_else(|e| panic!("[{b}] forced apply: {e}"));
     assert_eq!(forced.version, 3, "[{b}] forced apply commits");
-    let snap = reg.snapshot_at(2).await.unwrap_or_else(|e| panic!("[{b}] history: {e}"));
-    assert!(snap.state.definitions.feature_services.contains_key("svc"), "[{b}] history keeps version 2");
+    let snap = reg
+        .snapshot_at(2)
+        .await
+        .unwrap_or_else(|e| panic!("[{b}] history: {e}"));
+    assert!(
+        snap.state.definitions.feature_services.contains_key("svc"),
+        "[{b}] history keeps version 2"
+    );
 }
 
 /// Runs every registry case; `open(ns)` must return a handle on the registry

@@ -1,0 +1,729 @@
+//! Facade tests on the in-memory backends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{
+    Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray, TimestampSecondArray,
+};
+use arrow_schema::{DataType, Field as ArrowField, Schema};
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::model::{
+    Deprecation, Entity, FeatureService, FeatureView, Field, OnDemandView, Value, ValueType,
+};
+use crate::online::{OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions};
+use crate::testkit::{entity_batch, feature_batch, test_definitions};
+use crate::time::{UTC, from_micros, timestamp_type};
+
+const S: i64 = 1_000_000;
+
+fn spine(ids: &[i64], ts: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            ArrowField::new("user_id", DataType::Int64, false),
+            ArrowField::new("ts", timestamp_type(), false),
+            ArrowField::new("label", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone(UTC)),
+            Arc::new(Float64Array::from(vec![1.0; ids.len()])),
+        ],
+    )
+    .unwrap()
+}
+
+async fn store_with(view: &str, ttl: Option<Duration>) -> FeatureStore {
+    let fs = FeatureStore::in_memory();
+    fs.apply(&test_definitions(view, ttl).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs
+}
+
+#[tokio::test]
+async fn push_rejects_naive_timestamps_naming_the_column() {
+    let fs = store_with("v", None).await;
+    let good = feature_batch(&[(1, S, S, Some(1.0))]);
+    let mut cols = good.columns().to_vec();
+    cols[1] = Arc::new(TimestampSecondArray::from(vec![1]));
+    let mut fields: Vec<ArrowField> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[1] = ArrowField::new("event_timestamp", cols[1].data_type().clone(), false);
+    let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let err = fs
+        .push("v", &bad, PushTarget::Both)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("event_timestamp") && err.contains("naive"),
+        "{err}"
+    );
+    // a missing feature column is named too
+    let missing = good.project(&[0, 1, 2, 3, 4, 5]).unwrap();
+    let err = fs
+        .push("v", &missing, PushTarget::Offline)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'emb'"), "{err}");
+}
+
+#[tokio::test]
+async fn apply_against_a_stale_snapshot_conflicts() {
+    // Store b caches version 0, store a commits version 1, then b's apply must
+    // plan against the registry (not its cache) or lose the race with Conflict.
+    let reg: Arc<crate::registry::DynRegistry> = Arc::new(crate::memory::InMemoryRegistry::new());
+    let a = FeatureStore::builder()
+        .registry(Arc::clone(&reg))
+        .build()
+        .unwrap();
+    let b = FeatureStore::builder()
+        .registry(Arc::clone(&reg))
+        .registry_cache_ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert_eq!(b.snapshot().await.unwrap().version, 0);
+    a.apply(&test_definitions("va", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    let r = b
+        .apply(&test_definitions("vb", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.version, 2,
+        "apply plans against the latest registry version"
+    );
+    assert!(
+        r.plan
+            .changes
+            .iter()
+            .any(|c| c.name == "va" && c.kind == crate::registry::ChangeKind::Removed)
+    );
+    // the CAS itself: two commits against one version, one wins
+    assert_eq!(reg.commit(2, Default::default()).await.unwrap(), 3);
+    assert!(matches!(
+        reg.commit(2, Default::default()).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn historical_pins_versions_and_reproduces() {
+    let fs = store_with("v", None).await;
+    fs.write_history("v", &feature_batch(&[(1, 10 * S, S, Some(1.0))]))
+        .await
+        .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    let req = HistoricalRequest::new(vec![spine(&[1], &[20 * S])], "ts", sel.clone());
+    let first = fs.get_historical_features(&req).await.unwrap();
+    assert_eq!(first.view_versions.get("v"), Some(&1));
+    // a later, newer row changes the latest answer but not the pinned one
+    fs.write_history("v", &feature_batch(&[(1, 15 * S, S, Some(2.0))]))
+        .await
+        .unwrap();
+    let latest = fs.get_historical_features(&req).await.unwrap();
+    assert_eq!(
+        latest
+            .batch
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        2.0
+    );
+    let pinned = fs
+        .get_historical_features(
+            &req.clone()
+                .with_view_versions(first.view_versions.clone())
+                .with_registry_version(first.registry_version),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pinned.batch, first.batch);
+    assert_eq!(first.rows_scanned.get("v"), Some(&1));
+}
+
+#[tokio::test]
+async fn historical_pushes_the_ttl_window_down() {
+    let fs = store_with("v", Some(Duration::from_secs(5))).await;
+    let rows: Vec<_> = (0..100).map(|i| (1, i * S, S, Some(i as f64))).collect();
+    fs.write_history("v", &feature_batch(&rows)).await.unwrap();
+    let req = HistoricalRequest::new(
+        vec![spine(&[1, 1], &[50 * S, 60 * S])],
+        "ts",
+        FeatureSelection::refs(["v:score"]).unwrap(),
+    );
+    let r = fs.get_historical_features(&req).await.unwrap();
+    // window [50 - 5, 60] inclusive: 16 rows of 100
+    assert_eq!(r.rows_scanned.get("v"), Some(&16));
+    let score = r
+        .batch
+        .column_by_name("score")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!((score.value(0), score.value(1)), (50.0, 60.0));
+    assert_eq!(
+        r.batch.column_by_name("label").unwrap().len(),
+        2,
+        "spine columns are kept"
+    );
+}
+
+fn odfv_defs() -> Definitions {
+    let (d, _) = test_definitions("v", None);
+    d.with_on_demand_view(
+        OnDemandView::new("ratio", "v1")
+            .with_input(FeatureRef::new("v", "score"))
+            .with_input(FeatureRef::new("v", "count"))
+            .with_request_field("scale", ValueType::Float64)
+            .with_output("scaled", ValueType::Float64),
+    )
+}
+
+fn odfv_fn(version: &str) -> OnDemandFunction {
+    OnDemandFunction::new("ratio", version, |b: &RecordBatch| {
+        let s = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        let k = b
+            .column_by_name("scale")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        let out: Float64Array = s.iter().zip(k.iter()).map(|(a, b)| Some(a? * b?)).collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(vec![ArrowField::new(
+                "scaled",
+                DataType::Float64,
+                true,
+            )])),
+            vec![Arc::new(out)],
+        )?)
+    })
+}
+
+#[tokio::test]
+async fn on_demand_views_run_on_both_paths_and_check_versions() {
+    let fs = FeatureStore::builder()
+        .on_demand(odfv_fn("v1"))
+        .build()
+        .unwrap();
+    fs.apply(&odfv_defs(), ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.write_history("v", &feature_batch(&[(1, 10 * S, S, Some(3.0))]))
+        .await
+        .unwrap();
+    fs.materialize_incremental(&["v"], from_micros(20 * S), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    let sel = FeatureSelection::refs(["ratio:scaled"]).unwrap();
+    let mut sp = spine(&[1], &[20 * S]);
+    let scale = Arc::new(Float64Array::from(vec![2.0]));
+    let mut fields: Vec<ArrowField> = sp
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(ArrowField::new("scale", DataType::Float64, false));
+    let mut cols = sp.columns().to_vec();
+    cols.push(Arc::clone(&scale) as _);
+    sp = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let hist = fs
+        .get_historical_features(&HistoricalRequest::new(vec![sp], "ts", sel.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        hist.batch
+            .column_by_name("scaled")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        6.0
+    );
+    assert!(
+        hist.batch.column_by_name("score").is_none(),
+        "hidden inputs are not output"
+    );
+    let ents = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            ArrowField::new("user_id", DataType::Int64, false),
+            ArrowField::new("scale", DataType::Float64, false),
+        ])),
+        vec![Arc::new(Int64Array::from(vec![1])), scale],
+    )
+    .unwrap();
+    let online = fs
+        .get_online_features(
+            &OnlineRequest::new(sel.clone(), ents.clone()).with_now(from_micros(20 * S)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        online
+            .batch
+            .column_by_name("scaled")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        6.0
+    );
+
+    // a process with another version of the function is refused
+    let other = FeatureStore::builder()
+        .registry(Arc::clone(fs.registry()))
+        .online(Arc::clone(fs.online_store()))
+        .on_demand(odfv_fn("v2"))
+        .build()
+        .unwrap();
+    let err = other
+        .get_online_features(&OnlineRequest::new(sel, ents))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::OnDemandVersionMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn fallbacks_impute_and_require() {
+    let (mut d, _) = test_definitions("v", None);
+    let v = d.feature_views.get_mut("v").unwrap();
+    v.features[0] = Field::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    v.features[2] = Field::new("count", ValueType::Int64).required();
+    let fs = FeatureStore::in_memory();
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let now = from_micros(2 * S);
+    let r = fs
+        .get_online_features(
+            &OnlineRequest::new(
+                FeatureSelection::refs(["v:score"]).unwrap(),
+                entity_batch(&[1, 2]),
+            )
+            .with_now(now),
+        )
+        .await
+        .unwrap();
+    let s = r
+        .batch
+        .column_by_name("score")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!((s.value(0), s.value(1)), (5.0, -1.0));
+    assert_eq!(
+        r.feature("score").unwrap().statuses[1],
+        FeatureStatus::NotFound,
+        "status tells the truth"
+    );
+    assert_eq!((r.imputed, fs.imputation_count()), (1, 1));
+    let err = fs
+        .get_online_features(
+            &OnlineRequest::new(
+                FeatureSelection::refs(["v:count"]).unwrap(),
+                entity_batch(&[1, 2]),
+            )
+            .with_now(now),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::RequiredFeatureMissing { feature, row: 1, .. } if feature == "v:count"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn online_keys_are_cast_or_rejected_by_name() {
+    let fs = store_with("v", None).await;
+    fs.push(
+        "v",
+        &feature_batch(&[(7, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    let int32 = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![ArrowField::new(
+            "user_id",
+            DataType::Int32,
+            false,
+        )])),
+        vec![Arc::new(arrow_array::Int32Array::from(vec![7]))],
+    )
+    .unwrap();
+    let r = fs
+        .get_online_features(&OnlineRequest::new(sel.clone(), int32).with_now(from_micros(S)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.feature("score").unwrap().statuses,
+        vec![FeatureStatus::Present]
+    );
+    let text = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![ArrowField::new(
+            "user_id",
+            DataType::Utf8,
+            false,
+        )])),
+        vec![Arc::new(arrow_array::StringArray::from(vec!["seven"]))],
+    )
+    .unwrap();
+    let err = fs
+        .get_online_features(&OnlineRequest::new(sel, text))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'user_id'") && err.contains("Int64"), "{err}");
+}
+
+#[tokio::test]
+async fn deprecated_views_count_reads_and_services_resolve() {
+    let (mut d, _) = test_definitions("v", None);
+    d.feature_views.get_mut("v").unwrap().deprecation = Some(Deprecation {
+        tombstone: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(),
+        replacement: Some("v2".into()),
+    });
+    let d = d.with_feature_service(FeatureService::new("svc", [FeatureRef::new("v", "label")]));
+    let fs = FeatureStore::in_memory();
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    for _ in 0..3 {
+        fs.get_online_features(&OnlineRequest::new(
+            FeatureSelection::service("svc"),
+            entity_batch(&[1]),
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(fs.deprecated_reads().get("v"), Some(&3));
+    let err = fs
+        .get_online_features(&OnlineRequest::new(
+            FeatureSelection::service("nope"),
+            entity_batch(&[1]),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+/// The in-memory online store with injected faults: writes fail after
+/// `write_budget` calls, reads fail while `down` is set. Tests the facade's
+/// watermark, cache and breaker logic (the adapters' own fault tests use real
+/// servers).
+#[derive(Debug)]
+struct Faulty {
+    inner: crate::memory::InMemoryOnlineStore,
+    write_budget: AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+    reads: AtomicUsize,
+}
+
+impl Faulty {
+    fn new(write_budget: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: crate::memory::InMemoryOnlineStore::new(),
+            write_budget: AtomicUsize::new(write_budget),
+            down: std::sync::atomic::AtomicBool::new(false),
+            reads: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl OnlineStore for Faulty {
+    fn backend(&self) -> &'static str {
+        "faulty"
+    }
+    fn store_id(&self) -> String {
+        "faulty:1".into()
+    }
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities::default()
+    }
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
+        let budget = self.write_budget.load(AtomicOrdering::SeqCst);
+        if budget == 0 {
+            return Err(Error::Unavailable {
+                backend: "faulty",
+                message: "injected write failure".into(),
+            });
+        }
+        self.write_budget.store(budget - 1, AtomicOrdering::SeqCst);
+        self.inner.write(view, rows, opts).await
+    }
+    async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.down.load(AtomicOrdering::SeqCst) {
+            return Err(Error::Unavailable {
+                backend: "faulty",
+                message: "connection refused".into(),
+            });
+        }
+        self.inner.read(keys, opts).await
+    }
+    async fn delete_view(&self, view: &str) -> Result<()> {
+        self.inner.delete_view(view).await
+    }
+}
+
+#[tokio::test]
+async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
+    let failing = Faulty::new(2);
+    let fs = FeatureStore::builder()
+        .online(Arc::clone(&failing) as _)
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    let rows: Vec<_> = (0..50).map(|i| (i % 7, i * S, S, Some(i as f64))).collect();
+    fs.write_history("v", &feature_batch(&rows)).await.unwrap();
+    let opts = MaterializeOptions::default().with_batch_size(5);
+    let end = from_micros(100 * S);
+    let err = fs
+        .materialize_incremental(&["v"], end, &opts)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        fs.registry()
+            .snapshot()
+            .await
+            .unwrap()
+            .watermark("v", "faulty:1")
+            .is_none(),
+        "watermark must not move"
+    );
+    // the backend recovers: the same store lets every write through
+    failing
+        .write_budget
+        .store(usize::MAX, AtomicOrdering::SeqCst);
+    let fs2 = fs;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&progress);
+    let report = fs2
+        .materialize_incremental(
+            &["v"],
+            end,
+            &opts.clone().with_progress(move |_| {
+                p.fetch_add(1, AtomicOrdering::SeqCst);
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.views[0].rows_read, 50);
+    assert_eq!(
+        report.views[0].rows_read,
+        report.views[0].rows_written + report.views[0].rows_skipped
+    );
+    assert_eq!(
+        progress.load(AtomicOrdering::SeqCst),
+        10,
+        "progress after every chunk of 5"
+    );
+    assert_eq!(
+        fs2.registry()
+            .snapshot()
+            .await
+            .unwrap()
+            .watermark("v", "faulty:1")
+            .map(|w| w.event_end),
+        Some(end)
+    );
+    let skew = fs2
+        .skew(
+            FeatureSelection::refs(["v:score", "v:count"]).unwrap(),
+            &entity_batch(&[0, 1, 2, 3, 4, 5, 6, 99]),
+            end,
+        )
+        .await
+        .unwrap();
+    assert!(
+        skew.iter().all(|s| s.mismatches == 0 && s.compared == 8),
+        "{skew:?}"
+    );
+    // a rerun reads nothing new
+    let again = fs2
+        .materialize_incremental(&["v"], end, &opts)
+        .await
+        .unwrap();
+    assert_eq!(again.views[0].rows_read, 0);
+}
+
+#[tokio::test]
+async fn late_rows_are_materialized_through_the_change_log() {
+    let fs = store_with("v", None).await;
+    fs.write_history("v", &feature_batch(&[(1, 10 * S, S, Some(1.0))]))
+        .await
+        .unwrap();
+    let opts = MaterializeOptions::default();
+    fs.materialize_incremental(&["v"], from_micros(20 * S), &opts)
+        .await
+        .unwrap();
+    // arrives late with an old event time, newer than what is online
+    fs.write_history("v", &feature_batch(&[(1, 15 * S, S, Some(2.0))]))
+        .await
+        .unwrap();
+    let r = fs
+        .materialize_incremental(&["v"], from_micros(30 * S), &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.views[0].rows_read, 1);
+    let online = fs
+        .get_online_features(
+            &OnlineRequest::new(
+                FeatureSelection::refs(["v:count"]).unwrap(),
+                entity_batch(&[1]),
+            )
+            .with_now(from_micros(30 * S)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        online
+            .batch
+            .column_by_name("count")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .value(0),
+        15 * S
+    );
+}
+
+#[tokio::test]
+async fn apply_validates_and_refuses_breaking_changes() {
+    let fs = FeatureStore::in_memory();
+    let bad = Definitions::new()
+        .with_feature_view(FeatureView::new("x", ["ghost"]).with_feature("f", ValueType::Int64));
+    assert!(
+        fs.apply(&bad, ApplyOptions::default())
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("ghost")
+    );
+    let d = Definitions::new()
+        .with_entity(Entity::new("e", "k", ValueType::Int64))
+        .with_feature_view(FeatureView::new("x", ["e"]).with_feature("f", ValueType::Int64));
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    let mut changed = d.clone();
+    changed.entities.get_mut("e").unwrap().join_keys[0].value_type = ValueType::String;
+    let err = fs
+        .apply(&changed, ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BreakingChange { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
+    let backend = Faulty::new(usize::MAX);
+    let fs = FeatureStore::builder()
+        .online(Arc::clone(&backend) as _)
+        .last_known_good_cache(1_000)
+        .circuit_breaker(2, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let req = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1, 2]),
+    )
+    .with_now(from_micros(S));
+    let ok = fs.get_online_features(&req).await.unwrap();
+    assert_eq!(
+        ok.feature("score").unwrap().statuses,
+        vec![FeatureStatus::Present, FeatureStatus::NotFound]
+    );
+
+    backend.down.store(true, AtomicOrdering::SeqCst);
+    let req3 = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1, 2, 3]),
+    )
+    .with_now(from_micros(S));
+    for _ in 0..3 {
+        let r = fs.get_online_features(&req3).await.unwrap();
+        assert_eq!(
+            r.feature("score").unwrap().statuses,
+            vec![
+                FeatureStatus::Stale,
+                FeatureStatus::NotFound,
+                FeatureStatus::Unavailable
+            ],
+            "cached value is served and labelled; an uncached entity says Unavailable"
+        );
+        assert_eq!(
+            r.batch
+                .column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0),
+            5.0
+        );
+    }
+    // the breaker opened after two failures: the third request did not reach the backend
+    assert_eq!(
+        backend.reads.load(AtomicOrdering::SeqCst),
+        3,
+        "1 ok + 2 failed reads, then fail-fast"
+    );
+
+    // without a cache, an open breaker fails fast with a retryable error
+    let bare = FeatureStore::builder()
+        .registry(Arc::clone(fs.registry()))
+        .online(Arc::clone(&backend) as _)
+        .circuit_breaker(1, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert!(
+        bare.get_online_features(&req)
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    let before = backend.reads.load(AtomicOrdering::SeqCst);
+    let err = bare.get_online_features(&req).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert_eq!(
+        backend.reads.load(AtomicOrdering::SeqCst),
+        before,
+        "open breaker: no backend call"
+    );
+}

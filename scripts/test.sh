@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one test command (README): installs and starts every server the suites
+# need (on 127.0.0.1 only), runs every test of the workspace — unit, property,
+# conformance against the real servers, doc tests — then stops the servers.
+#
+# Each scripts/servers/NAME.sh defines start_NAME / stop_NAME; start_NAME
+# installs what is missing, starts the server on a free loopback port and
+# exports the FSTORE_TEST_* variables its conformance test reads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fstore-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A missing server is a test failure, never a silent skip.
+export FSTORE_TEST_REQUIRE_SERVERS=1
+export FSTORE_TEST_STATE="${FSTORE_TEST_STATE:-$(mktemp -d -t fstore-test-XXXXXX)}"
+
+servers=()
+for f in scripts/servers/*.sh; do
+  [ -e "$f" ] || continue
+  # shellcheck source=/dev/null
+  source "$f"
+  servers+=("$(basename "$f" .sh)")
+done
+
+stop_all() {
+  for s in "${servers[@]}"; do
+    "stop_$s" || true
+  done
+}
+trap stop_all EXIT
+
+for s in "${servers[@]}"; do
+  echo "== starting $s"
+  "start_$s"
+done
+
+echo "== cargo test (workspace, all features)"
+cargo test --workspace --all-features --no-fail-fast "$@"
