@@ -285,9 +285,9 @@ impl ScyllaOnlineStore {
         }
         #[cfg(feature = "tls")]
         if settings.tls {
-            b = b.tls_context(Some(crate::tls::client_config(
-                settings.tls_ca_file.as_deref(),
-            )?));
+            let tls = crate::tls::client_config(settings.tls_ca_file.as_deref())
+                .map_err(Error::Config)?;
+            b = b.tls_context(Some(tls));
         }
         let contact_points = settings.contact_points.join(",");
         // The driver's own connection_timeout does not bound everything: a

@@ -6,21 +6,19 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::error::Error;
-
 /// A rustls client config trusting `ca_file` (PEM) or, without it, the
 /// platform's root certificates.
-pub(crate) fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Error> {
+pub(crate) fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
             for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| Error::Config(format!("tls_ca_file '{path}': {e}")))?
+                .map_err(|e| format!("tls_ca_file '{path}': {e}"))?
             {
-                let cert = cert.map_err(|e| Error::Config(format!("tls_ca_file '{path}': {e}")))?;
+                let cert = cert.map_err(|e| format!("tls_ca_file '{path}': {e}"))?;
                 roots
                     .add(cert)
-                    .map_err(|e| Error::Config(format!("tls_ca_file '{path}': {e}")))?;
+                    .map_err(|e| format!("tls_ca_file '{path}': {e}"))?;
             }
         }
         None => {
@@ -32,7 +30,7 @@ pub(crate) fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientC
         }
     }
     if roots.is_empty() {
-        return Err(Error::Config("tls: no CA certificate to trust".into()));
+        return Err("tls: no CA certificate to trust".into());
     }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
