@@ -6,10 +6,11 @@
 //!
 //! * One partition per (entity key, view), one row holding the view's encoded
 //!   features; see [`ScyllaOnlineStore`] for the table layout.
-//! * **Newest wins by version, not by arrival**: rows are written `USING
-//!   TIMESTAMP` derived from `(event_ts, created_ts)`, so the cluster keeps the
-//!   newest row whatever the arrival order — a late replay never overwrites a
-//!   newer value. `USING TTL` follows event time + the view's ttl.
+//! * **Newest wins by version, not by arrival**: each row's `USING TIMESTAMP`
+//!   is planned from its `(event_ts, created_ts)` and the stored row (read
+//!   first), so a late replay never overwrites a newer value, equal versions go
+//!   to the later write and `skipped` is exact; racing writers are ordered by
+//!   the cluster by event time. `USING TTL` follows event time + the view's ttl.
 //! * Prepared statements only (prepared once), token-aware and DC-aware
 //!   routing, concurrent single-partition reads and writes with bounded
 //!   concurrency.
