@@ -18,8 +18,8 @@ use arrow_array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArr
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
 use fstore_core::{
-    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore, InMemoryRegistry,
-    MaterializeOptions, OnlineRequest, ValueType,
+    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
+    InMemoryRegistry, MaterializeOptions, OnlineRequest, ValueType,
 };
 use fstore_online_scylla::{ScyllaConfigKey, ScyllaOnlineStoreBuilder};
 
@@ -63,18 +63,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])),
         vec![
             Arc::new(Int64Array::from(vec![1001, 1001, 1002])),
-            Arc::new(TimestampMicrosecondArray::from(vec![now - 60_000_000, now - 120_000_000, now - 5_000_000]).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![
+                    now - 60_000_000,
+                    now - 120_000_000,
+                    now - 5_000_000,
+                ])
+                .with_timezone("UTC"),
+            ),
             Arc::new(Float64Array::from(vec![0.7, 0.5, 0.9])),
         ],
     )?;
     store.write_history("driver_stats", &history).await?;
     let report = store
-        .materialize_incremental(&["driver_stats"], Utc::now(), &MaterializeOptions::default())
+        .materialize_incremental(
+            &["driver_stats"],
+            Utc::now(),
+            &MaterializeOptions::default(),
+        )
         .await?;
     println!("materialized: {report:?}");
 
     let entities = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("driver_id", DataType::Int64, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "driver_id",
+            DataType::Int64,
+            false,
+        )])),
         vec![Arc::new(Int64Array::from(vec![1001, 1002, 42]))],
     )?;
     let resp = store
