@@ -461,6 +461,31 @@ fn run() -> Result<(), BoxError> {
                 .collect()
         })
         .collect();
+    // Validate the real request (names, types, time zones) on empty inputs: the
+    // join's own checks, and the output schema it would produce.
+    let empty_spine = [RecordBatch::new_empty(Arc::clone(spine_file.schema()))];
+    let empty_views: Vec<[RecordBatch; 1]> = files
+        .iter()
+        .map(|f| [RecordBatch::new_empty(Arc::clone(f.schema()))])
+        .collect();
+    let pit_view = |v: &ViewArg, features: Vec<Field>, batches| PitView {
+        name: v.name.clone(),
+        join_keys: v.keys.clone(),
+        event_timestamp_column: v.event.clone(),
+        created_timestamp_column: v.created.clone(),
+        ttl: v.ttl,
+        features,
+        batches,
+    };
+    let dry: Vec<PitView<'_>> = args
+        .views
+        .iter()
+        .zip(&features)
+        .zip(&empty_views)
+        .map(|((v, f), b)| pit_view(v, f.clone(), &b[..]))
+        .collect();
+    let out_schema = point_in_time_join(&empty_spine, ts, &dry, &args.options)?.schema();
+
     let mut tasks = whole_file(&spine_file, None)?;
     let mut task_file = vec![0usize; tasks.len()];
     for (i, (f, cols)) in files.iter().zip(&key_columns).enumerate() {
@@ -484,31 +509,6 @@ fn run() -> Result<(), BoxError> {
         .map(|(i, b)| with_row_numbers(b, &row_col(i)))
         .collect::<Result<Vec<_>, _>>()?;
     let read_keys_time = t0.elapsed();
-
-    // Validate the real request (names, types, time zones) on empty inputs: the
-    // join's own checks, and the output schema it would produce.
-    let empty_spine = [spine[0].slice(0, 0)];
-    let empty_views: Vec<[RecordBatch; 1]> = files
-        .iter()
-        .map(|f| [RecordBatch::new_empty(Arc::clone(f.schema()))])
-        .collect();
-    let pit_view = |v: &ViewArg, features: Vec<Field>, batches| PitView {
-        name: v.name.clone(),
-        join_keys: v.keys.clone(),
-        event_timestamp_column: v.event.clone(),
-        created_timestamp_column: v.created.clone(),
-        ttl: v.ttl,
-        features,
-        batches,
-    };
-    let dry: Vec<PitView<'_>> = args
-        .views
-        .iter()
-        .zip(&features)
-        .zip(&empty_views)
-        .map(|((v, f), b)| pit_view(v, f.clone(), &b[..]))
-        .collect();
-    let out_schema = point_in_time_join(&empty_spine, ts, &dry, &args.options)?.schema();
 
     // The join proper, over keys and times; its only "feature" is the row number.
     let t1 = Instant::now();
