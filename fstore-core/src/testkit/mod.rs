@@ -58,6 +58,42 @@ pub fn server_url(var: &str) -> Option<String> {
     }
 }
 
+/// Runs an async property `check` for `cases` generated cases (with
+/// shrinking) from inside an async test: the proptest runner is synchronous, so
+/// it runs in `block_in_place` and drives each case on the current runtime.
+///
+/// # Panics
+/// Outside a multi-threaded tokio runtime, or with `failure` and the minimal
+/// failing case when the property does not hold.
+pub(crate) fn run_async_proptest<S, F, Fut>(
+    what: &str,
+    failure: &str,
+    cases: u32,
+    strategy: S,
+    check: F,
+) where
+    S: proptest::strategy::Strategy,
+    F: Fn(S::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
+{
+    let handle = tokio::runtime::Handle::current();
+    assert!(
+        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+        "{what} needs a multi-threaded runtime: use #[tokio::test(flavor = \"multi_thread\")]"
+    );
+    let result = tokio::task::block_in_place(|| {
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        });
+        runner.run(&strategy, |v| handle.block_on(check(v)))
+    });
+    if let Err(e) = result {
+        panic!("{failure}: {e}");
+    }
+}
+
 /// Number of parity cases (`FSTORE_TEST_PARITY_CASES`, default `default`).
 pub(crate) fn parity_cases(default: u32) -> u32 {
     std::env::var("FSTORE_TEST_PARITY_CASES")

@@ -10,7 +10,7 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field as ArrowField, Schema};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 use super::fixtures::{base_micros, feature_batch, test_definitions, unique_name};
 use crate::backend::normalize_batch;
@@ -375,11 +375,6 @@ async fn check_reference(
 /// Historical retrieval through the store equals the pure join over the full
 /// history (proptest, `cases` cases; the time-window pushdown must not lose rows).
 pub async fn offline_historical_matches_reference(store: Arc<DynOfflineStore>, cases: u32) {
-    let handle = tokio::runtime::Handle::current();
-    assert!(
-        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
-        "offline_historical_matches_reference needs #[tokio::test(flavor = \"multi_thread\")]"
-    );
     let b = store.backend();
     let strategy = (
         prop::collection::vec(
@@ -389,13 +384,12 @@ pub async fn offline_historical_matches_reference(store: Arc<DynOfflineStore>, c
         prop::collection::vec((0i64..5, 0i64..25), 1..12),
         prop::option::of(1u8..8),
     );
-    let result = tokio::task::block_in_place(|| {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner.run(&strategy, |(rows, spine, ttl)| {
+    super::run_async_proptest(
+        "offline_historical_matches_reference",
+        &format!("[{b}] historical retrieval differs from the pure join"),
+        cases,
+        strategy,
+        |(rows, spine, ttl)| {
             let base = base_micros();
             let sec = 1_000_000;
             let rows: Vec<_> = rows
@@ -403,12 +397,10 @@ pub async fn offline_historical_matches_reference(store: Arc<DynOfflineStore>, c
                 .map(|r| (r.0, base + r.1 * sec, base + r.2 * sec, r.3.map(f64::from)))
                 .collect();
             let spine: Vec<_> = spine.iter().map(|s| (s.0, base + s.1 * sec)).collect();
-            handle.block_on(check_reference(&store, &rows, &spine, ttl))
-        })
-    });
-    if let Err(e) = result {
-        panic!("[{b}] historical retrieval differs from the pure join: {e}");
-    }
+            let store = Arc::clone(&store);
+            async move { check_reference(&store, &rows, &spine, ttl).await }
+        },
+    );
 }
 
 /// Runs every offline case. Needs a multi-threaded tokio runtime.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arrow_array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field as ArrowField, Schema};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 use super::fixtures::{base_micros, entity_batch, feature_batch, test_definitions, unique_name};
 use crate::memory::{InMemoryOfflineStore, InMemoryRegistry};
@@ -194,23 +194,15 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
 /// On a parity violation (with the minimal failing case), or when called
 /// outside a multi-threaded tokio runtime.
 pub async fn online_parity(store: Arc<DynOnlineStore>, cases: u32) {
-    let handle = tokio::runtime::Handle::current();
-    assert!(
-        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
-        "online_parity needs a multi-threaded runtime: use #[tokio::test(flavor = \"multi_thread\")]"
-    );
     let b = store.backend();
-    let result = tokio::task::block_in_place(|| {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner.run(&case_strategy(), |case| {
-            handle.block_on(check(&store, &case))
-        })
-    });
-    if let Err(e) = result {
-        panic!("[{b}] parity invariant violated: {e}");
-    }
+    super::run_async_proptest(
+        "online_parity",
+        &format!("[{b}] parity invariant violated"),
+        cases,
+        case_strategy(),
+        |case| {
+            let store = Arc::clone(&store);
+            async move { check(&store, &case).await }
+        },
+    );
 }
