@@ -10,8 +10,11 @@
 //!
 //! Reads (1 entity × 2 views × 50 features; 100 entities × the same): p50/p99
 //! of `OnlineStore::read` vs raw fred `HMGET` of the same fields (one pipeline
-//! for 100 entities), alternating call by call; also the full
+//! for 100 entities), alternating call by call (and which side goes first); also the full
 //! `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses).
+//! `FSTORE_BENCH_RAW_TIMEOUT_MS=2000` gives raw fred the store's default
+//! command timeout (one timer per command on both sides);
+//! `FSTORE_BENCH_RAW_LIKE_STORE=1` also its connection settings and reconnect policy.
 //! Writes (20 features per row, newest-wins on): rows/s of `OnlineStore::write`
 //! in 10,000-row calls vs raw fred pipelined `HSET` of the same fields and
 //! bytes vs `redis-benchmark -P 64` of that `HSET`.
@@ -128,10 +131,32 @@ async fn main() {
             .unwrap(),
     );
     store.connect().await.unwrap();
-    let raw = Builder::from_config(Config::from_url(&url).unwrap())
-        .with_connection_config(|c| c.tcp.nodelay = Some(true))
-        .build_pool(4)
-        .unwrap();
+    // FSTORE_BENCH_RAW_TIMEOUT_MS: give the raw fred pool a command timeout
+    // too (fred then arms a timer per command, as the store does).
+    // FSTORE_BENCH_RAW_LIKE_STORE: also the store's connection settings and
+    // reconnect policy (see `client.rs`).
+    let raw_timeout = std::env::var("FSTORE_BENCH_RAW_TIMEOUT_MS")
+        .ok()
+        .map(|v| Duration::from_millis(v.parse().unwrap()));
+    let raw_like_store = std::env::var_os("FSTORE_BENCH_RAW_LIKE_STORE").is_some();
+    let mut raw = Builder::from_config(Config::from_url(&url).unwrap());
+    raw.with_connection_config(|c| c.tcp.nodelay = Some(true))
+        .with_performance_config(|p| {
+            if let Some(t) = raw_timeout {
+                p.default_command_timeout = t;
+            }
+        });
+    if raw_like_store {
+        raw.with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 2;
+        })
+        .set_policy(fred::types::config::ReconnectPolicy::new_exponential(
+            0, 50, 2_000, 2,
+        ));
+    }
+    let raw = raw.build_pool(4).unwrap();
     raw.init().await.unwrap();
     let now = chrono::Utc::now().timestamp_micros();
 
@@ -194,7 +219,10 @@ async fn main() {
             "release"
         }
     );
-    println!("payload: 50 float64 features = {payload_len} bytes per view\n");
+    println!("payload: 50 float64 features = {payload_len} bytes per view");
+    println!(
+        "raw fred: command timeout {raw_timeout:?}, store's connection settings {raw_like_store}\n"
+    );
     println!("{:<44} {:>9} {:>9}", "read", "p50 µs", "p99 µs");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 5_000usize), (100, 1_000)] {
@@ -210,37 +238,44 @@ async fn main() {
                     })
                 })
                 .collect();
-            let t0 = Instant::now();
-            let got = store.read(&keys, &ReadOptions::default()).await.unwrap();
-            let d_ours = t0.elapsed();
-            assert!(got.iter().all(Option::is_some));
-
-            let t0 = Instant::now();
-            let c = raw.next();
-            let vals: Vec<Value> = if n_ent == 1 {
-                vec![
-                    c.hmget(
-                        Bytes::from(store.entity_hash_key(&ekeys[ids[0] as usize])),
-                        fields.clone(),
-                    )
-                    .await
-                    .unwrap(),
-                ]
-            } else {
-                let p = c.pipeline();
-                for i in &ids {
-                    let _: () = p
-                        .hmget(
-                            Bytes::from(store.entity_hash_key(&ekeys[*i as usize])),
-                            fields.clone(),
-                        )
-                        .await
-                        .unwrap();
+            // Alternate which side goes first, so neither always runs right
+            // after `get_online_features` (cold caches) or right after the other.
+            let (mut d_ours, mut d_raw) = (Duration::ZERO, Duration::ZERO);
+            for ours_turn in [it % 2 == 0, it % 2 == 1] {
+                if ours_turn {
+                    let t0 = Instant::now();
+                    let got = store.read(&keys, &ReadOptions::default()).await.unwrap();
+                    d_ours = t0.elapsed();
+                    assert!(got.iter().all(Option::is_some));
+                } else {
+                    let t0 = Instant::now();
+                    let c = raw.next();
+                    let vals: Vec<Value> = if n_ent == 1 {
+                        vec![
+                            c.hmget(
+                                Bytes::from(store.entity_hash_key(&ekeys[ids[0] as usize])),
+                                fields.clone(),
+                            )
+                            .await
+                            .unwrap(),
+                        ]
+                    } else {
+                        let p = c.pipeline();
+                        for i in &ids {
+                            let _: () = p
+                                .hmget(
+                                    Bytes::from(store.entity_hash_key(&ekeys[*i as usize])),
+                                    fields.clone(),
+                                )
+                                .await
+                                .unwrap();
+                        }
+                        p.all().await.unwrap()
+                    };
+                    d_raw = t0.elapsed();
+                    assert_eq!(vals.len(), n_ent);
                 }
-                p.all().await.unwrap()
-            };
-            let d_raw = t0.elapsed();
-            assert_eq!(vals.len(), n_ent);
+            }
 
             let t0 = Instant::now();
             let resp = fs

@@ -48,8 +48,9 @@
 //! * **Reads**: one pipelined `HMGET` per distinct entity key (duplicate
 //!   (view, entity) pairs and several views of one entity are read once), sent
 //!   in one round trip — per node in Cluster mode (fred routes and pipelines per
-//!   node). The read has a deadline (`ReadOptions::timeout`, else the command
-//!   timeout); running out is [`fstore_core::Error::Timeout`], a dropped
+//!   node); a single entity's `HMGET` is sent directly, not pipelined. The read
+//!   has one deadline (`ReadOptions::timeout`, else the command timeout: fred's
+//!   own timeout for a single `HMGET`, an outer one for a pipeline); running out is [`fstore_core::Error::Timeout`], a dropped
 //!   connection [`fstore_core::Error::Unavailable`].
 //! * **Writes** run a Lua script (loaded once with `SCRIPT LOAD` — on every
 //!   primary in Cluster mode — and called with `EVALSHA`, pipelined; on

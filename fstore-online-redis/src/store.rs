@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, HashesInterface};
-use fred::types::config::Config;
+
+use fred::types::config::{Config, Options};
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use fstore_core::backend::display_entity_key;
 use fstore_core::{
@@ -124,6 +125,97 @@ impl RedisOnlineStore {
 
     fn read_deadline(&self, opts: &ReadOptions) -> Duration {
         opts.timeout.unwrap_or(self.settings.command_timeout)
+    }
+
+    /// Reads `keys` on an open connection: one `HMGET` per distinct entity
+    /// key (every requested view's two fields in it; duplicates read once),
+    /// pipelined when there are several.
+    async fn read_on(
+        &self,
+        conn: &Conn,
+        keys: &[OnlineKey],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<OnlineRow>>> {
+        let first = keys[0].entity_key.as_slice();
+        let client: &Client = conn.pool.next();
+        if keys.iter().all(|k| k.entity_key == first) {
+            // One entity (the common serving call): no grouping map, one
+            // HMGET sent directly, whose own timeout is the read's deadline.
+            let mut views: Vec<&str> = Vec::with_capacity(keys.len());
+            let mut slots = Vec::with_capacity(keys.len());
+            for k in keys {
+                slots.push(view_slot(&mut views, &k.view));
+            }
+            let key = Bytes::from(hash_key(&self.settings.prefix, first));
+            let reply = match opts.timeout {
+                None => client.hmget::<Value, _, _>(key, fields(&views)).await,
+                Some(t) => {
+                    client
+                        .with_options(&Options {
+                            timeout: Some(t),
+                            ..Options::default()
+                        })
+                        .hmget::<Value, _, _>(key, fields(&views))
+                        .await
+                }
+            }
+            .map_err(|e| map_err(e, &format!("read of {} keys", keys.len())))?;
+            let reply = reply.into_array();
+            let mut out = Vec::with_capacity(keys.len());
+            for (k, v) in keys.iter().zip(slots) {
+                out.push(decode_at(&reply, v, k, keys.len())?);
+            }
+            return Ok(out);
+        }
+
+        let what = format!("read of {} keys", keys.len());
+        with_deadline(self.read_deadline(opts), &what, async {
+            let mut groups: Vec<Group<'_>> = Vec::new();
+            let mut by_key: HashMap<&[u8], usize> = HashMap::with_capacity(keys.len());
+            let mut slots = Vec::with_capacity(keys.len());
+            for k in keys {
+                let g = match by_key.entry(k.entity_key.as_slice()) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        groups.push(Group {
+                            entity_key: &k.entity_key,
+                            views: Vec::new(),
+                        });
+                        *e.insert(groups.len() - 1)
+                    }
+                };
+                let v = view_slot(&mut groups[g].views, &k.view);
+                slots.push(Slot { group: g, view: v });
+            }
+            let p = client.pipeline();
+            for g in &groups {
+                let _: () = p
+                    .hmget(
+                        Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
+                        fields(&g.views),
+                    )
+                    .await
+                    .map_err(|e| map_err(e, &what))?;
+            }
+            let replies: Vec<Value> = p.all().await.map_err(|e| map_err(e, &what))?;
+            if replies.len() != groups.len() {
+                return Err(Error::backend_msg(
+                    BACKEND,
+                    format!(
+                        "{what}: {} replies to {} HMGETs",
+                        replies.len(),
+                        groups.len()
+                    ),
+                ));
+            }
+            let replies: Vec<Vec<Value>> = replies.into_iter().map(Value::into_array).collect();
+            let mut out = Vec::with_capacity(keys.len());
+            for (k, s) in keys.iter().zip(slots) {
+                out.push(decode_at(&replies[s.group], s.view, k, keys.len())?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     fn build_calls(&self, view: &ResolvedView, rows: &[OnlineRow]) -> Vec<Call> {
@@ -314,6 +406,31 @@ fn decode_row(
     }))
 }
 
+/// The position of `view` in `views`, appended when new.
+fn view_slot<'a>(views: &mut Vec<&'a str>, view: &'a str) -> usize {
+    match views.iter().position(|v| *v == view) {
+        Some(v) => v,
+        None => {
+            views.push(view);
+            views.len() - 1
+        }
+    }
+}
+
+/// Decodes the row of view slot `v` of one `HMGET` reply.
+fn decode_at(reply: &[Value], v: usize, k: &OnlineKey, n_keys: usize) -> Result<Option<OnlineRow>> {
+    match (reply.get(2 * v), reply.get(2 * v + 1)) {
+        (Some(ver), Some(payload)) => decode_row(&k.entity_key, &k.view, ver, payload),
+        _ => Err(Error::backend_msg(
+            BACKEND,
+            format!(
+                "read of {n_keys} keys: short HMGET reply ({} values)",
+                reply.len()
+            ),
+        )),
+    }
+}
+
 async fn deadline<T>(
     d: Option<Duration>,
     what: &str,
@@ -372,88 +489,21 @@ impl OnlineStore for RedisOnlineStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let what = format!("read of {} keys", keys.len());
-        with_deadline(self.read_deadline(opts), &what, async {
-            let conn = self.conn().await?;
-            // One HMGET per distinct entity key, every requested view's two
-            // fields in it; duplicates are read once.
-            let mut groups: Vec<Group<'_>> = Vec::new();
-            let mut by_key: HashMap<&[u8], usize> = HashMap::new();
-            let mut slots = Vec::with_capacity(keys.len());
-            for k in keys {
-                let g = match by_key.entry(k.entity_key.as_slice()) {
-                    Entry::Occupied(e) => *e.get(),
-                    Entry::Vacant(e) => {
-                        groups.push(Group {
-                            entity_key: &k.entity_key,
-                            views: Vec::new(),
-                        });
-                        *e.insert(groups.len() - 1)
-                    }
-                };
-                let views = &mut groups[g].views;
-                let v = match views.iter().position(|v| *v == k.view) {
-                    Some(v) => v,
-                    None => {
-                        views.push(&k.view);
-                        views.len() - 1
-                    }
-                };
-                slots.push(Slot { group: g, view: v });
+        match self.conn.get() {
+            // Connected: one timer per read. A single HMGET carries the
+            // deadline itself (fred's command timeout); a pipeline gets an
+            // outer deadline.
+            Some(conn) => self.read_on(conn, keys, opts).await,
+            // First call: the connect counts against the read's deadline too.
+            None => {
+                let what = format!("read of {} keys", keys.len());
+                with_deadline(self.read_deadline(opts), &what, async {
+                    let conn = self.conn().await?;
+                    self.read_on(conn, keys, opts).await
+                })
+                .await
             }
-            let client: &Client = conn.pool.next();
-            let replies: Vec<Value> = if groups.len() == 1 {
-                let g = &groups[0];
-                vec![
-                    client
-                        .hmget::<Value, _, _>(
-                            Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
-                            fields(&g.views),
-                        )
-                        .await
-                        .map_err(|e| map_err(e, &what))?,
-                ]
-            } else {
-                let p = client.pipeline();
-                for g in &groups {
-                    let _: () = p
-                        .hmget(
-                            Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
-                            fields(&g.views),
-                        )
-                        .await
-                        .map_err(|e| map_err(e, &what))?;
-                }
-                p.all::<Vec<Value>>().await.map_err(|e| map_err(e, &what))?
-            };
-            if replies.len() != groups.len() {
-                return Err(Error::backend_msg(
-                    BACKEND,
-                    format!(
-                        "{what}: {} replies to {} HMGETs",
-                        replies.len(),
-                        groups.len()
-                    ),
-                ));
-            }
-            let replies: Vec<Vec<Value>> = replies.into_iter().map(Value::into_array).collect();
-            let mut out = Vec::with_capacity(keys.len());
-            for (k, s) in keys.iter().zip(slots) {
-                let reply = &replies[s.group];
-                let (ver, payload) = match (reply.get(2 * s.view), reply.get(2 * s.view + 1)) {
-                    (Some(v), Some(p)) => (v, p),
-                    _ => {
-                        return Err(Error::backend_msg(
-                            BACKEND,
-                            format!("{what}: short HMGET reply ({} values)", reply.len()),
-                        ));
-                    }
-                };
-                out.push(decode_row(&k.entity_key, &k.view, ver, payload)?);
-            }
-            Ok(out)
-        })
-        .await
+        }
     }
 
     async fn delete_view(&self, view: &str) -> Result<()> {
