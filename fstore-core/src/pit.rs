@@ -516,8 +516,10 @@ impl Partitioner {
 /// later row). A running maximum over each key's slots then gives, for every
 /// spine row, the greatest `(event, created, write order)` among the rows
 /// available at its t; the ttl is checked on that row alone (every other
-/// candidate has an earlier event). Cost: O(F log k + S), memory O(S); no feature
-/// row is copied, sorted or allocated per row.
+/// candidate has an earlier event). Rows are slotted in chunks of up to
+/// [`PART_CHUNK`], each chunk stably partitioned by key-id range first
+/// ([`Partitioner`]) so the random accesses of a partition stay in cache. Cost:
+/// O(F log k + S), memory O(S + PART_CHUNK); feature values are never copied.
 fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Result<Vec<ArrayRef>> {
     let ttl = view.ttl.map(duration_micros);
     let cutoff = ctx.options.created_cutoff && view.created_timestamp_column.is_some();
