@@ -436,6 +436,74 @@ impl Best {
     }
 }
 
+/// Key-id partitions of the slotting pass: `2^PART_BITS` of them (at most).
+const PART_BITS: u32 = 6;
+/// Feature rows buffered before a partitioning pass.
+const PART_CHUNK: usize = 1 << 19;
+
+/// A feature row waiting to be slotted: key id, global row index, times.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    id: u32,
+    seq: u32,
+    event: i64,
+    created: i64,
+}
+
+/// Buffers [`Pending`] rows and hands them out grouped by `id >> shift`, each
+/// group in arrival order (a stable counting sort), so the write-order tie-break
+/// is unchanged and each group's random accesses stay within a small id range.
+struct Partitioner {
+    shift: u32,
+    buf: Vec<Pending>,
+    sorted: Vec<Pending>,
+    cursor: Vec<usize>,
+}
+
+impl Partitioner {
+    fn new(n_parts: usize, shift: u32, rows: impl Iterator<Item = usize>) -> Self {
+        let cap = rows.sum::<usize>().min(PART_CHUNK);
+        Self {
+            shift,
+            buf: Vec::with_capacity(cap),
+            sorted: Vec::new(),
+            cursor: vec![0; n_parts + 1],
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, p: Pending, place: &mut impl FnMut(&Pending)) {
+        self.buf.push(p);
+        if self.buf.len() >= PART_CHUNK {
+            self.flush(place);
+        }
+    }
+
+    fn flush(&mut self, place: &mut impl FnMut(&Pending)) {
+        if self.cursor.len() <= 2 {
+            self.buf.iter().for_each(&mut *place);
+            self.buf.clear();
+            return;
+        }
+        self.cursor.iter_mut().for_each(|c| *c = 0);
+        for p in &self.buf {
+            self.cursor[(p.id >> self.shift) as usize + 1] += 1;
+        }
+        for i in 1..self.cursor.len() {
+            self.cursor[i] += self.cursor[i - 1];
+        }
+        self.sorted.clear();
+        self.sorted.resize(self.buf.len(), Pending::default());
+        for p in &self.buf {
+            let c = &mut self.cursor[(p.id >> self.shift) as usize];
+            self.sorted[*c] = *p;
+            *c += 1;
+        }
+        self.sorted.iter().for_each(&mut *place);
+        self.buf.clear();
+    }
+}
+
 /// Joins one view: returns its feature columns, one row per spine row.
 ///
 /// # Algorithm
@@ -448,8 +516,10 @@ impl Best {
 /// later row). A running maximum over each key's slots then gives, for every
 /// spine row, the greatest `(event, created, write order)` among the rows
 /// available at its t; the ttl is checked on that row alone (every other
-/// candidate has an earlier event). Cost: O(F log k + S), memory O(S); no feature
-/// row is copied, sorted or allocated per row.
+/// candidate has an earlier event). Rows are slotted in chunks of up to
+/// [`PART_CHUNK`], each chunk stably partitioned by key-id range first
+/// ([`Partitioner`]) so the random accesses of a partition stay in cache. Cost:
+/// O(F log k + S), memory O(S + PART_CHUNK); feature values are never copied.
 fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Result<Vec<ArrayRef>> {
     let ttl = view.ttl.map(duration_micros);
     let cutoff = ctx.options.created_cutoff && view.created_timestamp_column.is_some();
@@ -457,6 +527,33 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
     let where_ = |bi: usize| format!("view '{}', feature batch {bi}", view.name);
 
     let mut best = vec![Best::EMPTY; group.order.len()];
+    // Rows are buffered and partitioned by key-id range before slotting, so each
+    // partition's slots, spine times and group starts stay cache-resident.
+    let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
+    let n_parts = (n_ids >> shift) + 1;
+    let mut part = Partitioner::new(n_parts, shift, view.batches.iter().map(|b| b.num_rows()));
+    let mut place = |p: &Pending| {
+        let id = p.id as usize;
+        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+        let spine_times = &group.order_t[start..end];
+        let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
+            return;
+        };
+        let (event, created) = (p.event, p.created);
+        let avail = if cutoff { event.max(created) } else { event };
+        // cheap filter: never available, or too old for every spine row of k
+        if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
+            return;
+        }
+        let slot = &mut best[start + spine_times.partition_point(|&t| t < avail)];
+        if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
+            *slot = Best {
+                event,
+                created,
+                seq: p.seq,
+            };
+        }
+    };
     let mut offsets = Vec::with_capacity(view.batches.len() + 1);
     let mut total = 0usize;
     for (bi, batch) in view.batches.iter().enumerate() {
@@ -486,31 +583,18 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
             if id as usize >= n_ids {
                 continue; // NONE: null key or not in the spine
             }
-            let (start, end) = (
-                group.start[id as usize] as usize,
-                group.start[id as usize + 1] as usize,
-            );
-            let spine_times = &group.order_t[start..end];
-            let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
-                continue;
-            };
-            let event = events[i];
-            let created = created.as_ref().map_or(i64::MIN, |c| c[i]);
-            let avail = if cutoff { event.max(created) } else { event };
-            // cheap filter: never available, or too old for every spine row of k
-            if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
-                continue;
-            }
-            let slot = &mut best[start + spine_times.partition_point(|&t| t < avail)];
-            if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
-                *slot = Best {
-                    event,
-                    created,
+            part.push(
+                Pending {
+                    id,
                     seq: (base + i) as u32,
-                };
-            }
+                    event: events[i],
+                    created: created.as_ref().map_or(i64::MIN, |c| c[i]),
+                },
+                &mut place,
+            );
         }
     }
+    part.flush(&mut place);
     offsets.push(total);
 
     // Running maximum over each key's spine rows (in time order), ttl check.
