@@ -75,6 +75,7 @@ mod online;
 pub mod pit;
 mod registry;
 mod store;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(any(test, feature = "testkit"))]
