@@ -297,15 +297,15 @@ impl Config {
     /// without `with_online` the online store is in-memory (no connection).
     pub(crate) async fn store(&self, with_online: bool) -> Result<FeatureStore, CliError> {
         let mut b = FeatureStore::builder()
-            .registry(build_registry(&self.registry)?)
-            .offline(build_offline(&self.offline)?);
+            .with_registry(build_registry(&self.registry)?)
+            .with_offline(build_offline(&self.offline)?);
         if with_online {
-            b = b.online(build_online(&self.online).await?);
+            b = b.with_online(build_online(&self.online).await?);
         } else {
-            b = b.online(Arc::new(InMemoryOnlineStore::new()));
+            b = b.with_online(Arc::new(InMemoryOnlineStore::new()));
         }
         if let Some((t, _)) = &self.online_timeout {
-            b = b.online_timeout(*t);
+            b = b.with_online_timeout(*t);
         }
         b.build().map_err(CliError::from)
     }

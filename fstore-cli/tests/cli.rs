@@ -79,8 +79,8 @@ impl Env {
     /// The same stores, in this process, through the library.
     fn library(&self) -> FeatureStore {
         FeatureStore::builder()
-            .registry(Arc::new(FileRegistry::open(self.path("registry")).unwrap()))
-            .offline(Arc::new(
+            .with_registry(Arc::new(FileRegistry::open(self.path("registry")).unwrap()))
+            .with_offline(Arc::new(
                 DeltaOfflineStoreBuilder::new()
                     .with_root(self.path("data").to_string_lossy())
                     .build()
