@@ -17,6 +17,7 @@ pub use crate::codec::{
     ENTITY_KEY_VERSION, PAYLOAD_VERSION, decode_entity_key, decode_payloads, display_entity_key,
     encode_entity_key, encode_entity_keys, encode_payloads,
 };
+pub use crate::registry::{parse_registry_document, registry_document};
 
 fn widening_ok(from: &DataType, to: &ValueType) -> bool {
     matches!(

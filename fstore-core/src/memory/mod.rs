@@ -323,12 +323,20 @@ impl Registry for InMemoryRegistry {
                 "in-memory registry is at version {latest}, expected {expected}"
             )));
         }
-        v.push(Arc::new(RegistrySnapshot {
-            version: expected + 1,
+        let next = expected.checked_add(1).ok_or_else(|| {
+            Error::Conflict(format!(
+                "in-memory registry cannot go past version {expected}"
+            ))
+        })?;
+        let snap = RegistrySnapshot {
+            version: next,
             committed_at: Some(Utc::now()),
             state,
-        }));
-        Ok(expected + 1)
+        };
+        // Same rule as the persistent registries: only states that read back.
+        crate::registry::registry_document(&snap)?;
+        v.push(Arc::new(snap));
+        Ok(next)
     }
 
     async fn versions(&self) -> Result<Vec<u64>> {
