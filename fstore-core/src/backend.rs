@@ -55,7 +55,7 @@ pub fn normalize_batch(
     let mut cols: Vec<ArrayRef> = Vec::new();
     for k in &view.join_keys {
         let col = get(&k.name, "join key")?;
-        let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
+        let col = crate::codec::cast_key_column(col, &k.name, &k.value_type)?;
         crate::time::reject_nulls(col.as_ref(), &k.name, "join key")?;
         cols.push(col);
     }

@@ -95,14 +95,65 @@ pub(crate) fn cast_column(array: &ArrayRef, column: &str, target: &DataType) -> 
     })
 }
 
-/// Encodes the entity key of every row of `batch` for a view with `join_keys`.
-///
-/// Key columns are looked up by name and cast to the declared type (an `int32`
-/// request column for an `int64` key is fine; `"abc"` for an `int64` key is not).
+/// True when every value of `from` converts to `key` exactly and the
+/// conversion can be undone: integer widenings (int8/16/32, uint8/16/32 → int64;
+/// int8/16, uint8/16 → int32) and other layouts of strings and bytes. Floats,
+/// narrowings, uint64 → int64, booleans, timestamps and strings ↔ numbers are
+/// not: a float key `1.7` must not serve entity `1` (DESIGN §5).
+pub(crate) fn lossless_key_cast(from: &DataType, key: &ValueType) -> bool {
+    use DataType as D;
+    let strings = |d: &D| matches!(d, D::Utf8 | D::LargeUtf8 | D::Utf8View);
+    let binaries = |d: &D| {
+        matches!(
+            d,
+            D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_)
+        )
+    };
+    match (from, key) {
+        (
+            D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 | D::Int64,
+            ValueType::Int64,
+        )
+        | (D::Int8 | D::Int16 | D::UInt8 | D::UInt16 | D::Int32, ValueType::Int32) => true,
+        (d, ValueType::String) if strings(d) => true,
+        (d, ValueType::Bytes) if binaries(d) => true,
+        (D::Dictionary(_, v), ValueType::String) => strings(v),
+        (D::Dictionary(_, v), ValueType::Bytes) => binaries(v),
+        _ => false,
+    }
+}
+
+/// Casts a join-key column to its declared key type, accepting only lossless
+/// widenings ([`lossless_key_cast`]).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] naming the column for a missing column, an impossible
-/// cast, or a null key (with the row).
+/// [`Error::InvalidInput`] naming the column and both types.
+pub(crate) fn cast_key_column(array: &ArrayRef, column: &str, key: &ValueType) -> Result<ArrayRef> {
+    let target = key.to_arrow();
+    if array.data_type() == &target {
+        return Ok(Arc::clone(array));
+    }
+    if !lossless_key_cast(array.data_type(), key) {
+        return Err(Error::invalid(format!(
+            "join key column '{column}' has type {}, the entity declares {key} ({target}); \
+             keys are only converted by lossless widenings (smaller integers to int32/int64, \
+             any string or binary layout)",
+            array.data_type()
+        )));
+    }
+    cast_column(array, column, &target)
+}
+
+/// Encodes the entity key of every row of `batch` for a view with `join_keys`.
+///
+/// Key columns are looked up by name and converted to the declared type by
+/// lossless widenings only (an `int32` request column for an `int64` key is
+/// fine; `1.7` or `"abc"` for an `int64` key is not).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the column for a missing column, a type that
+/// is not a lossless widening of the key type (naming both types), or a null key
+/// (with the row).
 pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<Vec<Vec<u8>>> {
     let mut sorted: Vec<&JoinKey> = join_keys.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -111,7 +162,7 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
         let col = batch
             .column_by_name(&k.name)
             .ok_or_else(|| Error::invalid(format!("join key column '{}' is missing", k.name)))?;
-        let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
+        let col = cast_key_column(col, &k.name, &k.value_type)?;
         if col.null_count() > 0 {
             let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
             return Err(Error::invalid(format!(

@@ -307,3 +307,59 @@ impl Registry for FileRegistry {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::unique_name;
+
+    #[tokio::test]
+    async fn version_overflow_is_a_conflict_and_writes_nothing() {
+        let dir = std::env::temp_dir().join(unique_name("fstore_file_overflow"));
+        let reg = FileRegistry::open(&dir).unwrap();
+        match reg.commit(u64::MAX, RegistryState::default()).await {
+            Err(Error::Conflict(m)) => assert!(m.contains(&u64::MAX.to_string()), "{m}"),
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert!(reg.versions().await.unwrap().is_empty());
+        // A LATEST hint at u64::MAX must not overflow the forward probe either.
+        std::fs::write(dir.join("LATEST"), u64::MAX.to_string()).unwrap();
+        assert_eq!(FileRegistry::latest(&dir, 0), u64::MAX);
+        match reg.commit(u64::MAX, RegistryState::default()).await {
+            Err(Error::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert!(reg.versions().await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn staging_files_are_exclusive_unique_and_cleaned_up() {
+        let dir = std::env::temp_dir().join(unique_name("fstore_file_tmp"));
+        let reg = FileRegistry::open(&dir).unwrap();
+        let names: std::collections::HashSet<PathBuf> =
+            (0..1000).map(|_| unique_tmp(&dir)).collect();
+        assert_eq!(names.len(), 1000);
+        let host = host_tag();
+        assert!(names.iter().all(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{host}-")))
+        }));
+        // create_new: a staging file never reuses an existing path.
+        let a = write_new_synced(&dir, b"a").unwrap();
+        let b = write_new_synced(&dir, b"b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        std::fs::remove_file(a).unwrap();
+        std::fs::remove_file(b).unwrap();
+        reg.commit(0, RegistryState::default()).await.unwrap();
+        reg.commit(1, RegistryState::default()).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.join("tmp")).unwrap().count(),
+            0,
+            "no staging file left behind"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
