@@ -983,33 +983,33 @@ mod decode_props {
 
     const CASES: u32 = 10_000;
 
-    fn features() -> Vec<Field> {
+    fn features() -> Vec<FeatureField> {
         vec![
-            Field::new("b", ValueType::Bool),
-            Field::new("i", ValueType::Int32),
-            Field::new("l", ValueType::Int64),
-            Field::new("f", ValueType::Float32),
-            Field::new("d", ValueType::Float64),
-            Field::new("s", ValueType::String),
-            Field::new("y", ValueType::Bytes),
-            Field::new("t", ValueType::Timestamp),
-            Field::new("ls", ValueType::list(ValueType::String)),
-            Field::new("lf", ValueType::list(ValueType::Float32)),
+            FeatureField::new("b", ValueType::Bool),
+            FeatureField::new("i", ValueType::Int32),
+            FeatureField::new("l", ValueType::Int64),
+            FeatureField::new("f", ValueType::Float32),
+            FeatureField::new("d", ValueType::Float64),
+            FeatureField::new("s", ValueType::String),
+            FeatureField::new("y", ValueType::Bytes),
+            FeatureField::new("t", ValueType::Timestamp),
+            FeatureField::new("ls", ValueType::list(ValueType::String)),
+            FeatureField::new("lf", ValueType::list(ValueType::Float32)),
         ]
     }
 
     /// Feature sets a reader may ask with: everything, a projection, and one
     /// whose declared types differ from the stored ones.
-    fn readers() -> Vec<Vec<Field>> {
+    fn readers() -> Vec<Vec<FeatureField>> {
         let all = features();
         let proj = vec![
             all[5].clone(),
             all[9].clone(),
-            Field::new("new", ValueType::Int64),
+            FeatureField::new("new", ValueType::Int64),
         ];
-        let wrong: Vec<Field> = all
+        let wrong: Vec<FeatureField> = all
             .iter()
-            .map(|f| Field::new(&f.name, ValueType::list(ValueType::Int64)))
+            .map(|f| FeatureField::new(&f.name, ValueType::list(ValueType::Int64)))
             .collect();
         vec![all, proj, wrong]
     }
@@ -1028,7 +1028,7 @@ mod decode_props {
         lf.append(true);
         lf.append(false);
         let schema = Arc::new(Schema::new(
-            fs.iter().map(Field::to_arrow).collect::<Vec<_>>(),
+            fs.iter().map(FeatureField::to_arrow).collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(
             schema,
@@ -1256,7 +1256,7 @@ mod decode_props {
         use crate::testkit::{entity_batch, test_definitions};
         let online = Arc::new(crate::memory::InMemoryOnlineStore::new());
         let store = FeatureStore::builder()
-            .online(Arc::clone(&online) as Arc<crate::online::DynOnlineStore>)
+            .with_online(Arc::clone(&online) as Arc<crate::online::DynOnlineStore>)
             .build()
             .unwrap();
         let (defs, rv) = test_definitions("corrupt_v", None);

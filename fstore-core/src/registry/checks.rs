@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::model::{Definitions, Fallback, Field, Value, ValueType};
+use crate::model::{Definitions, Fallback, FeatureField, Value, ValueType};
 
 /// Reserved prefix of names fstore itself uses next to the view tables
 /// (`_fstore_registry`, …); compared case-insensitively.
@@ -127,7 +127,7 @@ pub(crate) fn check_case_unique<'a>(
 }
 
 /// Type and default checks of one field (feature, request field or output).
-pub(crate) fn check_field(what: &str, f: &Field) -> Result<()> {
+pub(crate) fn check_field(what: &str, f: &FeatureField) -> Result<()> {
     check_value_type(what, &f.value_type)?;
     if let Fallback::Default(d) = &f.fallback {
         check_default(what, d)?;
@@ -233,16 +233,19 @@ mod tests {
             ),
             (
                 "NaN default",
-                with_view(view("v").with_field(
-                    Field::new("f", ValueType::Float64).with_default(Value::Float64(f64::NAN)),
-                )),
+                with_view(
+                    view("v").with_field(
+                        FeatureField::new("f", ValueType::Float64)
+                            .with_default(Value::Float64(f64::NAN)),
+                    ),
+                ),
                 "'v:f'",
             ),
             (
                 "infinite float32 default",
                 with_view(
                     view("v").with_field(
-                        Field::new("f", ValueType::Float32)
+                        FeatureField::new("f", ValueType::Float32)
                             .with_default(Value::Float32(f32::NEG_INFINITY)),
                     ),
                 ),
@@ -251,12 +254,12 @@ mod tests {
             (
                 "NaN inside a list default",
                 with_view(view("v").with_field(
-                    Field::new("e", ValueType::list(ValueType::Float64)).with_default(Value::List(
-                        vec![
+                    FeatureField::new("e", ValueType::list(ValueType::Float64)).with_default(
+                        Value::List(vec![
                             Some(Value::Float64(1.0)),
                             Some(Value::Float64(f64::INFINITY)),
-                        ],
-                    )),
+                        ]),
+                    ),
                 )),
                 "'v:e'",
             ),
@@ -305,7 +308,7 @@ mod tests {
         let dir = std::env::temp_dir().join(unique_name("fstore_checks"));
         let reg = Arc::new(FileRegistry::open(&dir).expect("open registry"));
         let store = FeatureStore::builder()
-            .registry(Arc::clone(&reg) as Arc<DynRegistry>)
+            .with_registry(Arc::clone(&reg) as Arc<DynRegistry>)
             .build()
             .expect("build");
         store
