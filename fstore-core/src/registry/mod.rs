@@ -30,6 +30,12 @@ pub struct Watermark {
     /// The offline table version read (stores with a change log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_version: Option<u64>,
+    /// Identity of the offline table that was read
+    /// ([`crate::OfflineStore::table_id`]). When the table is deleted and
+    /// re-created its identity changes, and the next incremental run starts over
+    /// instead of trusting event times and versions of a table that is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
     /// When the run that set it finished.
     pub updated_at: DateTime<Utc>,
 }
