@@ -741,8 +741,8 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
 async fn facade_timeout_fires_on_a_hung_backend() {
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .online_timeout(Duration::from_millis(100))
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -776,10 +776,10 @@ async fn facade_timeout_fires_on_a_hung_backend() {
 
     // with a last-known-good cache, the timeout is answered from the cache
     let cached = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .online(Arc::clone(&backend) as _)
-        .online_timeout(Duration::from_millis(100))
-        .last_known_good_cache(10)
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .with_last_known_good_cache(10)
         .build()
         .unwrap();
     backend.read_delay_ms.store(0, AtomicOrdering::SeqCst);

@@ -309,9 +309,9 @@ fn race_definitions(side: &str, round: u64) -> Definitions {
 /// "conflict" for a `Conflict` and the error text otherwise.
 async fn apply_outcome(reg: Arc<DynRegistry>, defs: &Definitions) -> Result<u64, String> {
     let fs = FeatureStore::builder()
-        .registry(reg)
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::new(InMemoryOnlineStore::new()))
+        .with_registry(reg)
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
         .build()
         .map_err(|e| format!("build: {e}"))?;
     match fs.apply(defs, ApplyOptions::default()).await {
