@@ -524,6 +524,7 @@ pub(crate) struct InstrumentedOffline {
     scan: CallKeys,
     latest: CallKeys,
     delete: CallKeys,
+    table_id: CallKeys,
 }
 
 impl InstrumentedOffline {
@@ -535,6 +536,7 @@ impl InstrumentedOffline {
             scan: CallKeys::new("offline.scan", b),
             latest: CallKeys::new("offline.latest_version", b),
             delete: CallKeys::new("offline.delete_view", b),
+            table_id: CallKeys::new("offline.table_id", b),
         })
     }
 }
@@ -610,6 +612,15 @@ impl OfflineStore for InstrumentedOffline {
             view = view.name()
         );
         self.delete.run(span, self.inner.delete_view(view)).await
+    }
+
+    async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
+        let span = store_span!(
+            "fstore.offline.table_id",
+            self.inner.backend(),
+            view = view.name()
+        );
+        self.table_id.run(span, self.inner.table_id(view)).await
     }
 }
 
