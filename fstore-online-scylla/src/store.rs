@@ -14,67 +14,16 @@ use fstore_core::{
     WriteSummary,
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::cluster::metadata::ColumnType;
-use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::serialize::SerializationError;
-use scylla::serialize::row::{RowSerializationContext, SerializeRow};
-use scylla::serialize::value::SerializeValue;
-use scylla::serialize::writers::{CellWriter, RowWriter, WrittenCellProof};
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use tokio::sync::OnceCell;
 
-use crate::BACKEND;
-use crate::cql::{Replication, Statements};
+use crate::client::{Named, Val, open_session};
+use crate::config::{BACKEND, ScyllaOnlineStoreBuilder, Settings};
+use crate::cql::Statements;
 use crate::error::Error;
 use crate::timestamp::{Plan, Stored, delete_timestamp, plan_write, ttl_seconds};
-
-/// Validated configuration (see `builder.rs`).
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) contact_points: Vec<String>,
-    pub(crate) keyspace: String,
-    pub(crate) table: String,
-    pub(crate) local_dc: Option<String>,
-    pub(crate) read_consistency: Consistency,
-    pub(crate) write_consistency: Consistency,
-    pub(crate) credentials: Option<(String, String)>,
-    pub(crate) tls: bool,
-    pub(crate) tls_ca_file: Option<String>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) read_concurrency: usize,
-    pub(crate) write_concurrency: usize,
-    pub(crate) replication: Replication,
-    pub(crate) ttl_grace: Duration,
-    pub(crate) await_schema_agreement: bool,
-    pub(crate) in_process_test_server: bool,
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("contact_points", &self.contact_points)
-            .field("keyspace", &self.keyspace)
-            .field("table", &self.table)
-            .field("local_dc", &self.local_dc)
-            .field("read_consistency", &self.read_consistency)
-            .field("write_consistency", &self.write_consistency)
-            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
-            .field("tls", &self.tls)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("read_concurrency", &self.read_concurrency)
-            .field("write_concurrency", &self.write_concurrency)
-            .field("replication", &self.replication)
-            .field("ttl_grace", &self.ttl_grace)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The prepared data-path statements, prepared once per store.
 struct Prepared {
@@ -85,9 +34,36 @@ struct Prepared {
     scan: PreparedStatement,
 }
 
+impl ScyllaOnlineStoreBuilder {
+    /// Validates the configuration and returns the store. No I/O: the session
+    /// (token-aware, DC-aware when `local_dc` is set) opens on first use;
+    /// statements are prepared lazily, once; the schema is **not** created
+    /// (see [`ScyllaOnlineStore::ensure_schema`]).
+    ///
+    /// # Errors
+    /// `InvalidInput` / `UnknownConfigKey` for bad configuration.
+    pub fn build(self) -> fstore_core::Result<ScyllaOnlineStore> {
+        Ok(ScyllaOnlineStore::new(self.settings()?))
+    }
+
+    /// [`build`](Self::build), then opens the session now: the store is known
+    /// to reach its cluster.
+    ///
+    /// # Errors
+    /// As `build`; `Unavailable` when no contact point answers; `Timeout`
+    /// after `connect_timeout` (the whole session build is bounded: the driver
+    /// alone can hang on a listener that never answers).
+    pub async fn connect(self) -> fstore_core::Result<ScyllaOnlineStore> {
+        let store = self.build()?;
+        store.session().await?;
+        Ok(store)
+    }
+}
+
 /// An [`OnlineStore`] on Apache Cassandra or ScyllaDB.
 ///
-/// Built by [`crate::ScyllaOnlineStoreBuilder::connect`]; the schema is created
+/// Built by [`ScyllaOnlineStoreBuilder::build`] (lazy) or
+/// [`ScyllaOnlineStoreBuilder::connect`]; the schema is created
 /// only by [`ensure_schema`](Self::ensure_schema).
 ///
 /// # Table layout
@@ -169,7 +145,7 @@ struct Prepared {
 /// keys — even of the same or older versions — are planned above the tombstone
 /// and stored normally. Markers are a few bytes per deleted key and are kept.
 pub struct ScyllaOnlineStore {
-    session: Session,
+    session: OnceCell<Session>,
     settings: Settings,
     statements: Statements,
     prepared: OnceCell<Arc<Prepared>>,
@@ -180,64 +156,6 @@ impl fmt::Debug for ScyllaOnlineStore {
         f.debug_struct("ScyllaOnlineStore")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-/// One value for a named bind marker.
-#[derive(Debug, Clone, Copy)]
-enum Val<'a> {
-    Blob(&'a [u8]),
-    OptBlob(Option<&'a [u8]>),
-    Text(&'a str),
-    BigInt(i64),
-    OptBigInt(Option<i64>),
-    Int(i32),
-}
-
-/// Values bound by bind-marker name, as the server reported them when the
-/// statement was prepared. A marker the row does not know is an error.
-struct Named<'a>(&'a [(&'static str, Val<'a>)]);
-
-#[derive(Debug, thiserror::Error)]
-#[error("statement has bind marker '{0}' that fstore does not bind")]
-struct UnknownMarker(String);
-
-impl Val<'_> {
-    fn serialize<'b>(
-        &self,
-        typ: &ColumnType<'_>,
-        w: CellWriter<'b>,
-    ) -> Result<WrittenCellProof<'b>, SerializationError> {
-        match self {
-            Self::Blob(b) => SerializeValue::serialize(b, typ, w),
-            Self::OptBlob(b) => SerializeValue::serialize(b, typ, w),
-            Self::Text(s) => SerializeValue::serialize(s, typ, w),
-            Self::BigInt(v) => SerializeValue::serialize(v, typ, w),
-            Self::OptBigInt(v) => SerializeValue::serialize(v, typ, w),
-            Self::Int(v) => SerializeValue::serialize(v, typ, w),
-        }
-    }
-}
-
-impl SerializeRow for Named<'_> {
-    fn serialize(
-        &self,
-        ctx: &RowSerializationContext<'_>,
-        writer: &mut RowWriter<'_>,
-    ) -> Result<(), SerializationError> {
-        for col in ctx.columns() {
-            let (_, v) = self
-                .0
-                .iter()
-                .find(|(n, _)| *n == col.name())
-                .ok_or_else(|| SerializationError::new(UnknownMarker(col.name().to_owned())))?;
-            v.serialize(col.typ(), writer.make_cell_writer())?;
-        }
-        Ok(())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -265,58 +183,22 @@ fn now_micros() -> i64 {
 }
 
 impl ScyllaOnlineStore {
-    pub(crate) async fn connect(settings: Settings) -> fstore_core::Result<Self> {
-        let mut lb = DefaultPolicy::builder().token_aware(true);
-        if let Some(dc) = &settings.local_dc {
-            lb = lb.prefer_datacenter(dc.clone()).permit_dc_failover(false);
-        }
-        let profile = ExecutionProfile::builder()
-            .load_balancing_policy(lb.build())
-            .request_timeout(Some(settings.request_timeout))
-            .consistency(settings.read_consistency)
-            .build();
-        let mut b = SessionBuilder::new()
-            .known_nodes(&settings.contact_points)
-            .connection_timeout(settings.connect_timeout)
-            .default_execution_profile_handle(profile.into_handle())
-            .auto_await_schema_agreement(settings.await_schema_agreement);
-        if let Some((u, p)) = &settings.credentials {
-            b = b.user(u.clone(), p.clone());
-        }
-        #[cfg(feature = "tls")]
-        if settings.tls {
-            let tls = crate::tls::client_config(settings.tls_ca_file.as_deref())
-                .map_err(Error::Config)?;
-            b = b.tls_context(Some(tls));
-        }
-        let contact_points = settings.contact_points.join(",");
-        // The driver's own connection_timeout does not bound everything: a
-        // listener that accepts but never answers hangs the build. Bound it all.
-        let session = match tokio::time::timeout(settings.connect_timeout, b.build()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(Error::Connect {
-                    contact_points,
-                    source,
-                }
-                .into());
-            }
-            Err(_) => {
-                return Err(Error::ConnectTimeout {
-                    contact_points,
-                    timeout: settings.connect_timeout,
-                }
-                .into());
-            }
-        };
+    pub(crate) fn new(settings: Settings) -> Self {
         let statements =
             Statements::new(&settings.keyspace, &settings.table, &settings.replication);
-        Ok(Self {
-            session,
+        Self {
+            session: OnceCell::new(),
             settings,
             statements,
             prepared: OnceCell::new(),
-        })
+        }
+    }
+
+    /// The session, opened on first use.
+    async fn session(&self) -> Result<&Session, Error> {
+        self.session
+            .get_or_try_init(|| open_session(&self.settings))
+            .await
     }
 
     /// Creates the keyspace (with the configured replication) and the table if
@@ -330,7 +212,8 @@ impl ScyllaOnlineStore {
             &self.statements.create_keyspace,
             &self.statements.create_table,
         ] {
-            self.session
+            self.session()
+                .await?
                 .query_unpaged(q.as_str(), ())
                 .await
                 .map_err(|source| Error::Execute {
@@ -355,7 +238,8 @@ impl ScyllaOnlineStore {
         consistency: Consistency,
     ) -> Result<PreparedStatement, Error> {
         let mut p = self
-            .session
+            .session()
+            .await?
             .prepare(cql)
             .await
             .map_err(|source| Error::Prepare {
@@ -463,7 +347,8 @@ impl ScyllaOnlineStore {
                         ("view", Val::Text(name)),
                     ];
                     let res = self
-                        .session
+                        .session()
+                        .await?
                         .execute_unpaged(&p.probe, Named(&key))
                         .await
                         .map_err(|source| Error::Execute {
@@ -504,7 +389,8 @@ impl ScyllaOnlineStore {
                         ("[timestamp]", Val::BigInt(ts)),
                         ("[ttl]", Val::Int(ttl)),
                     ];
-                    self.session
+                    self.session()
+                        .await?
                         .execute_unpaged(&p.insert, Named(&values))
                         .await
                         .map_err(|source| Error::Execute {
@@ -544,7 +430,8 @@ impl ScyllaOnlineStore {
                     ("view", Val::Text(&k.view)),
                 ];
                 let res = self
-                    .session
+                    .session()
+                    .await?
                     .execute_unpaged(&p.select, Named(&values))
                     .await
                     .map_err(|source| Error::Execute {
@@ -588,7 +475,8 @@ impl ScyllaOnlineStore {
         let p = self.prepared().await?;
         let what = format!("scanning for rows of feature view '{view}'");
         let pager = self
-            .session
+            .session()
+            .await?
             .execute_iter(p.scan.clone(), Named(&[]))
             .await
             .map_err(|source| Error::Pager {
@@ -630,7 +518,8 @@ impl ScyllaOnlineStore {
                 let mut del = p.delete.clone();
                 del.set_timestamp(Some(ts));
                 let pk = [("entity_key", Val::Blob(&key)), ("view", Val::Text(view))];
-                self.session
+                self.session()
+                    .await?
                     .execute_unpaged(&del, Named(&pk))
                     .await
                     .map_err(|source| Error::Execute {
@@ -654,7 +543,8 @@ impl ScyllaOnlineStore {
                     ("[timestamp]", Val::BigInt(ts)),
                     ("[ttl]", Val::Int(0)),
                 ];
-                self.session
+                self.session()
+                    .await?
                     .execute_unpaged(&p.insert, Named(&values))
                     .await
                     .map(drop)
