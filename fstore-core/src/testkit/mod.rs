@@ -21,6 +21,7 @@ mod offline;
 mod online;
 mod parity;
 mod registry;
+mod stress;
 
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
 pub use offline::{
@@ -36,6 +37,7 @@ pub use registry::{
     registry_commit_history_and_conflict, registry_plan_apply, registry_racing_writers,
     run_registry_suite,
 };
+pub use stress::{STRESS_ENTITIES, STRESS_ROUNDS, STRESS_WRITERS, online_concurrent_pushers};
 
 /// The value of the environment variable `var` (a server address for a suite).
 ///
