@@ -17,6 +17,7 @@
 //! `FSTORE_TEST_PARITY_CASES` to change the number of parity proptest cases.
 
 mod fixtures;
+mod fuzz;
 mod offline;
 mod online;
 mod parity;
@@ -24,6 +25,7 @@ mod registry;
 mod stress;
 
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use fuzz::{DECODER_CASES, decoder_never_panics};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
     offline_time_range, offline_versions, run_offline_suite,
