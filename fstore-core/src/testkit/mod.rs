@@ -17,12 +17,15 @@
 //! `FSTORE_TEST_PARITY_CASES` to change the number of parity proptest cases.
 
 mod fixtures;
+mod fuzz;
 mod offline;
 mod online;
 mod parity;
 mod registry;
+mod stress;
 
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use fuzz::{DECODER_CASES, decoder_never_panics};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
     offline_time_range, offline_versions, run_offline_suite,
@@ -37,6 +40,7 @@ pub use registry::{
     registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,
     run_registry_suite,
 };
+pub use stress::{STRESS_ENTITIES, STRESS_ROUNDS, STRESS_WRITERS, online_concurrent_pushers};
 
 /// The value of the environment variable `var` (a server address for a suite).
 ///
