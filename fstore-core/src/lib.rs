@@ -64,6 +64,7 @@
 
 pub mod adapter;
 mod codec;
+pub mod config;
 pub mod docs;
 mod error;
 mod memory;
