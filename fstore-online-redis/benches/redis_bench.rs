@@ -3,15 +3,18 @@
 //!
 //! ```text
 //! source scripts/servers/redis.sh && start_redis
-//! FSTORE_BENCH_REDIS_URL=$FSTORE_TEST_REDIS_URL \
-//!   cargo bench --profile dev -p fstore-online-redis --bench redis_bench
+//! FSTORE_BENCH_REDIS_URL=$FSTORE_TEST_REDIS_URL CARGO_PROFILE_BENCH_LTO=false \
+//!   cargo bench -p fstore-online-redis --bench redis_bench
 //! stop_redis
 //! ```
 //!
 //! Reads (1 entity × 2 views × 50 features; 100 entities × the same): p50/p99
-//! of `OnlineStore::read` vs raw fred `HMGET` of the same fields (one pipeline
-//! for 100 entities), alternating call by call (and which side goes first); also the full
-//! `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses).
+//! and allocations per call (a counting global allocator) of raw fred `HMGET`
+//! of the fields (one pipeline for 100 entities), `OnlineStore::read` and the
+//! full `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses),
+//! rotating call by call which side goes first. Then 8 and 64 concurrent
+//! callers of 1-entity reads on one `FeatureStore` / one pool: throughput and
+//! p50/p99 per side.
 //! `FSTORE_BENCH_RAW_TIMEOUT_MS=2000` gives raw fred the store's default
 //! command timeout (one timer per command on both sides);
 //! `FSTORE_BENCH_RAW_LIKE_STORE=1` also its connection settings and reconnect policy.
@@ -36,7 +39,11 @@ use fstore_core::{
     InMemoryRegistry, MaterializeOptions, OnlineKey, OnlineRequest, OnlineRow, OnlineStore,
     ReadOptions, ResolvedView, ValueType, WriteOptions,
 };
-use fstore_online_redis::RedisOnlineStoreBuilder;
+use fstore_online_redis::{RedisOnlineStore, RedisOnlineStoreBuilder};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const READ_ENTITIES: i64 = 10_000;
 const WRITE_ROWS: i64 = 100_000;
@@ -104,6 +111,7 @@ fn key_batch(ids: &[i64]) -> RecordBatch {
 }
 
 /// A tiny deterministic PRNG (xorshift) for entity picks.
+#[derive(Clone)]
 struct Rng(u64);
 impl Rng {
     fn next(&mut self, n: i64) -> i64 {
@@ -112,6 +120,116 @@ impl Rng {
         self.0 ^= self.0 << 17;
         (self.0 % n as u64) as i64
     }
+}
+
+/// What the three sides of a read need, shared by concurrent callers.
+struct Sides {
+    fs: FeatureStore,
+    store: Arc<RedisOnlineStore>,
+    raw: fred::clients::Pool,
+    views: [String; 2],
+    ekeys: Vec<Vec<u8>>,
+    fields: Vec<String>,
+    refs: FeatureSelection,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Raw,
+    Adapter,
+    Facade,
+}
+
+impl Sides {
+    /// One read of `ids` × both views by `side`; returns the rows/values seen.
+    async fn run(&self, side: Side, ids: &[i64]) -> usize {
+        match side {
+            Side::Adapter => {
+                let keys: Vec<OnlineKey> = ids
+                    .iter()
+                    .flat_map(|i| {
+                        self.views.each_ref().map(|v| OnlineKey {
+                            view: v.clone(),
+                            entity_key: self.ekeys[*i as usize].clone(),
+                        })
+                    })
+                    .collect();
+                let got = self
+                    .store
+                    .read(&keys, &ReadOptions::default())
+                    .await
+                    .unwrap();
+                assert!(got.iter().all(Option::is_some));
+                got.len()
+            }
+            Side::Raw => {
+                let c = self.raw.next();
+                let vals: Vec<Value> = if ids.len() == 1 {
+                    vec![
+                        c.hmget(
+                            Bytes::from(self.store.entity_hash_key(&self.ekeys[ids[0] as usize])),
+                            self.fields.clone(),
+                        )
+                        .await
+                        .unwrap(),
+                    ]
+                } else {
+                    let p = c.pipeline();
+                    for i in ids {
+                        let _: () = p
+                            .hmget(
+                                Bytes::from(self.store.entity_hash_key(&self.ekeys[*i as usize])),
+                                self.fields.clone(),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    p.all().await.unwrap()
+                };
+                assert_eq!(vals.len(), ids.len());
+                vals.len()
+            }
+            Side::Facade => {
+                let resp = self
+                    .fs
+                    .get_online_features(&OnlineRequest::new(self.refs.clone(), key_batch(ids)))
+                    .await
+                    .unwrap();
+                resp.batch.num_rows()
+            }
+        }
+    }
+}
+
+/// `callers` tasks each doing `per_caller` 1-entity reads by `side`;
+/// (requests/s, all latencies).
+async fn concurrent(
+    s: &Arc<Sides>,
+    side: Side,
+    callers: usize,
+    per_caller: usize,
+) -> (f64, Vec<Duration>) {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let s = Arc::clone(s);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut lat = Vec::with_capacity(per_caller);
+            for _ in 0..per_caller {
+                let ids = [rng.next(READ_ENTITIES)];
+                let t = Instant::now();
+                s.run(side, &ids).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all.len() as f64 / t0.elapsed().as_secs_f64(), all)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -223,104 +341,107 @@ async fn main() {
     println!(
         "raw fred: command timeout {raw_timeout:?}, store's connection settings {raw_like_store}\n"
     );
-    println!("{:<44} {:>9} {:>9}", "read", "p50 µs", "p99 µs");
+    let sides = Arc::new(Sides {
+        fs,
+        store: Arc::clone(&store),
+        raw: raw.clone(),
+        views: [va.clone(), vb.clone()],
+        ekeys: ekeys.clone(),
+        fields: fields.clone(),
+        refs: refs.clone(),
+    });
+    println!(
+        "{:<46} {:>9} {:>9} {:>8} {:>11}",
+        "read", "p50 µs", "p99 µs", "allocs", "bytes alloc"
+    );
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 5_000usize), (100, 1_000)] {
-        let (mut ours, mut rawt, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+        let sides_order = [Side::Raw, Side::Adapter, Side::Facade];
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        let mut allocs = [0u64; 3];
+        let mut bytes = [0u64; 3];
         for it in 0..iters + 100 {
             let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(READ_ENTITIES)).collect();
-            let keys: Vec<OnlineKey> = ids
-                .iter()
-                .flat_map(|i| {
-                    [&va, &vb].map(|v| OnlineKey {
-                        view: v.clone(),
-                        entity_key: ekeys[*i as usize].clone(),
-                    })
-                })
-                .collect();
-            // Alternate which side goes first, so neither always runs right
-            // after `get_online_features` (cold caches) or right after the other.
-            let (mut d_ours, mut d_raw) = (Duration::ZERO, Duration::ZERO);
-            for ours_turn in [it % 2 == 0, it % 2 == 1] {
-                if ours_turn {
-                    let t0 = Instant::now();
-                    let got = store.read(&keys, &ReadOptions::default()).await.unwrap();
-                    d_ours = t0.elapsed();
-                    assert!(got.iter().all(Option::is_some));
-                } else {
-                    let t0 = Instant::now();
-                    let c = raw.next();
-                    let vals: Vec<Value> = if n_ent == 1 {
-                        vec![
-                            c.hmget(
-                                Bytes::from(store.entity_hash_key(&ekeys[ids[0] as usize])),
-                                fields.clone(),
-                            )
-                            .await
-                            .unwrap(),
-                        ]
-                    } else {
-                        let p = c.pipeline();
-                        for i in &ids {
-                            let _: () = p
-                                .hmget(
-                                    Bytes::from(store.entity_hash_key(&ekeys[*i as usize])),
-                                    fields.clone(),
-                                )
-                                .await
-                                .unwrap();
-                        }
-                        p.all().await.unwrap()
-                    };
-                    d_raw = t0.elapsed();
-                    assert_eq!(vals.len(), n_ent);
+            // Rotate which side goes first, so none always runs right after
+            // another (cold caches) or first.
+            for k in 0..3 {
+                let j = (it + k) % 3;
+                let reg = Region::new(GLOBAL);
+                let t0 = Instant::now();
+                let got = sides.run(sides_order[j], &ids).await;
+                let d = t0.elapsed();
+                let st = reg.change();
+                assert!(got >= n_ent);
+                if it >= 100 {
+                    lat[j].push(d);
+                    allocs[j] += (st.allocations + st.reallocations) as u64;
+                    bytes[j] += st.bytes_allocated as u64;
                 }
             }
+        }
+        let mut p = [(0.0, 0.0); 3];
+        for (j, name) in ["raw fred HMGET", "OnlineStore::read", "get_online_features"]
+            .iter()
+            .enumerate()
+        {
+            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            println!(
+                "{:<46} {:>9.1} {:>9.1} {:>8} {:>11}",
+                format!("{n_ent} entity × 2 views: {name}"),
+                p[j].0,
+                p[j].1,
+                allocs[j] / iters as u64,
+                bytes[j] / iters as u64
+            );
+        }
+        for (j, name) in [(1, "read"), (2, "get_online_features")] {
+            println!(
+                "{:<46} {:>8.2}× {:>8.2}×",
+                format!("  {name} / raw"),
+                p[j].0 / p[0].0,
+                p[j].1 / p[0].1
+            );
+        }
+        println!();
+    }
 
-            let t0 = Instant::now();
-            let resp = fs
-                .get_online_features(&OnlineRequest::new(refs.clone(), key_batch(&ids)))
-                .await
-                .unwrap();
-            let d_e2e = t0.elapsed();
-            assert_eq!(resp.batch.num_rows(), n_ent);
-            if it >= 100 {
-                ours.push(d_ours);
-                rawt.push(d_raw);
-                e2e.push(d_e2e);
+    println!(
+        "{:<46} {:>12} {:>9} {:>9}",
+        "concurrent 1-entity reads, one FeatureStore", "req/s", "p50 µs", "p99 µs"
+    );
+    for callers in [8usize, 64] {
+        let per = 16_000 / callers;
+        let names = ["raw fred HMGET", "OnlineStore::read", "get_online_features"];
+        let mut rps = [0.0f64; 3];
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        // Two rounds, each side once per round, so none always runs first.
+        for round in 0..2 {
+            for k in 0..3 {
+                let j = (round + k) % 3;
+                let side = [Side::Raw, Side::Adapter, Side::Facade][j];
+                let (r, l) = concurrent(&sides, side, callers, per).await;
+                rps[j] += r / 2.0;
+                lat[j].extend(l);
             }
         }
-        let (o50, o99, r50, r99) = (
-            pct(&mut ours, 0.5),
-            pct(&mut ours, 0.99),
-            pct(&mut rawt, 0.5),
-            pct(&mut rawt, 0.99),
-        );
+        for j in 0..3 {
+            println!(
+                "{:<46} {:>12.0} {:>9.1} {:>9.1}",
+                format!("{callers} callers: {}", names[j]),
+                rps[j],
+                us(pct(&mut lat[j], 0.5)),
+                us(pct(&mut lat[j], 0.99))
+            );
+        }
         println!(
-            "{:<44} {:>9.1} {:>9.1}",
-            format!("{n_ent} entity × 2 views: OnlineStore::read"),
-            us(o50),
-            us(o99)
-        );
-        println!(
-            "{:<44} {:>9.1} {:>9.1}",
-            format!("{n_ent} entity × 2 views: raw fred HMGET"),
-            us(r50),
-            us(r99)
-        );
-        println!(
-            "{:<44} {:>9.1} {:>9.1}",
-            format!("{n_ent} entity × 2 views: get_online_features"),
-            us(pct(&mut e2e, 0.5)),
-            us(pct(&mut e2e, 0.99))
-        );
-        println!(
-            "{:<44} {:>+8.1}% {:>+8.1}%\n",
-            "  read overhead vs raw",
-            (us(o50) / us(r50) - 1.0) * 100.0,
-            (us(o99) / us(r99) - 1.0) * 100.0
+            "{:<46} {:>11.2}× {:>9} {:>8.2}×",
+            "  get_online_features / raw",
+            rps[2] / rps[0],
+            "",
+            us(pct(&mut lat[2], 0.99)) / us(pct(&mut lat[0], 0.99))
         );
     }
+    println!();
 
     // --------------------------------------------------------------- writes
     let vw = format!("{prefix}_w");
