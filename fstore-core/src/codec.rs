@@ -465,6 +465,23 @@ impl ColumnBuilder {
         }
     }
 
+    /// Reserves room for `n` more values.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        match self {
+            Self::Bool(v) => v.reserve(n),
+            Self::Int32(v) => v.reserve(n),
+            Self::Int64(v) | Self::Ts(v) => v.reserve(n),
+            Self::Float32(v) => v.reserve(n),
+            Self::Float64(v) => v.reserve(n),
+            Self::Str(v) => v.reserve(n),
+            Self::Bytes(v) => v.reserve(n),
+            Self::List { offsets, valid, .. } => {
+                offsets.reserve(n);
+                valid.reserve(n);
+            }
+        }
+    }
+
     pub(crate) fn push_null(&mut self) {
         match self {
             Self::Bool(v) => v.push(None),
@@ -613,27 +630,74 @@ impl ColumnBuilder {
     }
 }
 
+/// What a [`PayloadDecoder`] needs to know about its features, built once
+/// per (view, requested features) and shared by every request that reads
+/// them (serving prepares it; see `store/serving.rs`).
+#[derive(Debug)]
+pub(crate) struct DecoderIndex {
+    types: Vec<ValueType>,
+    by_name: HashMap<String, usize>,
+    /// The stored entry order the writer uses (the view's features): entry
+    /// `k` of a payload is usually `stored[k].0`, so the name is compared
+    /// with that one first and the hash lookup runs only on a mismatch.
+    stored: Vec<(String, Option<usize>)>,
+}
+
+impl DecoderIndex {
+    /// `requested`: the output columns, in order; `stored_order`: the view's
+    /// features as written (a hint only: any order decodes correctly).
+    pub(crate) fn new(requested: &[Field], stored_order: &[Field]) -> Self {
+        let by_name: HashMap<String, usize> = requested
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Self {
+            types: requested.iter().map(|f| f.value_type.clone()).collect(),
+            stored: stored_order
+                .iter()
+                .map(|f| (f.name.clone(), by_name.get(&f.name).copied()))
+                .collect(),
+            by_name,
+        }
+    }
+
+    fn lookup(&self, k: usize, name: &str) -> Option<usize> {
+        match self.stored.get(k) {
+            Some((n, i)) if n == name => *i,
+            _ => self.by_name.get(name).copied(),
+        }
+    }
+}
+
 /// Decodes payloads into Arrow columns of the requested features.
 #[derive(Debug)]
 pub(crate) struct PayloadDecoder {
-    index: HashMap<String, usize>,
+    index: Arc<DecoderIndex>,
     pub(crate) columns: Vec<ColumnBuilder>,
     seen: Vec<bool>,
 }
 
 impl PayloadDecoder {
     pub(crate) fn new(features: &[Field]) -> Self {
+        Self::with_index(Arc::new(DecoderIndex::new(features, features)), 0)
+    }
+
+    /// A decoder on a prepared index, with room for `rows` rows.
+    pub(crate) fn with_index(index: Arc<DecoderIndex>, rows: usize) -> Self {
+        let columns = index
+            .types
+            .iter()
+            .map(|t| {
+                let mut c = ColumnBuilder::new(t);
+                c.reserve(rows);
+                c
+            })
+            .collect();
         Self {
-            index: features
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.name.clone(), i))
-                .collect(),
-            columns: features
-                .iter()
-                .map(|f| ColumnBuilder::new(&f.value_type))
-                .collect(),
-            seen: vec![false; features.len()],
+            seen: vec![false; index.types.len()],
+            index,
+            columns,
         }
     }
 
@@ -641,6 +705,16 @@ impl PayloadDecoder {
     /// feature whether the stored value was non-null.
     pub(crate) fn push(&mut self, payload: Option<&[u8]>, present: &mut Vec<bool>) -> Result<()> {
         present.clear();
+        self.push_row(payload)?;
+        for (i, col) in self.columns.iter().enumerate() {
+            present.push(self.seen[i] && !col_last_is_null(col));
+        }
+        Ok(())
+    }
+
+    /// Appends one row: `None` (no row) or a payload; a feature the payload
+    /// lacks reads as null.
+    pub(crate) fn push_row(&mut self, payload: Option<&[u8]>) -> Result<()> {
         self.seen.iter_mut().for_each(|s| *s = false);
         if let Some(p) = payload {
             let mut r = Reader::new(p, "feature payload");
@@ -648,11 +722,11 @@ impl PayloadDecoder {
                 return Err(Error::invalid("feature payload: unknown version"));
             }
             let n = u16::from_le_bytes(r.array()?);
-            for _ in 0..n {
+            for k in 0..usize::from(n) {
                 let name = r.name()?;
                 let tag = r.u8()?;
-                match self.index.get(name) {
-                    Some(&i) if !self.seen[i] => {
+                match self.index.lookup(k, name) {
+                    Some(i) if !self.seen[i] => {
                         self.columns[i].push_encoded(tag, &mut r, name)?;
                         self.seen[i] = true;
                     }
@@ -666,9 +740,6 @@ impl PayloadDecoder {
         for (i, col) in self.columns.iter_mut().enumerate() {
             if !self.seen[i] {
                 col.push_null();
-                present.push(false);
-            } else {
-                present.push(!col_last_is_null(col));
             }
         }
         Ok(())

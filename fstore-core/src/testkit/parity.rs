@@ -163,13 +163,13 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
                 id,
                 f,
                 a,
-                meta.statuses[i],
+                meta.status(i),
                 c
             );
             let status_ok = if c.is_null(0) {
-                meta.statuses[i] != FeatureStatus::Present
+                meta.status(i) != FeatureStatus::Present
             } else {
-                meta.statuses[i] == FeatureStatus::Present
+                meta.status(i) == FeatureStatus::Present
             };
             prop_assert!(
                 status_ok,
@@ -177,7 +177,7 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
                 b,
                 id,
                 f,
-                meta.statuses[i]
+                meta.status(i)
             );
         }
     }
