@@ -7,10 +7,11 @@
 //!
 //! Shapes: 1 and 100 entities × 2 views × 50 float64 features (1 entity =
 //! 100 features). Sequential p50/p99 and allocations per call of
-//! `OnlineStore::read` (the adapter alone) and of the facade, alternating call
-//! by call; then 8 and 64 concurrent callers on one `FeatureStore`
-//! (throughput and p99 of 1-entity requests), side by side with the same
-//! callers doing `OnlineStore::read`.
+//! `OnlineStore::read` (the adapter alone), `get_online_features` (as a caller
+//! writes it: a fresh `OnlineRequest` with a clone of the selection) and
+//! `get_prepared` (a `PreparedRequest`), rotating call by call which goes
+//! first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
+//! and p50/p99 of 1-entity requests) for each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fstore_core::backend::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::{
     Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
-    InMemoryOnlineStore, InMemoryRegistry, OnlineKey, OnlineStore, ReadOptions, ResolvedView,
-    ValueType, WriteOptions,
+    InMemoryOnlineStore, InMemoryRegistry, OnlineKey, OnlineStore, PreparedRequest, ReadOptions,
+    ResolvedView, ValueType, WriteOptions,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -103,6 +104,7 @@ struct Bench {
     views: [String; 2],
     ekeys: Vec<Vec<u8>>,
     refs: FeatureSelection,
+    prepared: PreparedRequest,
 }
 
 impl Bench {
@@ -136,15 +138,35 @@ impl Bench {
             .unwrap();
         resp.batch.num_rows()
     }
+
+    async fn prepared(&self, ids: &[i64]) -> usize {
+        let resp = self
+            .fs
+            .get_prepared(&self.prepared, &key_batch(ids), None)
+            .await
+            .unwrap();
+        resp.batch.num_rows()
+    }
+
+    async fn run(&self, side: usize, ids: &[i64]) -> usize {
+        match side {
+            0 => self.adapter(ids).await,
+            1 => self.facade(ids).await,
+            _ => self.prepared(ids).await,
+        }
+    }
 }
 
-/// `callers` tasks each doing `per_caller` 1-entity requests; (requests/s, p99).
+const SIDES: [&str; 3] = ["OnlineStore::read", "get_online_features", "get_prepared"];
+
+/// `callers` tasks each doing `per_caller` 1-entity requests by `side`;
+/// (requests/s, all latencies).
 async fn concurrent(
     b: &Arc<Bench>,
     callers: usize,
     per_caller: usize,
-    facade: bool,
-) -> (f64, Duration) {
+    side: usize,
+) -> (f64, Vec<Duration>) {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..callers {
@@ -155,11 +177,7 @@ async fn concurrent(
             for _ in 0..per_caller {
                 let ids = [rng.next(ENTITIES)];
                 let t = Instant::now();
-                if facade {
-                    b.facade(&ids).await;
-                } else {
-                    b.adapter(&ids).await;
-                }
+                b.run(side, &ids).await;
                 lat.push(t.elapsed());
             }
             lat
@@ -169,8 +187,7 @@ async fn concurrent(
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let rps = all.len() as f64 / t0.elapsed().as_secs_f64();
-    (rps, pct(&mut all, 0.99))
+    (all.len() as f64 / t0.elapsed().as_secs_f64(), all)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +231,9 @@ async fn main() {
             .collect::<Vec<_>>()
     }))
     .unwrap();
+    let prepared = fs.prepare(&refs, false).await.unwrap();
     let b = Arc::new(Bench {
+        prepared,
         fs,
         online,
         views,
@@ -236,89 +255,76 @@ async fn main() {
     );
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 20_000usize), (100, 2_000)] {
-        let (mut ad, mut fa) = (Vec::new(), Vec::new());
-        let (mut ad_alloc, mut fa_alloc, mut ad_bytes, mut fa_bytes) = (0u64, 0u64, 0u64, 0u64);
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        let mut allocs = [0u64; 3];
+        let mut bytes = [0u64; 3];
         let warm = iters / 10;
         for it in 0..iters + warm {
             let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(ENTITIES)).collect();
-            let (mut d_ad, mut d_fa) = (Duration::ZERO, Duration::ZERO);
-            for adapter_turn in [it % 2 == 0, it % 2 == 1] {
+            // Rotate which side goes first.
+            for k in 0..3 {
+                let j = (it + k) % 3;
                 let reg = Region::new(GLOBAL);
                 let t0 = Instant::now();
-                if adapter_turn {
-                    b.adapter(&ids).await;
-                    d_ad = t0.elapsed();
-                } else {
-                    assert_eq!(b.facade(&ids).await, n_ent);
-                    d_fa = t0.elapsed();
-                }
+                let got = b.run(j, &ids).await;
+                let d = t0.elapsed();
                 let s = reg.change();
+                assert!(got >= n_ent);
                 if it >= warm {
-                    if adapter_turn {
-                        ad_alloc += s.allocations as u64 + s.reallocations as u64;
-                        ad_bytes += s.bytes_allocated as u64;
-                    } else {
-                        fa_alloc += s.allocations as u64 + s.reallocations as u64;
-                        fa_bytes += s.bytes_allocated as u64;
-                    }
+                    lat[j].push(d);
+                    allocs[j] += (s.allocations + s.reallocations) as u64;
+                    bytes[j] += s.bytes_allocated as u64;
                 }
-            }
-            if it >= warm {
-                ad.push(d_ad);
-                fa.push(d_fa);
             }
         }
         let n = iters as u64;
-        let (a50, a99, f50, f99) = (
-            pct(&mut ad, 0.5),
-            pct(&mut ad, 0.99),
-            pct(&mut fa, 0.5),
-            pct(&mut fa, 0.99),
-        );
-        println!(
-            "{:<46} {:>9.1} {:>9.1} {:>10} {:>12}",
-            format!("{n_ent} entity × 2 views: OnlineStore::read"),
-            us(a50),
-            us(a99),
-            ad_alloc / n,
-            ad_bytes / n
-        );
-        println!(
-            "{:<46} {:>9.1} {:>9.1} {:>10} {:>12}",
-            format!("{n_ent} entity × 2 views: get_online_features"),
-            us(f50),
-            us(f99),
-            fa_alloc / n,
-            fa_bytes / n
-        );
-        println!(
-            "{:<46} {:>8.2}× {:>8.2}×\n",
-            "  facade / adapter",
-            us(f50) / us(a50),
-            us(f99) / us(a99)
-        );
+        let mut p = [(0.0, 0.0); 3];
+        for j in 0..3 {
+            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            println!(
+                "{:<46} {:>9.1} {:>9.1} {:>10} {:>12}",
+                format!("{n_ent} entity × 2 views: {}", SIDES[j]),
+                p[j].0,
+                p[j].1,
+                allocs[j] / n,
+                bytes[j] / n
+            );
+        }
+        for j in 1..3 {
+            println!(
+                "{:<46} {:>8.2}× {:>8.2}×",
+                format!("  {} / adapter", SIDES[j]),
+                p[j].0 / p[0].0,
+                p[j].1 / p[0].1
+            );
+        }
+        println!();
     }
 
     println!(
-        "{:<46} {:>12} {:>9}",
-        "concurrent 1-entity requests", "req/s", "p99 µs"
+        "{:<46} {:>12} {:>9} {:>9}",
+        "concurrent 1-entity requests", "req/s", "p50 µs", "p99 µs"
     );
     for callers in [8usize, 64] {
         let per = 40_000 / callers;
-        // Two rounds each, interleaved, so neither side always runs first.
-        let (mut ar, mut fr) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            ar.push(concurrent(&b, callers, per, false).await);
-            fr.push(concurrent(&b, callers, per, true).await);
+        let mut rps = [0.0f64; 3];
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        // Two rounds, each side once per round, rotating which goes first.
+        for round in 0..2 {
+            for k in 0..3 {
+                let j = (round + k) % 3;
+                let (r, l) = concurrent(&b, callers, per, j).await;
+                rps[j] += r / 2.0;
+                lat[j].extend(l);
+            }
         }
-        for (name, r) in [("OnlineStore::read", &ar), ("get_online_features", &fr)] {
-            let rps = r.iter().map(|x| x.0).sum::<f64>() / r.len() as f64;
-            let p99 = r.iter().map(|x| x.1).max().unwrap();
+        for j in 0..3 {
             println!(
-                "{:<46} {:>12.0} {:>9.1}",
-                format!("{callers} callers: {name}"),
-                rps,
-                us(p99)
+                "{:<46} {:>12.0} {:>9.1} {:>9.1}",
+                format!("{callers} callers: {}", SIDES[j]),
+                rps[j],
+                us(pct(&mut lat[j], 0.5)),
+                us(pct(&mut lat[j], 0.99))
             );
         }
     }

@@ -34,10 +34,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
-    ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
+    StringArray,
     cast::AsArray,
-    types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType},
+    types::{
+        ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type,
+        TimestampMicrosecondType,
+    },
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_cast::CastOptions;
@@ -604,13 +607,13 @@ impl ColumnBuilder {
     pub(crate) fn finish(self) -> ArrayRef {
         match self {
             Self::Bool(v) => Arc::new(BooleanArray::from(v)),
-            Self::Int32(v) => Arc::new(Int32Array::from(v)),
-            Self::Int64(v) => Arc::new(Int64Array::from(v)),
-            Self::Float32(v) => Arc::new(Float32Array::from(v)),
-            Self::Float64(v) => Arc::new(Float64Array::from(v)),
+            Self::Int32(v) => Arc::new(primitive::<Int32Type>(&v)),
+            Self::Int64(v) => Arc::new(primitive::<Int64Type>(&v)),
+            Self::Float32(v) => Arc::new(primitive::<Float32Type>(&v)),
+            Self::Float64(v) => Arc::new(primitive::<Float64Type>(&v)),
             Self::Str(v) => Arc::new(StringArray::from(v)),
             Self::Bytes(v) => Arc::new(BinaryArray::from_iter(v)),
-            Self::Ts(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone(UTC)),
+            Self::Ts(v) => Arc::new(primitive::<TimestampMicrosecondType>(&v).with_timezone(UTC)),
             Self::List {
                 inner_type,
                 offsets,
@@ -746,6 +749,18 @@ impl PayloadDecoder {
     }
 }
 
+/// A primitive array from optional values: one values buffer, and a validity
+/// bitmap only when something is null (fewer allocations than `From<Vec<Option>>`,
+/// which matters on the serving path: one call per output column).
+fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>]) -> PrimitiveArray<T> {
+    let nulls = v
+        .iter()
+        .any(Option::is_none)
+        .then(|| NullBuffer::from_iter(v.iter().map(Option::is_some)));
+    let values: Vec<T::Native> = v.iter().map(|x| x.unwrap_or_default()).collect();
+    PrimitiveArray::new(values.into(), nulls)
+}
+
 fn col_last_is_null(c: &ColumnBuilder) -> bool {
     match c {
         ColumnBuilder::Bool(v) => matches!(v.last(), Some(None)),
@@ -806,6 +821,7 @@ pub fn decode_payloads(payloads: &[Option<&[u8]>], features: &[Field]) -> Result
 mod tests {
     use super::*;
     use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_array::{Float64Array, Int32Array, TimestampMicrosecondArray};
     use arrow_schema::Schema;
 
     #[test]

@@ -11,7 +11,8 @@
 //! Reads (1 entity × 2 views × 50 features; 100 entities × the same): p50/p99
 //! and allocations per call (a counting global allocator) of raw fred `HMGET`
 //! of the fields (one pipeline for 100 entities), `OnlineStore::read` and the
-//! full `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses),
+//! full `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses)
+//! and `FeatureStore::get_prepared` (the same on a `PreparedRequest`),
 //! rotating call by call which side goes first. Then 8 and 64 concurrent
 //! callers of 1-entity reads on one `FeatureStore` / one pool: throughput and
 //! p50/p99 per side.
@@ -37,7 +38,7 @@ use fstore_core::backend::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::{
     Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
     InMemoryRegistry, MaterializeOptions, OnlineKey, OnlineRequest, OnlineRow, OnlineStore,
-    ReadOptions, ResolvedView, ValueType, WriteOptions,
+    PreparedRequest, ReadOptions, ResolvedView, ValueType, WriteOptions,
 };
 use fstore_online_redis::{RedisOnlineStore, RedisOnlineStoreBuilder};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -131,6 +132,7 @@ struct Sides {
     ekeys: Vec<Vec<u8>>,
     fields: Vec<String>,
     refs: FeatureSelection,
+    prepared: PreparedRequest,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -138,7 +140,16 @@ enum Side {
     Raw,
     Adapter,
     Facade,
+    Prepared,
 }
+
+const SIDES: [Side; 4] = [Side::Raw, Side::Adapter, Side::Facade, Side::Prepared];
+const NAMES: [&str; 4] = [
+    "raw fred HMGET",
+    "OnlineStore::read",
+    "get_online_features",
+    "get_prepared",
+];
 
 impl Sides {
     /// One read of `ids` × both views by `side`; returns the rows/values seen.
@@ -193,6 +204,14 @@ impl Sides {
                 let resp = self
                     .fs
                     .get_online_features(&OnlineRequest::new(self.refs.clone(), key_batch(ids)))
+                    .await
+                    .unwrap();
+                resp.batch.num_rows()
+            }
+            Side::Prepared => {
+                let resp = self
+                    .fs
+                    .get_prepared(&self.prepared, &key_batch(ids), None)
                     .await
                     .unwrap();
                 resp.batch.num_rows()
@@ -341,7 +360,9 @@ async fn main() {
     println!(
         "raw fred: command timeout {raw_timeout:?}, store's connection settings {raw_like_store}\n"
     );
+    let prepared = fs.prepare(&refs, false).await.unwrap();
     let sides = Arc::new(Sides {
+        prepared,
         fs,
         store: Arc::clone(&store),
         raw: raw.clone(),
@@ -356,19 +377,18 @@ async fn main() {
     );
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 5_000usize), (100, 1_000)] {
-        let sides_order = [Side::Raw, Side::Adapter, Side::Facade];
-        let mut lat: [Vec<Duration>; 3] = Default::default();
-        let mut allocs = [0u64; 3];
-        let mut bytes = [0u64; 3];
+        let mut lat: [Vec<Duration>; 4] = Default::default();
+        let mut allocs = [0u64; 4];
+        let mut bytes = [0u64; 4];
         for it in 0..iters + 100 {
             let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(READ_ENTITIES)).collect();
             // Rotate which side goes first, so none always runs right after
             // another (cold caches) or first.
-            for k in 0..3 {
-                let j = (it + k) % 3;
+            for k in 0..4 {
+                let j = (it + k) % 4;
                 let reg = Region::new(GLOBAL);
                 let t0 = Instant::now();
-                let got = sides.run(sides_order[j], &ids).await;
+                let got = sides.run(SIDES[j], &ids).await;
                 let d = t0.elapsed();
                 let st = reg.change();
                 assert!(got >= n_ent);
@@ -379,29 +399,32 @@ async fn main() {
                 }
             }
         }
-        let mut p = [(0.0, 0.0); 3];
-        for (j, name) in ["raw fred HMGET", "OnlineStore::read", "get_online_features"]
-            .iter()
-            .enumerate()
-        {
+        let mut p = [(0.0, 0.0); 4];
+        for j in 0..4 {
             p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
             println!(
                 "{:<46} {:>9.1} {:>9.1} {:>8} {:>11}",
-                format!("{n_ent} entity × 2 views: {name}"),
+                format!("{n_ent} entity × 2 views: {}", NAMES[j]),
                 p[j].0,
                 p[j].1,
                 allocs[j] / iters as u64,
                 bytes[j] / iters as u64
             );
         }
-        for (j, name) in [(1, "read"), (2, "get_online_features")] {
+        for j in 1..4 {
             println!(
                 "{:<46} {:>8.2}× {:>8.2}×",
-                format!("  {name} / raw"),
+                format!("  {} / raw", NAMES[j]),
                 p[j].0 / p[0].0,
                 p[j].1 / p[0].1
             );
         }
+        println!(
+            "{:<46} {:>8.2}× {:>8.2}×",
+            "  get_online_features / OnlineStore::read",
+            p[2].0 / p[1].0,
+            p[2].1 / p[1].1
+        );
         println!();
     }
 
@@ -411,34 +434,34 @@ async fn main() {
     );
     for callers in [8usize, 64] {
         let per = 16_000 / callers;
-        let names = ["raw fred HMGET", "OnlineStore::read", "get_online_features"];
-        let mut rps = [0.0f64; 3];
-        let mut lat: [Vec<Duration>; 3] = Default::default();
-        // Two rounds, each side once per round, so none always runs first.
+        let mut rps = [0.0f64; 4];
+        let mut lat: [Vec<Duration>; 4] = Default::default();
+        // Two rounds, each side once per round, rotating which goes first.
         for round in 0..2 {
-            for k in 0..3 {
-                let j = (round + k) % 3;
-                let side = [Side::Raw, Side::Adapter, Side::Facade][j];
-                let (r, l) = concurrent(&sides, side, callers, per).await;
+            for k in 0..4 {
+                let j = (round + k) % 4;
+                let (r, l) = concurrent(&sides, SIDES[j], callers, per).await;
                 rps[j] += r / 2.0;
                 lat[j].extend(l);
             }
         }
-        for j in 0..3 {
+        let mut p99 = [0.0; 4];
+        for j in 0..4 {
+            p99[j] = us(pct(&mut lat[j], 0.99));
             println!(
                 "{:<46} {:>12.0} {:>9.1} {:>9.1}",
-                format!("{callers} callers: {}", names[j]),
+                format!("{callers} callers: {}", NAMES[j]),
                 rps[j],
                 us(pct(&mut lat[j], 0.5)),
-                us(pct(&mut lat[j], 0.99))
+                p99[j]
             );
         }
         println!(
             "{:<46} {:>11.2}× {:>9} {:>8.2}×",
-            "  get_online_features / raw",
+            "  get_online_features / raw (req/s, p99)",
             rps[2] / rps[0],
             "",
-            us(pct(&mut lat[2], 0.99)) / us(pct(&mut lat[0], 0.99))
+            p99[2] / p99[0]
         );
     }
     println!();

@@ -448,9 +448,25 @@ fn one_value(t: &crate::model::ValueType, v: &Value) -> ArrayRef {
 
 type ReadOutcome = (Vec<Option<OnlineRow>>, Option<Vec<bool>>);
 
-/// The prepared-request cache of [`FeatureStore::get_online_features`], keyed
-/// by selection; each entry holds (short names, full names).
-pub(crate) type PreparedCache = RwLock<HashMap<FeatureSelection, [Option<Arc<Prepared>>; 2]>>;
+/// The prepared-request cache of [`FeatureStore::get_online_features`]: by
+/// [`fingerprint`], the selections and their prepared forms (short names,
+/// full names).
+pub(crate) type PreparedCache = RwLock<HashMap<u64, Vec<PreparedEntry>>>;
+
+pub(crate) type PreparedEntry = (FeatureSelection, [Option<Arc<Prepared>>; 2]);
+
+/// A cheap hash of a selection (its kind, length, first and last reference):
+/// hashing every reference of a 100-feature selection on each request costs
+/// more than the rest of the lookup. Entries compare the full selection.
+fn fingerprint(sel: &FeatureSelection) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match sel {
+        FeatureSelection::Service(s) => (0u8, s).hash(&mut h),
+        FeatureSelection::Refs(r) => (1u8, r.len(), r.first(), r.last()).hash(&mut h),
+    }
+    h.finish()
+}
 
 /// Entries kept in the prepared-request cache before it is cleared.
 const PREPARED_CACHE_CAPACITY: usize = 256;
@@ -559,18 +575,30 @@ impl FeatureStore {
     async fn prepared_for(&self, sel: &FeatureSelection, full: bool) -> Result<Arc<Prepared>> {
         let snap = self.serving_snapshot().await?;
         let slot = usize::from(full);
+        let fp = fingerprint(sel);
         if let Ok(m) = self.prepared.read()
-            && let Some(p) = m.get(sel).and_then(|e| e[slot].as_ref())
+            && let Some(p) = m
+                .get(&fp)
+                .and_then(|v| v.iter().find(|(s, _)| s == sel))
+                .and_then(|(_, e)| e[slot].as_ref())
             && p.version == snap.version
         {
             return Ok(Arc::clone(p));
         }
         let p = Arc::new(Prepared::new(self, &snap, sel, full)?);
         if let Ok(mut m) = self.prepared.write() {
-            if m.len() >= PREPARED_CACHE_CAPACITY && !m.contains_key(sel) {
+            if m.len() >= PREPARED_CACHE_CAPACITY && !m.contains_key(&fp) {
                 m.clear();
             }
-            m.entry(sel.clone()).or_default()[slot] = Some(Arc::clone(&p));
+            let bucket = m.entry(fp).or_default();
+            match bucket.iter_mut().find(|(s, _)| s == sel) {
+                Some((_, e)) => e[slot] = Some(Arc::clone(&p)),
+                None => {
+                    let mut e: [Option<Arc<Prepared>>; 2] = [None, None];
+                    e[slot] = Some(Arc::clone(&p));
+                    bucket.push((sel.clone(), e));
+                }
+            }
         }
         Ok(p)
     }
