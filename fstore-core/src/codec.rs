@@ -42,7 +42,7 @@ use arrow_array::{
         TimestampMicrosecondType,
     },
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_cast::CastOptions;
 use arrow_schema::{DataType, Field as ArrowField};
 
@@ -673,51 +673,87 @@ impl DecoderIndex {
     }
 }
 
+/// The payload tag of an 8-byte fixed-width type (int64, float64, timestamp).
+fn wide_tag(t: &ValueType) -> Option<u8> {
+    match t {
+        ValueType::Int64 => Some(T_I64),
+        ValueType::Float64 => Some(T_F64),
+        ValueType::Timestamp => Some(T_TS),
+        _ => None,
+    }
+}
+
+/// Where a requested feature's values go.
+#[derive(Debug, Clone, Copy)]
+enum Sink {
+    /// Column `usize` of the shared 8-byte slab (int64, float64, timestamp).
+    Wide(usize),
+    /// Its own builder.
+    Builder(usize),
+}
+
 /// Decodes payloads into Arrow columns of the requested features.
+///
+/// With the row count known up front ([`PayloadDecoder::with_index`]),
+/// 8-byte values of every column land in one shared buffer (column-major),
+/// which the columns then slice: one allocation for all of them instead of
+/// several per column.
 #[derive(Debug)]
 pub(crate) struct PayloadDecoder {
     index: Arc<DecoderIndex>,
-    pub(crate) columns: Vec<ColumnBuilder>,
+    sinks: Vec<Sink>,
+    builders: Vec<ColumnBuilder>,
+    /// Wide values; `wide_valid[c * rows + r]` says whether set.
+    wide: Vec<u64>,
+    wide_valid: Vec<bool>,
+    rows: usize,
+    row: usize,
     seen: Vec<bool>,
 }
 
 impl PayloadDecoder {
-    pub(crate) fn new(features: &[Field]) -> Self {
-        Self::with_index(Arc::new(DecoderIndex::new(features, features)), 0)
-    }
-
-    /// A decoder on a prepared index, with room for `rows` rows.
+    /// A decoder on a prepared index for exactly `rows` rows (`0`: any number,
+    /// without the shared buffer).
     pub(crate) fn with_index(index: Arc<DecoderIndex>, rows: usize) -> Self {
-        let columns = index
-            .types
-            .iter()
-            .map(|t| {
+        let mut sinks = Vec::with_capacity(index.types.len());
+        let mut builders = Vec::new();
+        let mut wide_cols = 0;
+        for t in &index.types {
+            if rows > 0 && wide_tag(t).is_some() {
+                sinks.push(Sink::Wide(wide_cols));
+                wide_cols += 1;
+            } else {
                 let mut c = ColumnBuilder::new(t);
                 c.reserve(rows);
-                c
-            })
-            .collect();
+                sinks.push(Sink::Builder(builders.len()));
+                builders.push(c);
+            }
+        }
         Self {
             seen: vec![false; index.types.len()],
             index,
-            columns,
+            sinks,
+            builders,
+            wide: vec![0; wide_cols * rows],
+            wide_valid: vec![false; wide_cols * rows],
+            rows,
+            row: 0,
         }
-    }
-
-    /// Appends one row: `None` (no row) or a payload. Returns per requested
-    /// feature whether the stored value was non-null.
-    pub(crate) fn push(&mut self, payload: Option<&[u8]>, present: &mut Vec<bool>) -> Result<()> {
-        present.clear();
-        self.push_row(payload)?;
-        for (i, col) in self.columns.iter().enumerate() {
-            present.push(self.seen[i] && !col_last_is_null(col));
-        }
-        Ok(())
     }
 
     /// Appends one row: `None` (no row) or a payload; a feature the payload
     /// lacks reads as null.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a corrupt payload, a stored type that
+    /// differs from the declared one, or more rows than the decoder was made for.
     pub(crate) fn push_row(&mut self, payload: Option<&[u8]>) -> Result<()> {
+        if self.rows > 0 && self.row >= self.rows {
+            return Err(Error::invalid(format!(
+                "feature payload: more than {} rows decoded",
+                self.rows
+            )));
+        }
         self.seen.iter_mut().for_each(|s| *s = false);
         if let Some(p) = payload {
             let mut r = Reader::new(p, "feature payload");
@@ -730,8 +766,25 @@ impl PayloadDecoder {
                 let tag = r.u8()?;
                 match self.index.lookup(k, name) {
                     Some(i) if !self.seen[i] => {
-                        self.columns[i].push_encoded(tag, &mut r, name)?;
                         self.seen[i] = true;
+                        match self.sinks[i] {
+                            Sink::Builder(b) => self.builders[b].push_encoded(tag, &mut r, name)?,
+                            Sink::Wide(c) => {
+                                if tag == T_NULL {
+                                    continue;
+                                }
+                                let declared = &self.index.types[i];
+                                if Some(tag) != wide_tag(declared) {
+                                    return Err(Error::invalid(format!(
+                                        "stored value of feature '{name}' has type tag {tag} but the view declares {declared}; \
+                                         the view's type changed: re-materialize it"
+                                    )));
+                                }
+                                let at = c * self.rows + self.row;
+                                self.wide[at] = u64::from_le_bytes(r.array()?);
+                                self.wide_valid[at] = true;
+                            }
+                        }
                     }
                     _ => skip_value(tag, &mut r)?,
                 }
@@ -740,12 +793,58 @@ impl PayloadDecoder {
                 return Err(Error::invalid("feature payload: trailing bytes"));
             }
         }
-        for (i, col) in self.columns.iter_mut().enumerate() {
-            if !self.seen[i] {
-                col.push_null();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if let Sink::Builder(b) = sink
+                && !self.seen[i]
+            {
+                self.builders[*b].push_null();
             }
         }
+        self.row += 1;
         Ok(())
+    }
+
+    /// The columns, in requested order, with as many rows as were pushed.
+    pub(crate) fn finish(self) -> Vec<ArrayRef> {
+        let len = self.row;
+        let stride = self.rows;
+        let wide = arrow_buffer::Buffer::from_vec(self.wide);
+        let mut builders: Vec<Option<ColumnBuilder>> =
+            self.builders.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(self.sinks.len());
+        for (i, sink) in self.sinks.iter().enumerate() {
+            match *sink {
+                Sink::Builder(b) => {
+                    if let Some(c) = builders[b].take() {
+                        out.push(c.finish());
+                    }
+                }
+                Sink::Wide(c) => {
+                    let at = c * stride;
+                    let valid = &self.wide_valid[at..at + len];
+                    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+                    let col: ArrayRef = match self.index.types[i] {
+                        ValueType::Float64 => Arc::new(PrimitiveArray::<Float64Type>::new(
+                            ScalarBuffer::new(wide.clone(), at, len),
+                            nulls,
+                        )),
+                        ValueType::Timestamp => Arc::new(
+                            PrimitiveArray::<TimestampMicrosecondType>::new(
+                                ScalarBuffer::new(wide.clone(), at, len),
+                                nulls,
+                            )
+                            .with_timezone(UTC),
+                        ),
+                        _ => Arc::new(PrimitiveArray::<Int64Type>::new(
+                            ScalarBuffer::new(wide.clone(), at, len),
+                            nulls,
+                        )),
+                    };
+                    out.push(col);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -759,19 +858,6 @@ fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>]) -> PrimitiveArray<T
         .then(|| NullBuffer::from_iter(v.iter().map(Option::is_some)));
     let values: Vec<T::Native> = v.iter().map(|x| x.unwrap_or_default()).collect();
     PrimitiveArray::new(values.into(), nulls)
-}
-
-fn col_last_is_null(c: &ColumnBuilder) -> bool {
-    match c {
-        ColumnBuilder::Bool(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Int32(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Int64(v) | ColumnBuilder::Ts(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Float32(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Float64(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Str(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Bytes(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::List { valid, .. } => valid.last() == Some(&false),
-    }
 }
 
 fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
@@ -809,12 +895,14 @@ fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
 /// [`Error::InvalidInput`] for corrupt payloads or stored types that differ from
 /// the declared ones.
 pub fn decode_payloads(payloads: &[Option<&[u8]>], features: &[Field]) -> Result<Vec<ArrayRef>> {
-    let mut dec = PayloadDecoder::new(features);
-    let mut present = Vec::new();
+    let mut dec = PayloadDecoder::with_index(
+        Arc::new(DecoderIndex::new(features, features)),
+        payloads.len(),
+    );
     for p in payloads {
-        dec.push(*p, &mut present)?;
+        dec.push_row(*p)?;
     }
-    Ok(dec.columns.into_iter().map(ColumnBuilder::finish).collect())
+    Ok(dec.finish())
 }
 
 #[cfg(test)]
@@ -887,6 +975,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'id'") && err.contains("row 1"), "{err}");
+    }
+
+    #[test]
+    fn wide_columns_share_one_buffer_and_keep_types_nulls_and_order() {
+        let features = vec![
+            Field::new("a", ValueType::Int64),
+            Field::new("b", ValueType::Float64),
+            Field::new("t", ValueType::Timestamp),
+        ];
+        let schema = Arc::new(Schema::new(
+            features.iter().map(Field::to_arrow).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow_array::Int64Array::from(vec![Some(-3), None])),
+                Arc::new(Float64Array::from(vec![Some(2.5), Some(-0.0)])),
+                Arc::new(TimestampMicrosecondArray::from(vec![None, Some(9)]).with_timezone(UTC)),
+            ],
+        )
+        .unwrap();
+        let payloads = encode_payloads(&batch, &features).unwrap();
+        // requested in another order than stored, with a missing row between
+        let req = vec![
+            features[2].clone(),
+            features[0].clone(),
+            features[1].clone(),
+        ];
+        let refs: Vec<Option<&[u8]>> = vec![Some(&payloads[0]), None, Some(&payloads[1])];
+        let cols = decode_payloads(&refs, &req).unwrap();
+        let t = cols[0].as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(cols[0].data_type(), &ValueType::Timestamp.to_arrow());
+        assert_eq!((t.is_null(0), t.is_null(1), t.value(2)), (true, true, 9));
+        let a = cols[1].as_primitive::<Int64Type>();
+        assert_eq!((a.value(0), a.is_null(1), a.is_null(2)), (-3, true, true));
+        let b = cols[2].as_primitive::<Float64Type>();
+        assert_eq!((b.value(0), b.is_null(1), b.value(2)), (2.5, true, -0.0));
+        assert!(b.value(2).is_sign_negative());
+        assert_eq!(b.null_count(), 1);
+        // a stored int64 read as float64 is refused, naming the feature
+        let wrong = vec![Field::new("a", ValueType::Float64)];
+        let err = decode_payloads(&[Some(&payloads[0])], &wrong).unwrap_err();
+        assert!(err.to_string().contains("'a'"), "{err}");
     }
 
     #[test]

@@ -774,7 +774,7 @@ impl FeatureStore {
                 };
                 dec.push_row(payload)?;
             }
-            view_cols.push(dec.columns.into_iter().map(ColumnBuilder::finish).collect());
+            view_cols.push(dec.finish());
             view_rows.push(ViewRows { status, event_ts });
         }
 
