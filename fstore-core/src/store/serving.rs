@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, Scalar};
 use arrow_buffer::NullBuffer;
@@ -295,7 +295,7 @@ pub(crate) struct Prepared {
     /// Deprecated views read by this selection.
     deprecated: Vec<String>,
     /// Output schema for the last entity schema seen.
-    schema: Mutex<Option<(SchemaRef, SchemaRef)>>,
+    schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
 }
 
 impl Prepared {
@@ -413,13 +413,13 @@ impl Prepared {
             on_demand,
             outputs,
             deprecated,
-            schema: Mutex::new(None),
+            schema: RwLock::new(None),
         })
     }
 
     /// The output schema for requests whose entity columns are `entities`.
     fn schema(&self, entities: &SchemaRef) -> Result<SchemaRef> {
-        if let Ok(g) = self.schema.lock()
+        if let Ok(g) = self.schema.read()
             && let Some((e, out)) = g.as_ref()
             && (Arc::ptr_eq(e, entities) || e == entities)
         {
@@ -433,7 +433,7 @@ impl Prepared {
             .collect();
         check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
         let out = Arc::new(Schema::new(fields));
-        if let Ok(mut g) = self.schema.lock() {
+        if let Ok(mut g) = self.schema.write() {
             *g = Some((Arc::clone(entities), Arc::clone(&out)));
         }
         Ok(out)
