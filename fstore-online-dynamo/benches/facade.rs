@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
-use fstore_core::backend::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::{
     Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
     InMemoryRegistry, OnlineKey, OnlineRequest, OnlineStore, PreparedRequest, ReadOptions,
@@ -126,9 +126,9 @@ async fn main() {
         d = d.with_feature_view(fv.with_ttl(Duration::from_secs(30 * 86_400)));
     }
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
         .build()
         .unwrap();
     fs.apply(&d, Default::default()).await.unwrap();

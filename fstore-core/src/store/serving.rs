@@ -17,7 +17,9 @@ use arrow_schema::{DataType, Field as ArrowField, FieldRef, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
-use crate::codec::{ColumnBuilder, DecoderIndex, PayloadDecoder, cast_column, encode_entity_keys};
+use crate::codec::{
+    ColumnBuilder, DecoderIndex, PayloadDecoder, cast_column, encode_entity_keys, payload_context,
+};
 use crate::error::{Error, Result};
 use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value};
 use crate::ondemand::{OnDemandFunction, input_batch};
@@ -25,7 +27,7 @@ use crate::online::{OnlineKey, OnlineRow, ReadOptions};
 use crate::registry::RegistrySnapshot;
 use crate::time::{duration_micros, from_micros, to_micros};
 
-/// Default of [`super::FeatureStoreBuilder::max_online_entities`]: the most
+/// Default of [`super::FeatureStoreBuilder::with_max_online_entities`]: the most
 /// entities (rows) one online request may carry.
 pub const DEFAULT_MAX_ONLINE_ENTITIES: usize = 10_000;
 
@@ -666,7 +668,7 @@ impl FeatureStore {
     ///
     /// The selection is resolved once per registry version and cached
     /// ([`FeatureStore::prepare`] makes that explicit). A request carries at most
-    /// [`super::FeatureStoreBuilder::max_online_entities`] rows (default
+    /// [`super::FeatureStoreBuilder::with_max_online_entities`] rows (default
     /// [`DEFAULT_MAX_ONLINE_ENTITIES`]); split larger ones.
     ///
     /// # Errors
@@ -689,7 +691,7 @@ impl FeatureStore {
         if n > self.max_online_entities {
             return Err(Error::invalid(format!(
                 "online request has {n} entities; the maximum is {} \
-                 (FeatureStoreBuilder::max_online_entities): split the request",
+                 (FeatureStoreBuilder::with_max_online_entities): split the request",
                 self.max_online_entities
             )));
         }
@@ -772,7 +774,8 @@ impl FeatureStore {
                 } else {
                     row.map(|r| r.payload.as_slice())
                 };
-                dec.push_row(payload)?;
+                dec.push_row(payload)
+                    .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
             view_cols.push(dec.finish());
             view_rows.push(ViewRows { status, event_ts });

@@ -9,13 +9,13 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
     Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray, TimestampSecondArray,
 };
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::model::{
-    Deprecation, Entity, FeatureService, FeatureView, Field, OnDemandView, Value, ValueType,
+    Deprecation, Entity, FeatureField, FeatureService, FeatureView, OnDemandView, Value, ValueType,
 };
 use crate::online::{OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions};
 use crate::testkit::{entity_batch, feature_batch, test_definitions};
@@ -26,9 +26,9 @@ const S: i64 = 1_000_000;
 fn spine(ids: &[i64], ts: &[i64]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("ts", timestamp_type(), false),
-            ArrowField::new("label", DataType::Float64, false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("ts", timestamp_type(), false),
+            Field::new("label", DataType::Float64, false),
         ])),
         vec![
             Arc::new(Int64Array::from(ids.to_vec())),
@@ -53,13 +53,13 @@ async fn push_rejects_naive_timestamps_naming_the_column() {
     let good = feature_batch(&[(1, S, S, Some(1.0))]);
     let mut cols = good.columns().to_vec();
     cols[1] = Arc::new(TimestampSecondArray::from(vec![1]));
-    let mut fields: Vec<ArrowField> = good
+    let mut fields: Vec<Field> = good
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields[1] = ArrowField::new("event_timestamp", cols[1].data_type().clone(), false);
+    fields[1] = Field::new("event_timestamp", cols[1].data_type().clone(), false);
     let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
     let err = fs
         .push("v", &bad, PushTarget::Both)
@@ -86,12 +86,12 @@ async fn apply_against_a_stale_snapshot_conflicts() {
     // plan against the registry (not its cache) or lose the race with Conflict.
     let reg: Arc<crate::registry::DynRegistry> = Arc::new(crate::memory::InMemoryRegistry::new());
     let a = FeatureStore::builder()
-        .registry(Arc::clone(&reg))
+        .with_registry(Arc::clone(&reg))
         .build()
         .unwrap();
     let b = FeatureStore::builder()
-        .registry(Arc::clone(&reg))
-        .registry_cache_ttl(Duration::from_secs(3600))
+        .with_registry(Arc::clone(&reg))
+        .with_registry_cache_ttl(Duration::from_secs(3600))
         .build()
         .unwrap();
     assert_eq!(b.snapshot().await.unwrap().version, 0);
@@ -205,7 +205,7 @@ fn odfv_fn(version: &str) -> OnDemandFunction {
             .as_primitive::<Float64Type>();
         let out: Float64Array = s.iter().zip(k.iter()).map(|(a, b)| Some(a? * b?)).collect();
         Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(vec![ArrowField::new(
+            Arc::new(Schema::new(vec![Field::new(
                 "scaled",
                 DataType::Float64,
                 true,
@@ -218,7 +218,7 @@ fn odfv_fn(version: &str) -> OnDemandFunction {
 #[tokio::test]
 async fn on_demand_views_run_on_both_paths_and_check_versions() {
     let fs = FeatureStore::builder()
-        .on_demand(odfv_fn("v1"))
+        .with_on_demand(odfv_fn("v1"))
         .build()
         .unwrap();
     fs.apply(&odfv_defs(), ApplyOptions::default())
@@ -233,13 +233,13 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
     let sel = FeatureSelection::refs(["ratio:scaled"]).unwrap();
     let mut sp = spine(&[1], &[20 * S]);
     let scale = Arc::new(Float64Array::from(vec![2.0]));
-    let mut fields: Vec<ArrowField> = sp
+    let mut fields: Vec<Field> = sp
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(ArrowField::new("scale", DataType::Float64, false));
+    fields.push(Field::new("scale", DataType::Float64, false));
     let mut cols = sp.columns().to_vec();
     cols.push(Arc::clone(&scale) as _);
     sp = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
@@ -261,8 +261,8 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
     );
     let ents = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("scale", DataType::Float64, false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("scale", DataType::Float64, false),
         ])),
         vec![Arc::new(Int64Array::from(vec![1])), scale],
     )
@@ -285,9 +285,9 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
 
     // a process with another version of the function is refused
     let other = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .online(Arc::clone(fs.online_store()))
-        .on_demand(odfv_fn("v2"))
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(fs.online_store()))
+        .with_on_demand(odfv_fn("v2"))
         .build()
         .unwrap();
     let err = other
@@ -304,8 +304,9 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
 async fn fallbacks_impute_and_require() {
     let (mut d, _) = test_definitions("v", None);
     let v = d.feature_views.get_mut("v").unwrap();
-    v.features[0] = Field::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
-    v.features[2] = Field::new("count", ValueType::Int64).required();
+    v.features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    v.features[2] = FeatureField::new("count", ValueType::Int64).required();
     let fs = FeatureStore::in_memory();
     fs.apply(&d, ApplyOptions::default()).await.unwrap();
     fs.push(
@@ -366,7 +367,7 @@ async fn online_keys_are_cast_or_rejected_by_name() {
     .unwrap();
     let sel = FeatureSelection::refs(["v:score"]).unwrap();
     let int32 = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "user_id",
             DataType::Int32,
             false,
@@ -383,7 +384,7 @@ async fn online_keys_are_cast_or_rejected_by_name() {
         vec![FeatureStatus::Present]
     );
     let text = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "user_id",
             DataType::Utf8,
             false,
@@ -438,6 +439,9 @@ struct Faulty {
     write_budget: AtomicUsize,
     down: std::sync::atomic::AtomicBool,
     reads: AtomicUsize,
+    /// Every read sleeps this long first (ms), ignoring `ReadOptions::timeout`:
+    /// a hung backend only the facade's own timeout can cut short.
+    read_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Faulty {
@@ -447,6 +451,7 @@ impl Faulty {
             write_budget: AtomicUsize::new(write_budget),
             down: std::sync::atomic::AtomicBool::new(false),
             reads: AtomicUsize::new(0),
+            read_delay_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -480,6 +485,10 @@ impl OnlineStore for Faulty {
     }
     async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
         self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        let delay = self.read_delay_ms.load(AtomicOrdering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.down.load(AtomicOrdering::SeqCst) {
             return Err(Error::Unavailable {
                 backend: "faulty",
@@ -497,7 +506,7 @@ impl OnlineStore for Faulty {
 async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
     let failing = Faulty::new(2);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&failing) as _)
+        .with_online(Arc::clone(&failing) as _)
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -646,9 +655,9 @@ async fn apply_validates_and_refuses_breaking_changes() {
 async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .last_known_good_cache(1_000)
-        .circuit_breaker(2, Duration::from_secs(3600))
+        .with_online(Arc::clone(&backend) as _)
+        .with_last_known_good_cache(1_000)
+        .with_circuit_breaker(2, Duration::from_secs(3600))
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -707,9 +716,9 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
 
     // without a cache, an open breaker fails fast with a retryable error
     let bare = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .online(Arc::clone(&backend) as _)
-        .circuit_breaker(1, Duration::from_secs(3600))
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_circuit_breaker(1, Duration::from_secs(3600))
         .build()
         .unwrap();
     assert!(
@@ -725,6 +734,184 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
         backend.reads.load(AtomicOrdering::SeqCst),
         before,
         "open breaker: no backend call"
+    );
+}
+
+#[tokio::test]
+async fn facade_timeout_fires_on_a_hung_backend() {
+    let backend = Faulty::new(usize::MAX);
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let req = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1]),
+    )
+    .with_now(from_micros(S));
+    // a hung backend (it never answers within the test): only the facade's
+    // own timeout can end the call
+    backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = fs.get_online_features(&req).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout { backend: "faulty", message } if message.contains("100ms")),
+        "a read past the online timeout is a Timeout naming the limit, got {err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the facade gave up at its timeout, not when the backend answered"
+    );
+
+    // with a last-known-good cache, the timeout is answered from the cache
+    let cached = FeatureStore::builder()
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .with_last_known_good_cache(10)
+        .build()
+        .unwrap();
+    backend.read_delay_ms.store(0, AtomicOrdering::SeqCst);
+    cached.get_online_features(&req).await.unwrap();
+    backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
+    let r = cached.get_online_features(&req).await.unwrap();
+    assert_eq!(
+        r.feature("score").unwrap().statuses(),
+        vec![FeatureStatus::Stale],
+        "timed-out read served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn freshness_reports_the_newest_event_in_the_lookback_and_the_watermark() {
+    let fs = store_with("v", None).await;
+    let now = from_micros(100 * S);
+    // nothing written yet: no newest event, no age, no watermark
+    let empty = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        empty,
+        crate::monitor::Freshness {
+            newest_event: None,
+            age: None,
+            watermark: None
+        }
+    );
+    // rows at 10 s, 50 s and 200 s (after `now`: not counted)
+    fs.write_history(
+        "v",
+        &feature_batch(&[
+            (1, 10 * S, S, Some(1.0)),
+            (2, 50 * S, S, Some(2.0)),
+            (1, 200 * S, S, Some(3.0)),
+        ]),
+    )
+    .await
+    .unwrap();
+    let f = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(f.newest_event, Some(from_micros(50 * S)), "{f:?}");
+    assert_eq!(f.age, Some(Duration::from_secs(50)), "stale by 50 s: {f:?}");
+    assert_eq!(f.watermark, None, "never materialized");
+    // a lookback of 30 s sees none of them: the view is stale beyond the lookback
+    let stale = fs
+        .freshness("v", now, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((stale.newest_event, stale.age), (None, None), "{stale:?}");
+    // the lookback is inclusive: 50 s back reaches the row at 50 s exactly
+    let edge = fs
+        .freshness("v", now, Duration::from_secs(50))
+        .await
+        .unwrap();
+    assert_eq!(edge.newest_event, Some(from_micros(50 * S)), "{edge:?}");
+    fs.materialize_incremental(&["v"], from_micros(80 * S), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    let m = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(m.watermark, Some(from_micros(80 * S)), "{m:?}");
+}
+
+#[tokio::test]
+async fn skew_counts_each_entity_whose_online_value_differs_from_the_join() {
+    let fs = store_with("v", None).await;
+    let t = 100 * S;
+    fs.write_history(
+        "v",
+        &feature_batch(&[
+            (0, 10 * S, S, Some(1.0)),
+            (1, 10 * S, S, Some(2.0)),
+            (2, 10 * S, S, Some(3.0)),
+            (3, 10 * S, S, None),
+        ]),
+    )
+    .await
+    .unwrap();
+    fs.materialize_incremental(&["v"], from_micros(t), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    let refs = FeatureSelection::refs(["v:score", "v:label"]).unwrap();
+    let entities = entity_batch(&[0, 1, 2, 3, 4, 5]);
+    let clean = fs
+        .skew(refs.clone(), &entities, from_micros(t))
+        .await
+        .unwrap();
+    assert_eq!(clean.len(), 2, "{clean:?}");
+    assert!(
+        clean.iter().all(|s| s.mismatches == 0 && s.compared == 6),
+        "{clean:?}"
+    );
+
+    // skew: entity 1 gets a newer value online only (a push that never reached
+    // the offline store); entity 5 gets an online row the history lacks;
+    // entity 2 gets a newer offline row that was never materialized
+    fs.push(
+        "v",
+        &feature_batch(&[(1, 20 * S, S, Some(9.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(5, 20 * S, S, Some(7.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    fs.write_history("v", &feature_batch(&[(2, 30 * S, S, Some(4.0))]))
+        .await
+        .unwrap();
+    let skew = fs.skew(refs, &entities, from_micros(t)).await.unwrap();
+    for s in &skew {
+        assert_eq!(
+            (s.compared, s.mismatches, s.first_mismatch),
+            (6, 3, Some(1)),
+            "entities 1, 2 and 5 differ in {}: {skew:?}",
+            s.feature
+        );
+    }
+    assert_eq!(
+        skew.iter().map(|s| s.feature.as_str()).collect::<Vec<_>>(),
+        vec!["score", "label"]
     );
 }
 
@@ -774,8 +961,8 @@ async fn circuit_breaker_ignores_the_callers_mistakes() {
         reads: AtomicUsize::new(0),
     });
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .circuit_breaker(1, Duration::from_secs(3600))
+        .with_online(Arc::clone(&backend) as _)
+        .with_circuit_breaker(1, Duration::from_secs(3600))
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -811,12 +998,13 @@ async fn circuit_breaker_ignores_the_callers_mistakes() {
 async fn stale_values_are_values_for_fallbacks() {
     let (mut d, _) = test_definitions("v", None);
     let v = d.feature_views.get_mut("v").unwrap();
-    v.features[0] = Field::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
-    v.features[2] = Field::new("count", ValueType::Int64).required();
+    v.features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    v.features[2] = FeatureField::new("count", ValueType::Int64).required();
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .last_known_good_cache(100)
+        .with_online(Arc::clone(&backend) as _)
+        .with_last_known_good_cache(100)
         .build()
         .unwrap();
     fs.apply(&d, ApplyOptions::default()).await.unwrap();
@@ -877,8 +1065,8 @@ async fn stale_values_are_values_for_fallbacks() {
 async fn online_requests_over_the_entity_limit_are_refused_before_reading() {
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .max_online_entities(2)
+        .with_online(Arc::clone(&backend) as _)
+        .with_max_online_entities(2)
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -938,7 +1126,7 @@ async fn prepared_requests_follow_registry_changes() {
     // a new version of the view (a default for score) is picked up
     let (mut d, _) = test_definitions("v", None);
     d.feature_views.get_mut("v").unwrap().features[0] =
-        Field::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
     fs.apply(&d, ApplyOptions::default()).await.unwrap();
     let r = fs
         .get_prepared(&p, &entity_batch(&[1, 2]), Some(from_micros(S)))
