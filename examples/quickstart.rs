@@ -211,8 +211,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     print_batch("online features", &online.batch)?;
-    for m in &online.metadata {
-        println!("status {:<12} {:?}", m.name, m.statuses);
+    for m in online.features() {
+        println!("status {:<12} {:?}", m.name(), m.statuses());
     }
     println!("imputed values: {}", online.imputed);
     let _ = std::fs::remove_dir_all(&registry_dir);
