@@ -1,4 +1,11 @@
-//! Documentation-only modules.
+//! Documentation-only modules: [`semantics`] (the contract every part of
+//! fstore honours, cited as "semantics §n" throughout) and
+//! [`writing_a_backend`].
+
+/// The semantics contract, §1–§13 (also `fstore-core/docs/semantics.md` in
+/// the repository).
+#[doc = include_str!("../docs/semantics.md")]
+pub mod semantics {}
 
 /// # Writing a backend
 ///

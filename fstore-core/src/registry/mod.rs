@@ -1,4 +1,4 @@
-//! The registry (DESIGN §8): definitions plus materialization watermarks,
+//! The registry ([semantics §8](crate::docs::semantics)): definitions plus materialization watermarks,
 //! versioned, committed by compare-and-swap.
 
 mod file;

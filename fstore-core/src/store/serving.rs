@@ -16,7 +16,7 @@ use crate::ondemand::input_batch;
 use crate::online::{OnlineKey, OnlineRow, ReadOptions};
 use crate::time::{duration_micros, from_micros, to_micros};
 
-/// Why a served value is what it is (DESIGN §6).
+/// Why a served value is what it is ([semantics §6](crate::docs::semantics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeatureStatus {
     /// A stored, unexpired, non-null value.
