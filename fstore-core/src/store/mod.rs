@@ -551,4 +551,6 @@ pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -
 }
 
 #[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
 mod tests;
