@@ -140,7 +140,7 @@ pub fn cast_checked(
 /// conversion can be undone: integer widenings (int8/16/32, uint8/16/32 → int64;
 /// int8/16, uint8/16 → int32) and other layouts of strings and bytes. Floats,
 /// narrowings, uint64 → int64, booleans, timestamps and strings ↔ numbers are
-/// not: a float key `1.7` must not serve entity `1` (DESIGN §5).
+/// not: a float key `1.7` must not serve entity `1` ([semantics §5](crate::docs::semantics)).
 pub(crate) fn lossless_key_cast(from: &DataType, key: &ValueType) -> bool {
     use DataType as D;
     let strings = |d: &D| matches!(d, D::Utf8 | D::LargeUtf8 | D::Utf8View);
@@ -1007,7 +1007,7 @@ fn skip_scalar(tag: u8, r: &mut Reader<'_>) -> Result<()> {
 }
 
 /// Skips one value (after its tag) without recursion: a list's elements must be
-/// scalars or null (DESIGN §4), so a corrupt run of nested list tags is an
+/// scalars or null ([semantics §4](crate::docs::semantics)), so a corrupt run of nested list tags is an
 /// error at the first element, never a deep stack.
 fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
     if tag & T_LIST == 0 {
@@ -1264,7 +1264,7 @@ mod tests {
     }
 }
 
-/// No-panic properties of the wire decoders (DESIGN §10): any bytes give `Ok`
+/// No-panic properties of the wire decoders ([semantics §10](crate::docs::semantics)): any bytes give `Ok`
 /// or `InvalidInput`, never a panic, a deep stack or an allocation out of
 /// proportion to the input. 10,000 cases each; every case is a few hundred
 /// bytes, so the whole module runs in seconds in a debug build.

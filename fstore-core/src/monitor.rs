@@ -1,4 +1,4 @@
-//! Monitors (DESIGN §9): freshness, fill rate, drift (PSI and KS) and
+//! Monitors ([semantics §9](crate::docs::semantics)): freshness, fill rate, drift (PSI and KS) and
 //! online/offline skew.
 //!
 //! The statistics are pure functions over Arrow arrays; the store-level checks

@@ -448,7 +448,7 @@ impl FeatureStore {
     /// the offline store, or both (offline first).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
+    /// [`Error::InvalidInput`] naming the column/row at fault ([semantics §3](crate::docs::semantics) time
     /// rules included); backend failures.
     pub async fn push(
         &self,

@@ -1,4 +1,4 @@
-//! Serving safeguards (DESIGN §9): a last-known-good cache and a circuit
+//! Serving safeguards ([semantics §9](crate::docs::semantics)): a last-known-good cache and a circuit
 //! breaker, so a service keeps answering — and says so — when the online
 //! backend is down.
 

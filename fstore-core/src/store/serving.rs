@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_ONLINE_ENTITIES: usize = 10_000;
 /// the request than about the backend.
 const BREAKER_MAX_COUNTED_KEYS: usize = 1_024;
 
-/// Why a served value is what it is (DESIGN §6).
+/// Why a served value is what it is ([semantics §6](crate::docs::semantics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeatureStatus {
     /// A stored, unexpired, non-null value.

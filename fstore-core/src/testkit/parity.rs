@@ -1,4 +1,4 @@
-//! The parity invariant (DESIGN §7) as a property test: after any sequence of
+//! The parity invariant ([semantics §7](crate::docs::semantics)) as a property test: after any sequence of
 //! incremental materializations ending at T — any chunking of the history,
 //! duplicates, out-of-order and late rows — an online read at `now = T` equals
 //! the point-in-time join at T for every entity and feature (`Expired` ↔ null).
