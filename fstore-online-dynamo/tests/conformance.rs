@@ -118,7 +118,14 @@ async fn store_identity_and_capabilities() {
     let Some(ep) = endpoint() else { return };
     let t = table("ident");
     let s = builder(&ep, &t).build().unwrap();
-    assert_eq!(s.store_id(), format!("dynamo:{t}"));
+    assert_eq!(
+        s.store_id(),
+        format!(
+            "dynamo:{}/{}/{t}",
+            env_or("FSTORE_TEST_DYNAMO_REGION", "us-east-1"),
+            ep.trim_end_matches('/')
+        )
+    );
     assert_eq!(s.backend(), "dynamo");
     let caps = s.capabilities();
     assert_eq!(caps.max_read_batch, Some(100));
@@ -634,7 +641,14 @@ async fn from_env_and_static_credentials() {
         s.read_one("envv", &ek(1)).await.unwrap().unwrap().event_ts,
         1
     );
-    assert_eq!(s.store_id(), format!("dynamo:{t}"));
+    assert_eq!(
+        s.store_id(),
+        format!(
+            "dynamo:{}/{}/{t}",
+            env_or("FSTORE_TEST_DYNAMO_REGION", "us-east-1"),
+            ep.trim_end_matches('/')
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
