@@ -36,7 +36,15 @@ for s in "${servers[@]}"; do
   "start_$s"
 done
 
-# Default features: the optional cloud/TLS features are compiled (checked) by
-# clippy and rustdoc in .ci/run, not linked into every test binary.
+# Default features, plus the ones a server here can exercise:
+# - Redis `tls` (the TLS-only node of scripts/servers/redis.sh): rustls, ring and
+#   rustls-native-certs are already in the tree for the other adapters, so the
+#   cost is rebuilding fred and the Redis crate with their TLS code;
+# - DynamoDB `aws-config` (the default credential chain, against moto): adds
+#   aws-config and aws-sdk-sts (+ smithy xml/query) to the test build.
+# The other optional features (Scylla `tls`, Delta `s3`/`gcs`/`azure`) have no
+# server here: clippy and rustdoc in .ci/run compile them, nothing runs them
+# (README, "What the tests do not run").
 echo "== cargo test --workspace"
-cargo test --workspace --no-fail-fast "$@"
+cargo test --workspace --no-fail-fast \
+  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config "$@"
