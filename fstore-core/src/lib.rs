@@ -64,6 +64,7 @@
 
 pub mod adapter;
 mod codec;
+pub mod config;
 pub mod docs;
 mod error;
 mod memory;
@@ -75,6 +76,7 @@ mod online;
 pub mod pit;
 mod registry;
 mod store;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -45,7 +45,9 @@ async fn s3_offline_and_registry_conformance() {
                 let r: Arc<fstore_core::DynRegistry> = Arc::new(
                     DeltaRegistry::open(
                         &uri,
-                        options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                        options
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
                     )
                     .expect("open registry"),
                 );

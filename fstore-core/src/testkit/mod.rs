@@ -20,14 +20,17 @@
 
 mod env;
 mod fixtures;
+mod fuzz;
 mod offline;
 mod online;
 mod parity;
 mod registry;
+mod stress;
 
 pub(crate) use env::parity_cases;
 pub use env::server_url;
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use fuzz::{DECODER_CASES, decoder_never_panics};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
     offline_time_range, offline_versions, run_offline_suite,
@@ -42,6 +45,7 @@ pub use registry::{
     registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,
     run_registry_suite,
 };
+pub use stress::{STRESS_ENTITIES, STRESS_ROUNDS, STRESS_WRITERS, online_concurrent_pushers};
 
 /// Runs an async property `check` for `cases` generated cases (with
 /// shrinking) from inside an async test: the proptest runner is synchronous, so
