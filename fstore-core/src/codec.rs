@@ -1257,9 +1257,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'f'"), "{err}");
-        // truncated payloads are errors, not panics
+        // truncated payloads are InvalidInput errors, never a panic nor a value
         for cut in 0..payloads[0].len() {
-            let _ = decode_payloads(&[Some(&payloads[0][..cut])], &features);
+            match decode_payloads(&[Some(&payloads[0][..cut])], &features) {
+                Err(Error::InvalidInput(_)) => {}
+                other => panic!("payload cut at {cut} bytes must be InvalidInput, got {other:?}"),
+            }
         }
     }
 }
