@@ -83,6 +83,7 @@ pub mod testkit;
 
 pub use error::{BoxError, Error, Result};
 pub use memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
+pub use model::{AggFunction, Aggregation, LAST_N_CAP, format_duration, parse_duration};
 pub use model::{
     Definitions, Deprecation, Entity, Fallback, FeatureRef, FeatureService, FeatureView, Field,
     JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,

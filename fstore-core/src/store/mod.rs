@@ -78,7 +78,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            if defs.field(r).is_none() {
+            if !defs.has_feature(r) {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }
