@@ -62,6 +62,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod agg;
 pub mod backend;
 mod codec;
 pub mod docs;
@@ -95,7 +96,7 @@ pub use offline::{
 pub use ondemand::OnDemandFunction;
 pub use online::{
     DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt,
-    ReadOptions, WriteOptions, WriteSummary,
+    ReadOptions, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 pub use registry::{
     Change, ChangeKind, DynRegistry, FieldChange, FileRegistry, ObjectKind, Plan, Registry,

@@ -144,7 +144,7 @@ pub fn format_duration(d: Duration) -> String {
         return format!("{}ms", d.as_millis());
     }
     for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s % secs == 0 {
+        if s.is_multiple_of(secs) {
             return format!("{}{unit}", s / secs);
         }
     }
@@ -336,7 +336,7 @@ impl Aggregation {
                 "{me}: last_n needs 1 <= n <= {LAST_N_CAP}, got {n}"
             )));
         }
-        let micros = |d: Duration| d.as_nanos() % 1_000 == 0 && d.as_micros() > 0;
+        let micros = |d: Duration| d.as_nanos().is_multiple_of(1_000) && d.as_micros() > 0;
         if let Some(w) = self.window
             && !micros(w)
         {

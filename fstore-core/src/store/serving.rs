@@ -139,6 +139,89 @@ fn impute(
 type ReadOutcome = (Vec<Option<OnlineRow>>, Option<Vec<bool>>);
 
 impl FeatureStore {
+    /// Serves the aggregation features of a request: one `read_tiles` call for
+    /// every view and entity, then each feature's window(now) merged.
+    async fn serve_aggregations(
+        &self,
+        plan: &RequestPlan,
+        entities: &RecordBatch,
+        now: i64,
+    ) -> Result<HashMap<FeatureRef, Served>> {
+        let n = entities.num_rows();
+        let mut keys: Vec<OnlineKey> = Vec::new();
+        let mut slots: Vec<Vec<usize>> = Vec::with_capacity(plan.aggs.len());
+        for (rv, _) in &plan.aggs {
+            let encoded = encode_entity_keys(entities, &rv.join_keys)?;
+            let mut dedup: HashMap<Vec<u8>, usize> = HashMap::with_capacity(n);
+            let mut s = Vec::with_capacity(n);
+            for k in encoded {
+                let idx = *dedup.entry(k).or_insert_with_key(|k| {
+                    keys.push(OnlineKey {
+                        view: rv.name().to_owned(),
+                        entity_key: k.clone(),
+                    });
+                    keys.len() - 1
+                });
+                s.push(idx);
+            }
+            slots.push(s);
+        }
+        let backend = self.online.backend();
+        let opts = ReadOptions::default().with_timeout(self.online_timeout);
+        let tiles =
+            match tokio::time::timeout(self.online_timeout, self.online.read_tiles(&keys, &opts))
+                .await
+            {
+                Ok(Ok(t)) if t.len() == keys.len() => t,
+                Ok(Ok(t)) => {
+                    return Err(Error::backend_msg(
+                        backend,
+                        format!(
+                            "read_tiles returned {} entries for {} keys",
+                            t.len(),
+                            keys.len()
+                        ),
+                    ));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend,
+                        message: format!(
+                            "tile read of {} keys exceeded {:?}",
+                            keys.len(),
+                            self.online_timeout
+                        ),
+                    });
+                }
+            };
+        let mut served = HashMap::new();
+        for ((rv, names), slot) in plan.aggs.iter().zip(&slots) {
+            for a in crate::agg::OnlineAgg::of_view(rv, Some(names))? {
+                let mut values = Vec::with_capacity(n);
+                let mut statuses = Vec::with_capacity(n);
+                for &i in slot {
+                    let v = a.value_at(&tiles[i], now)?;
+                    statuses.push(match (&v, tiles[i].is_empty()) {
+                        (_, true) => FeatureStatus::NotFound,
+                        (Some(_), false) => FeatureStatus::Present,
+                        (None, false) => FeatureStatus::NullValue,
+                    });
+                    values.push(v);
+                }
+                served.insert(
+                    FeatureRef::new(rv.name(), &a.agg.name),
+                    Served {
+                        col: crate::agg::column_of(&a, &values),
+                        statuses,
+                        event_ts: vec![None; n],
+                    },
+                );
+            }
+        }
+        Ok(served)
+    }
+
     /// One online read with timeout, circuit breaker and last-known-good
     /// fallback. The second value, when the cache answered, says per key
     /// whether the cache had it.
@@ -289,6 +372,10 @@ impl FeatureStore {
             }
         }
 
+        if !plan.aggs.is_empty() {
+            served.extend(self.serve_aggregations(&plan, &req.entities, now).await?);
+        }
+
         for o in &plan.on_demand {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();
@@ -342,13 +429,16 @@ impl FeatureStore {
             let s = served
                 .get(r)
                 .ok_or_else(|| Error::invalid(format!("feature '{r}' was not served")))?;
-            let field = defs
-                .field(r)
-                .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
             let mut col = Arc::clone(&s.col);
-            match &field.fallback {
+            // aggregation features have no fallback policy (null = no value)
+            let field = defs.field(r);
+            if field.is_none() && defs.aggregation(r).is_none() {
+                return Err(Error::not_found("feature", r.to_string()));
+            }
+            match field.map_or(&Fallback::Null, |f| &f.fallback) {
                 Fallback::Null => {}
                 Fallback::Default(d) => {
+                    let field = field.ok_or_else(|| Error::not_found("feature", r.to_string()))?;
                     let (c, k) = impute(&col, field, d, &s.statuses)?;
                     col = c;
                     imputed += k;

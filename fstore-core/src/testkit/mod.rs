@@ -16,12 +16,16 @@
 //! turn a missing server into a failure instead of a loud skip; set
 //! `FSTORE_TEST_PARITY_CASES` to change the number of parity proptest cases.
 
+mod agg;
 mod fixtures;
 mod offline;
 mod online;
 mod parity;
 mod registry;
 
+pub use agg::{
+    agg_concurrent_push, agg_parity, agg_tiles_idempotent_expiring_guarded, run_agg_suite,
+};
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
@@ -118,6 +122,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_online_parity_many_cases() {
         super::online_parity(
+            Arc::new(InMemoryOnlineStore::new()),
+            super::parity_cases(256),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_agg_suite_many_cases() {
+        super::run_agg_suite(
             Arc::new(InMemoryOnlineStore::new()),
             super::parity_cases(256),
         )
