@@ -14,11 +14,11 @@ use arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Field as ArrowField, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, TimeZone, Utc};
 use fstore_core::{
-    Definitions, Entity, FeatureRef, FeatureSelection, FeatureService, FeatureStore, FeatureView,
-    Field, FileRegistry, HistoricalRequest, InMemoryOfflineStore, InMemoryOnlineStore,
+    Definitions, Entity, FeatureField, FeatureRef, FeatureSelection, FeatureService, FeatureStore,
+    FeatureView, FileRegistry, HistoricalRequest, InMemoryOfflineStore, InMemoryOnlineStore,
     MaterializeOptions, OnlineRequest, Value, ValueType,
 };
 
@@ -73,9 +73,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry_dir =
         std::env::temp_dir().join(format!("fstore-quickstart-{}", std::process::id()));
     let store = FeatureStore::builder()
-        .registry(Arc::new(FileRegistry::open(&registry_dir)?))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::new(InMemoryOnlineStore::new()))
+        .with_registry(Arc::new(FileRegistry::open(&registry_dir)?))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
         .build()?;
 
     // 2. Definitions: one entity, two views, one feature service.
@@ -88,7 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             FeatureView::new("driver_hourly", ["driver"])
                 .with_feature("conv_rate", ValueType::Float64)
                 .with_field(
-                    Field::new("trips_today", ValueType::Int64).with_default(Value::Int64(0)),
+                    FeatureField::new("trips_today", ValueType::Int64)
+                        .with_default(Value::Int64(0)),
                 )
                 .with_ttl(Duration::from_secs(2 * 86_400))
                 .with_created_timestamp_column("created")
@@ -118,11 +119,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. History (tz-aware UTC timestamps; naive ones would be rejected).
     let hourly = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("driver_id", DataType::Int64, false),
-            ArrowField::new("event_timestamp", ts_type(), false),
-            ArrowField::new("created", ts_type(), false),
-            ArrowField::new("conv_rate", DataType::Float64, true),
-            ArrowField::new("trips_today", DataType::Int64, true),
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("event_timestamp", ts_type(), false),
+            Field::new("created", ts_type(), false),
+            Field::new("conv_rate", DataType::Float64, true),
+            Field::new("trips_today", DataType::Int64, true),
         ])),
         vec![
             Arc::new(Int64Array::from(vec![1001, 1001, 1001, 1002, 1002])),
@@ -146,9 +147,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let profile = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("driver_id", DataType::Int64, false),
-            ArrowField::new("event_timestamp", ts_type(), false),
-            ArrowField::new("city", DataType::Utf8, true),
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("event_timestamp", ts_type(), false),
+            Field::new("city", DataType::Utf8, true),
         ])),
         vec![
             Arc::new(Int64Array::from(vec![1001, 1002])),
@@ -162,9 +163,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. A training set: labels at given times; features as of those times.
     let spine = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("driver_id", DataType::Int64, false),
-            ArrowField::new("ts", ts_type(), false),
-            ArrowField::new("label", DataType::Float64, false),
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("ts", ts_type(), false),
+            Field::new("label", DataType::Float64, false),
         ])),
         vec![
             Arc::new(Int64Array::from(vec![1001, 1001, 1002, 1002, 1003])),
@@ -197,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let entities = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "driver_id",
             DataType::Int64,
             false,

@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("online store: {dynamo:?}");
 
     let store = FeatureStore::builder()
-        .online(Arc::clone(&dynamo) as Arc<fstore_core::DynOnlineStore>)
+        .with_online(Arc::clone(&dynamo) as Arc<fstore_core::DynOnlineStore>)
         .build()?;
     // A view name unique to this run, so reruns start empty.
     let view = format!("driver_stats_{}", std::process::id());

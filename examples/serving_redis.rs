@@ -38,9 +38,9 @@ async fn main() -> fstore_core::Result<()> {
     let online = Arc::new(builder.build()?);
     println!("online store: {}", online.store_id());
     let store = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&online) as Arc<fstore_core::DynOnlineStore>)
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&online) as Arc<fstore_core::DynOnlineStore>)
         .build()?;
 
     let view = "driver_hourly";

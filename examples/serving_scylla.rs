@@ -34,10 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("online store: {online:?}");
 
     let store = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::new(online))
-        .online_timeout(Duration::from_millis(500))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::new(online))
+        .with_online_timeout(Duration::from_millis(500))
         .build()?;
     store
         .apply(

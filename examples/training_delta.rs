@@ -54,9 +54,9 @@ async fn main() -> fstore_core::Result<()> {
     let root = std::env::temp_dir().join(format!("fstore-training-delta-{}", std::process::id()));
     let delta = DeltaOfflineStoreBuilder::new().with_root(root.to_string_lossy());
     let store = FeatureStore::builder()
-        .offline(Arc::new(delta.clone().build()?))
-        .registry(Arc::new(delta.build_registry()?))
-        .online(Arc::new(InMemoryOnlineStore::new()))
+        .with_offline(Arc::new(delta.clone().build()?))
+        .with_registry(Arc::new(delta.build_registry()?))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
         .build()?;
 
     store

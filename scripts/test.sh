@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fstore-target}"
+# Cargo's default target (./target) unless CARGO_TARGET_DIR is set, so this and
+# README's quickstart command share one build; .ci/run sets a shared cache.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # A missing server is a test failure, never a silent skip.
 export FSTORE_TEST_REQUIRE_SERVERS=1

@@ -29,6 +29,13 @@
 //! ```
 //! Entries carry their names, so adding a feature to a view keeps old rows
 //! readable (the new feature reads as null) and reads can project any subset.
+//!
+//! # Aggregation tile state, version 1
+//!
+//! The third shared format: the intermediate state of one hop tile of an
+//! aggregation feature ([`crate::Tile::state`]), versioned and carrying a
+//! fingerprint of the feature's definition. Its layout is documented with the
+//! engine that writes it, in [`crate::agg`] ("Tile state bytes").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,10 +48,10 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_cast::CastOptions;
-use arrow_schema::{DataType, Field as ArrowField};
+use arrow_schema::{DataType, Field};
 
 use crate::error::{Error, Result};
-use crate::model::{Field, JoinKey, Value, ValueType};
+use crate::model::{FeatureField, JoinKey, Value, ValueType};
 use crate::time::UTC;
 
 /// Version byte of the entity-key layout.
@@ -327,12 +334,12 @@ impl<'a> Reader<'a> {
 /// Encodes the feature columns `features` of every row of `batch` as payloads.
 ///
 /// Columns must already have the declared types (see
-/// [`crate::backend::normalize_batch`]).
+/// [`crate::adapter::normalize_batch`]).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] naming the feature for a missing column or a column of
 /// the wrong type.
-pub fn encode_payloads(batch: &RecordBatch, features: &[Field]) -> Result<Vec<Vec<u8>>> {
+pub fn encode_payloads(batch: &RecordBatch, features: &[FeatureField]) -> Result<Vec<Vec<u8>>> {
     let n = u16::try_from(features.len())
         .map_err(|_| Error::invalid("a view has more than 65535 features"))?;
     let mut cols = Vec::with_capacity(features.len());
@@ -600,7 +607,7 @@ impl ColumnBuilder {
                 valid,
                 child,
             } => {
-                let field = Arc::new(ArrowField::new("item", inner_type.to_arrow(), true));
+                let field = Arc::new(Field::new("item", inner_type.to_arrow(), true));
                 let nulls = NullBuffer::from(valid);
                 Arc::new(ListArray::new(
                     field,
@@ -622,7 +629,7 @@ pub(crate) struct PayloadDecoder {
 }
 
 impl PayloadDecoder {
-    pub(crate) fn new(features: &[Field]) -> Self {
+    pub(crate) fn new(features: &[FeatureField]) -> Self {
         Self {
             index: features
                 .iter()
@@ -722,7 +729,10 @@ fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidInput`] for corrupt payloads or stored types that differ from
 /// the declared ones.
-pub fn decode_payloads(payloads: &[Option<&[u8]>], features: &[Field]) -> Result<Vec<ArrayRef>> {
+pub fn decode_payloads(
+    payloads: &[Option<&[u8]>],
+    features: &[FeatureField],
+) -> Result<Vec<ArrayRef>> {
     let mut dec = PayloadDecoder::new(features);
     let mut present = Vec::new();
     for p in payloads {
@@ -763,11 +773,7 @@ mod tests {
 
     #[test]
     fn batch_keys_are_cast_and_match_value_keys() {
-        let schema = Arc::new(Schema::new(vec![ArrowField::new(
-            "id",
-            DataType::Int32,
-            false,
-        )]));
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)]));
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![7, 8]))]).unwrap();
         let keys = encode_entity_keys(&batch, &[JoinKey::new("id", ValueType::Int64)]).unwrap();
@@ -782,11 +788,7 @@ mod tests {
 
     #[test]
     fn bad_key_cast_and_null_key_are_named() {
-        let schema = Arc::new(Schema::new(vec![ArrowField::new(
-            "id",
-            DataType::Utf8,
-            true,
-        )]));
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(
             schema,
             vec![Arc::new(StringArray::from(vec![Some("x"), None]))],
@@ -805,10 +807,10 @@ mod tests {
     #[test]
     fn payload_round_trip_with_nulls_lists_and_projection() {
         let features = vec![
-            Field::new("f", ValueType::Float64),
-            Field::new("s", ValueType::String),
-            Field::new("e", ValueType::list(ValueType::Float32)),
-            Field::new("t", ValueType::Timestamp),
+            FeatureField::new("f", ValueType::Float64),
+            FeatureField::new("s", ValueType::String),
+            FeatureField::new("e", ValueType::list(ValueType::Float32)),
+            FeatureField::new("t", ValueType::Timestamp),
         ];
         let mut lb = ListBuilder::new(Float32Builder::new());
         lb.values().append_value(1.5);
@@ -816,7 +818,10 @@ mod tests {
         lb.append(true);
         lb.append(false);
         let schema = Arc::new(Schema::new(
-            features.iter().map(Field::to_arrow).collect::<Vec<_>>(),
+            features
+                .iter()
+                .map(FeatureField::to_arrow)
+                .collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(
             schema,
@@ -849,14 +854,14 @@ mod tests {
         );
         // projection and added features: unknown names read as null
         let proj = vec![
-            Field::new("s", ValueType::String),
-            Field::new("new", ValueType::Int64),
+            FeatureField::new("s", ValueType::String),
+            FeatureField::new("new", ValueType::Int64),
         ];
         let cols = decode_payloads(&[Some(&payloads[0])], &proj).unwrap();
         assert_eq!(cols[0].as_string::<i32>().value(0), "a");
         assert!(cols[1].is_null(0));
         // a type change is an error naming the feature
-        let wrong = vec![Field::new("f", ValueType::Int64)];
+        let wrong = vec![FeatureField::new("f", ValueType::Int64)];
         let err = decode_payloads(&[Some(&payloads[0])], &wrong)
             .unwrap_err()
             .to_string();

@@ -10,7 +10,7 @@
 ///
 /// Adapters never interpret feature values: core hands them [`crate::OnlineRow`]s
 /// whose entity key and payload are bytes from core's codecs
-/// ([`crate::backend`]), plus `event_ts`/`created_ts` in UTC microseconds. The
+/// ([`crate::adapter`]), plus `event_ts`/`created_ts` in UTC microseconds. The
 /// adapter's only semantic duty is **newest wins**: keep, per (view, entity
 /// key), the row with the greatest [`crate::OnlineRow::version`]; an equal
 /// version replaces (the later write wins). Do it server-side — a Lua script,
@@ -76,7 +76,7 @@
 /// ## Offline stores
 ///
 /// `write` receives batches already in the view's canonical schema
-/// ([`crate::backend::normalize_batch`]); `scan` must return every stored row in
+/// ([`crate::adapter::normalize_batch`]); `scan` must return every stored row in
 /// the time range, projected, in write order — the point-in-time join's last
 /// tie-break is write order. Stores with numbered versions report
 /// [`crate::OfflineCapabilities::change_log`] so incremental materialization can

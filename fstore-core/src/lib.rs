@@ -62,8 +62,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 pub mod agg;
-pub mod backend;
 mod codec;
 pub mod docs;
 mod error;
@@ -86,8 +86,8 @@ pub use error::{BoxError, Error, Result};
 pub use memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
 pub use model::{AggFunction, Aggregation, LAST_N_CAP, format_duration, parse_duration};
 pub use model::{
-    Definitions, Deprecation, Entity, Fallback, FeatureRef, FeatureService, FeatureView, Field,
-    JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,
+    Definitions, Deprecation, Entity, Fallback, FeatureField, FeatureRef, FeatureService,
+    FeatureView, JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,
 };
 pub use offline::{
     DynOfflineStore, OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest,
@@ -111,6 +111,24 @@ pub use store::{
 
 pub use arrow_array;
 pub use arrow_schema;
+
+/// The types a host application needs, for a glob import:
+/// `use fstore_core::prelude::*;`.
+///
+/// The prelude holds no `Result`, `Error` or `Field` (they would shadow
+/// `std`'s and Arrow's names) and no free functions; name those through the
+/// crate (`fstore_core::Result`, `fstore_core::Error`).
+pub mod prelude {
+    pub use crate::{
+        AggFunction, Aggregation, ApplyOptions, Definitions, DynOfflineStore, DynOnlineStore,
+        DynRegistry, Entity, Fallback, FeatureField, FeatureRef, FeatureSelection, FeatureService,
+        FeatureStatus, FeatureStore, FeatureStoreBuilder, FeatureView, FileRegistry,
+        HistoricalRequest, HistoricalResult, InMemoryOfflineStore, InMemoryOnlineStore,
+        InMemoryRegistry, MaterializeOptions, OfflineStore, OnDemandFunction, OnDemandView,
+        OnlineRequest, OnlineResponse, OnlineStore, OnlineStoreExt, PushTarget, Registry, Value,
+        ValueType,
+    };
+}
 
 #[cfg(test)]
 mod send_sync {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow_array::{
     Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, cast::AsArray, types::*,
 };
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
@@ -244,13 +244,13 @@ impl FeatureStore {
             .await?;
         let n = entities.num_rows();
         let ts_name = "__fstore_skew_ts";
-        let mut fields: Vec<ArrowField> = entities
+        let mut fields: Vec<Field> = entities
             .schema()
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        fields.push(ArrowField::new(ts_name, timestamp_type(), false));
+        fields.push(Field::new(ts_name, timestamp_type(), false));
         let mut cols: Vec<ArrayRef> = entities.columns().to_vec();
         cols.push(Arc::new(
             TimestampMicrosecondArray::from(vec![to_micros(now); n]).with_timezone(UTC),
@@ -317,11 +317,7 @@ mod tests {
     #[test]
     fn fill_rate_counts_nulls() {
         let b = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![ArrowField::new(
-                "x",
-                DataType::Int64,
-                true,
-            )])),
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
             vec![Arc::new(Int64Array::from(vec![
                 Some(1),
                 None,

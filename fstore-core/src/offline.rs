@@ -168,7 +168,7 @@ pub struct OfflineWriteSummary {
 /// # Contract
 ///
 /// * `write` appends a batch in the view's canonical schema
-///   ([`crate::backend::normalize_batch`]; the [`crate::FeatureStore`] normalises
+///   ([`crate::adapter::normalize_batch`]; the [`crate::FeatureStore`] normalises
 ///   before calling). Nothing is deduplicated or dropped; concurrent appenders
 ///   both succeed.
 /// * `scan` returns every stored row in the range (no more, no fewer), projected

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{Field as ArrowField, Schema};
+use arrow_schema::{Field, Schema};
 
 use crate::codec::cast_column;
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use crate::model::{OnDemandView, ValueType};
 type TransformFn = dyn Fn(&RecordBatch) -> Result<RecordBatch> + Send + Sync;
 
 /// The implementation of an on-demand view, registered with
-/// [`crate::FeatureStoreBuilder::on_demand`].
+/// [`crate::FeatureStoreBuilder::with_on_demand`].
 ///
 /// The function receives one batch with a column per input feature (short
 /// name) and per request field, and returns a batch with the declared outputs
@@ -118,9 +118,9 @@ impl OnDemandFunction {
 
 /// Builds the input batch of an on-demand view from named columns.
 pub(crate) fn input_batch(columns: Vec<(String, ArrayRef)>, rows: usize) -> Result<RecordBatch> {
-    let fields: Vec<ArrowField> = columns
+    let fields: Vec<Field> = columns
         .iter()
-        .map(|(n, c)| ArrowField::new(n, c.data_type().clone(), true))
+        .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
         .collect();
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, c)| c).collect();
     let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));

@@ -15,16 +15,16 @@ pub type DynOnlineStore = dyn OnlineStore;
 /// One stored row of a view for one entity: what online adapters persist.
 ///
 /// The entity key and the payload are opaque bytes produced by core's codec
-/// ([`crate::backend`]); adapters never interpret them.
+/// ([`crate::adapter`]); adapters never interpret them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineRow {
-    /// Entity key bytes ([`crate::backend::encode_entity_keys`]).
+    /// Entity key bytes ([`crate::adapter::encode_entity_keys`]).
     pub entity_key: Vec<u8>,
     /// Event time, UTC microseconds.
     pub event_ts: i64,
     /// Created time, UTC microseconds (`None` sorts before any value).
     pub created_ts: Option<i64>,
-    /// Encoded feature values ([`crate::backend::encode_payloads`]).
+    /// Encoded feature values ([`crate::adapter::encode_payloads`]).
     pub payload: Vec<u8>,
 }
 
@@ -93,7 +93,7 @@ impl OnlineCapabilities {
 /// One hop tile of one aggregation feature of one entity (DESIGN §11).
 ///
 /// `state` is opaque to adapters: core's versioned tile-state bytes (layout in
-/// [`crate::backend`] next to the entity-key and payload layouts).
+/// [`crate::agg`], referenced from the entity-key and payload layouts in [`crate::adapter`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tile {
     /// Aggregation feature name.

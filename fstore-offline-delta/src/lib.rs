@@ -16,9 +16,9 @@
 //! let dir = std::env::temp_dir().join(format!("fstore-doc-{}", std::process::id()));
 //! let builder = DeltaOfflineStoreBuilder::new().with_root(dir.to_string_lossy());
 //! let store = FeatureStore::builder()
-//!     .offline(Arc::new(builder.clone().build()?))
-//!     .registry(Arc::new(builder.build_registry()?))
-//!     .online(Arc::new(InMemoryOnlineStore::new()))
+//!     .with_offline(Arc::new(builder.clone().build()?))
+//!     .with_registry(Arc::new(builder.build_registry()?))
+//!     .with_online(Arc::new(InMemoryOnlineStore::new()))
 //!     .build()?;
 //! assert_eq!(store.snapshot().await?.version, 0);
 //! # let _ = std::fs::remove_dir_all(dir);

@@ -114,7 +114,7 @@ impl OfflineStore for DeltaOfflineStore {
         if !same {
             return Err(Error::invalid(format!(
                 "feature view '{}': batch is not in the canonical schema (normalize it with \
-                 fstore_core::backend::normalize_batch): expected {:?}, got {:?}",
+                 fstore_core::adapter::normalize_batch): expected {:?}, got {:?}",
                 view.name(),
                 expected
                     .fields()

@@ -502,10 +502,10 @@ async fn vacuum_has_a_retention_guard() {
 fn feature_store(dir: &tempfile::TempDir) -> FeatureStore {
     let b = DeltaOfflineStoreBuilder::new().with_root(dir.path().to_string_lossy());
     FeatureStore::builder()
-        .offline(Arc::new(b.clone().build().unwrap()))
-        .registry(Arc::new(b.build_registry().unwrap()))
-        .online(Arc::new(InMemoryOnlineStore::new()))
-        .registry_cache_ttl(Duration::ZERO)
+        .with_offline(Arc::new(b.clone().build().unwrap()))
+        .with_registry(Arc::new(b.build_registry().unwrap()))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
+        .with_registry_cache_ttl(Duration::ZERO)
         .build()
         .unwrap()
 }

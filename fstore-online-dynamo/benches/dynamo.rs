@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use fstore_core::backend::encode_entity_key;
+use fstore_core::adapter::encode_entity_key;
 use fstore_core::{
     FeatureView, JoinKey, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, Value,
     ValueType, WriteOptions,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use fstore_core::backend::display_entity_key;
+use fstore_core::adapter::display_entity_key;
 use fstore_core::{Error, OnlineRow, Result};
 
 /// A DynamoDB item or key.

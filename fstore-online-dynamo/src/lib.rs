@@ -22,9 +22,9 @@
 //!
 //! | attribute    | type | meaning |
 //! |--------------|------|---------|
-//! | `pk`         | B    | partition key: core's entity-key bytes ([`fstore_core::backend::encode_entity_key`]) |
+//! | `pk`         | B    | partition key: core's entity-key bytes ([`fstore_core::adapter::encode_entity_key`]) |
 //! | `sk`         | S    | sort key: the feature view name |
-//! | `payload`    | B    | encoded feature values ([`fstore_core::backend::encode_payloads`]) |
+//! | `payload`    | B    | encoded feature values ([`fstore_core::adapter::encode_payloads`]) |
 //! | `event_ts`   | N    | event time, UTC microseconds |
 //! | `created_ts` | N    | created time, UTC microseconds; absent = none (sorts first) |
 //! | `expires_at` | N    | DynamoDB TTL: epoch seconds, `ceil(event time + view ttl)`; only for views with a ttl |

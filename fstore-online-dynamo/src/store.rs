@@ -437,7 +437,7 @@ impl DynamoOnlineStore {
                     let e = e.with_context(|| {
                         format!(
                             "feature view '{view}', entity {}",
-                            fstore_core::backend::display_entity_key(&winner.entity_key)
+                            fstore_core::adapter::display_entity_key(&winner.entity_key)
                         )
                     });
                     return Err(e.into_error(failures));
@@ -750,7 +750,7 @@ mod tests {
 
     fn row(id: i64, ts: i64) -> OnlineRow {
         OnlineRow {
-            entity_key: fstore_core::backend::encode_entity_key(&[(
+            entity_key: fstore_core::adapter::encode_entity_key(&[(
                 "id",
                 fstore_core::Value::Int64(id),
             )])

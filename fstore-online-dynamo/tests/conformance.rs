@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use fstore_core::backend::encode_entity_key;
+use fstore_core::adapter::encode_entity_key;
 use fstore_core::{
     Error, FeatureView, JoinKey, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt, ReadOptions,
     ResolvedView, Value, ValueType, WriteOptions, WriteSummary,

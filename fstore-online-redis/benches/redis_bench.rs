@@ -26,11 +26,11 @@ use bytes::Bytes;
 use fred::interfaces::{ClientLike, HashesInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::Value;
+use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
-use fstore_core::backend::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::{
     Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
     InMemoryRegistry, MaterializeOptions, OnlineKey, OnlineRequest, OnlineRow, OnlineStore,
@@ -164,9 +164,9 @@ async fn main() {
     let (va, vb) = (format!("{prefix}_a"), format!("{prefix}_b"));
     let d = defs(&prefix, 50, &[&va, &vb]);
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
         .build()
         .unwrap();
     fs.apply(&d, Default::default()).await.unwrap();
@@ -415,9 +415,9 @@ async fn main() {
 
     // End to end: FeatureStore::materialize from the in-memory offline store.
     let fs2 = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
         .build()
         .unwrap();
     fs2.apply(&dw, Default::default()).await.unwrap();

@@ -14,7 +14,7 @@
 //! // FSTORE_REDIS_URL=redis://127.0.0.1:6379 (or redis-cluster://h1:p1?node=h2:p2…)
 //! let online = RedisOnlineStoreBuilder::from_env().with_key_prefix("shop").build()?;
 //! online.connect().await?; // optional: otherwise the first call connects
-//! let store = FeatureStore::builder().online(Arc::new(online)).build()?;
+//! let store = FeatureStore::builder().with_online(Arc::new(online)).build()?;
 //! # let _ = store; Ok(()) }
 //! ```
 //!
@@ -38,7 +38,7 @@
 //! field  t:<view>  -> 17 bytes: event_ts (8) | created_ts (8) | created present (1)
 //!                     (i64 µs, big-endian with the sign bit flipped: byte order = time order;
 //!                     a missing created_ts is stored as i64::MIN, as core orders it)
-//! field  p:<view>  -> the view's payload, core's compact codec (fstore_core::backend::encode_payloads)
+//! field  p:<view>  -> the view's payload, core's compact codec (fstore_core::adapter::encode_payloads)
 //! ```
 //!
 //! * The whole entity key is the **hash tag**, so in Cluster mode all of an

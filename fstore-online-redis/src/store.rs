@@ -13,7 +13,7 @@ use fred::interfaces::{ClientLike, HashesInterface};
 
 use fred::types::config::{Config, Options};
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
-use fstore_core::backend::display_entity_key;
+use fstore_core::adapter::display_entity_key;
 use fstore_core::{
     Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
     Result, WriteOptions, WriteSummary,

@@ -62,10 +62,10 @@ async fn server_killed_mid_materialization_then_rerun_converges() {
     );
     let store_id = online.store_id();
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&online) as Arc<fstore_core::DynOnlineStore>)
-        .online_timeout(Duration::from_secs(10))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&online) as Arc<fstore_core::DynOnlineStore>)
+        .with_online_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let view = unique_name("fault_v");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use fstore_core::backend::display_entity_key;
+use fstore_core::adapter::display_entity_key;
 use fstore_core::{
     OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, WriteOptions,
     WriteSummary,
@@ -98,9 +98,9 @@ struct Prepared {
 ///
 /// ```text
 /// CREATE TABLE fstore.online_rows (
-///     entity_key blob,     -- fstore_core::backend::encode_entity_key
+///     entity_key blob,     -- fstore_core::adapter::encode_entity_key
 ///     view       text,
-///     payload    blob,     -- fstore_core::backend::encode_payloads
+///     payload    blob,     -- fstore_core::adapter::encode_payloads
 ///     event_ts   bigint,   -- µs since epoch, UTC
 ///     created_ts bigint,   -- µs since epoch, UTC; null when the view has none
 ///     write_ts   bigint,   -- the USING TIMESTAMP of this row's cells

@@ -283,7 +283,7 @@ impl OfflineStore for InMemoryOfflineStore {
         let expected = view.arrow_schema();
         if batch.schema().fields() != expected.fields() {
             return Err(Error::invalid(format!(
-                "feature view '{}': batch is not in the canonical schema (normalize it with backend::normalize_batch): got {:?}",
+                "feature view '{}': batch is not in the canonical schema (normalize it with adapter::normalize_batch): got {:?}",
                 view.name(),
                 batch
                     .schema()

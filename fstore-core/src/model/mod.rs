@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_schema::{Field as ArrowField, Schema, SchemaRef};
+use arrow_schema::{Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +104,7 @@ impl Fallback {
 
 /// A feature of a view (or an output of an on-demand view).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Field {
+pub struct FeatureField {
     /// Name, unique in its view.
     pub name: String,
     /// Value type.
@@ -121,7 +121,7 @@ pub struct Field {
     pub fallback: Fallback,
 }
 
-impl Field {
+impl FeatureField {
     /// A field with no description, tags or fallback.
     pub fn new(name: impl Into<String>, value_type: ValueType) -> Self {
         Self {
@@ -152,8 +152,8 @@ impl Field {
     }
 
     /// The Arrow field (always nullable).
-    pub fn to_arrow(&self) -> ArrowField {
-        ArrowField::new(&self.name, self.value_type.to_arrow(), true)
+    pub fn to_arrow(&self) -> Field {
+        Field::new(&self.name, self.value_type.to_arrow(), true)
     }
 }
 
@@ -208,7 +208,7 @@ pub struct FeatureView {
     /// Entity names; the view's key is all their join keys.
     pub entities: Vec<String>,
     /// The features.
-    pub features: Vec<Field>,
+    pub features: Vec<FeatureField>,
     /// Lookback window; `None` = unbounded.
     #[serde(rename = "ttl_seconds", with = "ttl_secs", default)]
     pub ttl: Option<Duration>,
@@ -269,12 +269,12 @@ impl FeatureView {
 
     /// Adds a feature.
     pub fn with_feature(mut self, name: impl Into<String>, value_type: ValueType) -> Self {
-        self.features.push(Field::new(name, value_type));
+        self.features.push(FeatureField::new(name, value_type));
         self
     }
 
-    /// Adds a feature given as a [`Field`] (with description, fallback…).
-    pub fn with_field(mut self, field: Field) -> Self {
+    /// Adds a feature given as a [`FeatureField`] (with description, fallback…).
+    pub fn with_field(mut self, field: FeatureField) -> Self {
         self.features.push(field);
         self
     }
@@ -334,7 +334,7 @@ impl FeatureView {
     }
 
     /// The feature called `name`.
-    pub fn feature(&self, name: &str) -> Option<&Field> {
+    pub fn feature(&self, name: &str) -> Option<&FeatureField> {
         self.features.iter().find(|f| f.name == name)
     }
 
@@ -415,9 +415,9 @@ pub struct OnDemandView {
     pub inputs: Vec<FeatureRef>,
     /// Fields the request (or spine) must carry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub request_fields: Vec<Field>,
+    pub request_fields: Vec<FeatureField>,
     /// Output schema.
-    pub outputs: Vec<Field>,
+    pub outputs: Vec<FeatureField>,
     /// Version of the function; a process whose function differs is refused.
     pub version: String,
     /// Human description.
@@ -446,13 +446,13 @@ impl OnDemandView {
 
     /// Adds a request field.
     pub fn with_request_field(mut self, name: impl Into<String>, t: ValueType) -> Self {
-        self.request_fields.push(Field::new(name, t));
+        self.request_fields.push(FeatureField::new(name, t));
         self
     }
 
     /// Adds an output.
     pub fn with_output(mut self, name: impl Into<String>, t: ValueType) -> Self {
-        self.outputs.push(Field::new(name, t));
+        self.outputs.push(FeatureField::new(name, t));
         self
     }
 }
@@ -551,7 +551,7 @@ impl Definitions {
 
     /// The field a reference names: a feature of a feature view or an output of
     /// an on-demand view.
-    pub fn field(&self, r: &FeatureRef) -> Option<&Field> {
+    pub fn field(&self, r: &FeatureRef) -> Option<&FeatureField> {
         self.feature_views
             .get(&r.view)
             .and_then(|v| v.feature(&r.feature))
@@ -621,20 +621,20 @@ impl ResolvedView {
     /// The canonical offline schema: join keys, event timestamp, created
     /// timestamp (if any), then every feature. Timestamps are UTC microseconds.
     pub fn arrow_schema(&self) -> SchemaRef {
-        let mut fields: Vec<ArrowField> = self
+        let mut fields: Vec<Field> = self
             .join_keys
             .iter()
-            .map(|k| ArrowField::new(&k.name, k.value_type.to_arrow(), false))
+            .map(|k| Field::new(&k.name, k.value_type.to_arrow(), false))
             .collect();
-        fields.push(ArrowField::new(
+        fields.push(Field::new(
             &self.view.event_timestamp_column,
             timestamp_type(),
             false,
         ));
         if let Some(c) = &self.view.created_timestamp_column {
-            fields.push(ArrowField::new(c, timestamp_type(), false));
+            fields.push(Field::new(c, timestamp_type(), false));
         }
-        fields.extend(self.view.features.iter().map(Field::to_arrow));
+        fields.extend(self.view.features.iter().map(FeatureField::to_arrow));
         Arc::new(Schema::new(fields))
     }
 
@@ -661,7 +661,9 @@ mod tests {
             .with_feature_view(
                 FeatureView::new("driver_stats", ["driver"])
                     .with_feature("conv_rate", ValueType::Float32)
-                    .with_field(Field::new("trips", ValueType::Int64).with_default(Value::Int64(0)))
+                    .with_field(
+                        FeatureField::new("trips", ValueType::Int64).with_default(Value::Int64(0)),
+                    )
                     .with_feature("emb", ValueType::list(ValueType::Float32))
                     .with_ttl(Duration::from_secs(86_400))
                     .with_created_timestamp_column("created"),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{Field as ArrowField, Schema};
+use arrow_schema::{Field, Schema};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::cast_column;
@@ -102,7 +102,7 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
         .iter()
         .map(|b| {
             let schema = b.schema();
-            let mut fields: Vec<ArrowField> =
+            let mut fields: Vec<Field> =
                 schema.fields().iter().map(|f| f.as_ref().clone()).collect();
             let mut cols: Vec<ArrayRef> = b.columns().to_vec();
             for k in keys {
@@ -119,7 +119,7 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
                             k.value_type
                         ))
                     })?;
-                    fields[i] = ArrowField::new(&k.name, target, fields[i].is_nullable());
+                    fields[i] = Field::new(&k.name, target, fields[i].is_nullable());
                 }
             }
             Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
@@ -216,7 +216,7 @@ impl FeatureStore {
                 ttl: rv.view.ttl,
                 features: feats
                     .iter()
-                    .filter_map(|f| rv.view.feature(f).map(crate::model::Field::to_arrow))
+                    .filter_map(|f| rv.view.feature(f).map(crate::model::FeatureField::to_arrow))
                     .collect(),
                 batches: batches.as_slice(),
             })
@@ -312,7 +312,7 @@ impl FeatureStore {
 
         let n_spine = spine.first().map_or(0, |b| b.num_columns());
         let js = joined.schema();
-        let mut fields: Vec<ArrowField> = js
+        let mut fields: Vec<Field> = js
             .fields()
             .iter()
             .take(n_spine)
@@ -333,7 +333,7 @@ impl FeatureStore {
                 .ok_or_else(|| {
                     Error::invalid(format!("feature '{r}' missing from the join output"))
                 })?;
-            fields.push(ArrowField::new(
+            fields.push(Field::new(
                 output_name(r, req.full_feature_names),
                 col.data_type().clone(),
                 true,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::FeatureStore;
-use crate::backend::to_online_rows;
+use crate::adapter::to_online_rows;
 use crate::error::{Error, Result};
 use crate::model::ResolvedView;
 use crate::offline::{ScanRequest, TimeRange};

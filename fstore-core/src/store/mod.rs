@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 
-use crate::backend::{normalize_batch, to_online_rows};
+use crate::adapter::{normalize_batch, to_online_rows};
 use crate::error::{Error, Result};
 use crate::memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
 use crate::model::{Definitions, FeatureRef, ResolvedView};
@@ -181,33 +181,33 @@ pub struct FeatureStoreBuilder {
 
 impl FeatureStoreBuilder {
     /// Sets the registry.
-    pub fn registry(mut self, r: Arc<DynRegistry>) -> Self {
+    pub fn with_registry(mut self, r: Arc<DynRegistry>) -> Self {
         self.registry = Some(r);
         self
     }
     /// Sets the offline store.
-    pub fn offline(mut self, s: Arc<DynOfflineStore>) -> Self {
+    pub fn with_offline(mut self, s: Arc<DynOfflineStore>) -> Self {
         self.offline = Some(s);
         self
     }
     /// Sets the online store.
-    pub fn online(mut self, s: Arc<DynOnlineStore>) -> Self {
+    pub fn with_online(mut self, s: Arc<DynOnlineStore>) -> Self {
         self.online = Some(s);
         self
     }
     /// Registers the implementation of an on-demand view.
-    pub fn on_demand(mut self, f: OnDemandFunction) -> Self {
+    pub fn with_on_demand(mut self, f: OnDemandFunction) -> Self {
         self.on_demand.push(f);
         self
     }
     /// Deadline of every online read (default 1 s).
-    pub fn online_timeout(mut self, t: Duration) -> Self {
+    pub fn with_online_timeout(mut self, t: Duration) -> Self {
         self.online_timeout = Some(t);
         self
     }
     /// How long a registry snapshot is reused before re-checking (default 1 s;
     /// this process's own `apply` refreshes it at once).
-    pub fn registry_cache_ttl(mut self, t: Duration) -> Self {
+    pub fn with_registry_cache_ttl(mut self, t: Duration) -> Self {
         self.registry_ttl = Some(t);
         self
     }
@@ -215,14 +215,14 @@ impl FeatureStoreBuilder {
     /// Keeps the last row read per (view, entity) — up to `capacity` entries —
     /// and serves it, with status [`FeatureStatus::Stale`], when an online read
     /// fails or the circuit breaker is open. Off by default.
-    pub fn last_known_good_cache(mut self, capacity: usize) -> Self {
+    pub fn with_last_known_good_cache(mut self, capacity: usize) -> Self {
         self.lkg_capacity = Some(capacity);
         self
     }
     /// After `failures` consecutive failed online reads, stop calling the
     /// backend for `cooldown` (fail fast with [`Error::Unavailable`], or serve
     /// the last-known-good cache), then try again. Off by default.
-    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+    pub fn with_circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.breaker = Some((failures, cooldown));
         self
     }

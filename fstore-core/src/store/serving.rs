@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar};
-use arrow_schema::{Field as ArrowField, Schema};
+use arrow_schema::{Field, Schema};
 use chrono::{DateTime, Utc};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{ColumnBuilder, PayloadDecoder, cast_column, encode_entity_keys};
 use crate::error::{Error, Result};
-use crate::model::{Fallback, FeatureRef, Field};
+use crate::model::{Fallback, FeatureField, FeatureRef};
 use crate::ondemand::input_batch;
 use crate::online::{OnlineKey, OnlineRow, ReadOptions};
 use crate::time::{duration_micros, from_micros, to_micros};
@@ -117,7 +117,7 @@ struct Served {
 
 fn impute(
     col: &ArrayRef,
-    field: &Field,
+    field: &FeatureField,
     default: &crate::model::Value,
     statuses: &[FeatureStatus],
 ) -> Result<(ArrayRef, u64)> {
@@ -327,7 +327,7 @@ impl FeatureStore {
         let mut served: HashMap<FeatureRef, Served> = HashMap::new();
         let mut present = Vec::new();
         for ((rv, feats), slot) in plan.views.iter().zip(&slots) {
-            let fields: Vec<Field> = feats
+            let fields: Vec<FeatureField> = feats
                 .iter()
                 .filter_map(|f| rv.view.feature(f).cloned())
                 .collect();
@@ -420,8 +420,7 @@ impl FeatureStore {
         }
 
         let schema = req.entities.schema();
-        let mut fields: Vec<ArrowField> =
-            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut cols: Vec<ArrayRef> = req.entities.columns().to_vec();
         let mut metadata = Vec::with_capacity(plan.refs.len());
         let mut imputed = 0u64;
@@ -458,7 +457,7 @@ impl FeatureStore {
                 }
             }
             let name = output_name(r, req.full_feature_names);
-            fields.push(ArrowField::new(&name, col.data_type().clone(), true));
+            fields.push(Field::new(&name, col.data_type().clone(), true));
             cols.push(col);
             metadata.push(FeatureMetadata {
                 name,

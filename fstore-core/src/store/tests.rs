@@ -9,13 +9,13 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
     Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray, TimestampSecondArray,
 };
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::model::{
-    Deprecation, Entity, FeatureService, FeatureView, Field, OnDemandView, Value, ValueType,
+    Deprecation, Entity, FeatureField, FeatureService, FeatureView, OnDemandView, Value, ValueType,
 };
 use crate::online::{OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions};
 use crate::testkit::{entity_batch, feature_batch, test_definitions};
@@ -26,9 +26,9 @@ const S: i64 = 1_000_000;
 fn spine(ids: &[i64], ts: &[i64]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("ts", timestamp_type(), false),
-            ArrowField::new("label", DataType::Float64, false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("ts", timestamp_type(), false),
+            Field::new("label", DataType::Float64, false),
         ])),
         vec![
             Arc::new(Int64Array::from(ids.to_vec())),
@@ -53,13 +53,13 @@ async fn push_rejects_naive_timestamps_naming_the_column() {
     let good = feature_batch(&[(1, S, S, Some(1.0))]);
     let mut cols = good.columns().to_vec();
     cols[1] = Arc::new(TimestampSecondArray::from(vec![1]));
-    let mut fields: Vec<ArrowField> = good
+    let mut fields: Vec<Field> = good
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields[1] = ArrowField::new("event_timestamp", cols[1].data_type().clone(), false);
+    fields[1] = Field::new("event_timestamp", cols[1].data_type().clone(), false);
     let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
     let err = fs
         .push("v", &bad, PushTarget::Both)
@@ -86,12 +86,12 @@ async fn apply_against_a_stale_snapshot_conflicts() {
     // plan against the registry (not its cache) or lose the race with Conflict.
     let reg: Arc<crate::registry::DynRegistry> = Arc::new(crate::memory::InMemoryRegistry::new());
     let a = FeatureStore::builder()
-        .registry(Arc::clone(&reg))
+        .with_registry(Arc::clone(&reg))
         .build()
         .unwrap();
     let b = FeatureStore::builder()
-        .registry(Arc::clone(&reg))
-        .registry_cache_ttl(Duration::from_secs(3600))
+        .with_registry(Arc::clone(&reg))
+        .with_registry_cache_ttl(Duration::from_secs(3600))
         .build()
         .unwrap();
     assert_eq!(b.snapshot().await.unwrap().version, 0);
@@ -205,7 +205,7 @@ fn odfv_fn(version: &str) -> OnDemandFunction {
             .as_primitive::<Float64Type>();
         let out: Float64Array = s.iter().zip(k.iter()).map(|(a, b)| Some(a? * b?)).collect();
         Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(vec![ArrowField::new(
+            Arc::new(Schema::new(vec![Field::new(
                 "scaled",
                 DataType::Float64,
                 true,
@@ -218,7 +218,7 @@ fn odfv_fn(version: &str) -> OnDemandFunction {
 #[tokio::test]
 async fn on_demand_views_run_on_both_paths_and_check_versions() {
     let fs = FeatureStore::builder()
-        .on_demand(odfv_fn("v1"))
+        .with_on_demand(odfv_fn("v1"))
         .build()
         .unwrap();
     fs.apply(&odfv_defs(), ApplyOptions::default())
@@ -233,13 +233,13 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
     let sel = FeatureSelection::refs(["ratio:scaled"]).unwrap();
     let mut sp = spine(&[1], &[20 * S]);
     let scale = Arc::new(Float64Array::from(vec![2.0]));
-    let mut fields: Vec<ArrowField> = sp
+    let mut fields: Vec<Field> = sp
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(ArrowField::new("scale", DataType::Float64, false));
+    fields.push(Field::new("scale", DataType::Float64, false));
     let mut cols = sp.columns().to_vec();
     cols.push(Arc::clone(&scale) as _);
     sp = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
@@ -261,8 +261,8 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
     );
     let ents = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("scale", DataType::Float64, false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("scale", DataType::Float64, false),
         ])),
         vec![Arc::new(Int64Array::from(vec![1])), scale],
     )
@@ -285,9 +285,9 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
 
     // a process with another version of the function is refused
     let other = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .online(Arc::clone(fs.online_store()))
-        .on_demand(odfv_fn("v2"))
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(fs.online_store()))
+        .with_on_demand(odfv_fn("v2"))
         .build()
         .unwrap();
     let err = other
@@ -304,8 +304,9 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
 async fn fallbacks_impute_and_require() {
     let (mut d, _) = test_definitions("v", None);
     let v = d.feature_views.get_mut("v").unwrap();
-    v.features[0] = Field::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
-    v.features[2] = Field::new("count", ValueType::Int64).required();
+    v.features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    v.features[2] = FeatureField::new("count", ValueType::Int64).required();
     let fs = FeatureStore::in_memory();
     fs.apply(&d, ApplyOptions::default()).await.unwrap();
     fs.push(
@@ -366,7 +367,7 @@ async fn online_keys_are_cast_or_rejected_by_name() {
     .unwrap();
     let sel = FeatureSelection::refs(["v:score"]).unwrap();
     let int32 = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "user_id",
             DataType::Int32,
             false,
@@ -383,7 +384,7 @@ async fn online_keys_are_cast_or_rejected_by_name() {
         vec![FeatureStatus::Present]
     );
     let text = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "user_id",
             DataType::Utf8,
             false,
@@ -497,7 +498,7 @@ impl OnlineStore for Faulty {
 async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
     let failing = Faulty::new(2);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&failing) as _)
+        .with_online(Arc::clone(&failing) as _)
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -646,9 +647,9 @@ async fn apply_validates_and_refuses_breaking_changes() {
 async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
-        .online(Arc::clone(&backend) as _)
-        .last_known_good_cache(1_000)
-        .circuit_breaker(2, Duration::from_secs(3600))
+        .with_online(Arc::clone(&backend) as _)
+        .with_last_known_good_cache(1_000)
+        .with_circuit_breaker(2, Duration::from_secs(3600))
         .build()
         .unwrap();
     fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
@@ -707,9 +708,9 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
 
     // without a cache, an open breaker fails fast with a retryable error
     let bare = FeatureStore::builder()
-        .registry(Arc::clone(fs.registry()))
-        .online(Arc::clone(&backend) as _)
-        .circuit_breaker(1, Duration::from_secs(3600))
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_circuit_breaker(1, Duration::from_secs(3600))
         .build()
         .unwrap();
     assert!(

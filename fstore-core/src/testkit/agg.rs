@@ -149,10 +149,10 @@ fn spine(ids: &[i64], t: i64) -> RecordBatch {
 
 fn store_on(online: &Arc<DynOnlineStore>) -> crate::Result<FeatureStore> {
     FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(online))
-        .online_timeout(Duration::from_secs(30))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(online))
+        .with_online_timeout(Duration::from_secs(30))
         .build()
 }
 
@@ -467,7 +467,7 @@ pub async fn agg_tiles_idempotent_expiring_guarded(store: Arc<DynOnlineStore>) {
     let end = from_micros(base + 185 * MIN);
     let key = OnlineKey {
         view: view.clone(),
-        entity_key: crate::backend::encode_entity_key(&[("user_id", crate::Value::Int64(1))])
+        entity_key: crate::adapter::encode_entity_key(&[("user_id", crate::Value::Int64(1))])
             .unwrap_or_else(|e| panic!("{e}")),
     };
     fs.materialize_incremental(

@@ -7,7 +7,7 @@ use arrow_array::builder::{Float32Builder, ListBuilder};
 use arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 
 use crate::model::{Definitions, Entity, FeatureView, ResolvedView, ValueType};
 use crate::time::{UTC, timestamp_type};
@@ -83,15 +83,15 @@ pub fn feature_batch(rows: &[(i64, i64, i64, Option<f64>)]) -> RecordBatch {
         Arc::new(emb.finish()),
     ];
     let schema = Schema::new(vec![
-        ArrowField::new("user_id", DataType::Int64, false),
-        ArrowField::new("event_timestamp", timestamp_type(), false),
-        ArrowField::new("created", timestamp_type(), false),
-        ArrowField::new("score", DataType::Float64, true),
-        ArrowField::new("label", DataType::Utf8, true),
-        ArrowField::new("count", DataType::Int64, true),
-        ArrowField::new(
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", timestamp_type(), false),
+        Field::new("created", timestamp_type(), false),
+        Field::new("score", DataType::Float64, true),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("count", DataType::Int64, true),
+        Field::new(
             "emb",
-            DataType::List(Arc::new(ArrowField::new("item", DataType::Float32, true))),
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
             true,
         ),
     ]);
@@ -101,7 +101,7 @@ pub fn feature_batch(rows: &[(i64, i64, i64, Option<f64>)]) -> RecordBatch {
 /// A batch with one `user_id` column.
 pub fn entity_batch(ids: &[i64]) -> RecordBatch {
     RecordBatch::try_new(
-        Arc::new(Schema::new(vec![ArrowField::new(
+        Arc::new(Schema::new(vec![Field::new(
             "user_id",
             DataType::Int64,
             false,

@@ -8,12 +8,12 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::fixtures::{base_micros, feature_batch, test_definitions, unique_name};
-use crate::backend::normalize_batch;
+use crate::adapter::normalize_batch;
 use crate::memory::{InMemoryOnlineStore, InMemoryRegistry};
 use crate::model::{ResolvedView, ValueType};
 use crate::offline::{DynOfflineStore, ScanRequest, TimeRange};
@@ -238,13 +238,13 @@ pub async fn offline_schema_evolution(store: &DynOfflineStore) {
     let rv2 = ResolvedView::new(view, rv.join_keys.clone());
     let mut batch = feature_batch(&[(2, t + 1, t, Some(2.0))]);
     let extra = Arc::new(Int64Array::from(vec![Some(42)]));
-    let mut fields: Vec<ArrowField> = batch
+    let mut fields: Vec<Field> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(ArrowField::new("extra", DataType::Int64, true));
+    fields.push(Field::new("extra", DataType::Int64, true));
     let mut cols = batch.columns().to_vec();
     cols.push(extra);
     batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("evolved batch");
@@ -290,9 +290,9 @@ async fn check_reference(
     let name = unique_name("tk_hist");
     let (defs, rv) = test_definitions(&name, ttl.map(|s| Duration::from_secs(u64::from(s))));
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::clone(store))
-        .online(Arc::new(InMemoryOnlineStore::new()))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::clone(store))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
         .build()
         .map_err(|e| TestCaseError::fail(format!("[{b}] build: {e}")))?;
     let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("[{b}] {what}: {e}"));
@@ -313,8 +313,8 @@ async fn check_reference(
     }
     let spine_batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("ts", timestamp_type(), false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("ts", timestamp_type(), false),
         ])),
         vec![
             Arc::new(Int64Array::from(
@@ -348,7 +348,7 @@ async fn check_reference(
             .view
             .features
             .iter()
-            .map(crate::model::Field::to_arrow)
+            .map(crate::model::FeatureField::to_arrow)
             .collect(),
         batches: &written,
     };

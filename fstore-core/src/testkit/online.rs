@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 
 use super::fixtures::{base_micros, entity_batch, feature_batch, test_definitions, unique_name};
-use crate::backend::{encode_entity_key, to_online_rows};
+use crate::adapter::{encode_entity_key, to_online_rows};
 use crate::memory::{InMemoryOfflineStore, InMemoryRegistry};
 use crate::model::{ResolvedView, Value};
 use crate::online::{DynOnlineStore, OnlineKey, OnlineRow, ReadOptions, WriteOptions};
@@ -317,10 +317,10 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
     let view = unique_name("tk_st");
     let (defs, _) = test_definitions(&view, Some(Duration::from_secs(3_600)));
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(&store))
-        .online_timeout(Duration::from_secs(10))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&store))
+        .with_online_timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_else(|e| panic!("[{b}] build: {e}"));
     fs.apply(&defs, Default::default())

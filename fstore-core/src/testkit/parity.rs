@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field as ArrowField, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -63,10 +63,10 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         case.ttl_secs.map(|s| Duration::from_secs(u64::from(s))),
     );
     let fs = FeatureStore::builder()
-        .registry(Arc::new(InMemoryRegistry::new()))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::clone(store))
-        .online_timeout(Duration::from_secs(30))
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(store))
+        .with_online_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| TestCaseError::fail(format!("[{b}] build: {e}")))?;
     let fail = |what: &str, e: crate::Error| TestCaseError::fail(format!("[{b}] {what}: {e}"));
@@ -131,8 +131,8 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .map_err(|e| fail("get_online_features", e))?;
     let spine = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
-            ArrowField::new("user_id", DataType::Int64, false),
-            ArrowField::new("ts", timestamp_type(), false),
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("ts", timestamp_type(), false),
         ])),
         vec![
             Arc::new(Int64Array::from(ids.clone())),

@@ -139,9 +139,9 @@ pub async fn registry_racing_writers(a: Arc<DynRegistry>, c: Arc<DynRegistry>) {
 pub async fn registry_plan_apply(reg: Arc<DynRegistry>) {
     let b = reg.backend();
     let fs = FeatureStore::builder()
-        .registry(Arc::clone(&reg))
-        .offline(Arc::new(InMemoryOfflineStore::new()))
-        .online(Arc::new(InMemoryOnlineStore::new()))
+        .with_registry(Arc::clone(&reg))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::new(InMemoryOnlineStore::new()))
         .build()
         .unwrap_or_else(|e| panic!("[{b}] build: {e}"));
     let view = unique_name("tk_reg");
@@ -171,7 +171,7 @@ pub async fn registry_plan_apply(reg: Arc<DynRegistry>) {
     let mut additive = defs.clone();
     if let Some(v) = additive.feature_views.get_mut(&view) {
         v.features
-            .push(crate::model::Field::new("extra", ValueType::Int64));
+            .push(crate::model::FeatureField::new("extra", ValueType::Int64));
     }
     let p = fs
         .plan(&additive)
