@@ -594,21 +594,11 @@ pub(crate) fn build_tile_writes(
     Ok(writes)
 }
 
-/// The event-time range materialization must read to rebuild, whole, every
-/// tile holding an event in `(start, end]`: from the start of the first such
-/// tile (`None` = from the beginning) to the end of the last, over all features.
-pub(crate) fn rebuild_range(
-    aggs: &[OnlineAgg],
-    start: Option<i64>,
-    end: i64,
-) -> (Option<i64>, i64) {
-    let from = start.map(|s| aggs.iter().map(|a| floor_to(s, a.r)).min().unwrap_or(s));
-    let until = aggs
-        .iter()
-        .map(|a| floor_to(end, a.r).saturating_add(a.r - 1))
-        .max()
-        .unwrap_or(end);
-    (from, until)
+/// The earliest event time materialization must read to rebuild every tile
+/// holding an event in `(start, end]`: the start of the tile holding `start`,
+/// over all features (`None` = from the beginning).
+pub(crate) fn rebuild_from(aggs: &[OnlineAgg], start: Option<i64>) -> Option<i64> {
+    start.map(|s| aggs.iter().map(|a| floor_to(s, a.r)).min().unwrap_or(s))
 }
 
 /// The Arrow output column of `values` for a feature.

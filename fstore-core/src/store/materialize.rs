@@ -216,10 +216,12 @@ impl FeatureStore {
     /// Rebuilds and writes (replaces) every aggregation tile holding an event
     /// in `(start, end]` — and, with `late_since`, every tile holding a row
     /// added to the offline store since that version with an older event
-    /// time — from all of that tile's events in the offline store (so a
-    /// re-run gives the same tiles, and events pushed to both stores are
-    /// kept). A push racing a materialization of the same tile can be lost
-    /// until the tile is rebuilt again; events pushed online only are replaced.
+    /// time — from that tile's events in the offline store up to `end` (so a
+    /// re-run gives the same tiles). The tile holding `end` is rebuilt again,
+    /// whole, by the next run (it starts at the tile holding the old end):
+    /// until then, events after `end` pushed into that tile before this run
+    /// are not in it. Events pushed online only are replaced: push to both
+    /// stores when materialization also runs.
     async fn materialize_tiles(
         &self,
         rv: &ResolvedView,
@@ -257,7 +259,7 @@ impl FeatureStore {
                 }
             }
         }
-        let (from, until) = crate::agg::rebuild_range(&aggs, start, end);
+        let from = crate::agg::rebuild_from(&aggs, start);
         let mut cols: Vec<String> = Vec::new();
         for a in &aggs {
             if !cols.contains(&a.agg.column) {
@@ -266,7 +268,7 @@ impl FeatureStore {
         }
         let range = TimeRange::inclusive(
             from.map(crate::time::from_micros),
-            crate::time::from_micros(until),
+            crate::time::from_micros(end),
         );
         let batches = self
             .offline
