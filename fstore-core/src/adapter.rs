@@ -18,6 +18,7 @@ pub use crate::codec::{
     ENTITY_KEY_VERSION, PAYLOAD_VERSION, decode_entity_key, decode_payloads, display_entity_key,
     encode_entity_key, encode_entity_keys, encode_payloads,
 };
+pub use crate::registry::{parse_registry_document, registry_document};
 
 fn widening_ok(from: &DataType, to: &ValueType) -> bool {
     matches!(
@@ -55,7 +56,7 @@ pub fn normalize_batch(
     let mut cols: Vec<ArrayRef> = Vec::new();
     for k in &view.join_keys {
         let col = get(&k.name, "join key")?;
-        let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
+        let col = crate::codec::cast_key_column(col, &k.name, &k.value_type)?;
         crate::time::reject_nulls(col.as_ref(), &k.name, "join key")?;
         cols.push(col);
     }

@@ -102,14 +102,65 @@ pub(crate) fn cast_column(array: &ArrayRef, column: &str, target: &DataType) -> 
     })
 }
 
-/// Encodes the entity key of every row of `batch` for a view with `join_keys`.
-///
-/// Key columns are looked up by name and cast to the declared type (an `int32`
-/// request column for an `int64` key is fine; `"abc"` for an `int64` key is not).
+/// True when every value of `from` converts to `key` exactly and the
+/// conversion can be undone: integer widenings (int8/16/32, uint8/16/32 → int64;
+/// int8/16, uint8/16 → int32) and other layouts of strings and bytes. Floats,
+/// narrowings, uint64 → int64, booleans, timestamps and strings ↔ numbers are
+/// not: a float key `1.7` must not serve entity `1` (DESIGN §5).
+pub(crate) fn lossless_key_cast(from: &DataType, key: &ValueType) -> bool {
+    use DataType as D;
+    let strings = |d: &D| matches!(d, D::Utf8 | D::LargeUtf8 | D::Utf8View);
+    let binaries = |d: &D| {
+        matches!(
+            d,
+            D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_)
+        )
+    };
+    match (from, key) {
+        (
+            D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 | D::Int64,
+            ValueType::Int64,
+        )
+        | (D::Int8 | D::Int16 | D::UInt8 | D::UInt16 | D::Int32, ValueType::Int32) => true,
+        (d, ValueType::String) if strings(d) => true,
+        (d, ValueType::Bytes) if binaries(d) => true,
+        (D::Dictionary(_, v), ValueType::String) => strings(v),
+        (D::Dictionary(_, v), ValueType::Bytes) => binaries(v),
+        _ => false,
+    }
+}
+
+/// Casts a join-key column to its declared key type, accepting only lossless
+/// widenings ([`lossless_key_cast`]).
 ///
 /// # Errors
-/// [`Error::InvalidInput`] naming the column for a missing column, an impossible
-/// cast, or a null key (with the row).
+/// [`Error::InvalidInput`] naming the column and both types.
+pub(crate) fn cast_key_column(array: &ArrayRef, column: &str, key: &ValueType) -> Result<ArrayRef> {
+    let target = key.to_arrow();
+    if array.data_type() == &target {
+        return Ok(Arc::clone(array));
+    }
+    if !lossless_key_cast(array.data_type(), key) {
+        return Err(Error::invalid(format!(
+            "join key column '{column}' has type {}, the entity declares {key} ({target}); \
+             keys are only converted by lossless widenings (smaller integers to int32/int64, \
+             any string or binary layout)",
+            array.data_type()
+        )));
+    }
+    cast_column(array, column, &target)
+}
+
+/// Encodes the entity key of every row of `batch` for a view with `join_keys`.
+///
+/// Key columns are looked up by name and converted to the declared type by
+/// lossless widenings only (an `int32` request column for an `int64` key is
+/// fine; `1.7` or `"abc"` for an `int64` key is not).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the column for a missing column, a type that
+/// is not a lossless widening of the key type (naming both types), or a null key
+/// (with the row).
 pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<Vec<Vec<u8>>> {
     let mut sorted: Vec<&JoinKey> = join_keys.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -118,7 +169,7 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
         let col = batch
             .column_by_name(&k.name)
             .ok_or_else(|| Error::invalid(format!("join key column '{}' is missing", k.name)))?;
-        let col = cast_column(col, &k.name, &k.value_type.to_arrow())?;
+        let col = cast_key_column(col, &k.name, &k.value_type)?;
         if col.null_count() > 0 {
             let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
             return Err(Error::invalid(format!(
@@ -246,6 +297,11 @@ pub fn decode_entity_key(bytes: &[u8]) -> Result<Vec<(String, Value)>> {
             t => return Err(Error::invalid(format!("entity key: unknown tag {t}"))),
         };
         out.push((name, v));
+    }
+    if !r.done() {
+        // One key, one encoding: trailing bytes would make two byte strings
+        // stand for the same key.
+        return Err(Error::invalid("entity key: trailing bytes"));
     }
     Ok(out)
 }
@@ -560,9 +616,19 @@ impl ColumnBuilder {
                 valid,
                 child,
             } if tag == T_LIST | scalar_tag(inner_type) => {
+                let elem = scalar_tag(inner_type);
                 let n = u32::from_le_bytes(r.array()?);
                 for _ in 0..n {
                     let t = r.u8()?;
+                    // Elements are scalars or null: checked here, so decoding
+                    // never recurses on what the wire says.
+                    if t != T_NULL && (t != elem || !is_scalar_tag(t)) {
+                        return Err(Error::invalid(format!(
+                            "stored list of feature '{feature}' has an element with tag {t}; \
+                             elements must be {} or null",
+                            child.type_name()
+                        )));
+                    }
                     child.push_encoded(t, r, feature)?;
                 }
                 offsets.push(
@@ -695,7 +761,13 @@ fn col_last_is_null(c: &ColumnBuilder) -> bool {
     }
 }
 
-fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
+/// True for the tags of the scalar types (what a list element may be, besides null).
+fn is_scalar_tag(tag: u8) -> bool {
+    (T_BOOL..=T_TS).contains(&tag)
+}
+
+/// Skips one scalar value (after its tag).
+fn skip_scalar(tag: u8, r: &mut Reader<'_>) -> Result<()> {
     match tag {
         T_NULL => {}
         T_BOOL => {
@@ -711,16 +783,48 @@ fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
             let len = u32::from_le_bytes(r.array()?) as usize;
             r.take(len)?;
         }
-        t if t & T_LIST != 0 => {
-            let n = u32::from_le_bytes(r.array()?);
-            for _ in 0..n {
-                let et = r.u8()?;
-                skip_value(et, r)?;
-            }
-        }
         t => return Err(Error::invalid(format!("feature payload: unknown tag {t}"))),
     }
     Ok(())
+}
+
+/// Skips one value (after its tag) without recursion: a list's elements must be
+/// scalars or null (DESIGN §4), so a corrupt run of nested list tags is an
+/// error at the first element, never a deep stack.
+fn skip_value(tag: u8, r: &mut Reader<'_>) -> Result<()> {
+    if tag & T_LIST == 0 {
+        return skip_scalar(tag, r);
+    }
+    let elem = tag & !T_LIST;
+    if !is_scalar_tag(elem) {
+        return Err(Error::invalid(format!(
+            "feature payload: list tag {tag:#x} does not name a scalar element type"
+        )));
+    }
+    let n = u32::from_le_bytes(r.array()?);
+    for _ in 0..n {
+        let et = r.u8()?;
+        if et != T_NULL && et != elem {
+            return Err(Error::invalid(format!(
+                "feature payload: list element tag {et} in a list of tag {elem} \
+                 (elements must be scalars of the list's type, or null)"
+            )));
+        }
+        skip_scalar(et, r)?;
+    }
+    Ok(())
+}
+
+/// Adds the view and the entity key to a payload decoding error, so a corrupt
+/// stored value can be found and repaired.
+pub(crate) fn payload_context(e: Error, view: &str, entity_key: &[u8]) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::invalid(format!(
+            "feature view '{view}', entity {}: {m}",
+            display_entity_key(entity_key)
+        )),
+        other => other,
+    }
 }
 
 /// Decodes payloads into one Arrow column per requested feature (declared types).
@@ -870,5 +974,335 @@ mod tests {
         for cut in 0..payloads[0].len() {
             let _ = decode_payloads(&[Some(&payloads[0][..cut])], &features);
         }
+    }
+}
+
+/// No-panic properties of the wire decoders (DESIGN §10): any bytes give `Ok`
+/// or `InvalidInput`, never a panic, a deep stack or an allocation out of
+/// proportion to the input. 10,000 cases each; every case is a few hundred
+/// bytes, so the whole module runs in seconds in a debug build.
+#[cfg(test)]
+mod decode_props {
+    use super::*;
+    use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
+    use arrow_schema::Schema;
+    use proptest::prelude::*;
+
+    const CASES: u32 = 10_000;
+
+    fn features() -> Vec<FeatureField> {
+        vec![
+            FeatureField::new("b", ValueType::Bool),
+            FeatureField::new("i", ValueType::Int32),
+            FeatureField::new("l", ValueType::Int64),
+            FeatureField::new("f", ValueType::Float32),
+            FeatureField::new("d", ValueType::Float64),
+            FeatureField::new("s", ValueType::String),
+            FeatureField::new("y", ValueType::Bytes),
+            FeatureField::new("t", ValueType::Timestamp),
+            FeatureField::new("ls", ValueType::list(ValueType::String)),
+            FeatureField::new("lf", ValueType::list(ValueType::Float32)),
+        ]
+    }
+
+    /// Feature sets a reader may ask with: everything, a projection, and one
+    /// whose declared types differ from the stored ones.
+    fn readers() -> Vec<Vec<FeatureField>> {
+        let all = features();
+        let proj = vec![
+            all[5].clone(),
+            all[9].clone(),
+            FeatureField::new("new", ValueType::Int64),
+        ];
+        let wrong: Vec<FeatureField> = all
+            .iter()
+            .map(|f| FeatureField::new(&f.name, ValueType::list(ValueType::Int64)))
+            .collect();
+        vec![all, proj, wrong]
+    }
+
+    fn valid_payloads() -> Vec<Vec<u8>> {
+        let fs = features();
+        let mut ls = ListBuilder::new(StringBuilder::new());
+        ls.values().append_value("x");
+        ls.values().append_null();
+        ls.append(true);
+        ls.append(false);
+        ls.append(true);
+        let mut lf = ListBuilder::new(Float32Builder::new());
+        lf.values().append_value(1.5);
+        lf.append(true);
+        lf.append(true);
+        lf.append(false);
+        let schema = Arc::new(Schema::new(
+            fs.iter().map(FeatureField::to_arrow).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+                Arc::new(Int32Array::from(vec![Some(-1), Some(7), None])),
+                Arc::new(Int64Array::from(vec![Some(i64::MIN), None, Some(3)])),
+                Arc::new(Float32Array::from(vec![Some(0.5), None, Some(f32::NAN)])),
+                Arc::new(Float64Array::from(vec![None, Some(2.5), Some(-0.0)])),
+                Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None])),
+                Arc::new(BinaryArray::from_iter(vec![
+                    Some(b"\x00\xff".to_vec()),
+                    None,
+                    Some(vec![]),
+                ])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1), None, Some(-5)])
+                        .with_timezone(UTC),
+                ),
+                Arc::new(ls.finish()),
+                Arc::new(lf.finish()),
+            ],
+        )
+        .expect("fixture batch");
+        encode_payloads(&batch, &fs).expect("fixture payloads")
+    }
+
+    fn valid_keys() -> Vec<Vec<u8>> {
+        vec![
+            encode_entity_key(&[("id", Value::Int64(-3))]).unwrap(),
+            encode_entity_key(&[("a", Value::Int32(1)), ("b", Value::String("zz".into()))])
+                .unwrap(),
+            encode_entity_key(&[("k", Value::Bytes(vec![0, 1, 2]))]).unwrap(),
+        ]
+    }
+
+    /// The property for one payload: `Ok` with output no larger than a small
+    /// multiple of the input, or `InvalidInput`.
+    fn check_payload(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        for fs in readers() {
+            match decode_payloads(&[Some(bytes)], &fs) {
+                Ok(cols) => {
+                    prop_assert_eq!(cols.len(), fs.len());
+                    let mem: usize = cols.iter().map(|c| c.get_array_memory_size()).sum();
+                    prop_assert!(
+                        mem <= 16_384 + 256 * bytes.len(),
+                        "{} bytes decoded into {} bytes of arrays",
+                        bytes.len(),
+                        mem
+                    );
+                }
+                Err(Error::InvalidInput(_)) => {}
+                Err(other) => prop_assert!(false, "not InvalidInput: {other}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_key(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+        match decode_entity_key(bytes) {
+            Ok(pairs) => {
+                prop_assert!(pairs.len() <= 255);
+                let size: usize = pairs
+                    .iter()
+                    .map(|(n, v)| {
+                        n.len()
+                            + match v {
+                                Value::String(s) => s.len(),
+                                Value::Bytes(b) => b.len(),
+                                _ => 8,
+                            }
+                    })
+                    .sum();
+                prop_assert!(size <= 8 * bytes.len());
+                // A key that decodes re-encodes to the same bytes.
+                let back: Vec<(&str, Value)> =
+                    pairs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+                if let Ok(re) = encode_entity_key(&back) {
+                    let sorted_unique = pairs.windows(2).all(|w| w[0].0 < w[1].0);
+                    if sorted_unique {
+                        prop_assert_eq!(re, bytes.to_vec());
+                    }
+                }
+            }
+            Err(Error::InvalidInput(_)) => {}
+            Err(other) => prop_assert!(false, "not InvalidInput: {other}"),
+        }
+        let _ = display_entity_key(bytes);
+        Ok(())
+    }
+
+    /// Random edits of a valid encoding: byte overwrites, truncation, insertion.
+    fn mutate(
+        base: &[u8],
+        edits: &[(usize, u8)],
+        cut: Option<usize>,
+        insert: Option<(usize, Vec<u8>)>,
+    ) -> Vec<u8> {
+        let mut b = base.to_vec();
+        for (pos, byte) in edits {
+            if !b.is_empty() {
+                let i = pos % b.len();
+                b[i] = *byte;
+            }
+        }
+        if let Some((pos, bytes)) = insert {
+            let i = pos % (b.len() + 1);
+            b.splice(i..i, bytes);
+        }
+        if let Some(c) = cut {
+            b.truncate(c % (b.len() + 1));
+        }
+        b
+    }
+
+    /// Bytes biased towards the interesting tags, lengths and version bytes.
+    fn wire_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            4 => any::<u8>(),
+            2 => 0u8..=8,
+            2 => (0u8..=8).prop_map(|t| t | T_LIST),
+            1 => Just(0xff),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn arbitrary_payload_bytes_never_panic(
+            body in proptest::collection::vec(wire_byte(), 0..96),
+            prefix in any::<bool>(),
+            n in 0u16..4,
+        ) {
+            let mut bytes = Vec::new();
+            if prefix {
+                bytes.push(PAYLOAD_VERSION);
+                bytes.extend_from_slice(&n.to_le_bytes());
+            }
+            bytes.extend_from_slice(&body);
+            check_payload(&bytes)?;
+        }
+
+        #[test]
+        fn mutated_payloads_never_panic(
+            which in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), wire_byte()), 0..4),
+            cut in proptest::option::weighted(0.3, any::<usize>()),
+            insert in proptest::option::weighted(0.3, (any::<usize>(), proptest::collection::vec(wire_byte(), 1..6))),
+        ) {
+            let payloads = valid_payloads();
+            let bytes = mutate(&payloads[which], &edits, cut, insert);
+            check_payload(&bytes)?;
+        }
+
+        #[test]
+        fn arbitrary_entity_key_bytes_never_panic(
+            body in proptest::collection::vec(wire_byte(), 0..64),
+            prefix in any::<bool>(),
+            n in 0u8..4,
+        ) {
+            let mut bytes = Vec::new();
+            if prefix {
+                bytes.push(ENTITY_KEY_VERSION);
+                bytes.push(n);
+            }
+            bytes.extend_from_slice(&body);
+            check_key(&bytes)?;
+        }
+
+        #[test]
+        fn mutated_entity_keys_never_panic(
+            which in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), wire_byte()), 0..4),
+            cut in proptest::option::weighted(0.3, any::<usize>()),
+            insert in proptest::option::weighted(0.3, (any::<usize>(), proptest::collection::vec(wire_byte(), 1..6))),
+        ) {
+            let keys = valid_keys();
+            let bytes = mutate(&keys[which], &edits, cut, insert);
+            check_key(&bytes)?;
+        }
+    }
+
+    #[test]
+    fn valid_payloads_decode() {
+        for p in valid_payloads() {
+            decode_payloads(&[Some(&p)], &features()).unwrap();
+        }
+    }
+
+    /// ~500 KB of nested list tags under a name nobody asked for (the skip path)
+    /// and under a requested list feature: an error, not a stack overflow.
+    #[test]
+    fn deeply_nested_list_tags_are_an_error_not_a_stack_overflow() {
+        for (name, tag) in [
+            ("zz", T_LIST | T_LIST | T_F32),
+            ("zz", T_LIST | T_F32),
+            ("lf", T_LIST | T_F32),
+        ] {
+            let mut p = vec![PAYLOAD_VERSION, 1, 0, 2];
+            p.extend_from_slice(name.as_bytes());
+            for _ in 0..100_000 {
+                p.push(tag);
+                p.extend_from_slice(&1u32.to_le_bytes());
+            }
+            let err = decode_payloads(&[Some(&p)], &features()).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        }
+        // A list claiming 4 billion elements in a few bytes: truncated, at once.
+        let mut p = vec![PAYLOAD_VERSION, 1, 0, 2, b'l', b'f', T_LIST | T_F32];
+        p.extend_from_slice(&u32::MAX.to_le_bytes());
+        p.extend_from_slice(&[T_F32, 0, 0, 0, 0]);
+        assert!(matches!(
+            decode_payloads(&[Some(&p)], &features()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    /// A corrupt value in the online store fails the read with an error naming
+    /// the view and the entity key.
+    #[tokio::test]
+    async fn corrupt_stored_value_names_view_and_entity_key() {
+        use crate::online::{OnlineRow, OnlineStore, WriteOptions};
+        use crate::store::{FeatureSelection, FeatureStore, OnlineRequest};
+        use crate::testkit::{entity_batch, test_definitions};
+        let online = Arc::new(crate::memory::InMemoryOnlineStore::new());
+        let store = FeatureStore::builder()
+            .with_online(Arc::clone(&online) as Arc<crate::online::DynOnlineStore>)
+            .build()
+            .unwrap();
+        let (defs, rv) = test_definitions("corrupt_v", None);
+        store.apply(&defs, Default::default()).await.unwrap();
+        let mut bad = vec![PAYLOAD_VERSION, 1, 0, 2, b'z', b'z'];
+        for _ in 0..1000 {
+            bad.push(T_LIST | T_LIST | T_I32);
+            bad.extend_from_slice(&1u32.to_le_bytes());
+        }
+        let key = encode_entity_key(&[("user_id", Value::Int64(4242))]).unwrap();
+        online
+            .write(
+                &rv,
+                vec![OnlineRow {
+                    entity_key: key,
+                    event_ts: 1,
+                    created_ts: Some(1),
+                    payload: bad,
+                }],
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        let err = store
+            .get_online_features(
+                &OnlineRequest::new(
+                    FeatureSelection::refs(["corrupt_v:score"]).unwrap(),
+                    entity_batch(&[4242]),
+                )
+                .with_now(crate::time::from_micros(2)),
+            )
+            .await
+            .unwrap_err();
+        let m = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidInput(_))
+                && m.contains("'corrupt_v'")
+                && m.contains("user_id=4242"),
+            "{m}"
+        );
     }
 }

@@ -78,21 +78,31 @@ fn finite_sorted(v: &[f64], what: &str) -> Result<Vec<f64>> {
     Ok(s)
 }
 
+/// The largest bin count [`psi`] accepts. More bins than this only measure
+/// sampling noise, and the edges are allocated up front.
+pub const MAX_PSI_BINS: usize = 10_000;
+
 /// Population stability index of `actual` against `expected`, with `bins`
 /// quantile bins of `expected` (typically 10). 0 = identical; > 0.25 is usually
 /// read as a significant shift. Empty bins are smoothed with 1e-4.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for an empty sample or `bins < 2`.
+/// [`Error::InvalidInput`] for an empty sample (or one with no finite value),
+/// or `bins` outside `2..=`[`MAX_PSI_BINS`].
 pub fn psi(expected: &[f64], actual: &[f64], bins: usize) -> Result<f64> {
-    if bins < 2 {
-        return Err(Error::invalid("psi needs at least 2 bins"));
+    if !(2..=MAX_PSI_BINS).contains(&bins) {
+        return Err(Error::invalid(format!(
+            "psi bins = {bins}: use between 2 and {MAX_PSI_BINS} bins"
+        )));
     }
     let e = finite_sorted(expected, "expected")?;
     let a = finite_sorted(actual, "actual")?;
-    let mut edges: Vec<f64> = (1..bins)
-        .map(|i| e[(i * e.len() / bins).min(e.len() - 1)])
-        .collect();
+    // u128: `i * len` cannot overflow whatever the sample size.
+    let quantile = |i: usize| -> usize {
+        let q = (i as u128 * e.len() as u128 / bins as u128) as usize;
+        q.min(e.len() - 1)
+    };
+    let mut edges: Vec<f64> = (1..bins).map(|i| e[quantile(i)]).collect();
     edges.dedup();
     let hist = |s: &[f64]| -> Vec<f64> {
         let mut h = vec![0usize; edges.len() + 1];
@@ -311,6 +321,15 @@ mod tests {
         let ks = ks_statistic(&a, &shifted).unwrap();
         assert!((ks - 0.5).abs() < 0.01, "{ks}");
         assert!(psi(&[], &a, 10).is_err());
+        // Bin counts outside 2..=MAX_PSI_BINS are refused by name, not overflowed.
+        for bins in [0, 1, MAX_PSI_BINS + 1, usize::MAX / 2, usize::MAX] {
+            let err = psi(&a, &same, bins).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput(m) if m.contains("bins")),
+                "{bins}: {err}"
+            );
+        }
+        assert!(psi(&a, &shifted, MAX_PSI_BINS).unwrap().is_finite());
         assert!(ks_statistic(&a, &[f64::NAN]).is_err());
     }
 

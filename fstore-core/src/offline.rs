@@ -209,4 +209,24 @@ pub trait OfflineStore: Send + Sync + Debug + 'static {
     /// # Errors
     /// Backend failures.
     async fn delete_view(&self, view: &ResolvedView) -> Result<()>;
+
+    /// An identity of the view's table that changes whenever the table is
+    /// deleted and created again (a Delta table id, an in-memory generation);
+    /// `None` when the table does not exist or the store keeps no identity.
+    ///
+    /// Incremental materialization records it in the watermark and starts
+    /// over when it changes: table versions restart after a re-creation, so a
+    /// watermark of the old table would skip rows of the new one.
+    ///
+    /// # Behavior
+    /// The default returns `Ok(None)`; then only a table version lower than the
+    /// watermark's reveals a re-creation. Stores whose tables can be re-created
+    /// should override it.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
+        let _ = view;
+        Ok(None)
+    }
 }

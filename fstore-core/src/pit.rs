@@ -97,6 +97,63 @@ pub fn point_in_time_join(
     views: &[PitView<'_>],
     options: &PitOptions,
 ) -> Result<RecordBatch> {
+    join_tuned(
+        spine,
+        spine_timestamp_column,
+        views,
+        options,
+        &Tuning::default(),
+    )
+}
+
+/// The thresholds of the join's fast paths. Production always uses
+/// [`Tuning::default`]; tests lower them so small inputs reach the mid-buffer
+/// flush and the threaded path (the result must not depend on them).
+#[derive(Debug)]
+pub(crate) struct Tuning {
+    /// Feature rows buffered before a partitioning pass.
+    part_chunk: usize,
+    /// Total rows (spine + feature) from which views are joined in parallel.
+    parallel_work: usize,
+    /// Upper bound on threads (the number of cores by default).
+    max_threads: usize,
+    /// Which paths ran (tests only).
+    #[cfg(test)]
+    log: PathLog,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            part_chunk: PART_CHUNK,
+            parallel_work: PARALLEL_WORK,
+            max_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            #[cfg(test)]
+            log: PathLog::default(),
+        }
+    }
+}
+
+/// What a tuned join did, so a test can check it reached the path it targets.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct PathLog {
+    /// Largest key-id partitioning shift used by any view.
+    max_shift: std::sync::atomic::AtomicU32,
+    /// Partitioning passes run because the buffer was full (not the final one).
+    mid_flushes: AtomicUsize,
+    /// Joins that ran views on more than one thread.
+    threaded: AtomicUsize,
+}
+
+/// [`point_in_time_join`] with explicit thresholds.
+fn join_tuned(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+    tuning: &Tuning,
+) -> Result<RecordBatch> {
     let spine_batch = concat_spine(spine)?;
     let n_spine = spine_batch.num_rows();
     if n_spine >= NONE as usize {
@@ -136,6 +193,7 @@ pub fn point_in_time_join(
     let ctx = JoinCtx {
         spine_t: &spine_t,
         options,
+        tuning,
     };
     let per_view = run_views(views, &groups, &group_of, &ctx)?;
     let mut columns: Vec<ArrayRef> = spine_batch.columns().to_vec();
@@ -351,6 +409,7 @@ fn bucket_by_id(ids: &[u32], n_ids: usize) -> (Vec<u32>, Vec<u32>) {
 struct JoinCtx<'a> {
     spine_t: &'a [i64],
     options: &'a PitOptions,
+    tuning: &'a Tuning,
 }
 
 /// Runs [`join_view`] for every view, in parallel when there is enough work.
@@ -365,12 +424,15 @@ fn run_views(
         .flat_map(|v| v.batches.iter().map(|b| b.num_rows()))
         .sum::<usize>()
         + ctx.spine_t.len();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if work >= 200_000 {
-        cores.min(views.len())
+    let threads = if work >= ctx.tuning.parallel_work {
+        ctx.tuning.max_threads.min(views.len())
     } else {
         1
     };
+    #[cfg(test)]
+    if threads > 1 {
+        ctx.tuning.log.threaded.fetch_add(1, Ordering::Relaxed);
+    }
     if threads <= 1 {
         return views
             .iter()
@@ -440,6 +502,9 @@ impl Best {
 const PART_BITS: u32 = 6;
 /// Feature rows buffered before a partitioning pass.
 const PART_CHUNK: usize = 1 << 19;
+/// Total rows (spine + feature rows of every view) from which views are joined
+/// on several threads.
+const PARALLEL_WORK: usize = 200_000;
 
 /// A feature row waiting to be slotted: key id, global row index, times.
 #[derive(Debug, Clone, Copy, Default)]
@@ -455,16 +520,25 @@ struct Pending {
 /// is unchanged and each group's random accesses stay within a small id range.
 struct Partitioner {
     shift: u32,
+    /// Rows buffered before a partitioning pass.
+    chunk: usize,
+    /// Passes run because the buffer was full (tests only).
+    #[cfg(test)]
+    mid_flushes: usize,
     buf: Vec<Pending>,
     sorted: Vec<Pending>,
     cursor: Vec<usize>,
 }
 
 impl Partitioner {
-    fn new(n_parts: usize, shift: u32, rows: impl Iterator<Item = usize>) -> Self {
-        let cap = rows.sum::<usize>().min(PART_CHUNK);
+    fn new(n_parts: usize, shift: u32, chunk: usize, rows: impl Iterator<Item = usize>) -> Self {
+        let chunk = chunk.max(1);
+        let cap = rows.sum::<usize>().min(chunk);
         Self {
             shift,
+            chunk,
+            #[cfg(test)]
+            mid_flushes: 0,
             buf: Vec::with_capacity(cap),
             sorted: Vec::new(),
             cursor: vec![0; n_parts + 1],
@@ -474,7 +548,11 @@ impl Partitioner {
     #[inline]
     fn push(&mut self, p: Pending, place: &mut impl FnMut(&Pending)) {
         self.buf.push(p);
-        if self.buf.len() >= PART_CHUNK {
+        if self.buf.len() >= self.chunk {
+            #[cfg(test)]
+            {
+                self.mid_flushes += 1;
+            }
             self.flush(place);
         }
     }
@@ -531,7 +609,12 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
     // partition's slots, spine times and group starts stay cache-resident.
     let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
     let n_parts = (n_ids >> shift) + 1;
-    let mut part = Partitioner::new(n_parts, shift, view.batches.iter().map(|b| b.num_rows()));
+    let mut part = Partitioner::new(
+        n_parts,
+        shift,
+        ctx.tuning.part_chunk,
+        view.batches.iter().map(|b| b.num_rows()),
+    );
     let mut place = |p: &Pending| {
         let id = p.id as usize;
         let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
@@ -596,6 +679,13 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
     }
     part.flush(&mut place);
     offsets.push(total);
+    #[cfg(test)]
+    {
+        let log = &ctx.tuning.log;
+        log.max_shift.fetch_max(shift, Ordering::Relaxed);
+        log.mid_flushes
+            .fetch_add(part.mid_flushes, Ordering::Relaxed);
+    }
 
     // Running maximum over each key's spine rows (in time order), ttl check.
     let mut chosen = vec![NONE; ctx.spine_t.len()];

@@ -188,10 +188,33 @@ impl OnlineStore for InMemoryOnlineStore {
 }
 
 /// An append-only [`OfflineStore`] in memory, with a change log (each write is
-/// a version) and time travel.
+/// a version) and time travel. Each table gets a new generation id when it is
+/// created (first write after creation or [`OfflineStore::delete_view`]),
+/// reported by [`OfflineStore::table_id`].
 #[derive(Debug, Default)]
 pub struct InMemoryOfflineStore {
-    tables: RwLock<HashMap<String, Vec<RecordBatch>>>,
+    tables: RwLock<HashMap<String, MemTable>>,
+}
+
+#[derive(Debug, Clone)]
+struct MemTable {
+    generation: String,
+    log: Vec<RecordBatch>,
+}
+
+impl MemTable {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        Self {
+            generation: format!(
+                "memory:{}:{}",
+                std::process::id(),
+                GENERATION.fetch_add(1, Ordering::Relaxed)
+            ),
+            log: Vec::new(),
+        }
+    }
 }
 
 impl InMemoryOfflineStore {
@@ -295,7 +318,10 @@ impl OfflineStore for InMemoryOfflineStore {
         }
         let rows = batch.num_rows() as u64;
         let mut t = self.tables.write().map_err(poisoned)?;
-        let log = t.entry(view.name().to_owned()).or_default();
+        let log = &mut t
+            .entry(view.name().to_owned())
+            .or_insert_with(MemTable::new)
+            .log;
         log.push(batch);
         Ok(OfflineWriteSummary {
             rows,
@@ -309,7 +335,7 @@ impl OfflineStore for InMemoryOfflineStore {
             .read()
             .map_err(poisoned)?
             .get(view.name())
-            .cloned()
+            .map(|t| t.log.clone())
             .unwrap_or_default();
         let latest = log.len() as u64;
         let upto = req.as_of_version.unwrap_or(latest);
@@ -348,12 +374,21 @@ impl OfflineStore for InMemoryOfflineStore {
             .read()
             .map_err(poisoned)?
             .get(view.name())
-            .map(|l| l.len() as u64))
+            .map(|t| t.log.len() as u64))
     }
 
     async fn delete_view(&self, view: &ResolvedView) -> Result<()> {
         self.tables.write().map_err(poisoned)?.remove(view.name());
         Ok(())
+    }
+
+    async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
+        Ok(self
+            .tables
+            .read()
+            .map_err(poisoned)?
+            .get(view.name())
+            .map(|t| t.generation.clone()))
     }
 }
 
@@ -408,12 +443,20 @@ impl Registry for InMemoryRegistry {
                 "in-memory registry is at version {latest}, expected {expected}"
             )));
         }
-        v.push(Arc::new(RegistrySnapshot {
-            version: expected + 1,
+        let next = expected.checked_add(1).ok_or_else(|| {
+            Error::Conflict(format!(
+                "in-memory registry cannot go past version {expected}"
+            ))
+        })?;
+        let snap = RegistrySnapshot {
+            version: next,
             committed_at: Some(Utc::now()),
             state,
-        }));
-        Ok(expected + 1)
+        };
+        // Same rule as the persistent registries: only states that read back.
+        crate::registry::registry_document(&snap)?;
+        v.push(Arc::new(snap));
+        Ok(next)
     }
 
     async fn versions(&self) -> Result<Vec<u64>> {

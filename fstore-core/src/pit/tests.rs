@@ -843,3 +843,313 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------- large inputs: every fast path
+
+/// A xorshift generator (the large property builds its data from one seed:
+/// generating thousands of rows through proptest strategies is slow and their
+/// shrinking would not help).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// True with probability `pct` %.
+    fn pct(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
+
+/// The spine/feature key columns of a row whose entity is `key` (`None`: null).
+/// Views join on `a` (dense Int64), `h` (sparse Int64: hashed index) or
+/// `(s, ci)` (string + Int32 composite).
+fn big_key_cols(keys: &[Option<i64>]) -> Vec<(&'static str, ArrayRef)> {
+    let a: Int64Array = keys.iter().copied().collect();
+    let h: Int64Array = keys
+        .iter()
+        .map(|k| k.map(|k| k.wrapping_mul(1_000_000_007) ^ i64::MIN))
+        .collect();
+    let s: StringArray = keys
+        .iter()
+        .map(|k| k.map(|k| format!("k{}", k / 7)))
+        .collect();
+    let ci: Int32Array = keys.iter().map(|k| k.map(|k| (k % 7) as i32)).collect();
+    vec![
+        ("a", Arc::new(a)),
+        ("h", Arc::new(h)),
+        ("s", Arc::new(s)),
+        ("ci", Arc::new(ci)),
+    ]
+}
+
+/// One feature column of every value type for rows `0..n` (global row ids
+/// `first..first + n`), about `null_pct` % of the cells null.
+fn big_feature_cols(
+    first: usize,
+    n: usize,
+    rng: &mut Rng,
+    null_pct: u64,
+) -> Vec<(String, ArrayRef)> {
+    use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_array::{BooleanArray, Float32Array, TimestampMicrosecondArray};
+    let ids: Vec<i64> = (first..first + n).map(|g| g as i64).collect();
+    let mut nulls = |_: ()| -> Vec<bool> { (0..n).map(|_| rng.pct(null_pct)).collect() };
+    let opt = |null: &[bool], i: usize| (!null[i]).then_some(());
+    let nb = nulls(());
+    let bools: BooleanArray = (0..n)
+        .map(|i| opt(&nb, i).map(|_| ids[i] % 3 == 0))
+        .collect();
+    let ni = nulls(());
+    let i32s: Int32Array = (0..n)
+        .map(|i| opt(&ni, i).map(|_| ids[i] as i32 - 5000))
+        .collect();
+    let nl = nulls(());
+    let i64s: Int64Array = (0..n).map(|i| opt(&nl, i).map(|_| ids[i] * 7919)).collect();
+    let nf = nulls(());
+    let f32s: Float32Array = (0..n)
+        .map(|i| opt(&nf, i).map(|_| ids[i] as f32 * 0.5))
+        .collect();
+    let nd = nulls(());
+    let f64s: Float64Array = (0..n)
+        .map(|i| opt(&nd, i).map(|_| ids[i] as f64 / 3.0))
+        .collect();
+    let ns = nulls(());
+    let strs: StringArray = (0..n)
+        .map(|i| opt(&ns, i).map(|_| format!("r{}", ids[i])))
+        .collect();
+    let nby = nulls(());
+    let bytes: BinaryArray = (0..n)
+        .map(|i| opt(&nby, i).map(|_| ids[i].to_le_bytes().to_vec()))
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|o| o.as_deref())
+        .collect();
+    let nt = nulls(());
+    let tss = TimestampMicrosecondArray::from(
+        (0..n)
+            .map(|i| opt(&nt, i).map(|_| ids[i] * 1_000))
+            .collect::<Vec<_>>(),
+    )
+    .with_timezone("UTC");
+    let nli = nulls(());
+    let mut list = ListBuilder::new(Float32Builder::new());
+    for i in 0..n {
+        if nli[i] {
+            list.append(false);
+        } else {
+            if ids[i] % 5 != 0 {
+                list.values().append_value(ids[i] as f32);
+                list.values().append_null();
+            }
+            list.append(true);
+        }
+    }
+    vec![
+        ("f_bool".into(), Arc::new(bools) as ArrayRef),
+        ("f_i32".into(), Arc::new(i32s)),
+        ("f_i64".into(), Arc::new(i64s)),
+        ("f_f32".into(), Arc::new(f32s)),
+        ("f_f64".into(), Arc::new(f64s)),
+        ("f_str".into(), Arc::new(strs)),
+        ("f_bytes".into(), Arc::new(bytes)),
+        ("f_ts".into(), Arc::new(tss)),
+        ("f_list".into(), Arc::new(list.finish())),
+    ]
+}
+
+/// Sizes and switches of one large case; the data comes from `seed`.
+#[derive(Debug, Clone)]
+struct BigCase {
+    seed: u64,
+    n_keys: u64,
+    n_spine: usize,
+    rows: [usize; 4],
+    ttl: [Option<i64>; 4],
+    created: [bool; 4],
+    cutoff: bool,
+}
+
+fn big_case() -> impl Strategy<Value = BigCase> {
+    (
+        any::<u64>(),
+        200u64..3000,
+        1000usize..4000,
+        proptest::array::uniform4(1500usize..9000),
+        proptest::array::uniform4(proptest::option::of(0i64..400)),
+        proptest::array::uniform4(any::<bool>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(seed, n_keys, n_spine, rows, ttl, created, cutoff)| BigCase {
+                seed: seed | 1,
+                n_keys,
+                n_spine,
+                rows,
+                ttl,
+                created,
+                cutoff,
+            },
+        )
+}
+
+/// Key columns each of the four views joins on.
+const BIG_VIEW_KEYS: [&[&str]; 4] = [&["a"], &["h"], &["s", "ci"], &["a"]];
+
+/// Builds the case, runs the join with `tuning` and checks every output cell
+/// against the naive reference (per key: the candidates' greatest
+/// `(event, created)`, ties to the row written last).
+fn check_big(case: &BigCase, tuning: &Tuning) -> std::result::Result<(), TestCaseError> {
+    let mut rng = Rng(case.seed);
+    let key = |rng: &mut Rng, range: u64| (!rng.pct(2)).then(|| rng.below(range) as i64);
+    // spine: times 0..1000 s
+    let spine_keys: Vec<Option<i64>> = (0..case.n_spine)
+        .map(|_| key(&mut rng, case.n_keys))
+        .collect();
+    let spine_t: Vec<i64> = (0..case.n_spine).map(|_| rng.below(1000) as i64).collect();
+    let mut cols = big_key_cols(&spine_keys);
+    cols.push(("t", ts(spine_t.clone())));
+    let whole = batch(cols);
+    let cut = rng.below(case.n_spine as u64) as usize;
+    let spine = vec![whole.slice(0, cut), whole.slice(cut, case.n_spine - cut)];
+
+    let mut all_batches: Vec<Vec<RecordBatch>> = Vec::new();
+    let mut expected: Vec<Vec<Option<u32>>> = Vec::new();
+    let mut sources: Vec<Vec<(String, ArrayRef)>> = Vec::new();
+    for vi in 0..4 {
+        let n = case.rows[vi];
+        // 20% more keys than the spine has: some feature rows match nothing
+        let keys: Vec<Option<i64>> = (0..n).map(|_| key(&mut rng, case.n_keys * 6 / 5)).collect();
+        let event: Vec<i64> = (0..n).map(|_| rng.below(1000) as i64).collect();
+        // few created values: many (event, created) ties, broken by write order
+        let created: Vec<i64> = event.iter().map(|e| e + rng.below(4) as i64 * 20).collect();
+        let feats = big_feature_cols(0, n, &mut rng, 15);
+
+        // naive reference, per key
+        let mut by_key: std::collections::HashMap<i64, Vec<usize>> = Default::default();
+        for (g, k) in keys.iter().enumerate() {
+            if let Some(k) = k {
+                by_key.entry(*k).or_default().push(g);
+            }
+        }
+        let has_created = case.created[vi];
+        let rank = |g: usize| (event[g], if has_created { created[g] } else { i64::MIN });
+        expected.push(
+            spine_keys
+                .iter()
+                .zip(&spine_t)
+                .map(|(k, &t)| {
+                    let mut best: Option<usize> = None;
+                    for &g in k.and_then(|k| by_key.get(&k)).map_or(&[][..], |v| v) {
+                        let ok = event[g] <= t
+                            && case.ttl[vi].is_none_or(|d| event[g] >= t - d)
+                            && !(case.cutoff && has_created && created[g] > t);
+                        if ok && best.is_none_or(|b| rank(g) >= rank(b)) {
+                            best = Some(g);
+                        }
+                    }
+                    best.map(|g| g as u32)
+                })
+                .collect(),
+        );
+
+        let mut cols = big_key_cols(&keys);
+        cols.push(("event", ts(event.clone())));
+        if has_created {
+            cols.push(("created", ts(created.clone())));
+        }
+        let mut named: Vec<(String, ArrayRef)> =
+            cols.into_iter().map(|(n, c)| (n.to_string(), c)).collect();
+        named.extend(feats.iter().cloned());
+        let whole =
+            RecordBatch::try_from_iter(named).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut cuts: Vec<usize> = (0..rng.below(4))
+            .map(|_| rng.below(n as u64) as usize)
+            .collect();
+        cuts.sort_unstable();
+        let mut batches = Vec::new();
+        let mut prev = 0;
+        for c in cuts.into_iter().chain([n]) {
+            batches.push(whole.slice(prev, c - prev));
+            prev = c;
+        }
+        all_batches.push(batches);
+        sources.push(feats);
+    }
+    let views: Vec<PitView<'_>> = (0..4)
+        .map(|vi| PitView {
+            name: format!("v{vi}"),
+            join_keys: BIG_VIEW_KEYS[vi].iter().map(|k| k.to_string()).collect(),
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: case.created[vi].then(|| "created".into()),
+            ttl: case.ttl[vi].map(|d| Duration::from_secs(d as u64)),
+            features: sources[vi]
+                .iter()
+                .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+                .collect(),
+            batches: &all_batches[vi],
+        })
+        .collect();
+    let opts = PitOptions::default()
+        .with_full_feature_names(true)
+        .with_created_cutoff(case.cutoff);
+    let out = join_tuned(&spine, "t", &views, &opts, tuning)
+        .map_err(|e| TestCaseError::fail(format!("join: {e}")))?;
+    prop_assert_eq!(out.num_rows(), case.n_spine);
+    for vi in 0..4 {
+        let idx = arrow_array::UInt32Array::from(expected[vi].clone());
+        for (name, src) in &sources[vi] {
+            let want = arrow_select::take::take(src.as_ref(), &idx, None)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let col = format!("v{vi}__{name}");
+            let got = out
+                .column_by_name(&col)
+                .ok_or_else(|| TestCaseError::fail(format!("no column {col}")))?;
+            if got.as_ref() != want.as_ref() {
+                let row = (0..case.n_spine)
+                    .find(|&r| got.slice(r, 1).as_ref() != want.slice(r, 1).as_ref())
+                    .unwrap_or(0);
+                return Err(TestCaseError::fail(format!(
+                    "{col}: first differing spine row {row} (key {:?}, t {}): got {:?}, \
+                     reference row {:?} gives {:?}",
+                    spine_keys[row],
+                    spine_t[row],
+                    got.slice(row, 1),
+                    expected[vi][row],
+                    want.slice(row, 1)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Thousands of keys and rows, null keys and values, every feature type:
+    /// the production thresholds (one pass, one thread at this size) and
+    /// lowered ones that force the mid-buffer flush, the threaded path and
+    /// key-range partitioning (shift > 0) give the reference's answer.
+    #[test]
+    fn large_inputs_match_naive_reference_on_every_path(case in big_case()) {
+        check_big(&case, &Tuning::default())?;
+        let forced = Tuning {
+            part_chunk: 97 + (case.seed % 900) as usize,
+            parallel_work: 0,
+            max_threads: 3,
+            log: PathLog::default(),
+        };
+        check_big(&case, &forced)?;
+        let log = &forced.log;
+        prop_assert!(log.max_shift.load(Ordering::Relaxed) > 0, "key-range partitioning ran (shift > 0)");
+        prop_assert!(log.mid_flushes.load(Ordering::Relaxed) > 0, "mid-buffer flush ran");
+        prop_assert!(log.threaded.load(Ordering::Relaxed) > 0, "threaded path ran");
+    }
+}

@@ -8,7 +8,10 @@
 //! tmp/                                 staging for atomic publication
 //! ```
 //!
-//! A commit writes the new snapshot to `tmp/`, fsyncs it, then publishes it with
+//! A commit first checks that the snapshot's JSON parses back identical
+//! ([`super::registry_document`]), writes it to a new file in `tmp/` (created
+//! exclusively, named by host, process, time and a random value), fsyncs it,
+//! then publishes it with
 //! `link(tmp, versions/<expected+1>.json)`. `link` fails if the target exists, so
 //! of two processes racing for the same version exactly one wins and the other
 //! gets [`Error::Conflict`]; readers never see a half-written file. Every
@@ -20,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{Registry, RegistrySnapshot, RegistryState};
+use super::{Registry, RegistrySnapshot, RegistryState, registry_document};
 use crate::error::{Error, Result};
 
 const BACKEND: &str = "file";
@@ -82,8 +85,10 @@ impl FileRegistry {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let mut v = hint.max(from);
-        while Self::version_path(root, v + 1).exists() {
-            v += 1;
+        while let Some(next) = v.checked_add(1)
+            && Self::version_path(root, next).exists()
+        {
+            v = next;
         }
         v
     }
@@ -97,23 +102,89 @@ impl FileRegistry {
     }
 }
 
-fn unique_tmp(root: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    root.join("tmp")
-        .join(format!("{}-{nanos}-{n}.json", std::process::id()))
+/// This host's name, so temporary names differ across hosts sharing the
+/// directory (best effort; the random part and `create_new` make collisions
+/// harmless anyway).
+fn host_tag() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let tag: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    if tag.is_empty() { "host".into() } else { tag }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A name for a staging file: host, process, time, a per-process random
+/// value and a sequence number. Two processes on different hosts with the same
+/// pid and clock still differ in the random part; the file is created with
+/// `create_new`, so even a collision fails instead of sharing a file.
+fn unique_tmp(root: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: OnceLock<(String, u64)> = OnceLock::new();
+    let (host, salt) = PROCESS.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_i64(Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        (host_tag(), h.finish())
+    });
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    root.join("tmp").join(format!(
+        "{host}-{}-{nanos}-{salt:016x}-{n}.json",
+        std::process::id()
+    ))
+}
+
+/// Writes `bytes` to a new staging file (never an existing one) and fsyncs it;
+/// returns its path.
+fn write_new_synced(root: &Path, bytes: &[u8]) -> Result<PathBuf> {
     use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(io_err(format!("writing {}", path.display())))?;
-    f.sync_all()
-        .map_err(io_err(format!("syncing {}", path.display())))
+    let mut last = None;
+    for _ in 0..8 {
+        let path = unique_tmp(root);
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(io_err(format!("creating {}", path.display()))(e)),
+        };
+        let written = f
+            .write_all(bytes)
+            .map_err(io_err(format!("writing {}", path.display())))
+            .and_then(|()| {
+                f.sync_all()
+                    .map_err(io_err(format!("syncing {}", path.display())))
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        return Ok(path);
+    }
+    Err(Error::backend(
+        BACKEND,
+        format!(
+            "no unused staging name under {}",
+            root.join("tmp").display()
+        ),
+        last.unwrap_or_else(|| std::io::Error::other("staging name collisions")),
+    ))
 }
 
 #[async_trait]
@@ -155,14 +226,20 @@ impl Registry for FileRegistry {
 
     async fn commit(&self, expected: u64, state: RegistryState) -> Result<u64> {
         let root = self.root.clone();
-        let next = expected + 1;
+        let next = expected.checked_add(1).ok_or_else(|| {
+            Error::Conflict(format!(
+                "registry at {} cannot go past version {expected}",
+                root.display()
+            ))
+        })?;
         let snap = RegistrySnapshot {
             version: next,
             committed_at: Some(Utc::now()),
             state,
         };
-        let bytes = serde_json::to_vec_pretty(&snap)
-            .map_err(|e| Error::backend(BACKEND, "serialising registry snapshot", e))?;
+        // Serialise and parse back before anything touches the disk: a state
+        // that would not read back is refused here, not by every later reader.
+        let bytes = registry_document(&snap)?;
         let snap = Arc::new(snap);
         Self::blocking(move || {
             let latest = Self::latest(&root, 0);
@@ -172,8 +249,7 @@ impl Registry for FileRegistry {
                     root.display()
                 )));
             }
-            let tmp = unique_tmp(&root);
-            write_synced(&tmp, &bytes)?;
+            let tmp = write_new_synced(&root, &bytes)?;
             let target = Self::version_path(&root, next);
             let linked = std::fs::hard_link(&tmp, &target);
             let _ = std::fs::remove_file(&tmp);
@@ -191,9 +267,10 @@ impl Registry for FileRegistry {
                 let _ = dir.sync_all();
             }
             // LATEST is only a hint; a stale one is corrected by probing forward.
-            let hint_tmp = unique_tmp(&root);
-            if write_synced(&hint_tmp, next.to_string().as_bytes()).is_ok() {
-                let _ = std::fs::rename(&hint_tmp, root.join("LATEST"));
+            if let Ok(hint_tmp) = write_new_synced(&root, next.to_string().as_bytes())
+                && std::fs::rename(&hint_tmp, root.join("LATEST")).is_err()
+            {
+                let _ = std::fs::remove_file(&hint_tmp);
             }
             Ok(())
         })
@@ -228,5 +305,61 @@ impl Registry for FileRegistry {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::unique_name;
+
+    #[tokio::test]
+    async fn version_overflow_is_a_conflict_and_writes_nothing() {
+        let dir = std::env::temp_dir().join(unique_name("fstore_file_overflow"));
+        let reg = FileRegistry::open(&dir).unwrap();
+        match reg.commit(u64::MAX, RegistryState::default()).await {
+            Err(Error::Conflict(m)) => assert!(m.contains(&u64::MAX.to_string()), "{m}"),
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert!(reg.versions().await.unwrap().is_empty());
+        // A LATEST hint at u64::MAX must not overflow the forward probe either.
+        std::fs::write(dir.join("LATEST"), u64::MAX.to_string()).unwrap();
+        assert_eq!(FileRegistry::latest(&dir, 0), u64::MAX);
+        match reg.commit(u64::MAX, RegistryState::default()).await {
+            Err(Error::Conflict(_)) => {}
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert!(reg.versions().await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn staging_files_are_exclusive_unique_and_cleaned_up() {
+        let dir = std::env::temp_dir().join(unique_name("fstore_file_tmp"));
+        let reg = FileRegistry::open(&dir).unwrap();
+        let names: std::collections::HashSet<PathBuf> =
+            (0..1000).map(|_| unique_tmp(&dir)).collect();
+        assert_eq!(names.len(), 1000);
+        let host = host_tag();
+        assert!(names.iter().all(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{host}-")))
+        }));
+        // create_new: a staging file never reuses an existing path.
+        let a = write_new_synced(&dir, b"a").unwrap();
+        let b = write_new_synced(&dir, b"b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        std::fs::remove_file(a).unwrap();
+        std::fs::remove_file(b).unwrap();
+        reg.commit(0, RegistryState::default()).await.unwrap();
+        reg.commit(1, RegistryState::default()).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.join("tmp")).unwrap().count(),
+            0,
+            "no staging file left behind"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

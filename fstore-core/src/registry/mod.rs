@@ -1,6 +1,7 @@
 //! The registry (DESIGN §8): definitions plus materialization watermarks,
 //! versioned, committed by compare-and-swap.
 
+mod checks;
 mod file;
 mod plan;
 
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Definitions;
 
 pub use file::FileRegistry;
@@ -29,6 +30,12 @@ pub struct Watermark {
     /// The offline table version read (stores with a change log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_version: Option<u64>,
+    /// Identity of the offline table that was read
+    /// ([`crate::OfflineStore::table_id`]). When the table is deleted and
+    /// re-created its identity changes, and the next incremental run starts over
+    /// instead of trusting event times and versions of a table that is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
     /// When the run that set it finished.
     pub updated_at: DateTime<Utc>,
 }
@@ -69,6 +76,80 @@ impl RegistrySnapshot {
     pub fn watermark(&self, view: &str, store_id: &str) -> Option<&Watermark> {
         self.state.watermarks.get(view)?.get(store_id)
     }
+}
+
+/// The JSON document a registry stores for `snap`, checked to parse back
+/// identical before anything is published (DESIGN §10: nothing committed may
+/// leave the registry unreadable for the next process).
+///
+/// Every [`Registry`] implementation that persists snapshots should write these
+/// bytes and read them back with [`parse_registry_document`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the first definition (or watermark) that does
+/// not survive the round trip; nothing has been written.
+pub fn registry_document(snap: &RegistrySnapshot) -> Result<Vec<u8>> {
+    let bytes = serde_json::to_vec_pretty(snap).map_err(|e| {
+        Error::invalid(format!(
+            "registry version {} cannot be serialised: {e}; nothing was committed",
+            snap.version
+        ))
+    })?;
+    let back: RegistrySnapshot = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(format!(
+            "registry version {} would not parse back ({e}); nothing was committed",
+            snap.version
+        ))
+    })?;
+    if &back != snap {
+        return Err(Error::invalid(format!(
+            "registry version {} would not read back identical ({}); nothing was committed",
+            snap.version,
+            first_difference(snap, &back)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Parses a document written by [`registry_document`]; `what` names the file
+/// or object in the error.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `what` for bytes that are not a snapshot.
+pub fn parse_registry_document(bytes: &[u8], what: &str) -> Result<RegistrySnapshot> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(format!("corrupt registry document {what}: {e}")))
+}
+
+fn first_difference(a: &RegistrySnapshot, b: &RegistrySnapshot) -> String {
+    fn diff<T: PartialEq>(
+        kind: &str,
+        x: &BTreeMap<String, T>,
+        y: &BTreeMap<String, T>,
+    ) -> Option<String> {
+        x.iter()
+            .find(|(k, v)| y.get(*k) != Some(*v))
+            .map(|(k, _)| format!("{kind} '{k}' changes"))
+    }
+    let (da, db) = (&a.state.definitions, &b.state.definitions);
+    diff("entity", &da.entities, &db.entities)
+        .or_else(|| diff("feature view", &da.feature_views, &db.feature_views))
+        .or_else(|| diff("on-demand view", &da.on_demand_views, &db.on_demand_views))
+        .or_else(|| {
+            diff(
+                "feature service",
+                &da.feature_services,
+                &db.feature_services,
+            )
+        })
+        .or_else(|| {
+            diff(
+                "watermarks of view",
+                &a.state.watermarks,
+                &b.state.watermarks,
+            )
+        })
+        .unwrap_or_else(|| "snapshot header changes".to_owned())
 }
 
 /// A versioned store of [`RegistryState`] with compare-and-swap commits.

@@ -406,7 +406,10 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 /// reserved), known entities, join-key types, declared timestamp columns,
 /// feature names unique and not clashing with key or timestamp columns, ttl > 0,
 /// defaults of the declared type, on-demand inputs and service references that
-/// resolve.
+/// resolve; and that everything survives the registry's JSON round trip and can
+/// be written: no nested list types, finite float defaults, a ttl that is stored
+/// exactly, no `.`-leading or `_fstore`-prefixed view names, no two views (or
+/// two columns of a view) whose names differ only in case.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] naming the definition and what is wrong.
@@ -573,7 +576,7 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             }
         }
     }
-    Ok(())
+    super::checks::check_round_trippable(defs)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
-use crate::codec::cast_column;
+use crate::codec::{cast_column, cast_key_column};
 use crate::error::{Error, Result};
 use crate::model::{FeatureRef, JoinKey};
 use crate::offline::{ScanRequest, TimeRange};
@@ -111,7 +111,7 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
                 })?;
                 let target = k.value_type.to_arrow();
                 if cols[i].data_type() != &target {
-                    cols[i] = cast_column(&cols[i], &k.name, &target).map_err(|_| {
+                    cols[i] = cast_key_column(&cols[i], &k.name, &k.value_type).map_err(|_| {
                         Error::invalid(format!(
                             "spine join key column '{}' has type {}, the entity declares {}",
                             k.name,

@@ -118,6 +118,20 @@ fn latest_per_key(rows: Vec<OnlineRow>) -> (Vec<OnlineRow>, u64) {
     (kept, dropped)
 }
 
+/// True when a watermark describes another table than the one there now: the
+/// table's identity changed, or (stores without identity) its version went
+/// backwards. The run then starts over; newest-wins keeps that idempotent.
+fn watermark_is_stale(
+    w: &Watermark,
+    table_id: Option<&str>,
+    change_log: bool,
+    pinned: Option<u64>,
+) -> bool {
+    let identity_changed = w.table_id.is_some() && w.table_id.as_deref() != table_id;
+    let version_went_back = change_log && pinned.unwrap_or(0) < w.offline_version.unwrap_or(0);
+    identity_changed || version_went_back
+}
+
 impl FeatureStore {
     /// Writes, for each entity of each view, its latest row with
     /// `start < event_ts <= end` to the online store. Does not touch watermarks.
@@ -156,9 +170,15 @@ impl FeatureStore {
     /// the last run's table version whose event time is at or before the old
     /// watermark, so late-arriving rows are materialized too.
     ///
+    /// The watermark records the offline table's identity
+    /// ([`crate::OfflineStore::table_id`]); when the table was deleted and
+    /// re-created since (identity changed, or its version went backwards), the
+    /// run starts over from the beginning of time.
+    ///
     /// # Errors
     /// As [`FeatureStore::materialize`]; [`Error::Conflict`] if the watermark
-    /// could not be committed after several retries.
+    /// could not be committed after several retries, or the offline table was
+    /// re-created while the run read it (the watermark is left unchanged).
     pub async fn materialize_incremental(
         &self,
         views: &[&str],
@@ -170,14 +190,28 @@ impl FeatureStore {
         for name in views {
             let rv = self.online_view(name).await?;
             let snap = self.registry.snapshot().await?;
-            let wm = snap.watermark(name, &store_id).cloned();
-            let old_end = wm.as_ref().map(|w| w.event_end);
             let change_log = self.offline.capabilities().change_log;
+            let table_id = self.offline.table_id(&rv).await?;
             let pinned = if change_log {
                 self.offline.latest_version(&rv).await?
             } else {
                 None
             };
+            let mut wm = snap.watermark(name, &store_id).cloned();
+            if let Some(w) = &wm
+                && watermark_is_stale(w, table_id.as_deref(), change_log, pinned)
+            {
+                tracing::warn!(
+                    view = %name,
+                    old_table = ?w.table_id,
+                    table = ?table_id,
+                    old_version = ?w.offline_version,
+                    version = ?pinned,
+                    "offline table was re-created since the watermark; materializing from the start"
+                );
+                wm = None;
+            }
+            let old_end = wm.as_ref().map(|w| w.event_end);
             let main =
                 ScanRequest::new(TimeRange::after_until(old_end, end)).with_as_of_version(pinned);
             let (mut r, version) = self.run_scan(&rv, main, opts, 0, 0, 0).await?;
@@ -203,7 +237,16 @@ impl FeatureStore {
                 .await?;
             let new_end = old_end.map_or(end, |o| o.max(end));
             let new_version = if change_log { pinned.or(version) } else { None };
-            self.commit_watermark(name, &store_id, new_end, new_version)
+            // A table re-created while this run read it: what was read may
+            // belong to either table, so the watermark stays where it was.
+            let table_after = self.offline.table_id(&rv).await?;
+            if table_after != table_id {
+                return Err(Error::Conflict(format!(
+                    "offline table of feature view '{name}' was re-created during \
+                     materialization ({table_id:?} -> {table_after:?}); run it again"
+                )));
+            }
+            self.commit_watermark(name, &store_id, new_end, new_version, table_id)
                 .await?;
             r.start = old_end;
             r.end = end;
@@ -392,6 +435,7 @@ impl FeatureStore {
         store_id: &str,
         event_end: DateTime<Utc>,
         offline_version: Option<u64>,
+        table_id: Option<String>,
     ) -> Result<()> {
         let mut last = None;
         for _ in 0..16 {
@@ -405,6 +449,7 @@ impl FeatureStore {
                 Watermark {
                     event_end,
                     offline_version,
+                    table_id: table_id.clone(),
                     updated_at: Utc::now(),
                 },
             );

@@ -589,4 +589,6 @@ pub(crate) fn check_unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -
 }
 
 #[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
 mod tests;

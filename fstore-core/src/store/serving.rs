@@ -347,7 +347,9 @@ impl FeatureStore {
                 } else {
                     row.map(|r| r.payload.as_slice())
                 };
-                dec.push(payload, &mut present)?;
+                dec.push(payload, &mut present).map_err(|e| {
+                    crate::codec::payload_context(e, rv.name(), &keys[i].entity_key)
+                })?;
                 event_ts.push(row.map(|r| from_micros(r.event_ts)));
                 for (fi, p) in present.iter().enumerate() {
                     statuses[fi].push(match (cached, row, expired, p) {

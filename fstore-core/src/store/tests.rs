@@ -439,6 +439,9 @@ struct Faulty {
     write_budget: AtomicUsize,
     down: std::sync::atomic::AtomicBool,
     reads: AtomicUsize,
+    /// Every read sleeps this long first (ms), ignoring `ReadOptions::timeout`:
+    /// a hung backend only the facade's own timeout can cut short.
+    read_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Faulty {
@@ -448,6 +451,7 @@ impl Faulty {
             write_budget: AtomicUsize::new(write_budget),
             down: std::sync::atomic::AtomicBool::new(false),
             reads: AtomicUsize::new(0),
+            read_delay_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -481,6 +485,10 @@ impl OnlineStore for Faulty {
     }
     async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
         self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        let delay = self.read_delay_ms.load(AtomicOrdering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.down.load(AtomicOrdering::SeqCst) {
             return Err(Error::Unavailable {
                 backend: "faulty",
@@ -726,5 +734,183 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
         backend.reads.load(AtomicOrdering::SeqCst),
         before,
         "open breaker: no backend call"
+    );
+}
+
+#[tokio::test]
+async fn facade_timeout_fires_on_a_hung_backend() {
+    let backend = Faulty::new(usize::MAX);
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let req = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1]),
+    )
+    .with_now(from_micros(S));
+    // a hung backend (it never answers within the test): only the facade's
+    // own timeout can end the call
+    backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = fs.get_online_features(&req).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout { backend: "faulty", message } if message.contains("100ms")),
+        "a read past the online timeout is a Timeout naming the limit, got {err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the facade gave up at its timeout, not when the backend answered"
+    );
+
+    // with a last-known-good cache, the timeout is answered from the cache
+    let cached = FeatureStore::builder()
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .with_last_known_good_cache(10)
+        .build()
+        .unwrap();
+    backend.read_delay_ms.store(0, AtomicOrdering::SeqCst);
+    cached.get_online_features(&req).await.unwrap();
+    backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
+    let r = cached.get_online_features(&req).await.unwrap();
+    assert_eq!(
+        r.feature("score").unwrap().statuses,
+        vec![FeatureStatus::Stale],
+        "timed-out read served from the cache"
+    );
+}
+
+#[tokio::test]
+async fn freshness_reports_the_newest_event_in_the_lookback_and_the_watermark() {
+    let fs = store_with("v", None).await;
+    let now = from_micros(100 * S);
+    // nothing written yet: no newest event, no age, no watermark
+    let empty = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        empty,
+        crate::monitor::Freshness {
+            newest_event: None,
+            age: None,
+            watermark: None
+        }
+    );
+    // rows at 10 s, 50 s and 200 s (after `now`: not counted)
+    fs.write_history(
+        "v",
+        &feature_batch(&[
+            (1, 10 * S, S, Some(1.0)),
+            (2, 50 * S, S, Some(2.0)),
+            (1, 200 * S, S, Some(3.0)),
+        ]),
+    )
+    .await
+    .unwrap();
+    let f = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(f.newest_event, Some(from_micros(50 * S)), "{f:?}");
+    assert_eq!(f.age, Some(Duration::from_secs(50)), "stale by 50 s: {f:?}");
+    assert_eq!(f.watermark, None, "never materialized");
+    // a lookback of 30 s sees none of them: the view is stale beyond the lookback
+    let stale = fs
+        .freshness("v", now, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((stale.newest_event, stale.age), (None, None), "{stale:?}");
+    // the lookback is inclusive: 50 s back reaches the row at 50 s exactly
+    let edge = fs
+        .freshness("v", now, Duration::from_secs(50))
+        .await
+        .unwrap();
+    assert_eq!(edge.newest_event, Some(from_micros(50 * S)), "{edge:?}");
+    fs.materialize_incremental(&["v"], from_micros(80 * S), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    let m = fs
+        .freshness("v", now, Duration::from_secs(1_000))
+        .await
+        .unwrap();
+    assert_eq!(m.watermark, Some(from_micros(80 * S)), "{m:?}");
+}
+
+#[tokio::test]
+async fn skew_counts_each_entity_whose_online_value_differs_from_the_join() {
+    let fs = store_with("v", None).await;
+    let t = 100 * S;
+    fs.write_history(
+        "v",
+        &feature_batch(&[
+            (0, 10 * S, S, Some(1.0)),
+            (1, 10 * S, S, Some(2.0)),
+            (2, 10 * S, S, Some(3.0)),
+            (3, 10 * S, S, None),
+        ]),
+    )
+    .await
+    .unwrap();
+    fs.materialize_incremental(&["v"], from_micros(t), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    let refs = FeatureSelection::refs(["v:score", "v:label"]).unwrap();
+    let entities = entity_batch(&[0, 1, 2, 3, 4, 5]);
+    let clean = fs
+        .skew(refs.clone(), &entities, from_micros(t))
+        .await
+        .unwrap();
+    assert_eq!(clean.len(), 2, "{clean:?}");
+    assert!(
+        clean.iter().all(|s| s.mismatches == 0 && s.compared == 6),
+        "{clean:?}"
+    );
+
+    // skew: entity 1 gets a newer value online only (a push that never reached
+    // the offline store); entity 5 gets an online row the history lacks;
+    // entity 2 gets a newer offline row that was never materialized
+    fs.push(
+        "v",
+        &feature_batch(&[(1, 20 * S, S, Some(9.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(5, 20 * S, S, Some(7.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    fs.write_history("v", &feature_batch(&[(2, 30 * S, S, Some(4.0))]))
+        .await
+        .unwrap();
+    let skew = fs.skew(refs, &entities, from_micros(t)).await.unwrap();
+    for s in &skew {
+        assert_eq!(
+            (s.compared, s.mismatches, s.first_mismatch),
+            (6, 3, Some(1)),
+            "entities 1, 2 and 5 differ in {}: {skew:?}",
+            s.feature
+        );
+    }
+    assert_eq!(
+        skew.iter().map(|s| s.feature.as_str()).collect::<Vec<_>>(),
+        vec!["score", "label"]
     );
 }

@@ -37,7 +37,8 @@ pub use online::{
 };
 pub use parity::online_parity;
 pub use registry::{
-    registry_commit_history_and_conflict, registry_plan_apply, registry_racing_writers,
+    racing_apply_child, registry_commit_history_and_conflict, registry_plan_apply,
+    registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,
     run_registry_suite,
 };
 

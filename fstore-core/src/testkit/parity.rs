@@ -166,18 +166,24 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
                 meta.statuses[i],
                 c
             );
-            let status_ok = if c.is_null(0) {
-                meta.statuses[i] != FeatureStatus::Present
-            } else {
-                meta.statuses[i] == FeatureStatus::Present
-            };
-            prop_assert!(
-                status_ok,
-                "[{}] entity {} feature {}: status {:?}",
+            let (want_status, want_event) = expected_cell(case, &rows, *id, t_end, c.is_null(0));
+            prop_assert_eq!(
+                meta.statuses[i],
+                want_status,
+                "[{}] entity {} feature {}: status (value {:?})",
                 b,
                 id,
                 f,
-                meta.statuses[i]
+                a
+            );
+            prop_assert_eq!(
+                meta.event_timestamps[i],
+                want_event.map(from_micros),
+                "[{}] entity {} feature {} ({:?}): event time",
+                b,
+                id,
+                f,
+                want_status
             );
         }
     }
@@ -186,6 +192,38 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .await
         .map_err(|e| fail("delete_view", e))?;
     Ok(())
+}
+
+/// The status and event time an online read at `t_end` must give for entity
+/// `id`, derived from the history itself (not from the store under test): no
+/// row with `event_ts <= t_end` → `NotFound` (no event time); the newest such
+/// row older than the ttl → `Expired`; otherwise `NullValue` or `Present` as
+/// the point-in-time join's value (`join_null`) is null or not. Found rows carry
+/// the newest event time (ties in `(event, created)` cannot change it).
+fn expected_cell(
+    case: &Case,
+    rows: &[(i64, i64, i64, Option<f64>)],
+    id: i64,
+    t_end: i64,
+    join_null: bool,
+) -> (FeatureStatus, Option<i64>) {
+    let newest = rows
+        .iter()
+        .filter(|r| r.0 == id && r.1 <= t_end)
+        .map(|r| r.1)
+        .max();
+    let Some(event) = newest else {
+        return (FeatureStatus::NotFound, None);
+    };
+    let ttl = case.ttl_secs.map(|s| i64::from(s) * 1_000_000);
+    let status = if ttl.is_some_and(|d| event < t_end - d) {
+        FeatureStatus::Expired
+    } else if join_null {
+        FeatureStatus::NullValue
+    } else {
+        FeatureStatus::Present
+    };
+    (status, Some(event))
 }
 
 /// Runs `cases` parity cases against `store` (with shrinking on failure).
