@@ -137,11 +137,14 @@ impl<'de> Deserialize<'de> for AggFunction {
 }
 
 /// Formats a duration with the largest unit that divides it: `7d`, `90m`, `1h`, `30s`
-/// (sub-second durations as `250ms`).
+/// (sub-second durations as `250ms` or `1500us`; sub-microsecond parts are dropped).
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_nanos() != 0 || s == 0 {
-        return format!("{}ms", d.as_millis());
+        if d.subsec_nanos().is_multiple_of(1_000_000) {
+            return format!("{}ms", d.as_millis());
+        }
+        return format!("{}us", d.as_micros());
     }
     for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
         if s.is_multiple_of(secs) {
@@ -151,7 +154,7 @@ pub fn format_duration(d: Duration) -> String {
     format!("{s}s")
 }
 
-/// Parses `30s`, `5m`, `1h`, `7d` (and `250ms`).
+/// Parses `30s`, `5m`, `1h`, `7d` (and `250ms`, `1500us`).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] naming the text.
@@ -162,22 +165,24 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             "duration '{s}': expected a number and a unit s, m, h or d"
         ))
     };
-    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+    let (num, mult_us) = if let Some(n) = t.strip_suffix("us") {
         (n, 1u64)
-    } else if let Some(n) = t.strip_suffix('s') {
+    } else if let Some(n) = t.strip_suffix("ms") {
         (n, 1_000)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1_000_000)
     } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
+        (n, 60_000_000)
     } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3_600_000)
+        (n, 3_600_000_000)
     } else if let Some(n) = t.strip_suffix('d') {
-        (n, 86_400_000)
+        (n, 86_400_000_000)
     } else {
         return Err(bad());
     };
     let n: u64 = num.parse().map_err(|_| bad())?;
-    let ms = n.checked_mul(mult_ms).ok_or_else(bad)?;
-    Ok(Duration::from_millis(ms))
+    let us = n.checked_mul(mult_us).ok_or_else(bad)?;
+    Ok(Duration::from_micros(us))
 }
 
 /// The serialised form: windows and hops as text (`"7d"`, `"lifetime"`), the
@@ -385,7 +390,7 @@ mod tests {
             Aggregation::new("x", AggFunction::Count, None).name,
             "x_count_lifetime"
         );
-        for s in ["30s", "5m", "1h", "7d", "90m", "250ms"] {
+        for s in ["30s", "5m", "1h", "7d", "90m", "250ms", "1500us"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
         for bad in ["", "7", "d", "-1h", "1w"] {
