@@ -85,6 +85,7 @@ mod builder;
 mod client;
 mod layout;
 mod store;
+mod tiles;
 
 pub use builder::{RedisConfigKey, RedisOnlineStoreBuilder};
 pub use store::RedisOnlineStore;
