@@ -32,7 +32,7 @@ const ENTITIES_PER_REQUEST: usize = 10;
 async fn main() -> fstore_core::Result<()> {
     let mut builder = RedisOnlineStoreBuilder::from_env()
         .with_key_prefix(format!("example-{}", std::process::id()));
-    if std::env::var(RedisConfigKey::Url.env_var()).is_err() {
+    if std::env::var(fstore_core::config::ConfigKey::env_var(RedisConfigKey::Url)).is_err() {
         builder = builder.with_url("redis://127.0.0.1:6379");
     }
     let online = Arc::new(builder.build()?);

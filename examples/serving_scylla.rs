@@ -26,7 +26,11 @@ use fstore_online_scylla::{ScyllaConfigKey, ScyllaOnlineStoreBuilder};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = ScyllaOnlineStoreBuilder::from_env();
-    if std::env::var(ScyllaConfigKey::Keyspace.env_var()).is_err() {
+    if std::env::var(fstore_core::config::ConfigKey::env_var(
+        ScyllaConfigKey::Keyspace,
+    ))
+    .is_err()
+    {
         builder = builder.with_keyspace("fstore_example");
     }
     let online = builder.connect().await?;

@@ -102,6 +102,44 @@ pub(crate) fn cast_column(array: &ArrayRef, column: &str, target: &DataType) -> 
     })
 }
 
+/// Casts `array` (column `column` of `source`, e.g. a data file) to `target`
+/// without turning any value into null: a value that does not fit is an error
+/// naming the source, the column and the first such row. Arrow's default
+/// ("safe") cast would silently give null there.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming source, column, row and both types.
+pub fn cast_checked(
+    array: &ArrayRef,
+    target: &DataType,
+    column: &str,
+    source: &str,
+) -> Result<ArrayRef> {
+    if array.data_type() == target {
+        return Ok(Arc::clone(array));
+    }
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    match arrow_cast::cast_with_options(array, target, &strict) {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            // Find the first row that does not convert (the lenient cast gives
+            // null there), so the error can say where the bad value is.
+            let lenient = arrow_cast::cast(array, target).ok();
+            let row = lenient
+                .and_then(|l| (0..array.len()).find(|i| !array.is_null(*i) && l.is_null(*i)));
+            let at = row.map_or_else(String::new, |r| format!(" at row {r}"));
+            Err(Error::invalid(format!(
+                "{source}: column '{column}' has a value{at} that does not fit {target} \
+                 (stored as {}): {e}",
+                array.data_type()
+            )))
+        }
+    }
+}
+
 /// True when every value of `from` converts to `key` exactly and the
 /// conversion can be undone: integer widenings (int8/16/32, uint8/16/32 → int64;
 /// int8/16, uint8/16 → int32) and other layouts of strings and bytes. Floats,
@@ -850,6 +888,26 @@ mod tests {
     use super::*;
     use arrow_array::builder::{Float32Builder, ListBuilder};
     use arrow_schema::Schema;
+
+    #[test]
+    fn checked_casts_name_source_column_and_row() {
+        let a: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(1),
+            None,
+            Some(i64::MAX),
+            Some(2),
+        ]));
+        let err = cast_checked(&a, &DataType::Int32, "amount", "part-0001.parquet")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("part-0001.parquet") && err.contains("'amount'") && err.contains("row 2"),
+            "{err}"
+        );
+        let ok = cast_checked(&a.slice(0, 2), &DataType::Int32, "amount", "f").unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok.is_null(1));
+    }
 
     #[test]
     fn composite_keys_do_not_collide() {

@@ -65,6 +65,7 @@
 pub mod adapter;
 pub mod agg;
 mod codec;
+pub mod config;
 pub mod docs;
 mod error;
 mod memory;
@@ -76,6 +77,7 @@ mod online;
 pub mod pit;
 mod registry;
 mod store;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -224,6 +224,9 @@ impl FeatureStore {
             }
         }
         let newest_event = newest.map(from_micros);
+        if let Some(age) = newest_event.and_then(|n| (now - n).to_std().ok()) {
+            crate::telemetry::record_freshness_lag(view, age);
+        }
         let snap = self.snapshot().await?;
         Ok(Freshness {
             newest_event,

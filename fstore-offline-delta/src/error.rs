@@ -3,7 +3,7 @@
 use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::TransactionError;
 
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// Failures of the Delta adapter, mapped to the core categories by `From`.
 #[derive(Debug)]

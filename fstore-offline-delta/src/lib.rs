@@ -31,17 +31,19 @@
 //! [`DeltaOfflineStore::vacuum`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
 mod client;
+mod config;
+mod conform;
 mod error;
+mod log;
+mod maintenance;
+mod parquet;
 mod registry;
+mod scan;
 mod store;
 
-/// Backend id used in errors and tracing.
-pub const BACKEND: &str = "delta";
-
-pub use builder::{DeltaConfigKey, DeltaOfflineStoreBuilder};
-pub use client::{CompactReport, VacuumReport};
+pub use config::{BACKEND, DeltaConfigKey, DeltaOfflineStoreBuilder};
+pub use maintenance::{CompactReport, VacuumReport};
 pub use registry::DeltaRegistry;
 pub use store::DeltaOfflineStore;
 

@@ -24,8 +24,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use crate::BACKEND;
-use crate::builder::Config;
+use crate::config::{BACKEND, DeltaOfflineStoreBuilder, Settings};
 
 /// A [`Registry`] stored as one JSON file per version under a URI (local
 /// directory, S3, GCS, Azure), committed with conditional puts.
@@ -50,8 +49,18 @@ fn store_err(what: String) -> impl FnOnce(object_store::Error) -> Error {
     move |e| crate::error::Error::store(what)(e).into()
 }
 
+impl DeltaOfflineStoreBuilder {
+    /// Builds the shared [`DeltaRegistry`] under `<root>/_fstore_registry/`.
+    ///
+    /// # Errors
+    /// As [`DeltaOfflineStoreBuilder::build`].
+    pub fn build_registry(&self) -> Result<DeltaRegistry> {
+        DeltaRegistry::new(&self.settings()?, "_fstore_registry")
+    }
+}
+
 impl DeltaRegistry {
-    pub(crate) fn new(cfg: &Config, sub: &str) -> Result<Self> {
+    pub(crate) fn new(cfg: &Settings, sub: &str) -> Result<Self> {
         let url = cfg
             .root
             .join(&format!("{sub}/"))
@@ -85,7 +94,7 @@ impl DeltaRegistry {
         for (k, v) in storage_options {
             b = b.with_storage_option(k, v);
         }
-        let cfg = b.config()?;
+        let cfg = b.settings()?;
         Self::new(&cfg, ".")
     }
 

@@ -11,9 +11,32 @@ use fstore_core::{
     ScanRequest, ScanResult,
 };
 
-use crate::BACKEND;
-use crate::builder::{Config, DeltaOfflineStoreBuilder};
-use crate::client::{Client, CompactReport, VacuumReport};
+use crate::client::Client;
+use crate::config::{BACKEND, DeltaOfflineStoreBuilder, Settings};
+use crate::maintenance::{CompactReport, VacuumReport};
+
+impl DeltaOfflineStoreBuilder {
+    /// Validates the configuration and builds the store. No I/O except creating
+    /// a local root directory; tables are created on first write.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConfigKey`] for a key set by name that does not exist;
+    /// [`Error::InvalidInput`] for a missing root or a malformed value.
+    pub fn build(self) -> Result<DeltaOfflineStore> {
+        DeltaOfflineStore::new(self.settings()?)
+    }
+
+    /// [`build`](Self::build), then lists the root once: the store is known to
+    /// reach its storage with working credentials.
+    ///
+    /// # Errors
+    /// As `build`; the storage's error when the root cannot be listed.
+    pub async fn connect(self) -> Result<DeltaOfflineStore> {
+        let store = self.build()?;
+        store.client.check().await?;
+        Ok(store)
+    }
+}
 
 /// An [`OfflineStore`] keeping one Delta table per feature view under a root URI.
 ///
@@ -44,7 +67,7 @@ impl fmt::Debug for DeltaOfflineStore {
 }
 
 impl DeltaOfflineStore {
-    pub(crate) fn new(cfg: Config) -> Result<Self> {
+    pub(crate) fn new(cfg: Settings) -> Result<Self> {
         Ok(Self {
             client: Arc::new(Client::new(cfg)),
         })

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use fstore_core::{BoxError, Error};
 
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// Why a transient failure happened: decides the error a caller sees once
 /// the retry budget is spent.

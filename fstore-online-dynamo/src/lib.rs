@@ -103,15 +103,12 @@
 //! standard AWS chain via `DynamoOnlineStoreBuilder::build_with_default_chain`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
 mod client;
 mod codec;
+mod config;
 mod error;
 mod store;
 
-/// Backend id, used in errors and logs.
-pub const BACKEND: &str = "dynamo";
-
-pub use builder::{DEFAULT_TABLE, DynamoConfigKey, DynamoOnlineStoreBuilder};
 pub use client::RequestCounts;
+pub use config::{BACKEND, DEFAULT_TABLE, DynamoConfigKey, DynamoOnlineStoreBuilder};
 pub use store::DynamoOnlineStore;

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,45 +17,12 @@ use fstore_core::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::BACKEND;
 use crate::client::{Api, Counters, PutCall, PutReply, RequestCounts, SdkApi};
 use crate::codec::{
     self, CREATED_TS, EVENT_TS, EXPIRES_AT, Item, MAX_BATCH_GET, MAX_BATCH_WRITE, PK, SK,
 };
+use crate::config::{BACKEND, DynamoOnlineStoreBuilder, Settings};
 use crate::error::CallError;
-
-/// Backoff between retries: exponential from `base`, capped at `max`, with
-/// "equal jitter" (a random delay in `[d/2, d]`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    /// Retries allowed (rounds without progress) before giving up.
-    pub(crate) budget: u32,
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-}
-
-impl RetryPolicy {
-    fn delay(&self, retry: u32) -> Duration {
-        let exp = self.base.saturating_mul(1_u32 << retry.min(20));
-        let d = exp.min(self.max);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let half = nanos / 2;
-        let r = std::collections::hash_map::RandomState::new().hash_one(retry);
-        Duration::from_nanos(half + r % (nanos - half + 1))
-    }
-}
-
-/// Resolved settings of a store.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) table: String,
-    pub(crate) region: Option<String>,
-    pub(crate) endpoint: Option<String>,
-    pub(crate) consistent_reads: bool,
-    pub(crate) max_concurrency: usize,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) native_ttl: bool,
-}
 
 /// An [`OnlineStore`] on one DynamoDB table. Build it with
 /// [`DynamoOnlineStoreBuilder`](crate::DynamoOnlineStoreBuilder); see the
@@ -86,6 +52,94 @@ impl fmt::Debug for DynamoOnlineStore {
 const PUT_CONDITION: &str =
     "attribute_not_exists(#pk) OR #e < :e OR (#e = :e AND (attribute_not_exists(#c) OR #c <= :c))";
 
+impl DynamoOnlineStoreBuilder {
+    fn finish(
+        self,
+        conf: aws_sdk_dynamodb::config::Builder,
+        base_region: Option<String>,
+    ) -> Result<DynamoOnlineStore> {
+        let (conf, settings) = self.settings(conf, base_region)?;
+        let counters = Arc::new(Counters::default());
+        let sdk = SdkApi {
+            client: aws_sdk_dynamodb::Client::from_conf(conf),
+            table: settings.table.clone(),
+            counters: Arc::clone(&counters),
+        };
+        Ok(DynamoOnlineStore::new(sdk, settings, counters))
+    }
+
+    /// Validates the configuration and builds the store. No I/O (the SDK
+    /// connects on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConfigKey`] for a key set by an unknown name;
+    /// [`Error::InvalidInput`] for a missing region, a bad table name, an
+    /// unparsable value, or no credentials (set static keys, give an SDK config,
+    /// or use `build_with_default_chain` with the `aws-config` feature).
+    pub fn build(self) -> Result<DynamoOnlineStore> {
+        let (conf, base_region) = match &self.sdk_config {
+            Some(c) => (c.to_builder(), c.region().map(ToString::to_string)),
+            None => {
+                if self.static_credentials()?.is_none() {
+                    return Err(Error::invalid(format!(
+                        "{BACKEND} config: no credentials; set access_key_id and secret_access_key, pass an SDK config \
+                         (with_sdk_config), or enable the `aws-config` feature and call build_with_default_chain"
+                    )));
+                }
+                (
+                    aws_sdk_dynamodb::Config::builder()
+                        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest()),
+                    None,
+                )
+            }
+        };
+        self.finish(conf, base_region)
+    }
+
+    /// [`build`](Self::build), then one `ListTables` call: the store is known
+    /// to reach DynamoDB with valid credentials. The table itself may not
+    /// exist yet (see [`DynamoOnlineStore::ensure_tables`]).
+    ///
+    /// # Errors
+    /// As `build`; the call's error (unreachable endpoint, bad credentials).
+    pub async fn connect(self) -> Result<DynamoOnlineStore> {
+        let store = self.build()?;
+        store.check().await?;
+        Ok(store)
+    }
+
+    /// Builds the store with the standard AWS credential and region chain
+    /// (environment, shared profile, web identity, ECS, IMDS); settings on this
+    /// builder take precedence. Loads the chain's configuration (may do I/O).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build); a missing region after the chain ran is an error.
+    #[cfg(feature = "aws-config")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "aws-config")))]
+    pub async fn build_with_default_chain(self) -> Result<DynamoOnlineStore> {
+        let (conf, base_region) = match &self.sdk_config {
+            Some(c) => (c.to_builder(), c.region().map(ToString::to_string)),
+            None => {
+                // What this builder already knows is handed to the loader, so
+                // the chain does not go looking for it (e.g. IMDS for a region).
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(r) = self.region() {
+                    loader = loader.region(aws_sdk_dynamodb::config::Region::new(r.to_owned()));
+                }
+                if let Some(c) = self.static_credentials()? {
+                    loader = loader.credentials_provider(c);
+                }
+                let shared = loader.load().await;
+                (
+                    aws_sdk_dynamodb::config::Builder::from(&shared),
+                    shared.region().map(ToString::to_string),
+                )
+            }
+        };
+        self.finish(conf, base_region)
+    }
+}
+
 /// The rows of one entity within one write call.
 struct Group {
     /// Rows that would be stored if the call were applied row by row on an
@@ -112,6 +166,19 @@ impl DynamoOnlineStore {
     pub(crate) fn with_api(mut self, wrap: impl FnOnce(Arc<dyn Api>) -> Arc<dyn Api>) -> Self {
         self.api = wrap(Arc::clone(&self.api));
         self
+    }
+
+    /// One `ListTables` call (connectivity and credentials).
+    async fn check(&self) -> Result<()> {
+        Counters::bump(&self.counters.admin);
+        self.sdk
+            .client
+            .list_tables()
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| admin_error("ListTables", &self.settings.table, e))?;
+        Ok(())
     }
 
     /// The table name.
@@ -700,6 +767,7 @@ mod tests {
 
     use super::*;
     use crate::client::BatchGetReply;
+    use crate::config::RetryPolicy;
     use crate::{DynamoOnlineStoreBuilder, codec};
 
     /// Forwards to the real API, but while `throttled_calls > 0` each

@@ -127,10 +127,10 @@ async fn main() {
         RedisOnlineStoreBuilder::new()
             .with_url(&url)
             .with_key_prefix(&prefix)
-            .build()
+            .connect()
+            .await
             .unwrap(),
     );
-    store.connect().await.unwrap();
     // FSTORE_BENCH_RAW_TIMEOUT_MS: give the raw fred pool a command timeout
     // too (fred then arms a timer per command, as the store does).
     // FSTORE_BENCH_RAW_LIKE_STORE: also the store's connection settings and

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, HashesInterface, LuaInterface};
 use fred::types::Builder;
 use fred::types::config::{Config, ReconnectPolicy};
@@ -12,8 +11,8 @@ use fred::types::scan::{ScanType, Scanner};
 use fstore_core::{Error, Result};
 use futures::StreamExt;
 
-use crate::BACKEND;
-use crate::builder::Settings;
+use crate::config::{BACKEND, Settings};
+use crate::error::map_err;
 
 /// The newest-wins upsert, run atomically by Redis for a batch of rows.
 ///
@@ -193,30 +192,5 @@ pub(crate) async fn with_deadline<T>(
                 "{what}: no reply within {d:?} (server down, unreachable or overloaded)"
             ),
         }),
-    }
-}
-
-/// Maps a fred error to fstore's categories: timeouts → [`Error::Timeout`];
-/// I/O, cancelled (connection dropped), cluster-down, loading, backpressure →
-/// [`Error::Unavailable`]; everything else → [`Error::Backend`] with the source.
-pub(crate) fn map_err(e: FredError, what: &str) -> Error {
-    let d = e.details();
-    let transient_reply = ["LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "BUSY "]
-        .iter()
-        .any(|p| d.starts_with(p));
-    match e.kind() {
-        ErrorKind::Timeout => Error::Timeout {
-            backend: BACKEND,
-            message: format!("{what}: {d}"),
-        },
-        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}: {:?}: {d}", e.kind()),
-        },
-        _ if transient_reply => Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}: {d}"),
-        },
-        _ => Error::backend(BACKEND, what.to_owned(), e),
     }
 }

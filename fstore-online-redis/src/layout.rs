@@ -3,7 +3,7 @@
 
 use fstore_core::{Error, Result};
 
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// Length of a stored version: 8 bytes event time + 8 bytes created time,
 /// both big-endian with the sign bit flipped (so byte order = numeric order),

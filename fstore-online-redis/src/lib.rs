@@ -12,8 +12,8 @@
 //! use fstore_online_redis::RedisOnlineStoreBuilder;
 //!
 //! // FSTORE_REDIS_URL=redis://127.0.0.1:6379 (or redis-cluster://h1:p1?node=h2:p2…)
-//! let online = RedisOnlineStoreBuilder::from_env().with_key_prefix("shop").build()?;
-//! online.connect().await?; // optional: otherwise the first call connects
+//! // `build()` is lazy (the first call connects); `connect()` builds and connects now.
+//! let online = RedisOnlineStoreBuilder::from_env().with_key_prefix("shop").connect().await?;
 //! let store = FeatureStore::builder().with_online(Arc::new(online)).build()?;
 //! # let _ = store; Ok(()) }
 //! ```
@@ -81,14 +81,12 @@
 //!   `redis:<prefix>@<host:port,…>[/db]` (sorted seed hosts, no credentials).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
 mod client;
+mod config;
+mod error;
 mod layout;
 mod store;
 mod tiles;
 
-pub use builder::{RedisConfigKey, RedisOnlineStoreBuilder};
+pub use config::{BACKEND, RedisConfigKey, RedisOnlineStoreBuilder};
 pub use store::RedisOnlineStore;
-
-/// Backend id used in errors, logs and [`fstore_core::OnlineStore::backend`].
-pub const BACKEND: &str = "redis";

@@ -20,9 +20,9 @@ use fstore_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::BACKEND;
-use crate::builder::Settings;
-use crate::client::{Conn, map_err, with_deadline};
+use crate::client::{Conn, with_deadline};
+use crate::config::{BACKEND, RedisOnlineStoreBuilder, Settings};
+use crate::error::map_err;
 use crate::layout::{
     decode_version, encode_version, expire_at_ms, hash_key, payload_field, scan_pattern,
     version_field,
@@ -62,6 +62,34 @@ impl Drop for RedisOnlineStore {
         if let Some(conn) = self.conn.take() {
             conn.shutdown();
         }
+    }
+}
+
+impl RedisOnlineStoreBuilder {
+    /// Validates the configuration and returns the store (no I/O; the
+    /// connection pool opens on first use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConfigKey`] for a key given by an unknown name;
+    /// [`Error::InvalidInput`] naming the key for a missing URL, an unparsable
+    /// URL, number, boolean or duration, a pool size or script batch of 0, a
+    /// key prefix containing `{` or `}`, or TLS without the `tls` feature.
+    pub fn build(self) -> Result<RedisOnlineStore> {
+        let (config, settings) = self.settings()?;
+        Ok(RedisOnlineStore::new(config, settings))
+    }
+
+    /// [`build`](Self::build), then opens the connection pool: the store is
+    /// known to reach its server.
+    ///
+    /// # Errors
+    /// As `build`; [`Error::Unavailable`] or [`Error::Timeout`] when no server
+    /// answers within the connect timeout; [`Error::Backend`] for
+    /// authentication errors.
+    pub async fn connect(self) -> Result<RedisOnlineStore> {
+        let store = self.build()?;
+        store.check().await?;
+        Ok(store)
     }
 }
 
@@ -107,13 +135,9 @@ impl RedisOnlineStore {
         hash_key(&self.settings.prefix, entity_key)
     }
 
-    /// Opens the connection pool now (otherwise the first call does).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Timeout`] when no server answers
-    /// within the connect timeout; [`Error::Backend`] for authentication or
-    /// configuration errors.
-    pub async fn connect(&self) -> Result<()> {
+    /// Opens the connection pool now, if not open yet (otherwise the first
+    /// call does).
+    async fn check(&self) -> Result<()> {
         self.conn().await.map(|_| ())
     }
 

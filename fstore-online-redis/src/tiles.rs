@@ -25,7 +25,7 @@ use fstore_core::{Error, OnlineKey, Result, Tile, TileMergeFn, TileWrite};
 use futures::StreamExt;
 
 use crate::BACKEND;
-use crate::client::map_err;
+use crate::error::map_err;
 use crate::layout::hash_key;
 
 /// `KEYS[1]` = tile hash; `ARGV[1]` = expected `__v` (`""` = absent),

@@ -5,73 +5,9 @@
 
 use std::fmt::Write as _;
 
-/// Keyspace replication for [`crate::ScyllaOnlineStore::ensure_schema`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Replication {
-    /// `SimpleStrategy` with a replication factor (single-DC clusters, tests).
-    Simple {
-        /// Replicas of every row.
-        factor: u32,
-    },
-    /// `NetworkTopologyStrategy`: replicas per datacenter (multi-DC production).
-    NetworkTopology(Vec<(String, u32)>),
-}
-
-impl Default for Replication {
-    fn default() -> Self {
-        Self::Simple { factor: 1 }
-    }
-}
+use crate::config::Replication;
 
 impl Replication {
-    /// Parses `simple:3` or `network:dc1=3,dc2=3` (also `SimpleStrategy:3`,
-    /// `NetworkTopologyStrategy:dc1=3`).
-    ///
-    /// # Errors
-    /// A message naming what is wrong.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("replication '{s}': expected 'simple:N' or 'network:dc=N,…'"))?;
-        match kind.trim().to_ascii_lowercase().as_str() {
-            "simple" | "simplestrategy" => {
-                let factor = rest
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|e| format!("replication '{s}': factor: {e}"))?;
-                if factor == 0 {
-                    return Err(format!("replication '{s}': factor must be at least 1"));
-                }
-                Ok(Self::Simple { factor })
-            }
-            "network" | "networktopologystrategy" => {
-                let mut dcs = Vec::new();
-                for part in rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let (dc, n) = part
-                        .split_once('=')
-                        .ok_or_else(|| format!("replication '{s}': '{part}' is not dc=N"))?;
-                    let n = n
-                        .trim()
-                        .parse::<u32>()
-                        .map_err(|e| format!("replication '{s}': '{part}': {e}"))?;
-                    let dc = dc.trim();
-                    if dc.is_empty() || dc.contains(['\'', '"', '\\']) {
-                        return Err(format!("replication '{s}': invalid datacenter name '{dc}'"));
-                    }
-                    dcs.push((dc.to_owned(), n));
-                }
-                if dcs.is_empty() {
-                    return Err(format!("replication '{s}': no datacenter given"));
-                }
-                Ok(Self::NetworkTopology(dcs))
-            }
-            other => Err(format!(
-                "replication '{s}': unknown strategy '{other}' (use simple or network)"
-            )),
-        }
-    }
-
     /// The CQL map literal.
     pub(crate) fn to_cql(&self) -> String {
         match self {
@@ -88,15 +24,6 @@ impl Replication {
             }
         }
     }
-}
-
-/// True for an unquoted CQL identifier we accept: `[a-z_][a-z0-9_]{0,47}`.
-/// Lower case only, so that unquoted use is exact (CQL folds case).
-pub(crate) fn valid_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && s.len() <= 48
 }
 
 /// The statements of one (keyspace, table).
@@ -150,6 +77,7 @@ impl Statements {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::valid_identifier;
     use proptest::prelude::*;
 
     #[test]

@@ -5,11 +5,13 @@ use scylla::errors::{
     PrepareError, RequestAttemptError, RequestError,
 };
 
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// Everything that can go wrong inside this crate.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
+    /// Only the TLS setup builds it (feature `tls`).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("could not connect to {contact_points}: {source}")]

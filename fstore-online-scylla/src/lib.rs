@@ -33,17 +33,14 @@
 //! Configuration keys and their `FSTORE_SCYLLA_*` variables: [`ScyllaConfigKey`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
 mod client;
+mod config;
 mod cql;
 mod error;
+mod store;
 mod timestamp;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use builder::{ScyllaConfigKey, ScyllaOnlineStoreBuilder};
-pub use client::ScyllaOnlineStore;
-pub use cql::Replication;
-
-/// Backend id used in errors, logs and store ids.
-pub const BACKEND: &str = "scylla";
+pub use config::{BACKEND, Replication, ScyllaConfigKey, ScyllaOnlineStoreBuilder};
+pub use store::ScyllaOnlineStore;

@@ -248,3 +248,32 @@ async fn watermark_starts_over_when_the_offline_table_is_recreated() {
         .unwrap();
     assert_eq!((r.views[0].start, r.views[0].rows_read), (Some(end), 0));
 }
+
+/// Item 11: an event time in seconds that overflows microseconds is an error
+/// naming the column and row; nothing reaches either store.
+#[tokio::test]
+async fn overflowing_timestamps_are_refused_and_nothing_is_written() {
+    use arrow_array::TimestampSecondArray;
+    let (fs, rv) = store("ts_overflow").await;
+    let good = feature_batch(&[(1, S, S, Some(1.0)), (2, S, S, Some(2.0))]);
+    let schema = good.schema();
+    let (i, _) = schema.column_with_name("event_timestamp").unwrap();
+    let mut cols = good.columns().to_vec();
+    cols[i] =
+        Arc::new(TimestampSecondArray::from(vec![1, i64::MAX / 1_000_000 + 1]).with_timezone(UTC));
+    let mut fields: Vec<ArrowField> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[i] = ArrowField::new("event_timestamp", cols[i].data_type().clone(), false);
+    let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    for target in [PushTarget::Online, PushTarget::Offline, PushTarget::Both] {
+        let err = fs.push("ts_overflow", &bad, target).await.unwrap_err();
+        let m = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidInput(_))
+                && m.contains("'event_timestamp'")
+                && m.contains("row 1"),
+            "{m}"
+        );
+    }
+    assert_eq!(fs.offline_store().latest_version(&rv).await.unwrap(), None);
+    assert!(online_row(&fs, "ts_overflow", 1).await.is_none());
+}

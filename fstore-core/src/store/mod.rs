@@ -20,6 +20,7 @@ use crate::offline::{DynOfflineStore, OfflineWriteSummary};
 use crate::ondemand::OnDemandFunction;
 use crate::online::{DynOnlineStore, WriteOptions, WriteSummary};
 use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
+use crate::telemetry::{self, InstrumentedOffline, InstrumentedOnline, InstrumentedRegistry};
 
 pub use historical::{HistoricalRequest, HistoricalResult};
 pub use materialize::{
@@ -227,7 +228,9 @@ impl FeatureStoreBuilder {
         self
     }
 
-    /// Builds the store.
+    /// Builds the store. The registry, offline and online stores are wrapped
+    /// in [`telemetry`](crate::telemetry) instrumentation (spans and metrics
+    /// for every call); the accessors return the wrapped stores.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when two on-demand functions share a name.
@@ -242,15 +245,18 @@ impl FeatureStoreBuilder {
             }
         }
         Ok(FeatureStore {
-            registry: self
-                .registry
-                .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
-            offline: self
-                .offline
-                .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
-            online: self
-                .online
-                .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            registry: InstrumentedRegistry::wrap(
+                self.registry
+                    .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
+            ),
+            offline: InstrumentedOffline::wrap(
+                self.offline
+                    .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
+            ),
+            online: InstrumentedOnline::wrap(
+                self.online
+                    .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            ),
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
@@ -273,9 +279,9 @@ impl FeatureStore {
     /// A store on the in-memory registry, offline and online stores.
     pub fn in_memory() -> Self {
         Self {
-            registry: Arc::new(InMemoryRegistry::new()),
-            offline: Arc::new(InMemoryOfflineStore::new()),
-            online: Arc::new(InMemoryOnlineStore::new()),
+            registry: InstrumentedRegistry::wrap(Arc::new(InMemoryRegistry::new())),
+            offline: InstrumentedOffline::wrap(Arc::new(InMemoryOfflineStore::new())),
+            online: InstrumentedOnline::wrap(Arc::new(InMemoryOnlineStore::new())),
             on_demand: HashMap::new(),
             online_timeout: Duration::from_secs(1),
             registry_ttl: Duration::from_secs(1),
@@ -350,6 +356,25 @@ impl FeatureStore {
     /// [`Error::OnDemandVersionMismatch`] (a registered function with another
     /// version), [`Error::Conflict`].
     pub async fn apply(&self, desired: &Definitions, opts: ApplyOptions) -> Result<ApplyResult> {
+        let span = tracing::info_span!(
+            "fstore.apply",
+            registry = self.registry.backend(),
+            force = opts.force,
+            changes = tracing::field::Empty,
+            version = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let res =
+            telemetry::operation("apply", span.clone(), self.apply_inner(desired, opts)).await;
+        if let Ok(r) = &res {
+            span.record("changes", r.plan.changes.len());
+            span.record("version", r.version);
+        }
+        res
+    }
+
+    async fn apply_inner(&self, desired: &Definitions, opts: ApplyOptions) -> Result<ApplyResult> {
         validate(desired)?;
         for (name, def) in &desired.on_demand_views {
             if let Some(f) = self.on_demand.get(name) {
@@ -394,6 +419,23 @@ impl FeatureStore {
     /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
     /// rules included); backend failures.
     pub async fn push(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+        target: PushTarget,
+    ) -> Result<PushSummary> {
+        let span = tracing::info_span!(
+            "fstore.push",
+            view,
+            rows = batch.num_rows(),
+            target = ?target,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        telemetry::operation("push", span, self.push_inner(view, batch, target)).await
+    }
+
+    async fn push_inner(
         &self,
         view: &str,
         batch: &RecordBatch,
@@ -482,6 +524,7 @@ impl FeatureStore {
                     replacement = ?d.replacement,
                     "read of deprecated feature view"
                 );
+                telemetry::record_deprecated_read(v);
                 if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
                     *m.entry(v.clone()).or_default() += 1;
                 }

@@ -12,21 +12,29 @@
 //! removes them afterwards, so suites can run in parallel against one server.
 //! Cases panic with messages naming the backend and the case.
 //!
-//! Set `FSTORE_TEST_REQUIRE_SERVERS=1` (the project's `scripts/test.sh` does) to
-//! turn a missing server into a failure instead of a loud skip; set
-//! `FSTORE_TEST_PARITY_CASES` to change the number of parity proptest cases.
+//! A suite whose server is missing fails ([`server_url`]) unless
+//! `FSTORE_TEST_ALLOW_SKIP=1` allows the skip explicitly;
+//! `FSTORE_TEST_REQUIRE_SERVERS=1` (the project's `scripts/test.sh` sets it)
+//! makes it fail even then. `FSTORE_TEST_PARITY_CASES` changes the number of
+//! property cases (0 is refused).
 
 mod agg;
+mod env;
 mod fixtures;
+mod fuzz;
 mod offline;
 mod online;
 mod parity;
 mod registry;
+mod stress;
 
 pub use agg::{
     agg_concurrent_push, agg_parity, agg_tiles_idempotent_expiring_guarded, run_agg_suite,
 };
+pub(crate) use env::parity_cases;
+pub use env::server_url;
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use fuzz::{DECODER_CASES, decoder_never_panics};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
     offline_time_range, offline_versions, run_offline_suite,
@@ -41,27 +49,7 @@ pub use registry::{
     registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,
     run_registry_suite,
 };
-
-/// The value of the environment variable `var` (a server address for a suite).
-///
-/// When unset: with `FSTORE_TEST_REQUIRE_SERVERS=1` this panics (the test
-/// fails); otherwise it prints a loud skip notice to stderr and returns `None`.
-pub fn server_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            let required = std::env::var("FSTORE_TEST_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "{var} is not set but FSTORE_TEST_REQUIRE_SERVERS=1: the server this suite needs is missing (run scripts/test.sh)"
-            );
-            eprintln!(
-                "\n!!! SKIPPED: {var} is not set, so this conformance suite did NOT run. Use scripts/test.sh. !!!\n"
-            );
-            None
-        }
-    }
-}
+pub use stress::{STRESS_ENTITIES, STRESS_ROUNDS, STRESS_WRITERS, online_concurrent_pushers};
 
 /// Runs an async property `check` for `cases` generated cases (with
 /// shrinking) from inside an async test: the proptest runner is synchronous, so
@@ -81,6 +69,10 @@ pub(crate) fn run_async_proptest<S, F, Fut>(
     F: Fn(S::Value) -> Fut,
     Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
 {
+    assert!(
+        cases > 0,
+        "{what}: 0 cases would pass the property without checking it"
+    );
     let handle = tokio::runtime::Handle::current();
     assert!(
         handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
@@ -97,14 +89,6 @@ pub(crate) fn run_async_proptest<S, F, Fut>(
     if let Err(e) = result {
         panic!("{failure}: {e}");
     }
-}
-
-/// Number of parity cases (`FSTORE_TEST_PARITY_CASES`, default `default`).
-pub(crate) fn parity_cases(default: u32) -> u32 {
-    std::env::var("FSTORE_TEST_PARITY_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[cfg(test)]

@@ -386,5 +386,6 @@ pub async fn run_online_suite(store: Arc<DynOnlineStore>) {
     online_delete_view(store.as_ref()).await;
     online_concurrent_writers(Arc::clone(&store)).await;
     online_statuses(Arc::clone(&store)).await;
+    super::stress::online_concurrent_pushers(Arc::clone(&store)).await;
     super::parity::online_parity(store, super::parity_cases(64)).await;
 }

@@ -1,15 +1,17 @@
-//! [`RedisOnlineStoreBuilder`] and [`RedisConfigKey`]: typed configuration,
-//! `FSTORE_REDIS_*` environment variables, validation.
+//! Configuration: [`RedisConfigKey`], [`RedisOnlineStoreBuilder`]'s setters and
+//! the validated [`Settings`], in core's configuration language
+//! ([`fstore_core::config`]). Imports nothing else of this crate.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use fred::types::config::{Config, ServerConfig};
+use fstore_core::config::{ConfigKey, ConfigValues, REDACTED, format_duration, parse_key};
 use fstore_core::{Error, Result};
 
-use crate::BACKEND;
-use crate::store::RedisOnlineStore;
+/// Backend id used in errors, logs and [`fstore_core::OnlineStore::backend`].
+pub const BACKEND: &str = "redis";
 
 /// Default key prefix (the "project"): every key is `<prefix>:{<entity key>}`.
 pub(crate) const DEFAULT_PREFIX: &str = "fstore";
@@ -21,16 +23,18 @@ const DEFAULT_SCRIPT_BATCH: usize = 64;
 
 /// A configuration key of [`RedisOnlineStoreBuilder`].
 ///
-/// Parsed from its name (case-insensitive, with the aliases listed) by
-/// [`FromStr`]; [`RedisConfigKey::env_var`] gives the environment variable
-/// [`RedisOnlineStoreBuilder::from_env`] reads.
+/// Parsed from its name, an alias or its environment variable (any case) by
+/// [`FromStr`]; values follow [`fstore_core::config`] (durations need a unit:
+/// `500ms`, `2s`). [`ConfigKey::env_var`] gives the variable
+/// [`RedisOnlineStoreBuilder::from_env`] reads (`FSTORE_REDIS_<NAME>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RedisConfigKey {
-    /// `url` (`FSTORE_REDIS_URL`): a Redis URL as understood by fred:
+    /// `url` (aliases `redis_url`, `urls`; `FSTORE_REDIS_URL`): a Redis URL as understood by fred:
     /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS),
     /// `redis-cluster://host:port?node=host2:port2&node=…` (cluster), or a
     /// comma-separated list of `redis://host:port` URLs (cluster seed nodes).
+    /// Its password is never printed.
     Url,
     /// `cluster` (`FSTORE_REDIS_CLUSTER`): `true` to treat a plain `redis://`
     /// URL as a Redis Cluster seed node. Default `false` (a `redis-cluster://`
@@ -49,27 +53,28 @@ pub enum RedisConfigKey {
     /// `pool_size` (`FSTORE_REDIS_POOL_SIZE`): number of multiplexed connections
     /// (per node in cluster mode). Default 4.
     PoolSize,
-    /// `command_timeout` (`FSTORE_REDIS_COMMAND_TIMEOUT`): deadline of each command
-    /// (and of a read call). `250ms`, `2s`, `1m` or plain milliseconds. Default 2s.
+    /// `command_timeout` (alias `timeout`; `FSTORE_REDIS_COMMAND_TIMEOUT`): deadline
+    /// of each command (and of a read call), e.g. `250ms`, `2s`. Default `2s`.
     CommandTimeout,
     /// `connect_timeout` (`FSTORE_REDIS_CONNECT_TIMEOUT`): deadline for opening a
-    /// connection (TCP + TLS + handshake). Default 2s.
+    /// connection (TCP + TLS + handshake). Default `2s`.
     ConnectTimeout,
     /// `native_ttl` (`FSTORE_REDIS_NATIVE_TTL`): `true` (default) sets `PEXPIREAT`
     /// on each entity hash so Redis frees entities whose every view has expired.
     NativeTtl,
     /// `expiry_grace` (`FSTORE_REDIS_EXPIRY_GRACE`): extra time added to the
     /// native expiry (`event_ts + ttl + grace`), a margin for clock skew between
-    /// the application and Redis. Default 60s.
+    /// the application and Redis. Default `60s`.
     ExpiryGrace,
     /// `script_batch` (`FSTORE_REDIS_SCRIPT_BATCH`): rows per `EVALSHA` of the
     /// newest-wins script (rows of one hash slot in cluster mode). Default 64.
     ScriptBatch,
 }
 
-impl RedisConfigKey {
-    /// Every key, in declaration order.
-    pub const ALL: [Self; 12] = [
+impl ConfigKey for RedisConfigKey {
+    const BACKEND: &'static str = BACKEND;
+    const ENV_PREFIX: &'static str = "REDIS";
+    const ALL: &'static [Self] = &[
         Self::Url,
         Self::Cluster,
         Self::Username,
@@ -84,27 +89,7 @@ impl RedisConfigKey {
         Self::ScriptBatch,
     ];
 
-    /// The environment variable read by [`RedisOnlineStoreBuilder::from_env`].
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Self::Url => "FSTORE_REDIS_URL",
-            Self::Cluster => "FSTORE_REDIS_CLUSTER",
-            Self::Username => "FSTORE_REDIS_USERNAME",
-            Self::Password => "FSTORE_REDIS_PASSWORD",
-            Self::Tls => "FSTORE_REDIS_TLS",
-            Self::KeyPrefix => "FSTORE_REDIS_KEY_PREFIX",
-            Self::PoolSize => "FSTORE_REDIS_POOL_SIZE",
-            Self::CommandTimeout => "FSTORE_REDIS_COMMAND_TIMEOUT",
-            Self::ConnectTimeout => "FSTORE_REDIS_CONNECT_TIMEOUT",
-            Self::NativeTtl => "FSTORE_REDIS_NATIVE_TTL",
-            Self::ExpiryGrace => "FSTORE_REDIS_EXPIRY_GRACE",
-            Self::ScriptBatch => "FSTORE_REDIS_SCRIPT_BATCH",
-        }
-    }
-}
-
-impl AsRef<str> for RedisConfigKey {
-    fn as_ref(&self) -> &str {
+    fn name(self) -> &'static str {
         match self {
             Self::Url => "url",
             Self::Cluster => "cluster",
@@ -120,11 +105,39 @@ impl AsRef<str> for RedisConfigKey {
             Self::ScriptBatch => "script_batch",
         }
     }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Url => &["redis_url", "urls"],
+            Self::Username => &["user"],
+            Self::KeyPrefix => &["prefix", "project"],
+            Self::CommandTimeout => &["timeout"],
+            _ => &[],
+        }
+    }
+
+    fn is_secret(self) -> bool {
+        self == Self::Password
+    }
+
+    fn display_value(self, value: &str) -> String {
+        match self {
+            Self::Url => redact_url(value),
+            Self::Password => REDACTED.to_owned(),
+            _ => value.to_owned(),
+        }
+    }
+}
+
+impl AsRef<str> for RedisConfigKey {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
 }
 
 impl fmt::Display for RedisConfigKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_ref())
+        f.write_str(self.name())
     }
 }
 
@@ -132,36 +145,15 @@ impl FromStr for RedisConfigKey {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let k = s.trim().to_ascii_lowercase();
-        let k = k.strip_prefix("fstore_redis_").unwrap_or(&k);
-        Ok(match k {
-            "url" | "redis_url" | "urls" => Self::Url,
-            "cluster" => Self::Cluster,
-            "username" | "user" => Self::Username,
-            "password" => Self::Password,
-            "tls" => Self::Tls,
-            "key_prefix" | "prefix" | "project" => Self::KeyPrefix,
-            "pool_size" => Self::PoolSize,
-            "command_timeout" | "timeout" => Self::CommandTimeout,
-            "connect_timeout" => Self::ConnectTimeout,
-            "native_ttl" => Self::NativeTtl,
-            "expiry_grace" => Self::ExpiryGrace,
-            "script_batch" => Self::ScriptBatch,
-            _ => {
-                return Err(Error::UnknownConfigKey {
-                    backend: BACKEND,
-                    key: s.to_owned(),
-                });
-            }
-        })
+        parse_key(s)
     }
 }
 
-/// Builds a [`RedisOnlineStore`].
+/// Builds a [`RedisOnlineStore`](crate::RedisOnlineStore).
 ///
-/// Setters never fail; [`RedisOnlineStoreBuilder::build`] validates
-/// everything. `build` is synchronous and does no I/O: connections are opened
-/// on first use.
+/// Setters never fail; [`build`](Self::build) validates everything. `build` is
+/// synchronous and does no I/O: connections are opened on first use, or by
+/// [`connect`](Self::connect), which builds and checks connectivity.
 ///
 /// ```
 /// use std::time::Duration;
@@ -178,34 +170,14 @@ impl FromStr for RedisConfigKey {
 /// ```
 #[derive(Clone, Default)]
 pub struct RedisOnlineStoreBuilder {
-    url: Option<String>,
-    cluster: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    tls: Option<String>,
-    key_prefix: Option<String>,
-    pool_size: Option<String>,
-    command_timeout: Option<String>,
-    connect_timeout: Option<String>,
-    native_ttl: Option<String>,
-    expiry_grace: Option<String>,
-    script_batch: Option<String>,
-    /// Unknown keys given to `with_config_str`, reported by `build`.
-    unknown: Vec<String>,
+    values: ConfigValues<RedisConfigKey>,
 }
 
 impl fmt::Debug for RedisOnlineStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisOnlineStoreBuilder")
-            .field("url", &self.url.as_deref().map(redact_url))
-            .field("cluster", &self.cluster)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("tls", &self.tls)
-            .field("key_prefix", &self.key_prefix)
-            .field("pool_size", &self.pool_size)
-            .field("command_timeout", &self.command_timeout)
-            .finish_non_exhaustive()
+        f.debug_tuple("RedisOnlineStoreBuilder")
+            .field(&self.values)
+            .finish()
     }
 }
 
@@ -216,34 +188,17 @@ impl RedisOnlineStoreBuilder {
     }
 
     /// A builder from the `FSTORE_REDIS_*` environment variables
-    /// ([`RedisConfigKey::env_var`]); no other variable is read.
+    /// ([`ConfigKey::env_var`]); no other variable is read, and a
+    /// `FSTORE_REDIS_*` variable that names no key is ignored with a warning.
     pub fn from_env() -> Self {
-        let mut b = Self::new();
-        for key in RedisConfigKey::ALL {
-            if let Ok(v) = std::env::var(key.env_var()) {
-                b = b.with_config(key, v);
-            }
+        Self {
+            values: ConfigValues::from_env(),
         }
-        b
     }
 
     /// Sets one key.
     pub fn with_config(mut self, key: RedisConfigKey, value: impl Into<String>) -> Self {
-        let v = Some(value.into());
-        match key {
-            RedisConfigKey::Url => self.url = v,
-            RedisConfigKey::Cluster => self.cluster = v,
-            RedisConfigKey::Username => self.username = v,
-            RedisConfigKey::Password => self.password = v,
-            RedisConfigKey::Tls => self.tls = v,
-            RedisConfigKey::KeyPrefix => self.key_prefix = v,
-            RedisConfigKey::PoolSize => self.pool_size = v,
-            RedisConfigKey::CommandTimeout => self.command_timeout = v,
-            RedisConfigKey::ConnectTimeout => self.connect_timeout = v,
-            RedisConfigKey::NativeTtl => self.native_ttl = v,
-            RedisConfigKey::ExpiryGrace => self.expiry_grace = v,
-            RedisConfigKey::ScriptBatch => self.script_batch = v,
-        }
+        self.values.set(key, value);
         self
     }
 
@@ -251,13 +206,13 @@ impl RedisOnlineStoreBuilder {
     /// unknown name makes [`build`](Self::build) fail with
     /// [`Error::UnknownConfigKey`].
     pub fn with_config_str(mut self, key: &str, value: impl Into<String>) -> Self {
-        match key.parse::<RedisConfigKey>() {
-            Ok(k) => self.with_config(k, value),
-            Err(_) => {
-                self.unknown.push(key.to_owned());
-                self
-            }
-        }
+        self.values.set_str(key, value);
+        self
+    }
+
+    /// The raw value of a key, if set.
+    pub fn get_config(&self, key: RedisConfigKey) -> Option<&str> {
+        self.values.get(key)
     }
 
     /// Sets [`RedisConfigKey::Url`].
@@ -290,17 +245,11 @@ impl RedisOnlineStoreBuilder {
     }
     /// Sets [`RedisConfigKey::CommandTimeout`].
     pub fn with_command_timeout(self, t: Duration) -> Self {
-        self.with_config(
-            RedisConfigKey::CommandTimeout,
-            format!("{}ms", t.as_millis()),
-        )
+        self.with_config(RedisConfigKey::CommandTimeout, format_duration(t))
     }
     /// Sets [`RedisConfigKey::ConnectTimeout`].
     pub fn with_connect_timeout(self, t: Duration) -> Self {
-        self.with_config(
-            RedisConfigKey::ConnectTimeout,
-            format!("{}ms", t.as_millis()),
-        )
+        self.with_config(RedisConfigKey::ConnectTimeout, format_duration(t))
     }
     /// Sets [`RedisConfigKey::NativeTtl`].
     pub fn with_native_ttl(self, on: bool) -> Self {
@@ -308,89 +257,54 @@ impl RedisOnlineStoreBuilder {
     }
     /// Sets [`RedisConfigKey::ExpiryGrace`].
     pub fn with_expiry_grace(self, t: Duration) -> Self {
-        self.with_config(RedisConfigKey::ExpiryGrace, format!("{}ms", t.as_millis()))
+        self.with_config(RedisConfigKey::ExpiryGrace, format_duration(t))
     }
     /// Sets [`RedisConfigKey::ScriptBatch`].
     pub fn with_script_batch(self, n: usize) -> Self {
         self.with_config(RedisConfigKey::ScriptBatch, n.to_string())
     }
 
-    /// Validates the configuration and returns the store (no I/O; the
-    /// connection pool opens on first use).
+    /// Validates every key: the fred connection config and the other settings.
     ///
     /// # Errors
     /// [`Error::UnknownConfigKey`] for a key given by an unknown name;
     /// [`Error::InvalidInput`] naming the key for a missing URL, an unparsable
     /// URL, number, boolean or duration, a pool size or script batch of 0, a
     /// key prefix containing `{` or `}`, or TLS without the `tls` feature.
-    pub fn build(self) -> Result<RedisOnlineStore> {
-        if let Some(k) = self.unknown.first() {
-            return Err(Error::UnknownConfigKey {
-                backend: BACKEND,
-                key: k.clone(),
-            });
-        }
-        let url = self
-            .url
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{BACKEND}: config key 'url' ({}) is required",
-                    RedisConfigKey::Url.env_var()
-                ))
-            })?;
-        let force_cluster = parse_bool(RedisConfigKey::Cluster, self.cluster.as_deref(), false)?;
-        let tls = parse_bool(RedisConfigKey::Tls, self.tls.as_deref(), false)?;
+    pub(crate) fn settings(&self) -> Result<(Config, Settings)> {
+        use RedisConfigKey as K;
+        let c = &self.values;
+        c.check_unknown()?;
+        let url = c.required(K::Url)?;
+        let force_cluster = c.bool(K::Cluster, false)?;
+        let tls = c.bool(K::Tls, false)?;
         let mut config = parse_url(url, force_cluster)?;
-        if let Some(u) = self.username.filter(|u| !u.is_empty()) {
-            config.username = Some(u);
+        if let Some(u) = c.get(K::Username) {
+            config.username = Some(u.to_owned());
         }
-        if let Some(p) = self.password {
-            config.password = Some(p);
+        if let Some(p) = c.get(K::Password) {
+            config.password = Some(p.to_owned());
         }
         if tls || url.starts_with("rediss") {
             enable_tls(&mut config)?;
         }
-        let prefix = self.key_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let prefix = c.get(K::KeyPrefix).unwrap_or(DEFAULT_PREFIX).to_owned();
         if prefix.contains(['{', '}']) {
-            return Err(Error::invalid(format!(
-                "{BACKEND}: config key 'key_prefix' is '{prefix}': it must not contain '{{' or '}}' (they mark the cluster hash tag)"
-            )));
+            return Err(c.invalid(
+                K::KeyPrefix,
+                "must not contain '{' or '}' (they mark the cluster hash tag)",
+            ));
         }
-        let pool_size = parse_usize(
-            RedisConfigKey::PoolSize,
-            self.pool_size.as_deref(),
-            DEFAULT_POOL_SIZE,
-        )?;
-        let script_batch = parse_usize(
-            RedisConfigKey::ScriptBatch,
-            self.script_batch.as_deref(),
-            DEFAULT_SCRIPT_BATCH,
-        )?;
         let settings = Settings {
             prefix,
-            pool_size,
-            command_timeout: parse_duration(
-                RedisConfigKey::CommandTimeout,
-                self.command_timeout.as_deref(),
-                DEFAULT_COMMAND_TIMEOUT,
-            )?,
-            connect_timeout: parse_duration(
-                RedisConfigKey::ConnectTimeout,
-                self.connect_timeout.as_deref(),
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-            native_ttl: parse_bool(RedisConfigKey::NativeTtl, self.native_ttl.as_deref(), true)?,
-            expiry_grace: parse_duration(
-                RedisConfigKey::ExpiryGrace,
-                self.expiry_grace.as_deref(),
-                DEFAULT_EXPIRY_GRACE,
-            )?,
-            script_batch,
+            pool_size: c.count(K::PoolSize, DEFAULT_POOL_SIZE, 1, usize::MAX)?,
+            command_timeout: c.duration(K::CommandTimeout, DEFAULT_COMMAND_TIMEOUT)?,
+            connect_timeout: c.duration(K::ConnectTimeout, DEFAULT_CONNECT_TIMEOUT)?,
+            native_ttl: c.bool(K::NativeTtl, true)?,
+            expiry_grace: c.duration(K::ExpiryGrace, DEFAULT_EXPIRY_GRACE)?,
+            script_batch: c.count(K::ScriptBatch, DEFAULT_SCRIPT_BATCH, 1, usize::MAX)?,
         };
-        Ok(RedisOnlineStore::new(config, settings))
+        Ok((config, settings))
     }
 }
 
@@ -407,65 +321,10 @@ pub(crate) struct Settings {
 }
 
 fn bad(key: RedisConfigKey, value: &str, what: &str) -> Error {
-    Error::invalid(format!("{BACKEND}: config key '{key}' = '{value}': {what}"))
-}
-
-fn parse_bool(key: RedisConfigKey, v: Option<&str>, default: bool) -> Result<bool> {
-    match v.map(|s| s.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(s) => match s.as_str() {
-            "" => Ok(default),
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(bad(key, &s, "expected true or false")),
-        },
-    }
-}
-
-fn parse_usize(key: RedisConfigKey, v: Option<&str>, default: usize) -> Result<usize> {
-    match v.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(default),
-        Some(s) => match s.parse::<usize>() {
-            Ok(0) => Err(bad(key, s, "must be at least 1")),
-            Ok(n) => Ok(n),
-            Err(_) => Err(bad(key, s, "expected a positive integer")),
-        },
-    }
-}
-
-/// `250ms`, `2s`, `1m`, `1h` or plain milliseconds.
-pub(crate) fn parse_duration(
-    key: RedisConfigKey,
-    v: Option<&str>,
-    default: Duration,
-) -> Result<Duration> {
-    let Some(s) = v.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(default);
-    };
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        bad(
-            key,
-            s,
-            "expected a duration such as 250ms, 2s, 1m or plain milliseconds",
-        )
-    })?;
-    let ms = match unit.trim() {
-        "" | "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        bad(
-            key,
-            s,
-            "expected a duration such as 250ms, 2s, 1m or plain milliseconds",
-        )
-    })?;
-    Ok(Duration::from_millis(ms))
+    Error::invalid(format!(
+        "{BACKEND}: config key '{key}' ({}) = '{value}': {what}",
+        key.env_var()
+    ))
 }
 
 fn parse_url(url: &str, force_cluster: bool) -> Result<Config> {
@@ -538,7 +397,7 @@ mod tests {
 
     #[test]
     fn keys_parse_with_aliases_and_env_names() {
-        for k in RedisConfigKey::ALL {
+        for &k in RedisConfigKey::ALL {
             assert_eq!(k.as_ref().parse::<RedisConfigKey>().unwrap(), k);
             assert_eq!(k.env_var().parse::<RedisConfigKey>().unwrap(), k);
         }
@@ -595,26 +454,24 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        let k = RedisConfigKey::CommandTimeout;
-        let d = Duration::ZERO;
-        assert_eq!(
-            parse_duration(k, Some("250ms"), d).unwrap(),
-            Duration::from_millis(250)
+    fn durations_need_a_unit_and_keep_sub_millisecond_precision() {
+        let base = || RedisOnlineStoreBuilder::new().with_url("redis://127.0.0.1:1");
+        let err = base()
+            .with_config(RedisConfigKey::CommandTimeout, "500")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("command_timeout") && err.contains("500ms"),
+            "{err}"
         );
-        assert_eq!(
-            parse_duration(k, Some("2s"), d).unwrap(),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            parse_duration(k, Some("1m"), d).unwrap(),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            parse_duration(k, Some("15"), d).unwrap(),
-            Duration::from_millis(15)
-        );
-        assert!(parse_duration(k, Some("2 weeks"), d).is_err());
+        let (_, s) = base()
+            .with_command_timeout(Duration::from_micros(1500))
+            .with_config_str("FSTORE_REDIS_EXPIRY_GRACE", "1h")
+            .settings()
+            .unwrap();
+        assert_eq!(s.command_timeout, Duration::from_micros(1500));
+        assert_eq!(s.expiry_grace, Duration::from_secs(3600));
     }
 
     #[test]

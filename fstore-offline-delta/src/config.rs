@@ -1,15 +1,17 @@
-//! [`DeltaOfflineStoreBuilder`] and [`DeltaConfigKey`].
+//! Configuration: [`DeltaConfigKey`], [`DeltaOfflineStoreBuilder`]'s setters
+//! and the validated [`Settings`], in core's configuration language
+//! ([`fstore_core::config`]). Imports nothing else of this crate.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
+use fstore_core::config::{ConfigKey, ConfigValues, parse_key};
 use fstore_core::{Error, Result};
 use url::Url;
 
-use crate::BACKEND;
-use crate::registry::DeltaRegistry;
-use crate::store::DeltaOfflineStore;
+/// Backend id used in errors and tracing.
+pub const BACKEND: &str = "delta";
 
 /// Default number of whole-write retries after delta-rs' own commit retries
 /// gave up (each delta-rs attempt already retries 15 times on a newer version).
@@ -33,33 +35,24 @@ pub enum DeltaConfigKey {
     Root,
     /// Extra whole-write attempts after a commit conflict. Env: `FSTORE_DELTA_COMMIT_RETRIES`.
     CommitRetries,
-    /// Target data-file size in bytes for writes and compaction.
-    /// Env: `FSTORE_DELTA_TARGET_FILE_SIZE`.
+    /// Target data-file size for writes and compaction: bytes, or a size with
+    /// a unit (`128MiB`, `1GiB`). Env: `FSTORE_DELTA_TARGET_FILE_SIZE`.
     TargetFileSize,
     /// Rows per record batch a scan yields. Env: `FSTORE_DELTA_SCAN_BATCH_ROWS`.
     ScanBatchRows,
 }
 
-impl DeltaConfigKey {
-    const ALL: [Self; 4] = [
+impl ConfigKey for DeltaConfigKey {
+    const BACKEND: &'static str = BACKEND;
+    const ENV_PREFIX: &'static str = "DELTA";
+    const ALL: &'static [Self] = &[
         Self::Root,
         Self::CommitRetries,
         Self::TargetFileSize,
         Self::ScanBatchRows,
     ];
 
-    fn env_name(self) -> &'static str {
-        match self {
-            Self::Root => "FSTORE_DELTA_ROOT",
-            Self::CommitRetries => "FSTORE_DELTA_COMMIT_RETRIES",
-            Self::TargetFileSize => "FSTORE_DELTA_TARGET_FILE_SIZE",
-            Self::ScanBatchRows => "FSTORE_DELTA_SCAN_BATCH_ROWS",
-        }
-    }
-}
-
-impl AsRef<str> for DeltaConfigKey {
-    fn as_ref(&self) -> &str {
+    fn name(self) -> &'static str {
         match self {
             Self::Root => "root",
             Self::CommitRetries => "commit_retries",
@@ -67,24 +60,36 @@ impl AsRef<str> for DeltaConfigKey {
             Self::ScanBatchRows => "scan_batch_rows",
         }
     }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Root => &["uri"],
+            _ => &[],
+        }
+    }
+}
+
+impl AsRef<str> for DeltaConfigKey {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl fmt::Display for DeltaConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for DeltaConfigKey {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let lower = s.to_ascii_lowercase();
-        let plain = lower.strip_prefix("fstore_delta_").unwrap_or(&lower);
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_ref() == plain || (plain == "uri" && *k == Self::Root))
-            .ok_or_else(|| Error::UnknownConfigKey {
-                backend: BACKEND,
-                key: s.to_owned(),
-            })
+        parse_key(s)
     }
 }
 
-/// Builds a [`DeltaOfflineStore`] (and the [`DeltaRegistry`] next to its tables).
+/// Builds a [`DeltaOfflineStore`](crate::DeltaOfflineStore) (and the
+/// [`DeltaRegistry`](crate::DeltaRegistry) next to its tables).
 ///
 /// ```
 /// use fstore_offline_delta::{DeltaConfigKey, DeltaOfflineStoreBuilder};
@@ -98,12 +103,8 @@ impl FromStr for DeltaConfigKey {
 /// ```
 #[derive(Clone, Default)]
 pub struct DeltaOfflineStoreBuilder {
-    root: Option<String>,
-    commit_retries: Option<String>,
-    target_file_size: Option<String>,
-    scan_batch_rows: Option<String>,
+    values: ConfigValues<DeltaConfigKey>,
     storage_options: HashMap<String, String>,
-    unknown: Vec<String>,
 }
 
 impl fmt::Debug for DeltaOfflineStoreBuilder {
@@ -112,18 +113,15 @@ impl fmt::Debug for DeltaOfflineStoreBuilder {
         let mut keys: Vec<&String> = self.storage_options.keys().collect();
         keys.sort();
         f.debug_struct("DeltaOfflineStoreBuilder")
-            .field("root", &self.root)
-            .field("commit_retries", &self.commit_retries)
-            .field("target_file_size", &self.target_file_size)
-            .field("scan_batch_rows", &self.scan_batch_rows)
+            .field("values", &self.values)
             .field("storage_option_keys", &keys)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 /// The validated configuration shared by the store and the registry.
 #[derive(Clone)]
-pub(crate) struct Config {
+pub(crate) struct Settings {
     pub(crate) root: Url,
     pub(crate) commit_retries: u32,
     pub(crate) target_file_size: u64,
@@ -131,11 +129,11 @@ pub(crate) struct Config {
     pub(crate) storage_options: HashMap<String, String>,
 }
 
-impl fmt::Debug for Config {
+impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut keys: Vec<&String> = self.storage_options.keys().collect();
         keys.sort();
-        f.debug_struct("Config")
+        f.debug_struct("Settings")
             .field("root", &self.root.as_str())
             .field("commit_retries", &self.commit_retries)
             .field("target_file_size", &self.target_file_size)
@@ -146,18 +144,6 @@ impl fmt::Debug for Config {
 
 fn config_err(msg: String) -> Error {
     Error::InvalidInput(format!("{BACKEND} config: {msg}"))
-}
-
-fn parse_num<T: FromStr>(key: DeltaConfigKey, v: Option<&String>, default: T) -> Result<T> {
-    match v {
-        None => Ok(default),
-        Some(s) => s.trim().parse().map_err(|_| {
-            config_err(format!(
-                "'{}' must be a non-negative integer, got '{s}'",
-                key.as_ref()
-            ))
-        }),
-    }
 }
 
 /// Turns a local path or URL into a directory URL ending in `/`.
@@ -209,14 +195,17 @@ impl DeltaOfflineStoreBuilder {
     /// `FSTORE_DELTA_TARGET_FILE_SIZE`, `FSTORE_DELTA_SCAN_BATCH_ROWS`, and every
     /// `FSTORE_DELTA_STORAGE_<KEY>` as the delta-rs storage option `<key>`
     /// (lower-cased; e.g. `FSTORE_DELTA_STORAGE_AWS_REGION` → `aws_region`).
+    /// Any other `FSTORE_DELTA_*` variable is ignored with a warning.
     pub fn from_env() -> Self {
-        let mut b = Self::new();
-        for (k, v) in std::env::vars() {
-            if let Some(opt) = k.strip_prefix("FSTORE_DELTA_STORAGE_") {
-                b = b.with_storage_option(opt.to_ascii_lowercase(), v);
-            } else if let Some(key) = DeltaConfigKey::ALL.into_iter().find(|c| c.env_name() == k) {
-                b = b.with_config(key, v);
-            }
+        let (storage, keys): (Vec<_>, Vec<_>) =
+            std::env::vars().partition(|(k, _)| k.starts_with("FSTORE_DELTA_STORAGE_"));
+        let mut b = Self {
+            values: ConfigValues::from_vars(keys),
+            storage_options: HashMap::new(),
+        };
+        for (k, v) in storage {
+            let opt = &k["FSTORE_DELTA_STORAGE_".len()..];
+            b = b.with_storage_option(opt.to_ascii_lowercase(), v);
         }
         b
     }
@@ -250,80 +239,36 @@ impl DeltaOfflineStoreBuilder {
 
     /// Sets a key by enum.
     pub fn with_config(mut self, key: DeltaConfigKey, value: impl Into<String>) -> Self {
-        let v = Some(value.into());
-        match key {
-            DeltaConfigKey::Root => self.root = v,
-            DeltaConfigKey::CommitRetries => self.commit_retries = v,
-            DeltaConfigKey::TargetFileSize => self.target_file_size = v,
-            DeltaConfigKey::ScanBatchRows => self.scan_batch_rows = v,
-        }
+        self.values.set(key, value);
         self
     }
 
     /// Sets a key by name; an unknown name makes `build` fail with
     /// [`Error::UnknownConfigKey`].
     pub fn with_config_str(mut self, key: &str, value: impl Into<String>) -> Self {
-        match key.parse::<DeltaConfigKey>() {
-            Ok(k) => self.with_config(k, value),
-            Err(_) => {
-                self.unknown.push(key.to_owned());
-                self
-            }
-        }
+        self.values.set_str(key, value);
+        self
     }
 
-    pub(crate) fn config(&self) -> Result<Config> {
-        if let Some(k) = self.unknown.first() {
-            return Err(Error::UnknownConfigKey {
-                backend: BACKEND,
-                key: k.clone(),
-            });
-        }
-        let root = self
-            .root
-            .as_deref()
-            .ok_or_else(|| config_err("'root' is required (FSTORE_DELTA_ROOT)".into()))?;
-        let scan_batch_rows = parse_num(
-            DeltaConfigKey::ScanBatchRows,
-            self.scan_batch_rows.as_ref(),
-            DEFAULT_SCAN_BATCH_ROWS,
-        )?;
-        if scan_batch_rows == 0 {
-            return Err(config_err("'scan_batch_rows' must be at least 1".into()));
-        }
-        Ok(Config {
+    /// The raw value of a key, if set.
+    pub fn get_config(&self, key: DeltaConfigKey) -> Option<&str> {
+        self.values.get(key)
+    }
+
+    /// Validates the configuration (no I/O except creating a local root
+    /// directory).
+    pub(crate) fn settings(&self) -> Result<Settings> {
+        use DeltaConfigKey as K;
+        let c = &self.values;
+        c.check_unknown()?;
+        let root = c.required(K::Root)?;
+        Ok(Settings {
             root: root_url(root)?,
-            commit_retries: parse_num(
-                DeltaConfigKey::CommitRetries,
-                self.commit_retries.as_ref(),
-                DEFAULT_COMMIT_RETRIES,
-            )?,
-            target_file_size: parse_num(
-                DeltaConfigKey::TargetFileSize,
-                self.target_file_size.as_ref(),
-                DEFAULT_TARGET_FILE_SIZE,
-            )?,
-            scan_batch_rows,
+            commit_retries: c.number(K::CommitRetries, DEFAULT_COMMIT_RETRIES)?,
+            target_file_size: c.size(K::TargetFileSize, DEFAULT_TARGET_FILE_SIZE)?,
+            scan_batch_rows: c.count(K::ScanBatchRows, DEFAULT_SCAN_BATCH_ROWS, 1, usize::MAX)?,
             storage_options: self.storage_options.clone(),
         })
-    }
-
-    /// Validates the configuration and builds the store. No I/O except creating
-    /// a local root directory; tables are created on first write.
-    ///
-    /// # Errors
-    /// [`Error::UnknownConfigKey`] for a key set by name that does not exist;
-    /// [`Error::InvalidInput`] for a missing root or a malformed number.
-    pub fn build(self) -> Result<DeltaOfflineStore> {
-        DeltaOfflineStore::new(self.config()?)
-    }
-
-    /// Builds the shared [`DeltaRegistry`] under `<root>/_fstore_registry/`.
-    ///
-    /// # Errors
-    /// As [`DeltaOfflineStoreBuilder::build`].
-    pub fn build_registry(&self) -> Result<DeltaRegistry> {
-        DeltaRegistry::new(&self.config()?, "_fstore_registry")
     }
 }
 
@@ -343,14 +288,15 @@ mod tests {
                 .unwrap(),
             DeltaConfigKey::CommitRetries
         );
-        for k in DeltaConfigKey::ALL {
+        for &k in DeltaConfigKey::ALL {
             assert_eq!(k.as_ref().parse::<DeltaConfigKey>().unwrap(), k);
-            assert_eq!(k.env_name().parse::<DeltaConfigKey>().unwrap(), k);
+            assert_eq!(k.env_var().parse::<DeltaConfigKey>().unwrap(), k);
         }
+        assert_eq!(DeltaConfigKey::Root.env_var(), "FSTORE_DELTA_ROOT");
         let e = DeltaOfflineStoreBuilder::new()
             .with_root("/tmp/x")
             .with_config_str("nope", "1")
-            .build()
+            .settings()
             .unwrap_err();
         assert!(
             matches!(e, Error::UnknownConfigKey { ref key, .. } if key == "nope"),
@@ -363,10 +309,10 @@ mod tests {
         let e = DeltaOfflineStoreBuilder::new()
             .with_root("/tmp/x")
             .with_config(DeltaConfigKey::CommitRetries, "many")
-            .build()
+            .settings()
             .unwrap_err();
         assert!(e.to_string().contains("commit_retries"), "{e}");
-        let e = DeltaOfflineStoreBuilder::new().build().unwrap_err();
+        let e = DeltaOfflineStoreBuilder::new().settings().unwrap_err();
         assert!(e.to_string().contains("FSTORE_DELTA_ROOT"), "{e}");
         let b =
             DeltaOfflineStoreBuilder::new().with_storage_option("aws_secret_access_key", "hunter2");
@@ -375,6 +321,16 @@ mod tests {
             dbg.contains("aws_secret_access_key") && !dbg.contains("hunter2"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn target_file_size_takes_units() {
+        let s = DeltaOfflineStoreBuilder::new()
+            .with_root(std::env::temp_dir().to_string_lossy())
+            .with_config(DeltaConfigKey::TargetFileSize, "256MiB")
+            .settings()
+            .unwrap();
+        assert_eq!(s.target_file_size, 256 << 20);
     }
 
     #[test]

@@ -1,15 +1,16 @@
-//! [`ScyllaOnlineStoreBuilder`], [`ScyllaConfigKey`] and `from_env`.
+//! Configuration: [`ScyllaConfigKey`], [`ScyllaOnlineStoreBuilder`]'s setters,
+//! [`Replication`] and the validated [`Settings`], in core's configuration
+//! language ([`fstore_core::config`]). Imports nothing else of this crate.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use fstore_core::config::{ConfigKey, ConfigValues, format_duration, parse_key};
 use scylla::statement::Consistency;
 
-use crate::BACKEND;
-use crate::client::{ScyllaOnlineStore, Settings};
-use crate::cql::{Replication, valid_identifier};
-use crate::error::Error;
+/// Backend id used in errors, logs and [`fstore_core::OnlineStore::backend`].
+pub const BACKEND: &str = "scylla";
 
 /// Default keyspace.
 pub(crate) const DEFAULT_KEYSPACE: &str = "fstore";
@@ -65,9 +66,10 @@ pub enum ScyllaConfigKey {
     AwaitSchemaAgreement,
 }
 
-impl ScyllaConfigKey {
-    /// Every key.
-    pub const ALL: [Self; 17] = [
+impl ConfigKey for ScyllaConfigKey {
+    const BACKEND: &'static str = BACKEND;
+    const ENV_PREFIX: &'static str = "SCYLLA";
+    const ALL: &'static [Self] = &[
         Self::ContactPoints,
         Self::Keyspace,
         Self::Table,
@@ -87,14 +89,7 @@ impl ScyllaConfigKey {
         Self::AwaitSchemaAgreement,
     ];
 
-    /// The environment variable read by [`ScyllaOnlineStoreBuilder::from_env`].
-    pub fn env_var(&self) -> String {
-        format!("FSTORE_SCYLLA_{}", self.as_ref().to_ascii_uppercase())
-    }
-}
-
-impl AsRef<str> for ScyllaConfigKey {
-    fn as_ref(&self) -> &str {
+    fn name(self) -> &'static str {
         match self {
             Self::ContactPoints => "contact_points",
             Self::Keyspace => "keyspace",
@@ -115,33 +110,46 @@ impl AsRef<str> for ScyllaConfigKey {
             Self::AwaitSchemaAgreement => "await_schema_agreement",
         }
     }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::ContactPoints => &["hosts", "nodes", "uri", "url"],
+            Self::Username => &["user"],
+            Self::LocalDc => &["datacenter", "dc"],
+            _ => &[],
+        }
+    }
+
+    fn is_secret(self) -> bool {
+        self == Self::Password
+    }
+}
+
+impl AsRef<str> for ScyllaConfigKey {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl fmt::Display for ScyllaConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for ScyllaConfigKey {
     type Err = fstore_core::Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let norm = s.trim().to_ascii_lowercase();
-        let norm = norm.strip_prefix("fstore_scylla_").unwrap_or(&norm);
-        let alias = match norm {
-            "hosts" | "nodes" | "uri" | "url" => "contact_points",
-            "user" => "username",
-            "datacenter" | "dc" => "local_dc",
-            other => other,
-        };
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_ref() == alias)
-            .ok_or_else(|| fstore_core::Error::UnknownConfigKey {
-                backend: BACKEND,
-                key: s.to_owned(),
-            })
+        parse_key(s)
     }
 }
 
-/// Builds a [`ScyllaOnlineStore`].
+/// Builds a [`ScyllaOnlineStore`](crate::ScyllaOnlineStore).
 ///
-/// Setters never fail; every value is checked by [`connect`](Self::connect).
+/// Setters never fail; every value is checked by [`build`](Self::build)
+/// (synchronous, no I/O: the session opens on first use) and by
+/// [`connect`](Self::connect) (build, then open the session now).
 ///
 /// ```no_run
 /// # async fn f() -> fstore_core::Result<()> {
@@ -156,61 +164,50 @@ impl FromStr for ScyllaConfigKey {
 /// ```
 #[derive(Clone, Default)]
 pub struct ScyllaOnlineStoreBuilder {
-    values: Vec<(ScyllaConfigKey, String)>,
-    unknown: Vec<String>,
+    values: ConfigValues<ScyllaConfigKey>,
     in_process_test_server: bool,
 }
 
 impl fmt::Debug for ScyllaOnlineStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("ScyllaOnlineStoreBuilder");
-        for (k, v) in &self.values {
-            if *k == ScyllaConfigKey::Password {
-                d.field(k.as_ref(), &"<redacted>");
-            } else {
-                d.field(k.as_ref(), v);
-            }
-        }
-        d.finish_non_exhaustive()
+        f.debug_tuple("ScyllaOnlineStoreBuilder")
+            .field(&self.values)
+            .finish()
     }
 }
 
 impl ScyllaOnlineStoreBuilder {
-    /// An empty builder (contact points are required before `connect`).
+    /// An empty builder (contact points are required before `build`).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A builder from `FSTORE_SCYLLA_*` environment variables (only those).
-    /// Names: [`ScyllaConfigKey::env_var`], e.g. `FSTORE_SCYLLA_CONTACT_POINTS`.
+    /// A builder from the `FSTORE_SCYLLA_*` environment variables (only those;
+    /// one that names no key is ignored with a warning). Names:
+    /// [`ConfigKey::env_var`], e.g. `FSTORE_SCYLLA_CONTACT_POINTS`.
     pub fn from_env() -> Self {
-        let mut b = Self::new();
-        for k in ScyllaConfigKey::ALL {
-            if let Ok(v) = std::env::var(k.env_var()) {
-                b = b.with_config(k, v);
-            }
+        Self {
+            values: ConfigValues::from_env(),
+            in_process_test_server: false,
         }
-        b
     }
 
     /// Sets any key.
     pub fn with_config(mut self, key: ScyllaConfigKey, value: impl Into<String>) -> Self {
-        self.values.retain(|(k, _)| *k != key);
-        self.values.push((key, value.into()));
+        self.values.set(key, value);
         self
     }
 
     /// Sets a key by name (canonical, alias or env var name). An unknown name
-    /// makes [`connect`](Self::connect) fail with `UnknownConfigKey`.
-    pub fn with_config_str(self, key: &str, value: impl Into<String>) -> Self {
-        match key.parse() {
-            Ok(k) => self.with_config(k, value),
-            Err(_) => {
-                let mut s = self;
-                s.unknown.push(key.to_owned());
-                s
-            }
-        }
+    /// makes [`build`](Self::build) fail with `UnknownConfigKey`.
+    pub fn with_config_str(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.values.set_str(key, value);
+        self
+    }
+
+    /// The raw value of a key, if set.
+    pub fn get_config(&self, key: ScyllaConfigKey) -> Option<&str> {
+        self.values.get(key)
     }
 
     /// [`ScyllaConfigKey::ContactPoints`].
@@ -252,17 +249,11 @@ impl ScyllaOnlineStoreBuilder {
     }
     /// [`ScyllaConfigKey::ConnectTimeout`].
     pub fn with_connect_timeout(self, d: Duration) -> Self {
-        self.with_config(
-            ScyllaConfigKey::ConnectTimeout,
-            format!("{}ms", d.as_millis()),
-        )
+        self.with_config(ScyllaConfigKey::ConnectTimeout, format_duration(d))
     }
     /// [`ScyllaConfigKey::RequestTimeout`].
     pub fn with_request_timeout(self, d: Duration) -> Self {
-        self.with_config(
-            ScyllaConfigKey::RequestTimeout,
-            format!("{}ms", d.as_millis()),
-        )
+        self.with_config(ScyllaConfigKey::RequestTimeout, format_duration(d))
     }
     /// [`ScyllaConfigKey::ReadConcurrency`].
     pub fn with_read_concurrency(self, n: usize) -> Self {
@@ -288,7 +279,7 @@ impl ScyllaOnlineStoreBuilder {
     }
     /// [`ScyllaConfigKey::TtlGrace`].
     pub fn with_ttl_grace(self, d: Duration) -> Self {
-        self.with_config(ScyllaConfigKey::TtlGrace, format!("{}ms", d.as_millis()))
+        self.with_config(ScyllaConfigKey::TtlGrace, format_duration(d))
     }
     /// [`ScyllaConfigKey::AwaitSchemaAgreement`].
     pub fn with_await_schema_agreement(self, on: bool) -> Self {
@@ -306,27 +297,16 @@ impl ScyllaOnlineStoreBuilder {
         self
     }
 
-    fn get(&self, k: ScyllaConfigKey) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
     /// Validates every setting without connecting.
     pub(crate) fn settings(&self) -> Result<Settings, fstore_core::Error> {
-        if let Some(k) = self.unknown.first() {
-            return Err(fstore_core::Error::UnknownConfigKey {
-                backend: BACKEND,
-                key: k.clone(),
-            });
-        }
-        let cfg = |m: String| -> fstore_core::Error { Error::Config(m).into() };
+        let c = &self.values;
+        c.check_unknown()?;
+        let cfg = |m: String| -> fstore_core::Error {
+            fstore_core::Error::invalid(format!("{BACKEND}: invalid configuration: {m}"))
+        };
         use ScyllaConfigKey as K;
-        let contact_points: Vec<String> = self
-            .get(K::ContactPoints)
-            .ok_or_else(|| cfg(format!("{} is required", K::ContactPoints.env_var())))?
+        let contact_points: Vec<String> = c
+            .required(K::ContactPoints)?
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -349,7 +329,7 @@ impl ScyllaOnlineStoreBuilder {
             return Err(cfg("contact_points: no host given".into()));
         }
         let ident = |k: K, default: &str| -> Result<String, fstore_core::Error> {
-            let v = self.get(k).unwrap_or(default).to_owned();
+            let v = c.get(k).unwrap_or(default).to_owned();
             if valid_identifier(&v) {
                 Ok(v)
             } else {
@@ -360,56 +340,25 @@ impl ScyllaOnlineStoreBuilder {
             }
         };
         let consistency = |k: K| -> Result<Consistency, fstore_core::Error> {
-            match self.get(k) {
+            match c.get(k) {
                 None => Ok(Consistency::LocalQuorum),
                 Some(v) => parse_consistency(v)
                     .ok_or_else(|| cfg(format!("{} '{v}' is not a consistency level", k.as_ref()))),
             }
         };
-        let duration = |k: K, default: Duration| -> Result<Duration, fstore_core::Error> {
-            match self.get(k) {
-                None => Ok(default),
-                Some(v) => parse_duration(v).ok_or_else(|| {
-                    cfg(format!(
-                        "{} '{v}' is not a duration (e.g. 500ms, 5s, 2m)",
-                        k.as_ref()
-                    ))
-                }),
-            }
-        };
-        let count = |k: K, default: usize| -> Result<usize, fstore_core::Error> {
-            match self.get(k) {
-                None => Ok(default),
-                Some(v) => match v.parse::<usize>() {
-                    Ok(n) if (1..=65_536).contains(&n) => Ok(n),
-                    _ => Err(cfg(format!(
-                        "{} '{v}' must be an integer in 1..=65536",
-                        k.as_ref()
-                    ))),
-                },
-            }
-        };
-        let flag = |k: K| -> Result<bool, fstore_core::Error> {
-            match self.get(k).map(str::to_ascii_lowercase).as_deref() {
-                None => Ok(false),
-                Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some("0" | "false" | "no" | "off") => Ok(false),
-                Some(v) => Err(cfg(format!("{} '{v}' is not a boolean", k.as_ref()))),
-            }
-        };
-        let replication = match self.get(K::Replication) {
+        let replication = match c.get(K::Replication) {
             None => Replication::default(),
             Some(v) => Replication::parse(v).map_err(cfg)?,
         };
-        let tls = flag(K::Tls)?;
-        let tls_ca_file = self.get(K::TlsCaFile).map(str::to_owned);
+        let tls = c.bool(K::Tls, false)?;
+        let tls_ca_file = c.get(K::TlsCaFile).map(str::to_owned);
         if (tls || tls_ca_file.is_some()) && !cfg!(feature = "tls") {
             return Err(cfg(
                 "tls requested but fstore-online-scylla was built without its `tls` feature".into(),
             ));
         }
-        let username = self.get(K::Username).map(str::to_owned);
-        let password = self.get(K::Password).map(str::to_owned);
+        let username = c.get(K::Username).map(str::to_owned);
+        let password = c.get(K::Password).map(str::to_owned);
         if username.is_some() != password.is_some() {
             return Err(cfg("username and password must be set together".into()));
         }
@@ -417,39 +366,21 @@ impl ScyllaOnlineStoreBuilder {
             contact_points,
             keyspace: ident(K::Keyspace, DEFAULT_KEYSPACE)?,
             table: ident(K::Table, DEFAULT_TABLE)?,
-            local_dc: self.get(K::LocalDc).map(str::to_owned),
+            local_dc: c.get(K::LocalDc).map(str::to_owned),
             read_consistency: consistency(K::ReadConsistency)?,
             write_consistency: consistency(K::WriteConsistency)?,
             credentials: username.zip(password),
             tls: tls || tls_ca_file.is_some(),
             tls_ca_file,
-            connect_timeout: duration(K::ConnectTimeout, Duration::from_secs(10))?,
-            request_timeout: duration(K::RequestTimeout, Duration::from_secs(5))?,
-            read_concurrency: count(K::ReadConcurrency, 128)?,
-            write_concurrency: count(K::WriteConcurrency, 256)?,
+            connect_timeout: c.duration(K::ConnectTimeout, Duration::from_secs(10))?,
+            request_timeout: c.duration(K::RequestTimeout, Duration::from_secs(5))?,
+            read_concurrency: c.count(K::ReadConcurrency, 128, 1, 65_536)?,
+            write_concurrency: c.count(K::WriteConcurrency, 256, 1, 65_536)?,
             replication,
-            ttl_grace: duration(K::TtlGrace, Duration::from_secs(60))?,
-            await_schema_agreement: match self.get(K::AwaitSchemaAgreement) {
-                None => true,
-                Some(_) => flag(K::AwaitSchemaAgreement)?,
-            },
+            ttl_grace: c.duration(K::TtlGrace, Duration::from_secs(60))?,
+            await_schema_agreement: c.bool(K::AwaitSchemaAgreement, true)?,
             in_process_test_server: self.in_process_test_server,
         })
-    }
-
-    /// Validates the configuration, opens a session (token-aware, DC-aware
-    /// when `local_dc` is set) and returns the store. Statements are prepared
-    /// lazily, once, on first use; the schema is **not** created (see
-    /// [`ScyllaOnlineStore::ensure_schema`]).
-    ///
-    /// # Errors
-    /// `InvalidInput` / `UnknownConfigKey` for bad configuration; `Unavailable`
-    /// when no contact point answers; `Timeout` after `connect_timeout` (the
-    /// whole session build is bounded: the driver alone can hang on a listener
-    /// that never answers).
-    pub async fn connect(self) -> fstore_core::Result<ScyllaOnlineStore> {
-        let settings = self.settings()?;
-        ScyllaOnlineStore::connect(settings).await
     }
 }
 
@@ -470,22 +401,125 @@ fn parse_consistency(s: &str) -> Option<Consistency> {
     )
 }
 
-/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
+/// Validated configuration .
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) contact_points: Vec<String>,
+    pub(crate) keyspace: String,
+    pub(crate) table: String,
+    pub(crate) local_dc: Option<String>,
+    pub(crate) read_consistency: Consistency,
+    pub(crate) write_consistency: Consistency,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) tls: bool,
+    pub(crate) tls_ca_file: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) read_concurrency: usize,
+    pub(crate) write_concurrency: usize,
+    pub(crate) replication: Replication,
+    pub(crate) ttl_grace: Duration,
+    pub(crate) await_schema_agreement: bool,
+    pub(crate) in_process_test_server: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("contact_points", &self.contact_points)
+            .field("keyspace", &self.keyspace)
+            .field("table", &self.table)
+            .field("local_dc", &self.local_dc)
+            .field("read_consistency", &self.read_consistency)
+            .field("write_consistency", &self.write_consistency)
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("read_concurrency", &self.read_concurrency)
+            .field("write_concurrency", &self.write_concurrency)
+            .field("replication", &self.replication)
+            .field("ttl_grace", &self.ttl_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keyspace replication for `ScyllaOnlineStore::ensure_schema`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replication {
+    /// `SimpleStrategy` with a replication factor (single-DC clusters, tests).
+    Simple {
+        /// Replicas of every row.
+        factor: u32,
+    },
+    /// `NetworkTopologyStrategy`: replicas per datacenter (multi-DC production).
+    NetworkTopology(Vec<(String, u32)>),
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self::Simple { factor: 1 }
+    }
+}
+
+impl Replication {
+    /// Parses `simple:3` or `network:dc1=3,dc2=3` (also `SimpleStrategy:3`,
+    /// `NetworkTopologyStrategy:dc1=3`).
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("replication '{s}': expected 'simple:N' or 'network:dc=N,…'"))?;
+        match kind.trim().to_ascii_lowercase().as_str() {
+            "simple" | "simplestrategy" => {
+                let factor = rest
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|e| format!("replication '{s}': factor: {e}"))?;
+                if factor == 0 {
+                    return Err(format!("replication '{s}': factor must be at least 1"));
+                }
+                Ok(Self::Simple { factor })
+            }
+            "network" | "networktopologystrategy" => {
+                let mut dcs = Vec::new();
+                for part in rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (dc, n) = part
+                        .split_once('=')
+                        .ok_or_else(|| format!("replication '{s}': '{part}' is not dc=N"))?;
+                    let n = n
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|e| format!("replication '{s}': '{part}': {e}"))?;
+                    let dc = dc.trim();
+                    if dc.is_empty() || dc.contains(['\'', '"', '\\']) {
+                        return Err(format!("replication '{s}': invalid datacenter name '{dc}'"));
+                    }
+                    dcs.push((dc.to_owned(), n));
+                }
+                if dcs.is_empty() {
+                    return Err(format!("replication '{s}': no datacenter given"));
+                }
+                Ok(Self::NetworkTopology(dcs))
+            }
+            other => Err(format!(
+                "replication '{s}': unknown strategy '{other}' (use simple or network)"
+            )),
+        }
+    }
+}
+
+/// True for an unquoted CQL identifier we accept: `[a-z_][a-z0-9_]{0,47}`.
+/// Lower case only, so that unquoted use is exact (CQL folds case).
+pub(crate) fn valid_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 48
 }
 
 #[cfg(test)]
@@ -494,7 +528,7 @@ mod tests {
 
     #[test]
     fn keys_roundtrip_and_aliases() {
-        for k in ScyllaConfigKey::ALL {
+        for &k in ScyllaConfigKey::ALL {
             assert_eq!(k.as_ref().parse::<ScyllaConfigKey>().unwrap(), k);
             assert_eq!(k.env_var().parse::<ScyllaConfigKey>().unwrap(), k);
             assert!(k.env_var().starts_with("FSTORE_SCYLLA_"));
@@ -538,7 +572,7 @@ mod tests {
             .with_write_consistency("EACH-QUORUM")
             .with_request_timeout(Duration::from_millis(250))
             .with_config(ScyllaConfigKey::ConnectTimeout, "2m")
-            .with_config(ScyllaConfigKey::TtlGrace, "1.5")
+            .with_config(ScyllaConfigKey::TtlGrace, "1.5s")
             .with_config(ScyllaConfigKey::Replication, "network:dc1=3")
             .with_await_schema_agreement(false)
             .settings()
@@ -590,12 +624,13 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("x"), None);
-        assert_eq!(parse_duration("5 parsecs"), None);
-        assert_eq!(parse_duration("-1s"), None);
+    fn bare_numbers_are_refused_not_read_as_seconds() {
+        let e = ScyllaOnlineStoreBuilder::new()
+            .with_contact_points("h")
+            .with_config(ScyllaConfigKey::RequestTimeout, "3")
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("request_timeout") && e.contains("500ms"), "{e}");
     }
 }
