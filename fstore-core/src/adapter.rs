@@ -13,6 +13,7 @@ use crate::model::{ResolvedView, ValueType};
 use crate::online::OnlineRow;
 use crate::time::{normalize_timestamp_array, timestamp_micros};
 
+pub use crate::agg::TILE_STATE_VERSION;
 pub use crate::codec::cast_checked;
 pub use crate::codec::{
     ENTITY_KEY_VERSION, PAYLOAD_VERSION, decode_entity_key, decode_payloads, display_entity_key,

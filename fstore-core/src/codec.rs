@@ -29,6 +29,13 @@
 //! ```
 //! Entries carry their names, so adding a feature to a view keeps old rows
 //! readable (the new feature reads as null) and reads can project any subset.
+//!
+//! # Aggregation tile state, version 1
+//!
+//! The third shared format: the intermediate state of one hop tile of an
+//! aggregation feature ([`crate::Tile::state`]), versioned and carrying a
+//! fingerprint of the feature's definition. Its layout is documented with the
+//! engine that writes it, in [`crate::agg`] ("Tile state bytes").
 
 use std::collections::HashMap;
 use std::sync::Arc;

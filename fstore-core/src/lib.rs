@@ -63,6 +63,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
+pub mod agg;
 mod codec;
 pub mod config;
 pub mod docs;
@@ -85,6 +86,7 @@ pub mod testkit;
 
 pub use error::{BoxError, Error, Result};
 pub use memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
+pub use model::{AggFunction, Aggregation, LAST_N_CAP, format_duration, parse_duration};
 pub use model::{
     Definitions, Deprecation, Entity, Fallback, FeatureField, FeatureRef, FeatureService,
     FeatureView, JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,
@@ -96,7 +98,7 @@ pub use offline::{
 pub use ondemand::OnDemandFunction;
 pub use online::{
     DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt,
-    ReadOptions, WriteOptions, WriteSummary,
+    ReadOptions, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 pub use registry::{
     Change, ChangeKind, DynRegistry, FieldChange, FileRegistry, ObjectKind, Plan, Registry,
@@ -120,12 +122,13 @@ pub use arrow_schema;
 /// crate (`fstore_core::Result`, `fstore_core::Error`).
 pub mod prelude {
     pub use crate::{
-        ApplyOptions, Definitions, DynOfflineStore, DynOnlineStore, DynRegistry, Entity, Fallback,
-        FeatureField, FeatureRef, FeatureSelection, FeatureService, FeatureStatus, FeatureStore,
-        FeatureStoreBuilder, FeatureView, FileRegistry, HistoricalRequest, HistoricalResult,
-        InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry, MaterializeOptions,
-        OfflineStore, OnDemandFunction, OnDemandView, OnlineRequest, OnlineResponse, OnlineStore,
-        OnlineStoreExt, PushTarget, Registry, Value, ValueType,
+        AggFunction, Aggregation, ApplyOptions, Definitions, DynOfflineStore, DynOnlineStore,
+        DynRegistry, Entity, Fallback, FeatureField, FeatureRef, FeatureSelection, FeatureService,
+        FeatureStatus, FeatureStore, FeatureStoreBuilder, FeatureView, FileRegistry,
+        HistoricalRequest, HistoricalResult, InMemoryOfflineStore, InMemoryOnlineStore,
+        InMemoryRegistry, MaterializeOptions, OfflineStore, OnDemandFunction, OnDemandView,
+        OnlineRequest, OnlineResponse, OnlineStore, OnlineStoreExt, PushTarget, Registry, Value,
+        ValueType,
     };
 }
 

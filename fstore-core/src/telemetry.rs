@@ -60,8 +60,8 @@ use crate::offline::{
     ScanResult,
 };
 use crate::online::{
-    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions,
-    WriteOptions, WriteSummary,
+    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, Tile,
+    TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use crate::registry::{DynRegistry, Registry, RegistrySnapshot, RegistryState};
 
@@ -512,6 +512,53 @@ impl OnlineStore for InstrumentedOnline {
             view = view
         );
         self.delete.run(span, self.inner.delete_view(view)).await
+    }
+
+    // Aggregation tiles: forwarded in a span (no per-call metrics yet).
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let span = store_span!(
+            "fstore.online.write_tiles",
+            self.inner.backend(),
+            view = view.name(),
+            entities = writes.len()
+        );
+        self.inner
+            .write_tiles(view, writes, opts)
+            .instrument(span)
+            .await
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let span = store_span!(
+            "fstore.online.merge_tiles",
+            self.inner.backend(),
+            view = view.name(),
+            entities = writes.len()
+        );
+        self.inner
+            .merge_tiles(view, writes, merge, opts)
+            .instrument(span)
+            .await
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let span = store_span!(
+            "fstore.online.read_tiles",
+            self.inner.backend(),
+            keys = keys.len()
+        );
+        self.inner.read_tiles(keys, opts).instrument(span).await
     }
 }
 

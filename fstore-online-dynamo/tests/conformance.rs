@@ -105,6 +105,20 @@ async fn dynamo_conformance() {
     fstore_core::testkit::run_online_suite(Arc::new(store)).await;
 }
 
+/// Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): parity with the offline engine, 4
+/// concurrent pushers (conditional puts), idempotent materialization, expiry
+/// and the definition guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamo_aggregations() {
+    let Some(ep) = endpoint() else { return };
+    let store = open(&ep, "agg").await;
+    let cases = std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    fstore_core::testkit::run_agg_suite(Arc::new(store), cases).await;
+}
+
 fn w() -> WriteOptions {
     WriteOptions::default()
 }

@@ -16,7 +16,7 @@ use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use fstore_core::adapter::display_entity_key;
 use fstore_core::{
     Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
-    Result, WriteOptions, WriteSummary,
+    Result, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use tokio::sync::OnceCell;
 
@@ -477,7 +477,9 @@ impl OnlineStore for RedisOnlineStore {
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default().with_native_ttl(self.settings.native_ttl)
+        OnlineCapabilities::default()
+            .with_native_ttl(self.settings.native_ttl)
+            .with_tiles(true)
     }
 
     async fn write(
@@ -530,8 +532,75 @@ impl OnlineStore for RedisOnlineStore {
         }
     }
 
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let what = format!(
+            "tile write of {} entities of '{}'",
+            writes.len(),
+            view.name()
+        );
+        deadline(opts.timeout, &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::apply(
+                conn.pool.next(),
+                &self.settings.prefix,
+                view.name(),
+                &writes,
+                None,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let what = format!(
+            "tile merge of {} entities of '{}'",
+            writes.len(),
+            view.name()
+        );
+        deadline(opts.timeout, &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::apply(
+                conn.pool.next(),
+                &self.settings.prefix,
+                view.name(),
+                &writes,
+                Some(merge),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let what = format!("tile read of {} keys", keys.len());
+        with_deadline(self.read_deadline(opts), &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::read(conn.pool.next(), &self.settings.prefix, keys).await
+        })
+        .await
+    }
+
     async fn delete_view(&self, view: &str) -> Result<()> {
         let conn = self.conn().await?;
+        crate::tiles::delete_view(
+            conn.pool.next(),
+            &self.settings.prefix,
+            view,
+            self.is_cluster(),
+        )
+        .await?;
         conn.delete_fields(
             &scan_pattern(&self.settings.prefix),
             [version_field(view), payload_field(view)],

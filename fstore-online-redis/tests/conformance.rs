@@ -562,6 +562,30 @@ async fn redis_tls_child() {
     }
 }
 
+/// Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): parity with the offline engine, 4 concurrent
+/// pushers, idempotent materialization, expiry and the definition guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_node_aggregations() {
+    let Some(url) = server_url("FSTORE_TEST_REDIS_URL") else {
+        return;
+    };
+    let cases = std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    fstore_core::testkit::run_agg_suite(Arc::new(store(&url)), cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_aggregations() {
+    let Some(url) = server_url("FSTORE_TEST_REDIS_CLUSTER_URL") else {
+        return;
+    };
+    let s = store(&url);
+    assert!(s.is_cluster());
+    fstore_core::testkit::run_agg_suite(Arc::new(s), 16).await;
+}
+
 async fn all_backend_cases(url: &str) {
     roundtrip_and_newest_wins(url).await;
     concurrent_writers_newest_wins(url).await;

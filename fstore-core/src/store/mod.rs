@@ -82,7 +82,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            if defs.field(r).is_none() {
+            if !defs.has_feature(r) {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }
@@ -476,10 +476,35 @@ impl FeatureStore {
         let rv = self.resolve_view(view).await?;
         let batch = normalize_batch(&rv, batch, false)?;
         let mut out = PushSummary::default();
+        // Tiles are built before anything is written: bad input (an int64 sum
+        // overflowing within the batch) writes nothing.
+        let online = matches!(target, PushTarget::Online | PushTarget::Both);
+        let tiles = if online && !rv.view.aggregations.is_empty() {
+            let aggs = crate::agg::OnlineAgg::of_view(&rv, None)?;
+            let writes = crate::agg::build_tile_writes(
+                &rv,
+                &aggs,
+                std::slice::from_ref(&batch),
+                None,
+                None,
+                None,
+            )?;
+            Some((aggs, writes))
+        } else {
+            None
+        };
         if matches!(target, PushTarget::Offline | PushTarget::Both) {
             out.offline = Some(self.offline.write(&rv, batch.clone()).await?);
         }
         if matches!(target, PushTarget::Online | PushTarget::Both) {
+            if let Some((aggs, writes)) = tiles
+                && !writes.is_empty()
+            {
+                let merge = crate::agg::tile_merger(&aggs);
+                self.online
+                    .merge_tiles(&rv, writes, &merge, &WriteOptions::default())
+                    .await?;
+            }
             let rows = to_online_rows(&rv, &batch)?;
             out.online = Some(
                 self.online
@@ -567,6 +592,8 @@ pub(crate) struct RequestPlan {
     pub(crate) refs: Vec<FeatureRef>,
     /// (view, features) in first-use order; includes hidden on-demand inputs.
     pub(crate) views: Vec<(ResolvedView, Vec<String>)>,
+    /// (view, aggregation features) in first-use order.
+    pub(crate) aggs: Vec<(ResolvedView, Vec<String>)>,
     pub(crate) on_demand: Vec<crate::model::OnDemandView>,
 }
 
@@ -575,6 +602,7 @@ impl RequestPlan {
         let refs = sel.resolve(defs)?;
         let mut views: Vec<(ResolvedView, Vec<String>)> = Vec::new();
         let mut on_demand: Vec<crate::model::OnDemandView> = Vec::new();
+        let mut aggs: Vec<(ResolvedView, Vec<String>)> = Vec::new();
         let add = |views: &mut Vec<(ResolvedView, Vec<String>)>, r: &FeatureRef| -> Result<()> {
             match views.iter_mut().find(|(v, _)| v.name() == r.view) {
                 Some((_, fs)) => {
@@ -591,6 +619,8 @@ impl RequestPlan {
                 if !on_demand.iter().any(|x| x.name == o.name) {
                     on_demand.push(o.clone());
                 }
+            } else if defs.aggregation(r).is_some() {
+                add(&mut aggs, r)?;
             } else {
                 add(&mut views, r)?;
             }
@@ -603,15 +633,23 @@ impl RequestPlan {
         Ok(Self {
             refs,
             views,
+            aggs,
             on_demand,
         })
     }
 
     pub(crate) fn view_names(&self) -> Vec<String> {
-        self.views
+        let mut names: Vec<String> = self
+            .views
             .iter()
             .map(|(v, _)| v.name().to_owned())
-            .collect()
+            .collect();
+        for (v, _) in &self.aggs {
+            if !names.iter().any(|n| n == v.name()) {
+                names.push(v.name().to_owned());
+            }
+        }
+        names
     }
 }
 

@@ -276,6 +276,14 @@ struct ReadView {
     ttl: Option<i64>,
 }
 
+/// The aggregation features of one view read by a selection.
+#[derive(Debug)]
+struct AggView {
+    name: String,
+    group: usize,
+    aggs: Vec<crate::agg::OnlineAgg>,
+}
+
 #[derive(Debug)]
 struct PreparedOnDemand {
     def: crate::model::OnDemandView,
@@ -292,6 +300,9 @@ pub(crate) struct Prepared {
     /// Distinct join-key sets; views on the same entities share one encoding.
     key_groups: Vec<Vec<JoinKey>>,
     views: Vec<ReadView>,
+    /// Aggregation views ([semantics §11](crate::docs::semantics)); in
+    /// [`Source::View`] they follow the plain views (index `views.len() + i`).
+    agg_views: Vec<AggView>,
     on_demand: Vec<PreparedOnDemand>,
     outputs: Vec<Output>,
     /// Deprecated views read by this selection.
@@ -332,18 +343,42 @@ impl Prepared {
                 ttl: rv.view.ttl.map(duration_micros),
             });
         }
+        let mut agg_views = Vec::with_capacity(plan.aggs.len());
+        for (rv, names) in &plan.aggs {
+            let mut jk = rv.join_keys.clone();
+            jk.sort_by(|a, b| a.name.cmp(&b.name));
+            let group = match key_groups.iter().position(|g| *g == jk) {
+                Some(g) => g,
+                None => {
+                    key_groups.push(jk);
+                    key_groups.len() - 1
+                }
+            };
+            agg_views.push(AggView {
+                name: rv.name().to_owned(),
+                group,
+                aggs: crate::agg::OnlineAgg::of_view(rv, Some(names))?,
+            });
+        }
+        // (read view, column) of a plain or aggregation feature.
         let view_col = |r: &FeatureRef| -> Result<(usize, usize)> {
-            let (vi, (_, feats)) = plan
-                .views
-                .iter()
-                .enumerate()
-                .find(|(_, (v, _))| v.name() == r.view)
-                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not planned")))?;
-            let col = feats
-                .iter()
-                .position(|f| *f == r.feature)
-                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not planned")))?;
-            Ok((vi, col))
+            let plain = plan.views.iter().enumerate().find_map(|(vi, (v, feats))| {
+                (v.name() == r.view)
+                    .then(|| feats.iter().position(|f| *f == r.feature))
+                    .flatten()
+                    .map(|c| (vi, c))
+            });
+            let agg = || {
+                agg_views.iter().enumerate().find_map(|(ai, av)| {
+                    (av.name == r.view)
+                        .then(|| av.aggs.iter().position(|a| a.agg.name == r.feature))
+                        .flatten()
+                        .map(|c| (views.len() + ai, c))
+                })
+            };
+            plain
+                .or_else(agg)
+                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not planned")))
         };
         let mut on_demand = Vec::with_capacity(plan.on_demand.len());
         for o in &plan.on_demand {
@@ -367,9 +402,19 @@ impl Prepared {
         }
         let mut outputs = Vec::with_capacity(plan.refs.len());
         for r in &plan.refs {
-            let field = defs
-                .field(r)
-                .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
+            let field = match defs.field(r) {
+                Some(f) => f.clone(),
+                // aggregation features have no fallback policy (null = no value)
+                None => {
+                    let (view, col) = view_col(r)?;
+                    let a = view
+                        .checked_sub(views.len())
+                        .and_then(|ai| agg_views.get(ai))
+                        .and_then(|av| av.aggs.get(col))
+                        .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
+                    crate::model::FeatureField::new(&r.feature, a.output_type())
+                }
+            };
             let source = match plan.on_demand.iter().position(|o| o.name == r.view) {
                 Some(od) => {
                     let col = plan.on_demand[od]
@@ -412,6 +457,7 @@ impl Prepared {
             version: snap.version,
             key_groups,
             views,
+            agg_views,
             on_demand,
             outputs,
             deprecated,
@@ -474,6 +520,33 @@ fn fingerprint(sel: &FeatureSelection) -> u64 {
 const PREPARED_CACHE_CAPACITY: usize = 256;
 
 impl FeatureStore {
+    /// One `read_tiles` call for every aggregation view and entity of a request
+    /// ([semantics §11](crate::docs::semantics)), under the online timeout.
+    async fn read_agg_tiles(&self, keys: &[OnlineKey]) -> Result<Vec<Vec<crate::online::Tile>>> {
+        let backend = self.online.backend();
+        let opts = ReadOptions::default().with_timeout(self.online_timeout);
+        match tokio::time::timeout(self.online_timeout, self.online.read_tiles(keys, &opts)).await {
+            Ok(Ok(t)) if t.len() == keys.len() => Ok(t),
+            Ok(Ok(t)) => Err(Error::backend_msg(
+                backend,
+                format!(
+                    "read_tiles returned {} entries for {} keys",
+                    t.len(),
+                    keys.len()
+                ),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout {
+                backend,
+                message: format!(
+                    "tile read of {} keys exceeded {:?}",
+                    keys.len(),
+                    self.online_timeout
+                ),
+            }),
+        }
+    }
+
     /// One online read with timeout, circuit breaker and last-known-good
     /// fallback. The second value, when the cache answered, says per key
     /// whether the cache had it.
@@ -745,8 +818,36 @@ impl FeatureStore {
             }
             slots.push(s);
         }
+        // Aggregation views: one tile read, keys deduplicated the same way.
+        let mut tile_keys: Vec<OnlineKey> = Vec::new();
+        let mut tile_slots: Vec<Vec<usize>> = Vec::with_capacity(p.agg_views.len());
+        for v in &p.agg_views {
+            let mut dedup: HashMap<&[u8], usize> = HashMap::with_capacity(n);
+            let s = encoded[v.group]
+                .iter()
+                .map(|k| {
+                    *dedup.entry(k.as_slice()).or_insert_with(|| {
+                        tile_keys.push(OnlineKey {
+                            view: v.name.clone(),
+                            entity_key: k.clone(),
+                        });
+                        tile_keys.len() - 1
+                    })
+                })
+                .collect();
+            tile_slots.push(s);
+        }
         drop(encoded);
-        let (rows, from_cache) = self.read_online(&keys).await?;
+        let (rows, from_cache) = if keys.is_empty() && !tile_keys.is_empty() {
+            (Vec::new(), None)
+        } else {
+            self.read_online(&keys).await?
+        };
+        let tiles = if tile_keys.is_empty() {
+            Vec::new()
+        } else {
+            self.read_agg_tiles(&tile_keys).await?
+        };
 
         // Decode straight into the columns; one status per (view, row).
         let mut view_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(p.views.len());
@@ -779,6 +880,33 @@ impl FeatureStore {
             }
             view_cols.push(dec.finish());
             view_rows.push(ViewRows { status, event_ts });
+        }
+
+        // Aggregation features: window(now) merged from the tiles.
+        for (v, slot) in p.agg_views.iter().zip(&tile_slots) {
+            let status = slot
+                .iter()
+                .map(|&i| {
+                    if tiles[i].is_empty() {
+                        RowStatus::NotFound
+                    } else {
+                        RowStatus::Found
+                    }
+                })
+                .collect();
+            let mut cols = Vec::with_capacity(v.aggs.len());
+            for a in &v.aggs {
+                let values = slot
+                    .iter()
+                    .map(|&i| a.value_at(&tiles[i], now))
+                    .collect::<Result<Vec<_>>>()?;
+                cols.push(crate::agg::column_of(a, &values));
+            }
+            view_cols.push(cols);
+            view_rows.push(ViewRows {
+                status,
+                event_ts: vec![None; n],
+            });
         }
 
         // On-demand views on the raw values.

@@ -18,6 +18,7 @@
 //! makes it fail even then. `FSTORE_TEST_PARITY_CASES` changes the number of
 //! property cases (0 is refused).
 
+mod agg;
 mod env;
 mod fixtures;
 mod fuzz;
@@ -28,6 +29,9 @@ mod poison;
 mod registry;
 mod stress;
 
+pub use agg::{
+    agg_concurrent_push, agg_parity, agg_tiles_idempotent_expiring_guarded, run_agg_suite,
+};
 pub(crate) use env::parity_cases;
 pub use env::server_url;
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
@@ -105,6 +109,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_online_parity_many_cases() {
         super::online_parity(
+            Arc::new(InMemoryOnlineStore::new()),
+            super::parity_cases(256),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_agg_suite_many_cases() {
+        super::run_agg_suite(
             Arc::new(InMemoryOnlineStore::new()),
             super::parity_cases(256),
         )
