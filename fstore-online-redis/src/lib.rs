@@ -88,4 +88,4 @@ mod layout;
 mod store;
 
 pub use config::{BACKEND, RedisConfigKey, RedisOnlineStoreBuilder};
-pub use store::RedisOnlineStore;
+pub use store::{HMGETS_PER_PIPELINE, MAX_READ_KEYS, RedisOnlineStore};
