@@ -150,7 +150,7 @@ impl OfflineStore for DeltaOfflineStore {
                     .collect::<Vec<_>>(),
             )));
         }
-        // Keys and timestamps must be non-null (DESIGN §3); name the column and row.
+        // Keys and timestamps must be non-null (semantics §3, fstore-core/docs/semantics.md); name the column and row.
         for name in view.key_and_time_columns() {
             if let Some(c) = batch.column_by_name(name) {
                 fstore_core::time::reject_nulls(c.as_ref(), name, "key/timestamp")

@@ -379,6 +379,17 @@ impl ScyllaOnlineStore {
                 })
                 .or_insert(i);
         }
+        // Rows of a key with the winner's exact version were written too (an
+        // equal version is a rewrite, later wins): they count as the winner
+        // does, not as skipped (`WriteSummary::skipped` = strictly older).
+        let mut same_version = vec![0u64; rows.len()];
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(&w) = best.get(r.entity_key.as_slice()) {
+                if w != i && r.version() == rows[w].version() {
+                    same_version[w] += 1;
+                }
+            }
+        }
         let mut keep: Vec<usize> = best.into_values().collect();
         keep.sort_unstable();
         // 2. TTLs before sending anything: rows already expired are skipped.
@@ -401,7 +412,7 @@ impl ScyllaOnlineStore {
         // 3. Per row, pipelined with bounded concurrency: read the stored
         //    version, then insert with the planned timestamp (or skip).
         let p = self.prepared().await?;
-        let (p, rows) = (&p, &rows);
+        let (p, rows, same_version) = (&p, &rows, &same_version);
         let written = stream::iter(jobs)
             .map(move |(i, ttl)| {
                 let r = &rows[i];
@@ -476,7 +487,7 @@ impl ScyllaOnlineStore {
                             what: what(),
                             source,
                         })?;
-                    Ok(1)
+                    Ok(1 + same_version[i])
                 }
             })
             .buffer_unordered(self.settings.write_concurrency)
