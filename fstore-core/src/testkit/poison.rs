@@ -1,5 +1,5 @@
 //! Registry case: a state whose JSON document would not read back is never
-//! published (DESIGN §10), whatever the registry.
+//! published (semantics §10), whatever the registry.
 
 use std::time::Duration;
 
