@@ -58,7 +58,13 @@ impl DynamoOnlineStoreBuilder {
         conf: aws_sdk_dynamodb::config::Builder,
         base_region: Option<String>,
     ) -> Result<DynamoOnlineStore> {
-        let (conf, settings) = self.settings(conf, base_region)?;
+        let sdk_endpoint = self.sdk_config.as_ref().map(sdk_endpoint);
+        let (conf, mut settings) = self.settings(conf, base_region)?;
+        // An endpoint given only through the SDK config is part of the
+        // identity too (see `store_id`).
+        if settings.endpoint.is_none() {
+            settings.endpoint = sdk_endpoint.flatten();
+        }
         let counters = Arc::new(Counters::default());
         let sdk = SdkApi {
             client: aws_sdk_dynamodb::Client::from_conf(conf),
@@ -668,6 +674,21 @@ async fn with_deadline<T>(
     }
 }
 
+/// The endpoint URL set inside an SDK config. The SDK has no getter for it;
+/// its `Debug` output shows it as `EndpointUrl("…")`. When that cannot be
+/// found, a custom SDK config still marks the id (`sdk-config`), so it never
+/// looks like the public AWS endpoint.
+fn sdk_endpoint(c: &aws_sdk_dynamodb::Config) -> Option<String> {
+    let dbg = format!("{c:?}");
+    let found = dbg.split("EndpointUrl(\"").nth(1).and_then(|rest| {
+        rest.split('"')
+            .next()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+    });
+    Some(found.unwrap_or_else(|| "sdk-config".to_owned()))
+}
+
 /// See [`OnlineStore::store_id`] on [`DynamoOnlineStore`].
 fn store_id(s: &crate::config::Settings) -> String {
     let region = s.region.as_deref().unwrap_or("no-region");
@@ -688,8 +709,9 @@ impl OnlineStore for DynamoOnlineStore {
     /// none is configured (the region's public endpoint). Region and endpoint
     /// are part of it: staging and production (or DynamoDB Local) tables of the
     /// same name sharing one registry must not share watermarks. An endpoint
-    /// set only inside a custom SDK config (`with_sdk_config`) cannot be read
-    /// back from it: set it with `with_endpoint` too so it is part of the id.
+    /// set only inside a custom SDK config (`with_sdk_config`) is taken from
+    /// it (or, when it cannot be read, the id says `sdk-config`); setting it
+    /// with `with_endpoint` is the reliable way.
     fn store_id(&self) -> String {
         store_id(&self.settings)
     }

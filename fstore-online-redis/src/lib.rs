@@ -89,4 +89,4 @@ mod store;
 mod tiles;
 
 pub use config::{BACKEND, RedisConfigKey, RedisOnlineStoreBuilder};
-pub use store::RedisOnlineStore;
+pub use store::{HMGETS_PER_PIPELINE, MAX_READ_KEYS, RedisOnlineStore};
