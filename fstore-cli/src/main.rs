@@ -1,4 +1,4 @@
-//! `fstore`: the operator command line of fstore (DESIGN §13).
+//! `fstore`: the operator command line of fstore ([semantics §13](fstore_core::docs::semantics)).
 //!
 //! Plans and applies definition files, materializes offline → online, builds
 //! training sets, reads online features for debugging, describes the

@@ -36,7 +36,7 @@ fn widening_ok(from: &DataType, to: &ValueType) -> bool {
 /// # Errors
 /// [`Error::InvalidInput`] naming the column for: a missing key, timestamp or
 /// feature column; a null key (with the row); null, naive or non-timestamp
-/// event/created timestamps (DESIGN §3); a feature whose type differs from the
+/// event/created timestamps ([semantics §3](crate::docs::semantics)); a feature whose type differs from the
 /// declared one and is not a lossless widening (int32→int64, int32/float32→float64,
 /// any string or timestamp flavour).
 pub fn normalize_batch(

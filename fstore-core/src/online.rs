@@ -1,4 +1,4 @@
-//! The online store trait (DESIGN §6).
+//! The online store trait ([semantics §6](crate::docs::semantics)).
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Tracing spans and metrics (DESIGN §13).
+//! Tracing spans and metrics ([semantics §13](crate::docs::semantics)).
 //!
 //! fstore reports what it does through two facades; the host application
 //! chooses where it goes:

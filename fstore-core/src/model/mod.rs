@@ -1,4 +1,4 @@
-//! The model (DESIGN §4): entities, feature views, on-demand views, feature
+//! The model ([semantics §4](crate::docs::semantics)): entities, feature views, on-demand views, feature
 //! services and feature references. Every type is serde-serialisable to a
 //! human-diffable JSON document (see [`Definitions`]).
 
@@ -81,7 +81,7 @@ impl Entity {
     }
 }
 
-/// What serving returns for a feature that has no usable value (DESIGN §9).
+/// What serving returns for a feature that has no usable value ([semantics §9](crate::docs::semantics)).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {

@@ -128,7 +128,7 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
 }
 
 impl FeatureStore {
-    /// Builds a point-in-time-correct training set (DESIGN §5).
+    /// Builds a point-in-time-correct training set ([semantics §5](crate::docs::semantics)).
     ///
     /// Per view, only `[min(t) - ttl, max(t)]` is read from the offline store,
     /// projected to the requested features; then the pure join runs

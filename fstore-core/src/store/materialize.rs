@@ -1,4 +1,4 @@
-//! Materialization: offline → online (DESIGN §7).
+//! Materialization: offline → online ([semantics §7](crate::docs::semantics)).
 
 use std::collections::HashMap;
 use std::fmt;

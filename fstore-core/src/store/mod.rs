@@ -6,7 +6,7 @@ mod resilience;
 mod serving;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,13 @@ pub use historical::{HistoricalRequest, HistoricalResult};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
 };
-pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
+pub use serving::{
+    DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse,
+    PreparedRequest,
+};
 
 /// Which features a request wants.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureSelection {
     /// Explicit references, in output order.
     Refs(Vec<FeatureRef>),
@@ -161,7 +164,11 @@ pub struct FeatureStore {
     on_demand: HashMap<String, OnDemandFunction>,
     online_timeout: Duration,
     registry_ttl: Duration,
-    cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
+    cache: Arc<SnapshotCache>,
+    /// A background registry refresh is running (serving never waits for one).
+    refreshing: Arc<AtomicBool>,
+    prepared: serving::PreparedCache,
+    max_online_entities: usize,
     metrics: Metrics,
     lkg: Option<resilience::LastKnownGood>,
     breaker: Option<resilience::CircuitBreaker>,
@@ -178,6 +185,19 @@ pub struct FeatureStoreBuilder {
     registry_ttl: Option<Duration>,
     lkg_capacity: Option<usize>,
     breaker: Option<(u32, Duration)>,
+    max_online_entities: Option<usize>,
+}
+
+type SnapshotCache = Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>;
+
+/// Keeps `s` unless a newer snapshot is already cached.
+fn remember_in(cache: &SnapshotCache, s: &Arc<RegistrySnapshot>) {
+    if let Ok(mut c) = cache.lock() {
+        let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
+        if newer {
+            *c = Some((Instant::now(), Arc::clone(s)));
+        }
+    }
 }
 
 impl FeatureStoreBuilder {
@@ -227,6 +247,15 @@ impl FeatureStoreBuilder {
         self.breaker = Some((failures, cooldown));
         self
     }
+    /// The most entities (rows) one online request may carry (default
+    /// [`DEFAULT_MAX_ONLINE_ENTITIES`]); larger requests fail with
+    /// [`Error::InvalidInput`] naming the count and the limit, before any
+    /// backend call. Bounds what one caller can ask of the backend in one
+    /// round trip.
+    pub fn with_max_online_entities(mut self, n: usize) -> Self {
+        self.max_online_entities = Some(n);
+        self
+    }
 
     /// Builds the store. The registry, offline and online stores are wrapped
     /// in [`telemetry`](crate::telemetry) instrumentation (spans and metrics
@@ -260,7 +289,12 @@ impl FeatureStoreBuilder {
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: self
+                .max_online_entities
+                .unwrap_or(DEFAULT_MAX_ONLINE_ENTITIES),
             metrics: Metrics::default(),
             lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
             breaker: self
@@ -285,7 +319,10 @@ impl FeatureStore {
             on_demand: HashMap::new(),
             online_timeout: Duration::from_secs(1),
             registry_ttl: Duration::from_secs(1),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: DEFAULT_MAX_ONLINE_ENTITIES,
             metrics: Metrics::default(),
             lkg: None,
             breaker: None,
@@ -322,12 +359,7 @@ impl FeatureStore {
     }
 
     fn remember(&self, s: &Arc<RegistrySnapshot>) {
-        if let Ok(mut c) = self.cache.lock() {
-            let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
-            if newer {
-                *c = Some((Instant::now(), Arc::clone(s)));
-            }
-        }
+        remember_in(&self.cache, s);
     }
 
     fn forget(&self) {
@@ -416,7 +448,7 @@ impl FeatureStore {
     /// the offline store, or both (offline first).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
+    /// [`Error::InvalidInput`] naming the column/row at fault ([semantics §3](crate::docs::semantics) time
     /// rules included); backend failures.
     pub async fn push(
         &self,
@@ -484,6 +516,18 @@ impl FeatureStore {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
+    }
+
+    /// Counts a read of each of the deprecated views `views`.
+    fn note_deprecated_names(&self, views: &[String]) {
+        for v in views {
+            tracing::warn!(view = %v, "read of deprecated feature view");
+        }
+        if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
+            for v in views {
+                *m.entry(v.clone()).or_default() += 1;
+            }
+        }
     }
 
     fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
