@@ -210,6 +210,42 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn imputations_are_counted_per_view() {
+    let rec = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&rec);
+    let store = FeatureStore::in_memory();
+    let (mut defs, _) = test_definitions("im_view", None);
+    let v = defs.feature_views.get_mut("im_view").unwrap();
+    let f = v.features.iter_mut().find(|f| f.name == "score").unwrap();
+    f.fallback = crate::Fallback::Default(crate::Value::Float64(-1.0));
+    store.apply(&defs, Default::default()).await.unwrap();
+    store
+        .push(
+            "im_view",
+            &feature_batch(&[(1, 1_000_000, 1_000_000, Some(1.0))]),
+            PushTarget::Online,
+        )
+        .await
+        .unwrap();
+    let resp = store
+        .get_online_features(
+            &OnlineRequest::new(
+                FeatureSelection::refs(["im_view:score"]).unwrap(),
+                entity_batch(&[1, 2, 3]),
+            )
+            .with_now(Utc.timestamp_opt(10, 0).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.imputed, 2);
+    let seen = collect(&rec);
+    assert_eq!(
+        seen.counters.get("fstore_imputations_total{view=im_view}"),
+        Some(&2)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn failed_store_call_counts_error_kind() {
     let rec = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&rec);
