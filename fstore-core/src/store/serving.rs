@@ -951,6 +951,7 @@ impl FeatureStore {
                         if let Some(mask) = valid {
                             out = arrow_select::zip::zip(&mask, col, &Scalar::new(d))?;
                             imputed += missing as u64;
+                            crate::telemetry::record_imputations(&o.feature.view, missing as u64);
                         }
                     }
                     (Fallback::Required, _) => {
