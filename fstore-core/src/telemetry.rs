@@ -37,15 +37,11 @@
 //! | `fstore_online_rows_skipped_total` | counter | rows | `view`, `backend` | rows an online write skipped because a newer row was stored (newest-wins) |
 //! | `fstore_offline_rows_written_total` | counter | rows | `view`, `backend` | rows appended to the offline store |
 //! | `fstore_materialized_rows_total` | counter | rows | `view`, `backend` | rows read from the offline store by a materialization and written or skipped online (`backend` = online backend) |
-//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`); recorded through `telemetry::record_served` * |
+//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`); recorded through `telemetry::record_served` |
 //! | `fstore_imputations_total` | counter | values | `view` | values replaced by a `Default` fallback when served |
 //! | `fstore_deprecated_reads_total` | counter | reads | `view` | online or historical requests that read a deprecated view |
-//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0; `telemetry::record_breaker_open` * |
+//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0; `telemetry::record_breaker_open` |
 //! | `fstore_freshness_lag_seconds` | gauge | seconds | `view` | age of the view's newest offline event at the last freshness check |
-//!
-//! \* Not yet called by `get_online_features` itself (the serving path is being
-//! rewritten in parallel); until it is, the serving metrics marked \* are only
-//! recorded where a caller invokes these functions.
 
 use std::future::Future;
 use std::sync::Arc;

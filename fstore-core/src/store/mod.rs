@@ -273,6 +273,11 @@ impl FeatureStoreBuilder {
                 )));
             }
         }
+        let online = InstrumentedOnline::wrap(
+            self.online
+                .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+        );
+        let online_backend = online.backend();
         Ok(FeatureStore {
             registry: InstrumentedRegistry::wrap(
                 self.registry
@@ -282,10 +287,7 @@ impl FeatureStoreBuilder {
                 self.offline
                     .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
             ),
-            online: InstrumentedOnline::wrap(
-                self.online
-                    .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
-            ),
+            online,
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
@@ -299,7 +301,7 @@ impl FeatureStoreBuilder {
             lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
             breaker: self
                 .breaker
-                .map(|(n, d)| resilience::CircuitBreaker::new(n, d)),
+                .map(|(n, d)| resilience::CircuitBreaker::new(online_backend, n, d)),
         })
     }
 }

@@ -85,14 +85,18 @@ impl LastKnownGood {
 /// is let through (half-open).
 #[derive(Debug)]
 pub(crate) struct CircuitBreaker {
+    /// Backend id, the label of the breaker gauge.
+    backend: &'static str,
     threshold: u32,
     cooldown: Duration,
     state: Mutex<(u32, Option<Instant>)>,
 }
 
 impl CircuitBreaker {
-    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(backend: &'static str, threshold: u32, cooldown: Duration) -> Self {
+        crate::telemetry::record_breaker_open(backend, false);
         Self {
+            backend,
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new((0, None)),
@@ -117,6 +121,9 @@ impl CircuitBreaker {
 
     pub(crate) fn success(&self) {
         if let Ok(mut s) = self.state.lock() {
+            if s.1.is_some() {
+                crate::telemetry::record_breaker_open(self.backend, false);
+            }
             *s = (0, None);
         }
     }
@@ -125,6 +132,9 @@ impl CircuitBreaker {
         if let Ok(mut s) = self.state.lock() {
             s.0 = s.0.saturating_add(1);
             if s.0 >= self.threshold {
+                if s.1.is_none() {
+                    crate::telemetry::record_breaker_open(self.backend, true);
+                }
                 s.1 = Some(Instant::now());
             }
         }

@@ -58,7 +58,31 @@ pub enum FeatureStatus {
 
 impl std::fmt::Display for FeatureStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
+    }
+}
+
+impl FeatureStatus {
+    /// Every status, in declaration order.
+    const ALL: [Self; 6] = [
+        Self::Present,
+        Self::NullValue,
+        Self::NotFound,
+        Self::Expired,
+        Self::Stale,
+        Self::Unavailable,
+    ];
+
+    /// The status's name (`"Present"`, …), as in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "Present",
+            Self::NullValue => "NullValue",
+            Self::NotFound => "NotFound",
+            Self::Expired => "Expired",
+            Self::Stale => "Stale",
+            Self::Unavailable => "Unavailable",
+        }
     }
 }
 
@@ -977,6 +1001,7 @@ impl FeatureStore {
                 .imputations
                 .fetch_add(imputed, Ordering::Relaxed);
         }
+        record_served(&p, &view_rows, &raw_valid, n);
         let schema = p.schema(&entities.schema())?;
         let batch = RecordBatch::try_new_with_options(
             schema,
@@ -990,6 +1015,68 @@ impl FeatureStore {
             rows: view_rows,
             raw_valid,
         })
+    }
+}
+
+/// Counts the values of a response by view and status
+/// ([`crate::telemetry::FEATURES_SERVED`]): per output, derived from the view's
+/// row statuses and the output's null count (row by row only when the
+/// last-known-good cache answered), then one counter update per (view, status).
+fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer>], n: usize) {
+    let mut per_view: Vec<(&str, [u64; 6])> = Vec::new();
+    let mut row_counts: Vec<Option<[u64; 7]>> = vec![None; rows.len()];
+    for (o, nulls) in p.outputs.iter().zip(raw_valid) {
+        let mut c = [0u64; 6];
+        let nulls_n = nulls.as_ref().map_or(0, NullBuffer::null_count) as u64;
+        match o.source {
+            Source::OnDemand { .. } => {
+                c[1] = nulls_n;
+                c[0] = n as u64 - nulls_n;
+            }
+            Source::View { view, .. } => {
+                let rc = *row_counts[view].get_or_insert_with(|| {
+                    let mut k = [0u64; 7];
+                    for st in &rows[view].status {
+                        k[*st as usize] += 1;
+                    }
+                    k
+                });
+                let (found, not_found, expired, stale, stale_absent, unavailable) = (
+                    rc[RowStatus::Found as usize],
+                    rc[RowStatus::NotFound as usize],
+                    rc[RowStatus::Expired as usize],
+                    rc[RowStatus::Stale as usize],
+                    rc[RowStatus::StaleAbsent as usize],
+                    rc[RowStatus::Unavailable as usize],
+                );
+                if stale == 0 {
+                    // rows without a value are null; the other nulls are NullValue
+                    let null_values =
+                        nulls_n.saturating_sub(not_found + expired + stale_absent + unavailable);
+                    c[0] = found.saturating_sub(null_values);
+                    c[1] = null_values;
+                    c[2] = not_found;
+                    c[3] = expired;
+                    c[4] = stale_absent;
+                    c[5] = unavailable;
+                } else {
+                    for row in 0..n {
+                        let st = status_of(o, rows, nulls.as_ref(), row);
+                        c[st as usize] += 1;
+                    }
+                }
+            }
+        }
+        let view = o.feature.view.as_str();
+        match per_view.iter_mut().find(|(v, _)| *v == view) {
+            Some((_, acc)) => acc.iter_mut().zip(c).for_each(|(a, x)| *a += x),
+            None => per_view.push((view, c)),
+        }
+    }
+    for (view, c) in per_view {
+        for (st, k) in FeatureStatus::ALL.iter().zip(c) {
+            crate::telemetry::record_served(view, st.as_str(), k);
+        }
     }
 }
 

@@ -656,6 +656,18 @@ async fn apply_validates_and_refuses_breaking_changes() {
 
 #[tokio::test]
 async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
+    // the breaker's state is also a gauge (current-thread runtime: a local recorder sees it)
+    let rec = metrics_util::debugging::DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&rec);
+    let breaker_gauge = || {
+        rec.snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(k, ..)| k.key().name() == crate::telemetry::CIRCUIT_BREAKER_OPEN)
+            .map(|(.., v)| v)
+    };
+    use metrics_util::debugging::DebugValue;
     let backend = Faulty::new(usize::MAX);
     let fs = FeatureStore::builder()
         .with_online(Arc::clone(&backend) as _)
@@ -725,6 +737,11 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
         .build()
         .unwrap();
     let first = bare.get_online_features(&req).await.unwrap_err();
+    assert_eq!(
+        breaker_gauge(),
+        Some(DebugValue::Gauge(1.0.into())),
+        "the open breaker shows in fstore_circuit_breaker_open"
+    );
     assert!(
         matches!(&first, Error::Unavailable { message, .. } if message.contains("connection refused")),
         "the backend's own error first: {first:?}"

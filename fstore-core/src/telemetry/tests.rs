@@ -87,7 +87,7 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
         .get_online_features(
             &OnlineRequest::new(
                 FeatureSelection::refs(["tm_view:score"]).unwrap(),
-                entity_batch(&[1, 2, 99]),
+                entity_batch(&[1, 2, 3, 99]),
             )
             .with_now(end),
         )
@@ -136,6 +136,20 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
         seen.gauges
             .get("fstore_freshness_lag_seconds{view=tm_view}"),
         Some(&8.0)
+    );
+
+    // users 1, 2: values; 3: a null value; 99: no row
+    assert_eq!(
+        c("fstore_features_served_total{status=Present,view=tm_view}"),
+        Some(2)
+    );
+    assert_eq!(
+        c("fstore_features_served_total{status=NullValue,view=tm_view}"),
+        Some(1)
+    );
+    assert_eq!(
+        c("fstore_features_served_total{status=NotFound,view=tm_view}"),
+        Some(1)
     );
 
     let h = |k: &str| seen.histograms.get(k).copied();
