@@ -328,6 +328,8 @@ fn bad(key: RedisConfigKey, value: &str, what: &str) -> Error {
 }
 
 fn parse_url(url: &str, force_cluster: bool) -> Result<Config> {
+    #[cfg(feature = "tls")]
+    ensure_crypto_provider(); // fred builds a rustls config for rediss:// URLs
     let map = |e: fred::error::Error| bad(RedisConfigKey::Url, &redact_url(url), e.details());
     let parts: Vec<&str> = url
         .split(',')
@@ -355,8 +357,21 @@ fn parse_url(url: &str, force_cluster: bool) -> Result<Config> {
     }
 }
 
+/// rustls refuses to choose when more than one crypto backend is compiled into
+/// the process (another crate may bring aws-lc-rs) and then panics inside fred;
+/// this adapter's `tls` feature brings ring, so install it unless the host
+/// application already chose one.
+#[cfg(feature = "tls")]
+pub(crate) fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err = another thread installed one first: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 #[cfg(feature = "tls")]
 fn enable_tls(config: &mut Config) -> Result<()> {
+    ensure_crypto_provider();
     if config.tls.is_none() {
         let connector = fred::types::config::TlsConnector::default_rustls()
             .map_err(|e| bad(RedisConfigKey::Tls, "true", e.details()))?;
