@@ -10,11 +10,12 @@ async fn s3_offline_and_registry_conformance() {
     let Some(endpoint) = server_url("FSTORE_TEST_S3_ENDPOINT") else {
         return;
     };
-    assert!(
-        cfg!(feature = "s3"),
-        "FSTORE_TEST_S3_ENDPOINT is set but this test was built without the `s3` feature: \
-         cargo test -p fstore-offline-delta --features s3 (scripts/test.sh does)"
-    );
+    if !cfg!(feature = "s3") {
+        panic!(
+            "FSTORE_TEST_S3_ENDPOINT ({endpoint}) is set but this test was built without the `s3` feature: \
+             cargo test -p fstore-offline-delta --features s3 (scripts/test.sh does)"
+        );
+    }
     #[cfg(feature = "s3")]
     {
         use std::sync::Arc;

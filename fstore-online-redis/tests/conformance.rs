@@ -461,11 +461,12 @@ async fn redis_tls_conformance() {
     let Some(url) = server_url("FSTORE_TEST_REDIS_TLS_URL") else {
         return;
     };
-    assert!(
-        cfg!(feature = "tls"),
-        "FSTORE_TEST_REDIS_TLS_URL is set but this test was built without the `tls` feature: \
-         cargo test -p fstore-online-redis --features tls (scripts/test.sh does)"
-    );
+    if !cfg!(feature = "tls") {
+        panic!(
+            "FSTORE_TEST_REDIS_TLS_URL is set but this test was built without the `tls` feature: \
+             cargo test -p fstore-online-redis --features tls (scripts/test.sh does)"
+        );
+    }
     let ca = std::env::var("FSTORE_TEST_REDIS_TLS_CA").expect(
         "FSTORE_TEST_REDIS_TLS_CA (the CA of the TLS node) is set by scripts/servers/redis.sh",
     );

@@ -314,10 +314,11 @@ impl ScyllaOnlineStore {
         // does, not as skipped (`WriteSummary::skipped` = strictly older).
         let mut same_version = vec![0u64; rows.len()];
         for (i, r) in rows.iter().enumerate() {
-            if let Some(&w) = best.get(r.entity_key.as_slice()) {
-                if w != i && r.version() == rows[w].version() {
-                    same_version[w] += 1;
-                }
+            if let Some(&w) = best.get(r.entity_key.as_slice())
+                && w != i
+                && r.version() == rows[w].version()
+            {
+                same_version[w] += 1;
             }
         }
         let mut keep: Vec<usize> = best.into_values().collect();
