@@ -164,7 +164,7 @@ fn check_online(r: &fstore_core::OnlineResponse) -> Result<(), String> {
     )?;
     let statuses = |f: &str| {
         r.feature(f)
-            .map(|m| m.statuses.clone())
+            .map(|m| m.statuses())
             .ok_or(format!("no metadata for {f}"))
     };
     check(
@@ -330,8 +330,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     print_batch("online features", &online.batch)?;
-    for m in &online.metadata {
-        println!("status {:<12} {:?}", m.name, m.statuses);
+    for m in online.features() {
+        println!("status {:<12} {:?}", m.name(), m.statuses());
     }
     println!("imputed values: {}", online.imputed);
     let _ = std::fs::remove_dir_all(&registry_dir);

@@ -488,19 +488,20 @@ async fn get(
     let opts = FormatOptions::default().with_null("null");
     for (row, e) in entities.iter().enumerate() {
         println!("{e}");
-        for m in &resp.metadata {
+        for m in resp.features() {
             let col = resp
                 .batch
-                .column_by_name(&m.name)
-                .ok_or_else(|| CliError::msg(format!("response lacks column '{}'", m.name)))?;
+                .column_by_name(m.name())
+                .ok_or_else(|| CliError::msg(format!("response lacks column '{}'", m.name())))?;
             let fmt = ArrayFormatter::try_new(col.as_ref(), &opts)
-                .map_err(|e| CliError::msg(format!("formatting '{}': {e}", m.name)))?;
+                .map_err(|e| CliError::msg(format!("formatting '{}': {e}", m.name())))?;
             println!(
                 "  {}\t{}\t{}\t{}",
-                m.feature,
+                m.feature(),
                 fmt.value(row),
-                m.statuses[row],
-                m.event_timestamps[row].map_or_else(|| "-".into(), |t| t.to_rfc3339())
+                m.status(row),
+                m.event_timestamp(row)
+                    .map_or_else(|| "-".into(), |t| t.to_rfc3339())
             );
         }
     }

@@ -1,4 +1,4 @@
-//! `fstore`: the operator command line of fstore (DESIGN §13).
+//! `fstore`: the operator command line of fstore ([semantics §13](fstore_core::docs::semantics)).
 //!
 //! Plans and applies definition files, materializes offline → online, builds
 //! training sets, reads online features for debugging, describes the
@@ -303,7 +303,13 @@ fn init_tracing(verbose: u8, format: LogFormat) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // fred logs its own reconnect chatter at warn; fstore reports the error itself.
+    let default = if verbose >= 2 {
+        level.to_owned()
+    } else {
+        format!("{level},fred=error")
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let spans = if verbose >= 2 {
         FmtSpan::CLOSE
     } else {
@@ -312,6 +318,7 @@ fn init_tracing(verbose: u8, format: LogFormat) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_span_events(spans);
     match format {
         LogFormat::Text => b.init(),

@@ -13,6 +13,7 @@ use crate::model::{ResolvedView, ValueType};
 use crate::online::OnlineRow;
 use crate::time::{normalize_timestamp_array, timestamp_micros};
 
+pub use crate::agg::TILE_STATE_VERSION;
 pub use crate::codec::cast_checked;
 pub use crate::codec::{
     ENTITY_KEY_VERSION, PAYLOAD_VERSION, decode_entity_key, decode_payloads, display_entity_key,
@@ -36,7 +37,7 @@ fn widening_ok(from: &DataType, to: &ValueType) -> bool {
 /// # Errors
 /// [`Error::InvalidInput`] naming the column for: a missing key, timestamp or
 /// feature column; a null key (with the row); null, naive or non-timestamp
-/// event/created timestamps (DESIGN §3); a feature whose type differs from the
+/// event/created timestamps ([semantics §3](crate::docs::semantics)); a feature whose type differs from the
 /// declared one and is not a lossless widening (int32→int64, int32/float32→float64,
 /// any string or timestamp flavour).
 pub fn normalize_batch(

@@ -192,7 +192,7 @@ pub fn format_duration(d: Duration) -> String {
         ("ms", 1_000_000),
         ("us", 1_000),
     ] {
-        if nanos != 0 && nanos % n == 0 {
+        if nanos != 0 && nanos.is_multiple_of(n) {
             return format!("{}{unit}", nanos / n);
         }
     }
@@ -580,7 +580,7 @@ mod tests {
             c.duration(K::Timeout, Duration::ZERO).unwrap(),
             Duration::from_secs(2)
         );
-        assert_eq!(c.bool(K::Flag, true).unwrap(), true);
+        assert!(c.bool(K::Flag, true).unwrap());
         c.set(K::Size, "256MiB");
         assert_eq!(c.size(K::Size, 0).unwrap(), 256 << 20);
         assert!(c.count(K::Size, 1, 1, 10).is_err());

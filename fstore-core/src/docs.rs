@@ -1,4 +1,11 @@
-//! Documentation-only modules.
+//! Documentation-only modules: [`semantics`] (the contract every part of
+//! fstore honours, cited as "semantics §n" throughout) and
+//! [`writing_a_backend`].
+
+/// The semantics contract, sections 1 to 13 (also `fstore-core/docs/semantics.md` in
+/// the repository).
+#[doc = include_str!("../docs/semantics.md")]
+pub mod semantics {}
 
 /// # Writing a backend
 ///
@@ -97,3 +104,84 @@
 /// only your `FSTORE_<NAME>_*` prefix, validation in `build()`, and a
 /// hand-written `Debug` that never prints secrets.
 pub mod writing_a_backend {}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` and `.md` file of the workspace, skipping build output.
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if p.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    sources(&p, out);
+                }
+            } else if name.ends_with(".rs") || name.ends_with(".md") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// The sections the contract defines (`## §n …` headings).
+    fn sections() -> Vec<u32> {
+        include_str!("../docs/semantics.md")
+            .lines()
+            .filter_map(|l| l.strip_prefix("## §"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn contract_has_sections_1_to_13() {
+        assert_eq!(sections(), (1..=13).collect::<Vec<_>>());
+    }
+
+    /// Every "§n" in the workspace is a "semantics §n" citation of a section
+    /// that exists; nothing cites a document outside the repository.
+    #[test]
+    fn every_section_citation_resolves() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let known = sections();
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        assert!(files.len() > 20, "found only {} source files", files.len());
+        let mut bad = Vec::new();
+        for f in &files {
+            let Ok(text) = std::fs::read_to_string(f) else {
+                continue;
+            };
+            if f.ends_with("docs/semantics.md") || f.ends_with("src/docs.rs") {
+                continue;
+            }
+            for (i, line) in text.lines().enumerate() {
+                for (at, _) in line.match_indices('§') {
+                    let digits: String = line[at + '§'.len_utf8()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    let Ok(n) = digits.parse::<u32>() else {
+                        continue; // "§n" in prose about citations
+                    };
+                    let cites = line[..at].ends_with("semantics ");
+                    if !cites || !known.contains(&n) {
+                        bad.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                    }
+                }
+                if line.contains(concat!("shared/", "DESIGN")) {
+                    bad.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "section citations must read \"semantics §n\" (fstore-core/docs/semantics.md):\n{}",
+            bad.join("\n")
+        );
+    }
+}

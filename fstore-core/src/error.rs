@@ -63,6 +63,30 @@ pub enum Error {
         registry: String,
     },
 
+    /// Stored aggregation tiles were written under another definition of the
+    /// aggregation feature (column, type, function, window or hop changed):
+    /// re-materialize the view. The same guard as [`Error::OnDemandVersionMismatch`].
+    #[error(
+        "aggregation feature '{feature}': stored tiles were written by another definition (fingerprint {stored:016x}, current {current:016x}); re-materialize the view"
+    )]
+    AggregationDefinitionMismatch {
+        /// `view:feature`.
+        feature: String,
+        /// Fingerprint found in the stored tile.
+        stored: u64,
+        /// Fingerprint of the current definition.
+        current: u64,
+    },
+
+    /// The backend does not implement this operation (see its capabilities).
+    #[error("{operation} not supported by {backend}")]
+    NotSupported {
+        /// Backend id.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
+
     /// A configuration key is not known to this backend.
     #[error("unknown configuration key for {backend}: '{key}'")]
     UnknownConfigKey {

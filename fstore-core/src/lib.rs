@@ -57,12 +57,13 @@
 //!     &OnlineRequest::new(FeatureSelection::refs(["driver_stats:conv_rate"])?, entities).with_now(end),
 //! ).await?;
 //! let meta = resp.feature("conv_rate").unwrap();
-//! assert_eq!(meta.statuses, vec![FeatureStatus::Present, FeatureStatus::NotFound]);
+//! assert_eq!(meta.statuses(), vec![FeatureStatus::Present, FeatureStatus::NotFound]);
 //! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
+pub mod agg;
 mod codec;
 pub mod config;
 pub mod docs;
@@ -85,6 +86,7 @@ pub mod testkit;
 
 pub use error::{BoxError, Error, Result};
 pub use memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
+pub use model::{AggFunction, Aggregation, LAST_N_CAP, format_duration, parse_duration};
 pub use model::{
     Definitions, Deprecation, Entity, Fallback, FeatureField, FeatureRef, FeatureService,
     FeatureView, JoinKey, OnDemandView, ResolvedView, Tags, Value, ValueType,
@@ -96,17 +98,17 @@ pub use offline::{
 pub use ondemand::OnDemandFunction;
 pub use online::{
     DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, OnlineStoreExt,
-    ReadOptions, WriteOptions, WriteSummary,
+    ReadOptions, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 pub use registry::{
     Change, ChangeKind, DynRegistry, FieldChange, FileRegistry, ObjectKind, Plan, Registry,
     RegistrySnapshot, RegistryState, Watermark, plan, validate,
 };
 pub use store::{
-    ApplyOptions, ApplyResult, FeatureMetadata, FeatureSelection, FeatureStatus, FeatureStore,
-    FeatureStoreBuilder, HistoricalRequest, HistoricalResult, MaterializeOptions,
-    MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse, PushSummary, PushTarget,
-    ViewMaterializeReport,
+    ApplyOptions, ApplyResult, DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureSelection,
+    FeatureStatus, FeatureStore, FeatureStoreBuilder, HistoricalRequest, HistoricalResult,
+    MaterializeOptions, MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse,
+    PreparedRequest, PushSummary, PushTarget, ViewMaterializeReport,
 };
 
 pub use arrow_array;
@@ -120,12 +122,13 @@ pub use arrow_schema;
 /// crate (`fstore_core::Result`, `fstore_core::Error`).
 pub mod prelude {
     pub use crate::{
-        ApplyOptions, Definitions, DynOfflineStore, DynOnlineStore, DynRegistry, Entity, Fallback,
-        FeatureField, FeatureRef, FeatureSelection, FeatureService, FeatureStatus, FeatureStore,
-        FeatureStoreBuilder, FeatureView, FileRegistry, HistoricalRequest, HistoricalResult,
-        InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry, MaterializeOptions,
-        OfflineStore, OnDemandFunction, OnDemandView, OnlineRequest, OnlineResponse, OnlineStore,
-        OnlineStoreExt, PushTarget, Registry, Value, ValueType,
+        AggFunction, Aggregation, ApplyOptions, Definitions, DynOfflineStore, DynOnlineStore,
+        DynRegistry, Entity, Fallback, FeatureField, FeatureRef, FeatureSelection, FeatureService,
+        FeatureStatus, FeatureStore, FeatureStoreBuilder, FeatureView, FileRegistry,
+        HistoricalRequest, HistoricalResult, InMemoryOfflineStore, InMemoryOnlineStore,
+        InMemoryRegistry, MaterializeOptions, OfflineStore, OnDemandFunction, OnDemandView,
+        OnlineRequest, OnlineResponse, OnlineStore, OnlineStoreExt, PushTarget, Registry, Value,
+        ValueType,
     };
 }
 

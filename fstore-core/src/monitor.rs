@@ -1,4 +1,4 @@
-//! Monitors (DESIGN §9): freshness, fill rate, drift (PSI and KS) and
+//! Monitors ([semantics §9](crate::docs::semantics)): freshness, fill rate, drift (PSI and KS) and
 //! online/offline skew.
 //!
 //! The statistics are pure functions over Arrow arrays; the store-level checks
@@ -273,10 +273,10 @@ impl FeatureStore {
             .get_historical_features(&HistoricalRequest::new(vec![spine], ts_name, features))
             .await?;
         let mut out = Vec::new();
-        for m in &online.metadata {
+        for m in online.features() {
             let (Some(a), Some(b)) = (
-                online.batch.column_by_name(&m.name),
-                hist.batch.column_by_name(&m.name),
+                online.batch.column_by_name(m.name()),
+                hist.batch.column_by_name(m.name()),
             ) else {
                 continue;
             };
@@ -284,7 +284,7 @@ impl FeatureStore {
             let mut first = None;
             for i in 0..n {
                 let served_null = matches!(
-                    m.statuses[i],
+                    m.status(i),
                     FeatureStatus::NotFound | FeatureStatus::Expired
                 );
                 let same = if served_null {
@@ -298,7 +298,7 @@ impl FeatureStore {
                 }
             }
             out.push(FeatureSkew {
-                feature: m.name.clone(),
+                feature: m.name().to_owned(),
                 compared: n,
                 mismatches,
                 first_mismatch: first,

@@ -138,7 +138,7 @@ impl ScanResult {
 #[non_exhaustive]
 pub struct OfflineCapabilities {
     /// Versions are numbered and `since_version` scans return exactly the rows
-    /// committed after a version (DESIGN §7 late-data materialization).
+    /// committed after a version ([semantics §7](crate::docs::semantics) late-data materialization).
     pub change_log: bool,
     /// `as_of_version` scans reproduce an older state.
     pub time_travel: bool,

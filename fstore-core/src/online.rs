@@ -1,4 +1,4 @@
-//! The online store trait (DESIGN §6).
+//! The online store trait ([semantics §6](crate::docs::semantics)).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -62,6 +62,9 @@ pub struct OnlineCapabilities {
     pub max_write_batch: Option<usize>,
     /// The backend frees rows after `event_ts + ttl` by itself.
     pub native_ttl: bool,
+    /// The backend stores aggregation tiles ([`OnlineStore::write_tiles`],
+    /// [`OnlineStore::merge_tiles`], [`OnlineStore::read_tiles`]).
+    pub tiles: bool,
 }
 
 impl OnlineCapabilities {
@@ -80,7 +83,54 @@ impl OnlineCapabilities {
         self.native_ttl = v;
         self
     }
+    /// Sets `tiles`.
+    pub fn with_tiles(mut self, v: bool) -> Self {
+        self.tiles = v;
+        self
+    }
 }
+
+/// One hop tile of one aggregation feature of one entity ([semantics §11](crate::docs::semantics)).
+///
+/// `state` is opaque to adapters: core's versioned tile-state bytes (layout in
+/// [`crate::agg`], referenced from the entity-key and payload layouts in [`crate::adapter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tile {
+    /// Aggregation feature name.
+    pub feature: String,
+    /// Tile start, UTC microseconds (a multiple of the hop).
+    pub start: i64,
+    /// Event time after which the tile is never read again: tile start + hop
+    /// + window + one hop (`i64::MAX` for lifetime windows).
+    pub expires_at: i64,
+    /// Encoded intermediate state.
+    pub state: Vec<u8>,
+}
+
+impl Tile {
+    /// The tile's field name inside an entity's tile set: `{feature}@{start}`.
+    /// Adapters that key tiles by one string use this.
+    pub fn field(&self) -> String {
+        format!("{}@{}", self.feature, self.start)
+    }
+}
+
+/// Tiles to store for one entity of a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileWrite {
+    /// Entity key bytes.
+    pub entity_key: Vec<u8>,
+    /// The tiles (each `(feature, start)` at most once).
+    pub tiles: Vec<Tile>,
+    /// Tiles of this entity whose `expires_at <= expire_before` may be removed
+    /// (they can no longer be in any window read after these events).
+    pub expire_before: i64,
+}
+
+/// Merges a stored tile state with a delta written after it: `(feature,
+/// stored, delta) -> merged`. Supplied by core; adapters call it inside their
+/// atomic read-modify-write.
+pub type TileMergeFn = dyn Fn(&str, &[u8], &[u8]) -> Result<Vec<u8>> + Send + Sync;
 
 /// Per-call write options.
 #[derive(Debug, Clone, Default)]
@@ -185,11 +235,68 @@ pub trait OnlineStore: Send + Sync + Debug + 'static {
     /// Backend failures; never a silent `None` for a failed lookup.
     async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>>;
 
-    /// Removes every row of the view `view`.
+    /// Removes every row of the view `view` (and its aggregation tiles).
     ///
     /// # Errors
     /// Backend failures.
     async fn delete_view(&self, view: &str) -> Result<()>;
+
+    /// Stores aggregation tiles, **replacing** any stored tile with the same
+    /// `(view, entity, feature, start)` (materialization: re-running gives
+    /// the same tiles). Tiles past `expire_before` may be dropped.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotSupported`] unless [`OnlineCapabilities::tiles`];
+    /// backend failures (re-running is safe).
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let _ = (view, writes, opts);
+        Err(crate::Error::NotSupported {
+            backend: self.backend(),
+            operation: "write_tiles",
+        })
+    }
+
+    /// Merges delta tiles into the stored ones (push): per tile, stored ⊕
+    /// delta with `merge`, or the delta where nothing is stored. Atomic per
+    /// entity: concurrent callers lose nothing (N pushers × E events → count
+    /// N·E). If `merge` fails for a tile, nothing of that entity is written.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotSupported`] unless [`OnlineCapabilities::tiles`];
+    /// errors of `merge` (e.g. [`crate::Error::AggregationDefinitionMismatch`]);
+    /// backend failures.
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let _ = (view, writes, merge, opts);
+        Err(crate::Error::NotSupported {
+            backend: self.backend(),
+            operation: "merge_tiles",
+        })
+    }
+
+    /// Reads every stored tile of each (view, entity key), aligned with
+    /// `keys` (empty when none), in one backend call where the backend allows.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotSupported`] unless [`OnlineCapabilities::tiles`];
+    /// backend failures.
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let _ = (keys, opts);
+        Err(crate::Error::NotSupported {
+            backend: self.backend(),
+            operation: "read_tiles",
+        })
+    }
 }
 
 /// Convenience methods on every [`OnlineStore`]. Blanket-implemented; adapters

@@ -1,4 +1,4 @@
-//! The pure point-in-time join (DESIGN §5): no I/O, deterministic, independent of
+//! The pure point-in-time join ([semantics §5](crate::docs::semantics)): no I/O, deterministic, independent of
 //! batch boundaries and input row order.
 
 mod keys;
@@ -75,7 +75,7 @@ impl PitOptions {
 }
 
 /// Joins each spine row with, per view, the latest feature row at or before the
-/// spine row's timestamp (DESIGN §5).
+/// spine row's timestamp ([semantics §5](crate::docs::semantics)).
 ///
 /// For spine row r with key k and time t, and view v with ttl T: candidates are v's
 /// rows with key k and `event_ts <= t` and, if T is set, `event_ts >= t - T`; with
@@ -89,7 +89,7 @@ impl PitOptions {
 /// # Errors
 /// [`Error::InvalidInput`] naming the column for: an empty `spine` slice, a missing
 /// column, a key type mismatch (naming both types), naive or null timestamps
-/// (DESIGN §3), a feature column whose type differs from the declared one, an
+/// ([semantics §3](crate::docs::semantics)), a feature column whose type differs from the declared one, an
 /// output name clash.
 pub fn point_in_time_join(
     spine: &[RecordBatch],

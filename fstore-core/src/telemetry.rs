@@ -1,4 +1,4 @@
-//! Tracing spans and metrics (DESIGN §13).
+//! Tracing spans and metrics ([semantics §13](crate::docs::semantics)).
 //!
 //! fstore reports what it does through two facades; the host application
 //! chooses where it goes:
@@ -31,17 +31,21 @@
 //! | name | kind | unit | labels | what |
 //! |------|------|------|--------|------|
 //! | `fstore_store_call_duration_seconds` | histogram | seconds | `operation`, `backend`, `outcome` | latency of one call to the registry, offline or online store (`operation` = `online.read`, `online.write`, `offline.scan`, `registry.commit`, …) |
-//! | `fstore_operation_duration_seconds` | histogram | seconds | `operation`, `outcome` | latency of a facade operation (`apply`, `push`, `materialize`, `materialize_incremental`, `get_online_features`, `get_historical_features`) |
+//! | `fstore_operation_duration_seconds` | histogram | seconds | `operation`, `outcome` | latency of a facade operation (`apply`, `push`, `materialize`, `materialize_incremental`) |
 //! | `fstore_store_call_errors_total` | counter | calls | `operation`, `backend`, `kind` | failed store calls by error kind (`timeout`, `throttled`, `unavailable`, `conflict`, `not_found`, `invalid_input`, `backend`, `other`) |
 //! | `fstore_online_rows_written_total` | counter | rows | `view`, `backend` | rows stored by online writes (push and materialization) |
 //! | `fstore_online_rows_skipped_total` | counter | rows | `view`, `backend` | rows an online write skipped because a newer row was stored (newest-wins) |
 //! | `fstore_offline_rows_written_total` | counter | rows | `view`, `backend` | rows appended to the offline store |
 //! | `fstore_materialized_rows_total` | counter | rows | `view`, `backend` | rows read from the offline store by a materialization and written or skipped online (`backend` = online backend) |
-//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`) |
+//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`); recorded through `telemetry::record_served` * |
 //! | `fstore_imputations_total` | counter | values | `view` | values replaced by a `Default` fallback when served |
 //! | `fstore_deprecated_reads_total` | counter | reads | `view` | online or historical requests that read a deprecated view |
-//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0 |
+//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0; `telemetry::record_breaker_open` * |
 //! | `fstore_freshness_lag_seconds` | gauge | seconds | `view` | age of the view's newest offline event at the last freshness check |
+//!
+//! \* Not yet called by `get_online_features` itself (the serving path is being
+//! rewritten in parallel); until it is, the serving metrics marked \* are only
+//! recorded where a caller invokes these functions.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,8 +64,8 @@ use crate::offline::{
     ScanResult,
 };
 use crate::online::{
-    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions,
-    WriteOptions, WriteSummary,
+    DynOnlineStore, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, Tile,
+    TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use crate::registry::{DynRegistry, Registry, RegistrySnapshot, RegistryState};
 
@@ -512,6 +516,53 @@ impl OnlineStore for InstrumentedOnline {
             view = view
         );
         self.delete.run(span, self.inner.delete_view(view)).await
+    }
+
+    // Aggregation tiles: forwarded in a span (no per-call metrics yet).
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let span = store_span!(
+            "fstore.online.write_tiles",
+            self.inner.backend(),
+            view = view.name(),
+            entities = writes.len()
+        );
+        self.inner
+            .write_tiles(view, writes, opts)
+            .instrument(span)
+            .await
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let span = store_span!(
+            "fstore.online.merge_tiles",
+            self.inner.backend(),
+            view = view.name(),
+            entities = writes.len()
+        );
+        self.inner
+            .merge_tiles(view, writes, merge, opts)
+            .instrument(span)
+            .await
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let span = store_span!(
+            "fstore.online.read_tiles",
+            self.inner.backend(),
+            keys = keys.len()
+        );
+        self.inner.read_tiles(keys, opts).instrument(span).await
     }
 }
 

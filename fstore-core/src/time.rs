@@ -1,4 +1,4 @@
-//! Time rules (DESIGN §3): every timestamp is an instant, normalised to UTC
+//! Time rules ([semantics §3](crate::docs::semantics)): every timestamp is an instant, normalised to UTC
 //! microseconds at the boundary; naive timestamps are rejected unless the caller
 //! opts in; null timestamps are errors that name the column, the count and the
 //! first row.

@@ -189,3 +189,32 @@ mod tests {
         assert!(!c.adds[0].data_change);
     }
 }
+
+#[cfg(test)]
+mod decode_props {
+    use super::*;
+
+    /// Item 2: a Delta log commit of any bytes (mutations of real action
+    /// lines) parses or fails with a named log error (reported as a backend
+    /// error naming the commit), never a panic or a deep recursion.
+    #[test]
+    fn commit_json_never_panics() {
+        let seeds = vec![
+            br#"{"metaData":{"id":"abc"}}
+{"add":{"path":"part-1.parquet","size":10,"dataChange":true,"stats":"{\"numRecords\":2,\"minValues\":{\"ts\":\"2024-01-01T00:00:00.000Z\"},\"maxValues\":{\"ts\":\"2024-01-02T00:00:00.000Z\"}}"}}
+{"remove":{"path":"part-0.parquet"}}"#
+                .to_vec(),
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".repeat(20),
+        ];
+        fstore_core::testkit::decoder_never_panics(
+            "delta log commit",
+            &seeds,
+            fstore_core::testkit::DECODER_CASES,
+            |b| match parse_commit(b, 3, Some("ts")) {
+                Ok(_) => Ok(()),
+                Err(Error::Log(m)) => Err(fstore_core::Error::invalid(m)),
+                Err(other) => Err(other.into()),
+            },
+        );
+    }
+}

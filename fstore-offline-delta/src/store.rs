@@ -150,7 +150,7 @@ impl OfflineStore for DeltaOfflineStore {
                     .collect::<Vec<_>>(),
             )));
         }
-        // Keys and timestamps must be non-null (DESIGN §3); name the column and row.
+        // Keys and timestamps must be non-null (semantics §3, fstore-core/docs/semantics.md); name the column and row.
         for name in view.key_and_time_columns() {
             if let Some(c) = batch.column_by_name(name) {
                 fstore_core::time::reject_nulls(c.as_ref(), name, "key/timestamp")
@@ -182,5 +182,11 @@ impl OfflineStore for DeltaOfflineStore {
 
     async fn delete_view(&self, view: &ResolvedView) -> Result<()> {
         self.client.delete_view(view.name()).await
+    }
+
+    /// The Delta table id: a re-created table has a new one, so incremental
+    /// materialization starts over instead of trusting old watermarks.
+    async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
+        self.client.table_id(view.name()).await
     }
 }

@@ -258,3 +258,46 @@ mod tests {
         assert!(from_item(&item).is_err());
     }
 }
+
+#[cfg(test)]
+mod decode_props {
+    use super::*;
+
+    /// Item 2: stored attributes of any bytes (binary attributes as given,
+    /// string and number attributes as their lossy UTF-8) decode to a row or a
+    /// named error (the adapter reports it naming the key), never a panic.
+    #[test]
+    fn stored_items_never_panic() {
+        let seeds = vec![b"1700000000000000".to_vec(), b"-1".to_vec(), vec![1, 0, 0]];
+        fstore_core::testkit::decoder_never_panics(
+            "dynamo item",
+            &seeds,
+            fstore_core::testkit::DECODER_CASES,
+            |b| {
+                let text = String::from_utf8_lossy(b).into_owned();
+                let mut item = Item::new();
+                item.insert(PK.to_owned(), AttributeValue::B(b.to_vec().into()));
+                item.insert(SK.to_owned(), AttributeValue::S(text.clone()));
+                item.insert(PAYLOAD.to_owned(), AttributeValue::B(b.to_vec().into()));
+                item.insert(EVENT_TS.to_owned(), AttributeValue::N(text.clone()));
+                if b.len() % 2 == 0 {
+                    item.insert(CREATED_TS.to_owned(), AttributeValue::N(text));
+                }
+                let _ = version(&item);
+                match from_item(&item) {
+                    Ok((_, row)) => {
+                        let _ = fstore_core::adapter::decode_payloads(
+                            &[Some(&row.payload)],
+                            &[fstore_core::FeatureField::new(
+                                "x",
+                                fstore_core::ValueType::Int64,
+                            )],
+                        );
+                        Ok(())
+                    }
+                    Err(m) => Err(fstore_core::Error::invalid(m)),
+                }
+            },
+        );
+    }
+}

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use fstore_core::{
     Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
-    Result, WriteOptions, WriteSummary,
+    Result, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -58,7 +58,13 @@ impl DynamoOnlineStoreBuilder {
         conf: aws_sdk_dynamodb::config::Builder,
         base_region: Option<String>,
     ) -> Result<DynamoOnlineStore> {
-        let (conf, settings) = self.settings(conf, base_region)?;
+        let sdk_endpoint = self.sdk_config.as_ref().map(sdk_endpoint);
+        let (conf, mut settings) = self.settings(conf, base_region)?;
+        // An endpoint given only through the SDK config is part of the
+        // identity too (see `store_id`).
+        if settings.endpoint.is_none() {
+            settings.endpoint = sdk_endpoint.flatten();
+        }
         let counters = Arc::new(Counters::default());
         let sdk = SdkApi {
             client: aws_sdk_dynamodb::Client::from_conf(conf),
@@ -668,14 +674,46 @@ async fn with_deadline<T>(
     }
 }
 
+/// The endpoint URL set inside an SDK config. The SDK has no getter for it;
+/// its `Debug` output shows it as `EndpointUrl("…")`. When that cannot be
+/// found, a custom SDK config still marks the id (`sdk-config`), so it never
+/// looks like the public AWS endpoint.
+fn sdk_endpoint(c: &aws_sdk_dynamodb::Config) -> Option<String> {
+    let dbg = format!("{c:?}");
+    let found = dbg.split("EndpointUrl(\"").nth(1).and_then(|rest| {
+        rest.split('"')
+            .next()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+    });
+    Some(found.unwrap_or_else(|| "sdk-config".to_owned()))
+}
+
+/// See [`OnlineStore::store_id`] on [`DynamoOnlineStore`].
+fn store_id(s: &crate::config::Settings) -> String {
+    let region = s.region.as_deref().unwrap_or("no-region");
+    let endpoint = s
+        .endpoint
+        .as_deref()
+        .map_or("aws", |e| e.trim_end_matches('/'));
+    format!("{BACKEND}:{region}/{endpoint}/{}", s.table)
+}
+
 #[async_trait]
 impl OnlineStore for DynamoOnlineStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
 
+    /// `dynamo:<region>/<endpoint>/<table>`, with `aws` as the endpoint when
+    /// none is configured (the region's public endpoint). Region and endpoint
+    /// are part of it: staging and production (or DynamoDB Local) tables of the
+    /// same name sharing one registry must not share watermarks. An endpoint
+    /// set only inside a custom SDK config (`with_sdk_config`) is taken from
+    /// it (or, when it cannot be read, the id says `sdk-config`); setting it
+    /// with `with_endpoint` is the reliable way.
     fn store_id(&self) -> String {
-        format!("{BACKEND}:{}", self.settings.table)
+        store_id(&self.settings)
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
@@ -683,6 +721,45 @@ impl OnlineStore for DynamoOnlineStore {
             .with_max_read_batch(MAX_BATCH_GET)
             .with_max_write_batch(1)
             .with_native_ttl(self.settings.native_ttl)
+            .with_tiles(true)
+    }
+
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        with_deadline(
+            opts.timeout,
+            || format!("tile write of {} entities", writes.len()),
+            self.apply_tiles(view.name(), &writes, None),
+        )
+        .await
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        with_deadline(
+            opts.timeout,
+            || format!("tile merge of {} entities", writes.len()),
+            self.apply_tiles(view.name(), &writes, Some(merge)),
+        )
+        .await
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        with_deadline(
+            opts.timeout,
+            || format!("tile read of {} keys", keys.len()),
+            self.read_tiles_inner(keys),
+        )
+        .await
     }
 
     async fn write(
@@ -710,6 +787,8 @@ impl OnlineStore for DynamoOnlineStore {
     }
 
     async fn delete_view(&self, view: &str) -> Result<()> {
+        codec::check_view_name(view)?;
+        self.delete_tiles(view).await?;
         self.delete_inner(view).await
     }
 }
@@ -725,6 +804,33 @@ mod tests {
     use fstore_core::{FeatureView, JoinKey, ValueType};
 
     use super::*;
+
+    /// Item 7: two stores on tables of the same name in different regions or
+    /// behind different endpoints never share an id (and so never share a
+    /// materialization watermark).
+    #[test]
+    fn store_id_includes_region_and_endpoint() {
+        let id = |region: &str, endpoint: Option<&str>| {
+            let mut b = DynamoOnlineStoreBuilder::new()
+                .with_region(region)
+                .with_table("features")
+                .with_access_key_id("k")
+                .with_secret_access_key("s");
+            if let Some(e) = endpoint {
+                b = b.with_endpoint(e);
+            }
+            fstore_core::OnlineStore::store_id(&b.build().unwrap())
+        };
+        let prod = id("eu-west-1", None);
+        assert_eq!(prod, "dynamo:eu-west-1/aws/features");
+        let others = [
+            id("us-east-1", None),
+            id("eu-west-1", Some("http://127.0.0.1:8000")),
+            id("eu-west-1", Some("http://127.0.0.1:8001/")),
+        ];
+        assert!(others.iter().all(|o| *o != prod), "{others:?}");
+        assert_ne!(others[1], others[2]);
+    }
     use crate::client::BatchGetReply;
     use crate::config::RetryPolicy;
     use crate::{DynamoOnlineStoreBuilder, codec};
@@ -984,6 +1090,258 @@ mod tests {
                 .saturating_mul(1 << r.min(20))
                 .min(p.max);
             assert!(d >= full / 2 && d <= full, "{r}: {d:?}");
+        }
+    }
+}
+
+/// Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): one item per (entity, view) with sort key
+/// `agg#<view>` (`#` never occurs in a view name, so it cannot collide with a
+/// row), a map attribute `tiles` of `<feature>@<start µs>` → `i64 BE
+/// expires_at` + core's tile-state bytes, and a number attribute `ver`.
+/// Reads are `BatchGetItem` (100 keys a call); merges and replacements are a
+/// read then a `PutItem` conditional on `ver` being unchanged
+/// (`attribute_not_exists(ver) OR ver = :v`), retried with fresh state when a
+/// concurrent writer won — so concurrent pushers lose nothing.
+mod tiles {
+    use super::*;
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    use fstore_core::{Tile, TileMergeFn, TileWrite};
+
+    pub(super) const TILES: &str = "tiles";
+    pub(super) const VER: &str = "ver";
+    const MAX_ATTEMPTS: usize = 200;
+
+    pub(super) fn sort_key(view: &str) -> String {
+        format!("agg#{view}")
+    }
+
+    fn key(entity: &[u8], view: &str) -> Item {
+        Item::from([
+            (PK.to_owned(), AttributeValue::B(Blob::new(entity.to_vec()))),
+            (SK.to_owned(), AttributeValue::S(sort_key(view))),
+        ])
+    }
+
+    fn decode(item: &Item) -> Result<(Option<String>, Vec<Tile>)> {
+        let ver = match item.get(VER) {
+            Some(AttributeValue::N(n)) => Some(n.clone()),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        if let Some(AttributeValue::M(m)) = item.get(TILES) {
+            for (f, v) in m {
+                let bad = |what: &str| {
+                    Error::backend_msg(BACKEND, format!("tile attribute '{f}': {what}"))
+                };
+                let (feature, start) = f.rsplit_once('@').ok_or_else(|| bad("no '@'"))?;
+                let start: i64 = start.parse().map_err(|_| bad("bad tile start"))?;
+                let AttributeValue::B(b) = v else {
+                    return Err(bad("not binary"));
+                };
+                let b = b.as_ref();
+                if b.len() < 8 {
+                    return Err(bad("shorter than its 8-byte expiry"));
+                }
+                let mut exp = [0u8; 8];
+                exp.copy_from_slice(&b[..8]);
+                out.push(Tile {
+                    feature: feature.to_owned(),
+                    start,
+                    expires_at: i64::from_be_bytes(exp),
+                    state: b[8..].to_vec(),
+                });
+            }
+        }
+        Ok((ver, out))
+    }
+
+    impl DynamoOnlineStore {
+        async fn get_tile_item(&self, entity: &[u8], view: &str) -> Result<Option<Item>> {
+            let out = self
+                .sdk
+                .client
+                .get_item()
+                .table_name(&self.settings.table)
+                .set_key(Some(key(entity, view)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    CallError::from_sdk("GetItem", &self.settings.table, e).into_error(0)
+                })?;
+            Ok(out.item)
+        }
+
+        async fn apply_tiles_one(
+            &self,
+            view: &str,
+            w: &TileWrite,
+            merge: Option<&TileMergeFn>,
+        ) -> Result<()> {
+            for _ in 0..MAX_ATTEMPTS {
+                let stored = self.get_tile_item(&w.entity_key, view).await?;
+                let (ver, tiles) = match &stored {
+                    Some(item) => decode(item)?,
+                    None => (None, Vec::new()),
+                };
+                let mut map: HashMap<String, AttributeValue> = HashMap::new();
+                for s in &tiles {
+                    if s.expires_at > w.expire_before {
+                        let mut v = s.expires_at.to_be_bytes().to_vec();
+                        v.extend_from_slice(&s.state);
+                        map.insert(s.field(), AttributeValue::B(Blob::new(v)));
+                    }
+                }
+                for t in &w.tiles {
+                    let old = tiles
+                        .iter()
+                        .find(|s| s.feature == t.feature && s.start == t.start);
+                    let state = match (merge, old) {
+                        (Some(m), Some(old)) => m(&t.feature, &old.state, &t.state)?,
+                        _ => t.state.clone(),
+                    };
+                    let mut v = t.expires_at.to_be_bytes().to_vec();
+                    v.extend_from_slice(&state);
+                    map.insert(t.field(), AttributeValue::B(Blob::new(v)));
+                }
+                let next: i64 = ver.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
+                let mut item = key(&w.entity_key, view);
+                item.insert(TILES.to_owned(), AttributeValue::M(map));
+                item.insert(VER.to_owned(), AttributeValue::N(next.to_string()));
+                let mut put = self
+                    .sdk
+                    .client
+                    .put_item()
+                    .table_name(&self.settings.table)
+                    .set_item(Some(item))
+                    .expression_attribute_names("#v", VER);
+                put = match &ver {
+                    Some(v) => put
+                        .condition_expression("#v = :v")
+                        .expression_attribute_values(":v", AttributeValue::N(v.clone())),
+                    None => put.condition_expression("attribute_not_exists(#v)"),
+                };
+                match put.send().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => match CallError::from_sdk("PutItem", &self.settings.table, e) {
+                        CallError::ConditionFailed => continue,
+                        other => return Err(other.into_error(0)),
+                    },
+                }
+            }
+            Err(Error::Conflict(format!(
+                "{BACKEND}: tiles of view '{view}' for one entity changed {MAX_ATTEMPTS} times in a row under a conditional put"
+            )))
+        }
+
+        pub(super) async fn apply_tiles(
+            &self,
+            view: &str,
+            writes: &[TileWrite],
+            merge: Option<&TileMergeFn>,
+        ) -> Result<()> {
+            let mut s = futures::stream::iter(0..writes.len())
+                .map(|i| self.apply_tiles_one(view, &writes[i], merge))
+                .buffer_unordered(self.settings.max_concurrency.max(1));
+            while let Some(r) = s.next().await {
+                r?;
+            }
+            Ok(())
+        }
+
+        pub(super) async fn read_tiles_inner(&self, keys: &[OnlineKey]) -> Result<Vec<Vec<Tile>>> {
+            let mut found: HashMap<(Vec<u8>, String), Vec<Tile>> = HashMap::new();
+            let mut uniq: Vec<Item> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for k in keys {
+                if seen.insert((k.entity_key.clone(), k.view.clone())) {
+                    uniq.push(key(&k.entity_key, &k.view));
+                }
+            }
+            for chunk in uniq.chunks(MAX_BATCH_GET) {
+                let mut pending: Vec<Item> = chunk.to_vec();
+                let mut rounds = 0u32;
+                while !pending.is_empty() {
+                    let kaa = KeysAndAttributes::builder()
+                        .set_keys(Some(std::mem::take(&mut pending)))
+                        .consistent_read(self.settings.consistent_reads)
+                        .build()
+                        .map_err(|e| Error::backend(BACKEND, "BatchGetItem request", e))?;
+                    let out = self
+                        .sdk
+                        .client
+                        .batch_get_item()
+                        .request_items(&self.settings.table, kaa)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            CallError::from_sdk("BatchGetItem", &self.settings.table, e)
+                                .into_error(0)
+                        })?;
+                    for item in out
+                        .responses
+                        .and_then(|mut r| r.remove(&self.settings.table))
+                        .unwrap_or_default()
+                    {
+                        let pk = match item.get(PK) {
+                            Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
+                            _ => continue,
+                        };
+                        let view = match item.get(SK) {
+                            Some(AttributeValue::S(s)) => {
+                                s.strip_prefix("agg#").unwrap_or(s).to_owned()
+                            }
+                            _ => continue,
+                        };
+                        found.insert((pk, view), decode(&item)?.1);
+                    }
+                    pending = out
+                        .unprocessed_keys
+                        .and_then(|mut u| u.remove(&self.settings.table))
+                        .map(|k| k.keys)
+                        .unwrap_or_default();
+                    if !pending.is_empty() {
+                        rounds += 1;
+                        if rounds > self.settings.retry.budget {
+                            return Err(Error::Throttled {
+                                backend: BACKEND,
+                                message: "BatchGetItem of tiles kept returning unprocessed keys"
+                                    .into(),
+                            });
+                        }
+                        self.backoff(rounds).await;
+                    }
+                }
+            }
+            Ok(keys
+                .iter()
+                .map(|k| {
+                    found
+                        .get(&(k.entity_key.clone(), k.view.clone()))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect())
+        }
+
+        pub(super) async fn delete_tiles(&self, view: &str) -> Result<()> {
+            let sk = sort_key(view);
+            let mut start: Option<Item> = None;
+            loop {
+                let (keys, next) = self
+                    .api
+                    .scan_view_keys(&sk, start.clone())
+                    .await
+                    .map_err(|e| e.into_error(0))?;
+                for c in batch_write_chunks(keys) {
+                    self.delete_chunk(c).await?;
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => return Ok(()),
+                }
+            }
         }
     }
 }

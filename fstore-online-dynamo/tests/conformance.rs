@@ -105,6 +105,20 @@ async fn dynamo_conformance() {
     fstore_core::testkit::run_online_suite(Arc::new(store)).await;
 }
 
+/// Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): parity with the offline engine, 4
+/// concurrent pushers (conditional puts), idempotent materialization, expiry
+/// and the definition guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamo_aggregations() {
+    let Some(ep) = endpoint() else { return };
+    let store = open(&ep, "agg").await;
+    let cases = std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    fstore_core::testkit::run_agg_suite(Arc::new(store), cases).await;
+}
+
 fn w() -> WriteOptions {
     WriteOptions::default()
 }
@@ -118,7 +132,14 @@ async fn store_identity_and_capabilities() {
     let Some(ep) = endpoint() else { return };
     let t = table("ident");
     let s = builder(&ep, &t).build().unwrap();
-    assert_eq!(s.store_id(), format!("dynamo:{t}"));
+    assert_eq!(
+        s.store_id(),
+        format!(
+            "dynamo:{}/{}/{t}",
+            env_or("FSTORE_TEST_DYNAMO_REGION", "us-east-1"),
+            ep.trim_end_matches('/')
+        )
+    );
     assert_eq!(s.backend(), "dynamo");
     let caps = s.capabilities();
     assert_eq!(caps.max_read_batch, Some(100));
@@ -643,7 +664,14 @@ async fn from_env_and_static_credentials() {
         s.read_one("envv", &ek(1)).await.unwrap().unwrap().event_ts,
         1
     );
-    assert_eq!(s.store_id(), format!("dynamo:{t}"));
+    assert_eq!(
+        s.store_id(),
+        format!(
+            "dynamo:{}/{}/{t}",
+            env_or("FSTORE_TEST_DYNAMO_REGION", "us-east-1"),
+            ep.trim_end_matches('/')
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

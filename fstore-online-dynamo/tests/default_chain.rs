@@ -44,10 +44,10 @@ async fn default_credential_chain_reads_the_environment() {
     let Some(endpoint) = server_url("FSTORE_TEST_DYNAMO_ENDPOINT") else {
         return;
     };
-    if !cfg!(feature = "aws-config") {
+    if cfg!(not(feature = "aws-config")) {
         panic!(
             "FSTORE_TEST_DYNAMO_ENDPOINT is set but this test was built without the `aws-config` \
-             feature: cargo test -p fstore-online-dynamo --features aws-config (scripts/test.sh does)"
+         feature: cargo test -p fstore-online-dynamo --features aws-config (scripts/test.sh does)"
         );
     }
     // credentials in the environment: the chain finds them, moto accepts them

@@ -79,11 +79,12 @@ pub(crate) fn decode_version(
     b: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<(i64, Option<i64>)> {
+    // A corrupt stored value is named like core's payload errors.
     let corrupt = |why: &str| {
-        Error::backend_msg(
-            BACKEND,
-            format!("corrupt version field at {}: {why}", what()),
-        )
+        Error::invalid(format!(
+            "{BACKEND}: corrupt version field at {}: {why}",
+            what()
+        ))
     };
     if b.len() != VERSION_LEN {
         return Err(corrupt(&format!(

@@ -86,6 +86,7 @@ mod config;
 mod error;
 mod layout;
 mod store;
+mod tiles;
 
 pub use config::{BACKEND, RedisConfigKey, RedisOnlineStoreBuilder};
-pub use store::RedisOnlineStore;
+pub use store::{HMGETS_PER_PIPELINE, MAX_READ_KEYS, RedisOnlineStore};

@@ -16,7 +16,7 @@ use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use fstore_core::adapter::display_entity_key;
 use fstore_core::{
     Error, OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView,
-    Result, WriteOptions, WriteSummary,
+    Result, Tile, TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use tokio::sync::OnceCell;
 
@@ -30,6 +30,15 @@ use crate::layout::{
 
 /// Script calls per pipeline (each call carries up to `script_batch` rows).
 const CALLS_PER_PIPELINE: usize = 512;
+
+/// The most keys one [`OnlineStore::read`] call accepts; more is refused with
+/// [`Error::InvalidInput`] (a 10-million-entity request would otherwise become
+/// one giant pipeline holding every reply in memory at once). Below it, reads
+/// are sent in pipelines of [`HMGETS_PER_PIPELINE`].
+pub const MAX_READ_KEYS: usize = 100_000;
+
+/// `HMGET`s per read pipeline (one per distinct entity key).
+pub const HMGETS_PER_PIPELINE: usize = 1_000;
 
 /// An [`OnlineStore`] on Redis or Redis Cluster.
 ///
@@ -211,17 +220,23 @@ impl RedisOnlineStore {
                 let v = view_slot(&mut groups[g].views, &k.view);
                 slots.push(Slot { group: g, view: v });
             }
-            let p = client.pipeline();
-            for g in &groups {
-                let _: () = p
-                    .hmget(
-                        Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
-                        fields(&g.views),
-                    )
-                    .await
-                    .map_err(|e| map_err(e, &what))?;
+            // Pipelines of HMGETS_PER_PIPELINE, one after the other: bounded
+            // request and reply buffers whatever the number of entities.
+            let mut replies: Vec<Value> = Vec::with_capacity(groups.len());
+            for chunk in groups.chunks(HMGETS_PER_PIPELINE) {
+                let p = client.pipeline();
+                for g in chunk {
+                    let _: () = p
+                        .hmget(
+                            Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
+                            fields(&g.views),
+                        )
+                        .await
+                        .map_err(|e| map_err(e, &what))?;
+                }
+                let part: Vec<Value> = p.all().await.map_err(|e| map_err(e, &what))?;
+                replies.extend(part);
             }
-            let replies: Vec<Value> = p.all().await.map_err(|e| map_err(e, &what))?;
             if replies.len() != groups.len() {
                 return Err(Error::backend_msg(
                     BACKEND,
@@ -477,7 +492,9 @@ impl OnlineStore for RedisOnlineStore {
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default().with_native_ttl(self.settings.native_ttl)
+        OnlineCapabilities::default()
+            .with_native_ttl(self.settings.native_ttl)
+            .with_tiles(true)
     }
 
     async fn write(
@@ -513,6 +530,13 @@ impl OnlineStore for RedisOnlineStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if keys.len() > MAX_READ_KEYS {
+            return Err(Error::invalid(format!(
+                "{BACKEND}: a read of {} keys exceeds the maximum of {MAX_READ_KEYS} keys per \
+                 request; split the request",
+                keys.len()
+            )));
+        }
         match self.conn.get() {
             // Connected: one timer per read. A single HMGET carries the
             // deadline itself (fred's command timeout); a pipeline gets an
@@ -530,8 +554,75 @@ impl OnlineStore for RedisOnlineStore {
         }
     }
 
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let what = format!(
+            "tile write of {} entities of '{}'",
+            writes.len(),
+            view.name()
+        );
+        deadline(opts.timeout, &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::apply(
+                conn.pool.next(),
+                &self.settings.prefix,
+                view.name(),
+                &writes,
+                None,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let what = format!(
+            "tile merge of {} entities of '{}'",
+            writes.len(),
+            view.name()
+        );
+        deadline(opts.timeout, &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::apply(
+                conn.pool.next(),
+                &self.settings.prefix,
+                view.name(),
+                &writes,
+                Some(merge),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let what = format!("tile read of {} keys", keys.len());
+        with_deadline(self.read_deadline(opts), &what, async {
+            let conn = self.conn().await?;
+            crate::tiles::read(conn.pool.next(), &self.settings.prefix, keys).await
+        })
+        .await
+    }
+
     async fn delete_view(&self, view: &str) -> Result<()> {
         let conn = self.conn().await?;
+        crate::tiles::delete_view(
+            conn.pool.next(),
+            &self.settings.prefix,
+            view,
+            self.is_cluster(),
+        )
+        .await?;
         conn.delete_fields(
             &scan_pattern(&self.settings.prefix),
             [version_field(view), payload_field(view)],
@@ -558,4 +649,29 @@ fn fields(views: &[&str]) -> Vec<Key> {
         f.push(Key::from(payload_field(v)));
     }
     f
+}
+
+#[cfg(test)]
+mod decode_props {
+    use super::*;
+
+    /// Item 2: the stored version field and payload of any bytes decode to a
+    /// row or a named `InvalidInput`, never a panic.
+    #[test]
+    fn stored_fields_never_panic() {
+        let seeds = vec![
+            crate::layout::encode_version(5, Some(6)).to_vec(),
+            crate::layout::encode_version(-5, None).to_vec(),
+        ];
+        fstore_core::testkit::decoder_never_panics(
+            "redis version field",
+            &seeds,
+            fstore_core::testkit::DECODER_CASES,
+            |b| {
+                let ver = Value::Bytes(Bytes::copy_from_slice(b));
+                let payload = Value::Bytes(Bytes::copy_from_slice(b));
+                decode_row(b"k", "v", &ver, &payload).map(|_| ())
+            },
+        );
+    }
 }

@@ -461,10 +461,10 @@ async fn redis_tls_conformance() {
     let Some(url) = server_url("FSTORE_TEST_REDIS_TLS_URL") else {
         return;
     };
-    if !cfg!(feature = "tls") {
+    if cfg!(not(feature = "tls")) {
         panic!(
             "FSTORE_TEST_REDIS_TLS_URL is set but this test was built without the `tls` feature: \
-             cargo test -p fstore-online-redis --features tls (scripts/test.sh does)"
+         cargo test -p fstore-online-redis --features tls (scripts/test.sh does)"
         );
     }
     let ca = std::env::var("FSTORE_TEST_REDIS_TLS_CA").expect(
@@ -561,6 +561,30 @@ async fn redis_tls_child() {
         }
         other => panic!("unknown FSTORE_TEST_REDIS_TLS_MODE {other:?}"),
     }
+}
+
+/// Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): parity with the offline engine, 4 concurrent
+/// pushers, idempotent materialization, expiry and the definition guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_single_node_aggregations() {
+    let Some(url) = server_url("FSTORE_TEST_REDIS_URL") else {
+        return;
+    };
+    let cases = std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    fstore_core::testkit::run_agg_suite(Arc::new(store(&url)), cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_aggregations() {
+    let Some(url) = server_url("FSTORE_TEST_REDIS_CLUSTER_URL") else {
+        return;
+    };
+    let s = store(&url);
+    assert!(s.is_cluster());
+    fstore_core::testkit::run_agg_suite(Arc::new(s), 16).await;
 }
 
 async fn all_backend_cases(url: &str) {
@@ -738,4 +762,51 @@ async fn frozen_server_gives_timeout() {
         t0.elapsed()
     );
     frozen.store(false, Ordering::SeqCst);
+}
+
+/// Issue 11 item 10: reads above `MAX_READ_KEYS` are refused by name (before
+/// any I/O); below it, many entities go out in several pipelines of
+/// `HMGETS_PER_PIPELINE` and come back aligned, on one node and on a cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_reads_are_chunked_and_oversized_reads_refused() {
+    use fstore_online_redis::{HMGETS_PER_PIPELINE, MAX_READ_KEYS};
+    let lazy = RedisOnlineStoreBuilder::new()
+        .with_url("redis://127.0.0.1:1")
+        .build()
+        .unwrap();
+    let too_many: Vec<OnlineKey> = (0..=MAX_READ_KEYS)
+        .map(|i| okey("v", &(i as u64).to_be_bytes()))
+        .collect();
+    match lazy.read(&too_many, &ReadOptions::default()).await {
+        Err(Error::InvalidInput(m)) => assert!(m.contains(&MAX_READ_KEYS.to_string()), "{m}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    for var in ["FSTORE_TEST_REDIS_URL", "FSTORE_TEST_REDIS_CLUSTER_URL"] {
+        let Some(url) = server_url(var) else { return };
+        let s = store(&url);
+        let v = view(&unique("chunk"), None);
+        let n = 2 * HMGETS_PER_PIPELINE + 7;
+        let keys: Vec<Vec<u8>> = (0..n as u64).map(|i| i.to_be_bytes().to_vec()).collect();
+        let rows: Vec<OnlineRow> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == 0)
+            .map(|(i, k)| row(k, i as i64 + 1, None, &(i as u64).to_le_bytes()))
+            .collect();
+        s.write(&v, rows, &WriteOptions::default()).await.unwrap();
+        let req: Vec<OnlineKey> = keys.iter().map(|k| okey(v.name(), k)).collect();
+        let got = s.read(&req, &ReadOptions::default()).await.unwrap();
+        assert_eq!(got.len(), n);
+        for (i, g) in got.iter().enumerate() {
+            match g {
+                Some(r) => {
+                    assert!(i % 3 == 0, "{var}: entity {i} was never written");
+                    assert_eq!(r.event_ts, i as i64 + 1, "{var}: entity {i}");
+                    assert_eq!(r.payload, (i as u64).to_le_bytes(), "{var}: entity {i}");
+                }
+                None => assert!(i % 3 != 0, "{var}: entity {i} missing"),
+            }
+        }
+        s.delete_view(v.name()).await.unwrap();
+    }
 }

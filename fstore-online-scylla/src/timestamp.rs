@@ -118,7 +118,7 @@ pub(crate) const MAX_TTL_SECS: i64 = 630_720_000;
 /// expired at `now` and must not be written.
 ///
 /// * `view_ttl = None` → `Some(0)`: CQL's "no expiry".
-/// * Core calls a row expired when `event_ts < now - ttl` (DESIGN §6), i.e. a
+/// * Core calls a row expired when `event_ts < now - ttl` ([semantics §6](fstore_core::docs::semantics)), i.e. a
 ///   row is still served at exactly `now == event_ts + ttl`. So the row is
 ///   skipped only when `event_ts + ttl < now`.
 /// * Otherwise the TTL is `ceil((event_ts + ttl - now) / 1 s) + grace`, with

@@ -1,7 +1,7 @@
 //! In-memory reference backends: the executable specification of each trait
 //! and the embedded defaults (no server needed).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
@@ -15,7 +15,8 @@ use crate::offline::{
     OfflineCapabilities, OfflineStore, OfflineWriteSummary, ScanRequest, ScanResult, TimeRange,
 };
 use crate::online::{
-    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, WriteOptions, WriteSummary,
+    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, Tile, TileMergeFn,
+    TileWrite, WriteOptions, WriteSummary,
 };
 use crate::registry::{Registry, RegistrySnapshot, RegistryState};
 use crate::time::timestamp_micros;
@@ -31,6 +32,14 @@ fn poisoned<T>(_: T) -> Error {
 pub struct InMemoryOnlineStore {
     id: String,
     rows: RwLock<HashMap<String, HashMap<Vec<u8>, OnlineRow>>>,
+    tiles: RwLock<HashMap<String, HashMap<Vec<u8>, EntityTiles>>>,
+}
+
+/// An entity's tiles by (feature, start): (expires_at, state).
+type EntityTiles = BTreeMap<(String, i64), (i64, Vec<u8>)>;
+
+fn expire(t: &mut EntityTiles, before: i64) {
+    t.retain(|_, (exp, _)| *exp > before);
 }
 
 impl InMemoryOnlineStore {
@@ -45,6 +54,7 @@ impl InMemoryOnlineStore {
                 N.fetch_add(1, Ordering::Relaxed)
             ),
             rows: RwLock::default(),
+            tiles: RwLock::default(),
         }
     }
 }
@@ -60,7 +70,7 @@ impl OnlineStore for InMemoryOnlineStore {
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default()
+        OnlineCapabilities::default().with_tiles(true)
     }
 
     async fn write(
@@ -98,7 +108,82 @@ impl OnlineStore for InMemoryOnlineStore {
 
     async fn delete_view(&self, view: &str) -> Result<()> {
         self.rows.write().map_err(poisoned)?.remove(view);
+        self.tiles.write().map_err(poisoned)?.remove(view);
         Ok(())
+    }
+
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        _opts: &WriteOptions,
+    ) -> Result<()> {
+        let mut all = self.tiles.write().map_err(poisoned)?;
+        let table = all.entry(view.name().to_owned()).or_default();
+        for w in writes {
+            let t = table.entry(w.entity_key).or_default();
+            for tile in w.tiles {
+                t.insert((tile.feature, tile.start), (tile.expires_at, tile.state));
+            }
+            expire(t, w.expire_before);
+        }
+        Ok(())
+    }
+
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        _opts: &WriteOptions,
+    ) -> Result<()> {
+        // One write lock for the whole call: merges are atomic per entity
+        // (and across entities), so concurrent pushers lose nothing.
+        let mut all = self.tiles.write().map_err(poisoned)?;
+        let table = all.entry(view.name().to_owned()).or_default();
+        // Merge everything first, then store: a failed merge writes nothing.
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let stored = table.get(&w.entity_key);
+            let mut merged = Vec::with_capacity(w.tiles.len());
+            for tile in w.tiles {
+                let key = (tile.feature, tile.start);
+                let state = match stored.and_then(|s| s.get(&key)) {
+                    Some((_, old)) => merge(&key.0, old, &tile.state)?,
+                    None => tile.state,
+                };
+                merged.push((key, (tile.expires_at, state)));
+            }
+            out.push((w.entity_key, merged, w.expire_before));
+        }
+        for (key, merged, before) in out {
+            let t = table.entry(key).or_default();
+            t.extend(merged);
+            expire(t, before);
+        }
+        Ok(())
+    }
+
+    async fn read_tiles(&self, keys: &[OnlineKey], _opts: &ReadOptions) -> Result<Vec<Vec<Tile>>> {
+        let all = self.tiles.read().map_err(poisoned)?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                all.get(&k.view)
+                    .and_then(|t| t.get(&k.entity_key))
+                    .map(|t| {
+                        t.iter()
+                            .map(|((feature, start), (exp, state))| Tile {
+                                feature: feature.clone(),
+                                start: *start,
+                                expires_at: *exp,
+                                state: state.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 }
 

@@ -1,7 +1,8 @@
-//! The model (DESIGN §4): entities, feature views, on-demand views, feature
+//! The model ([semantics §4](crate::docs::semantics)): entities, feature views, on-demand views, feature
 //! services and feature references. Every type is serde-serialisable to a
 //! human-diffable JSON document (see [`Definitions`]).
 
+mod agg;
 mod types;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::time::timestamp_type;
 
+pub use agg::{AggFunction, Aggregation, LAST_N_CAP, format_duration, parse_duration};
 pub use types::{Value, ValueType};
 
 /// Free-form key/value labels.
@@ -81,7 +83,7 @@ impl Entity {
     }
 }
 
-/// What serving returns for a feature that has no usable value (DESIGN §9).
+/// What serving returns for a feature that has no usable value ([semantics §9](crate::docs::semantics)).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
@@ -234,6 +236,10 @@ pub struct FeatureView {
     /// Deprecation notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecation: Option<Deprecation>,
+    /// Aggregation features over the view's event history ([semantics §11](crate::docs::semantics)),
+    /// referenced as `view:name` like plain features.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<Aggregation>,
 }
 
 impl FeatureView {
@@ -257,6 +263,7 @@ impl FeatureView {
             description: String::new(),
             tags: Tags::new(),
             deprecation: None,
+            aggregations: Vec::new(),
         }
     }
 
@@ -329,6 +336,17 @@ impl FeatureView {
     /// The feature called `name`.
     pub fn feature(&self, name: &str) -> Option<&FeatureField> {
         self.features.iter().find(|f| f.name == name)
+    }
+
+    /// Adds an aggregation feature ([semantics §11](crate::docs::semantics)).
+    pub fn with_aggregation(mut self, a: Aggregation) -> Self {
+        self.aggregations.push(a);
+        self
+    }
+
+    /// The aggregation feature called `name`.
+    pub fn aggregation(&self, name: &str) -> Option<&Aggregation> {
+        self.aggregations.iter().find(|a| a.name == name)
     }
 }
 
@@ -542,6 +560,18 @@ impl Definitions {
                     .get(&r.view)
                     .and_then(|o| o.outputs.iter().find(|f| f.name == r.feature))
             })
+    }
+
+    /// The aggregation feature a reference names, with its view.
+    pub fn aggregation(&self, r: &FeatureRef) -> Option<(&FeatureView, &Aggregation)> {
+        let v = self.feature_views.get(&r.view)?;
+        v.aggregation(&r.feature).map(|a| (v, a))
+    }
+
+    /// True when `r` names a plain feature, an on-demand output or an
+    /// aggregation feature.
+    pub fn has_feature(&self, r: &FeatureRef) -> bool {
+        self.field(r).is_some() || self.aggregation(r).is_some()
     }
 
     /// Resolves the view `name` with its entities' join keys.

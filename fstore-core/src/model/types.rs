@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::time::timestamp_type;
 
-/// The type of a feature value or join key (DESIGN §4).
+/// The type of a feature value or join key ([semantics §4](crate::docs::semantics)).
 ///
 /// Serialised as a string: `bool`, `int32`, `int64`, `float32`, `float64`,
 /// `string`, `bytes`, `timestamp`, or `list<T>` for a scalar `T`

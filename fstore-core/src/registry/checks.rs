@@ -1,5 +1,5 @@
 //! Checks `apply` runs so that nothing committed can poison the registry
-//! (DESIGN §10): every definition must survive a serialize → parse round trip,
+//! ([semantics §10](crate::docs::semantics)): every definition must survive a serialize → parse round trip,
 //! and every feature-view name must be writable as a table directory.
 //!
 //! * value types: scalars or `list<scalar>` — `list<list<…>>` serialises as a

@@ -1,4 +1,4 @@
-//! The registry (DESIGN §8): definitions plus materialization watermarks,
+//! The registry ([semantics §8](crate::docs::semantics)): definitions plus materialization watermarks,
 //! versioned, committed by compare-and-swap.
 
 mod checks;
@@ -79,7 +79,7 @@ impl RegistrySnapshot {
 }
 
 /// The JSON document a registry stores for `snap`, checked to parse back
-/// identical before anything is published (DESIGN §10: nothing committed may
+/// identical before anything is published ([semantics §10](crate::docs::semantics): nothing committed may
 /// leave the registry unreadable for the next process).
 ///
 /// Every [`Registry`] implementation that persists snapshots should write these

@@ -296,6 +296,35 @@ pub fn plan(current: &Definitions, desired: &Definitions) -> Plan {
                     c.breaking
                         .push(format!("feature view '{name}': timestamp columns changed"));
                 }
+                for aa in &a.aggregations {
+                    match b.aggregation(&aa.name) {
+                        Some(ab)
+                            if ab.column != aa.column
+                                || ab.function != aa.function
+                                || ab.window != aa.window
+                                || ab.effective_hop() != aa.effective_hop() =>
+                        {
+                            c.breaking.push(format!(
+                                "feature view '{name}': aggregation feature '{}' changed its definition (column, function, window or hop); stored tiles must be rebuilt",
+                                aa.name
+                            ));
+                        }
+                        None => {
+                            let mut users = users_of(current, name, Some(&aa.name));
+                            users.extend(users_of(desired, name, Some(&aa.name)));
+                            users.sort();
+                            users.dedup();
+                            if !users.is_empty() {
+                                c.breaking.push(format!(
+                                    "aggregation feature '{name}:{}' removed but still used by {}",
+                                    aa.name,
+                                    users.join(", ")
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
                 for fa in &a.features {
                     match b.feature(&fa.name) {
                         Some(fb) if fb.value_type != fa.value_type => c.breaking.push(format!(
@@ -482,6 +511,16 @@ pub fn validate(defs: &Definitions) -> Result<()> {
                 "feature view '{name}': ttl must be > 0 (or unset)"
             )));
         }
+        for a in &v.aggregations {
+            check_name("aggregation feature", &a.name)?;
+            if !columns.insert(a.name.clone()) {
+                return Err(Error::invalid(format!(
+                    "feature view '{name}': aggregation feature '{}' is repeated or clashes with a feature/key/timestamp column",
+                    a.name
+                )));
+            }
+            a.validate(name, v.feature(&a.column).map(|f| &f.value_type))?;
+        }
     }
     for (name, o) in &defs.on_demand_views {
         check_name("on-demand view", name)?;
@@ -530,7 +569,7 @@ pub fn validate(defs: &Definitions) -> Result<()> {
             )));
         }
         for r in &s.features {
-            if defs.field(r).is_none() {
+            if !defs.has_feature(r) {
                 return Err(Error::invalid(format!(
                     "feature service '{name}' references unknown feature '{r}'"
                 )));
@@ -639,5 +678,71 @@ mod tests {
         assert!(validate(&d).unwrap_err().to_string().contains("stats:zz"));
         let d = base().with_entity(Entity::new("e", "k", ValueType::Float64));
         assert!(validate(&d).unwrap_err().to_string().contains("'k'"));
+    }
+
+    #[test]
+    fn aggregations_diff_field_by_field_and_definition_changes_are_breaking() {
+        use crate::model::{AggFunction, Aggregation};
+        use std::time::Duration;
+        let day = Duration::from_secs(86_400);
+        let with = |a: Aggregation| {
+            let mut d = base();
+            let v = d.feature_views.remove("stats").unwrap().with_aggregation(a);
+            d.with_feature_view(v)
+        };
+        let cur = with(Aggregation::new("b", AggFunction::Sum, Some(7 * day)));
+        validate(&cur).unwrap();
+        assert!(plan(&cur, &cur).is_empty());
+        let renamed = with(Aggregation::new("b", AggFunction::Sum, Some(7 * day)).with_name("b7"));
+        let p = plan(&cur, &renamed);
+        assert!(!p.is_breaking(), "{p}");
+        let window = with(
+            Aggregation::new("b", AggFunction::Sum, Some(7 * day))
+                .with_name("b_sum_7d")
+                .with_hop(day),
+        );
+        let p = plan(&cur, &window);
+        assert!(p.is_breaking(), "{p}");
+        assert!(
+            p.changes[0]
+                .fields
+                .iter()
+                .any(|f| f.path == "aggregations.b_sum_7d.hop"),
+            "{p}"
+        );
+        let mut func = Aggregation::new("b", AggFunction::Mean, Some(7 * day));
+        func.name = "b_sum_7d".into();
+        let p = plan(&cur, &with(func));
+        assert!(
+            p.is_breaking() && p.breaking()[0].contains("b_sum_7d"),
+            "{p}"
+        );
+        assert!(
+            p.changes[0]
+                .fields
+                .iter()
+                .any(|f| f.path == "aggregations.b_sum_7d.function"),
+            "{p}"
+        );
+        // selectable in services; validation names the feature
+        let mut svc = cur.clone();
+        svc.feature_services.insert(
+            "s2".into(),
+            FeatureService::new("s2", [FeatureRef::new("stats", "b_sum_7d")]),
+        );
+        validate(&svc).unwrap();
+        let e = validate(&with(Aggregation::new("zz", AggFunction::Sum, Some(day))))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stats:zz_sum_1d") && e.contains("not a feature"),
+            "{e}"
+        );
+        let e = validate(&with(
+            Aggregation::new("b", AggFunction::Sum, Some(day)).with_name("a"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clashes"), "{e}");
     }
 }

@@ -128,7 +128,7 @@ fn cast_spine_keys(spine: &[RecordBatch], keys: &[JoinKey]) -> Result<Vec<Record
 }
 
 impl FeatureStore {
-    /// Builds a point-in-time-correct training set (DESIGN §5).
+    /// Builds a point-in-time-correct training set ([semantics §5](crate::docs::semantics)).
     ///
     /// Per view, only `[min(t) - ttl, max(t)]` is read from the offline store,
     /// projected to the requested features; then the pure join runs
@@ -165,7 +165,7 @@ impl FeatureStore {
             }
         }
         let mut keys: Vec<JoinKey> = Vec::new();
-        for (v, _) in &plan.views {
+        for (v, _) in plan.views.iter().chain(&plan.aggs) {
             for k in &v.join_keys {
                 if !keys.iter().any(|x| x.name == k.name) {
                     keys.push(k.clone());
@@ -229,6 +229,55 @@ impl FeatureStore {
         drop(pit_views);
 
         let mut extra: Vec<(String, ArrayRef)> = Vec::new();
+        for (rv, names) in &plan.aggs {
+            let name = rv.name().to_owned();
+            let aggs: Vec<&crate::model::Aggregation> = names
+                .iter()
+                .filter_map(|n| rv.view.aggregation(n))
+                .collect();
+            let batches = if min > max {
+                Vec::new()
+            } else {
+                // the widest window's tail: floor_r(min − W) >= min − W − r
+                let lookback = aggs.iter().try_fold(0i64, |acc, a| {
+                    a.window.map(|w| {
+                        acc.max(
+                            duration_micros(w).saturating_add(duration_micros(a.effective_hop())),
+                        )
+                    })
+                });
+                let start = lookback.map(|l| from_micros(min.saturating_sub(l)));
+                let mut cols: Vec<String> = Vec::new();
+                for a in &aggs {
+                    if !cols.contains(&a.column) {
+                        cols.push(a.column.clone());
+                    }
+                }
+                let scan = self
+                    .offline
+                    .scan(
+                        rv,
+                        &ScanRequest::new(TimeRange::inclusive(start, from_micros(max)))
+                            .with_features(cols)
+                            .with_as_of_version(req.view_versions.get(&name).copied()),
+                    )
+                    .await?;
+                if let Some(v) = scan.version {
+                    view_versions.insert(name.clone(), v);
+                }
+                scan.collect().await?
+            };
+            *rows_scanned.entry(name).or_insert(0) +=
+                batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let view = crate::agg::AggView::from_view(rv, names, &batches)?;
+            let opts = crate::agg::AggOptions::default()
+                .with_created_cutoff(req.created_cutoff)
+                .with_assume_utc(req.assume_utc);
+            let cols = crate::agg::aggregate(&spine, ts, &view, &opts)?;
+            for (n, col) in names.iter().zip(cols) {
+                extra.push((output_name(&FeatureRef::new(rv.name(), n), true), col));
+            }
+        }
         for o in &plan.on_demand {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();

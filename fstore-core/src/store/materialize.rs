@@ -1,4 +1,4 @@
-//! Materialization: offline → online (DESIGN §7).
+//! Materialization: offline → online ([semantics §7](crate::docs::semantics)).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -182,6 +182,7 @@ impl FeatureStore {
             let (mut r, version) = self
                 .run_scan(&rv, ScanRequest::new(range), opts, 0, 0, 0)
                 .await?;
+            self.materialize_tiles(&rv, start, end, None, None).await?;
             r.start = start;
             r.end = end;
             r.offline_version = version;
@@ -298,6 +299,14 @@ impl FeatureStore {
                     .await?;
                 r = r2;
             }
+            let late_since = match (change_log, &wm) {
+                (true, Some(w)) if pinned.is_some_and(|p| p > w.offline_version.unwrap_or(0)) => {
+                    Some(w.offline_version.unwrap_or(0))
+                }
+                _ => None,
+            };
+            self.materialize_tiles(&rv, old_end, end, pinned, late_since)
+                .await?;
             let new_end = old_end.map_or(end, |o| o.max(end));
             let new_version = if change_log { pinned.or(version) } else { None };
             // A table re-created while this run read it: what was read may
@@ -317,6 +326,84 @@ impl FeatureStore {
             report.views.push(r);
         }
         Ok(report)
+    }
+
+    /// Rebuilds and writes (replaces) every aggregation tile holding an event
+    /// in `(start, end]` — and, with `late_since`, every tile holding a row
+    /// added to the offline store since that version with an older event
+    /// time — from that tile's events in the offline store up to `end` (so a
+    /// re-run gives the same tiles). The tile holding `end` is rebuilt again,
+    /// whole, by the next run (it starts at the tile holding the old end):
+    /// until then, events after `end` pushed into that tile before this run
+    /// are not in it. Events pushed online only are replaced: push to both
+    /// stores when materialization also runs.
+    async fn materialize_tiles(
+        &self,
+        rv: &ResolvedView,
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+        version: Option<u64>,
+        late_since: Option<u64>,
+    ) -> Result<()> {
+        if rv.view.aggregations.is_empty() {
+            return Ok(());
+        }
+        let aggs = crate::agg::OnlineAgg::of_view(rv, None)?;
+        let mut start = start.map(crate::time::to_micros);
+        // late rows lie at or before the old watermark, which may be after `end`
+        let end = crate::time::to_micros(end).max(start.unwrap_or(i64::MIN));
+        if let (Some(since), Some(s)) = (late_since, start) {
+            let late = self
+                .offline
+                .scan(
+                    rv,
+                    &ScanRequest::new(TimeRange::inclusive(None, crate::time::from_micros(s)))
+                        .with_features(Vec::new())
+                        .with_as_of_version(version)
+                        .with_since_version(Some(since)),
+                )
+                .await?
+                .collect()
+                .await?;
+            let ev = &rv.view.event_timestamp_column;
+            for b in &late {
+                if let Some(col) = b.column_by_name(ev) {
+                    for t in crate::time::timestamp_micros(col.as_ref(), ev, false)? {
+                        start = start.map(|s| s.min(t.saturating_sub(1)));
+                    }
+                }
+            }
+        }
+        let from = crate::agg::rebuild_from(&aggs, start);
+        let mut cols: Vec<String> = Vec::new();
+        for a in &aggs {
+            if !cols.contains(&a.agg.column) {
+                cols.push(a.agg.column.clone());
+            }
+        }
+        let range = TimeRange::inclusive(
+            from.map(crate::time::from_micros),
+            crate::time::from_micros(end),
+        );
+        let batches = self
+            .offline
+            .scan(
+                rv,
+                &ScanRequest::new(range)
+                    .with_features(cols)
+                    .with_as_of_version(version),
+            )
+            .await?
+            .collect()
+            .await?;
+        let writes =
+            crate::agg::build_tile_writes(rv, &aggs, &batches, start, Some(end), Some(end))?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.online
+            .write_tiles(rv, writes, &WriteOptions::default())
+            .await
     }
 
     async fn online_view(&self, name: &str) -> Result<ResolvedView> {

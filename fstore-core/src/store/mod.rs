@@ -6,7 +6,7 @@ mod resilience;
 mod serving;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,13 @@ pub use historical::{HistoricalRequest, HistoricalResult};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
 };
-pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
+pub use serving::{
+    DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse,
+    PreparedRequest,
+};
 
 /// Which features a request wants.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureSelection {
     /// Explicit references, in output order.
     Refs(Vec<FeatureRef>),
@@ -79,7 +82,7 @@ impl FeatureSelection {
             return Err(Error::invalid("no features requested"));
         }
         for r in &refs {
-            if defs.field(r).is_none() {
+            if !defs.has_feature(r) {
                 return Err(Error::not_found("feature", r.to_string()));
             }
         }
@@ -161,7 +164,11 @@ pub struct FeatureStore {
     on_demand: HashMap<String, OnDemandFunction>,
     online_timeout: Duration,
     registry_ttl: Duration,
-    cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
+    cache: Arc<SnapshotCache>,
+    /// A background registry refresh is running (serving never waits for one).
+    refreshing: Arc<AtomicBool>,
+    prepared: serving::PreparedCache,
+    max_online_entities: usize,
     metrics: Metrics,
     lkg: Option<resilience::LastKnownGood>,
     breaker: Option<resilience::CircuitBreaker>,
@@ -178,6 +185,19 @@ pub struct FeatureStoreBuilder {
     registry_ttl: Option<Duration>,
     lkg_capacity: Option<usize>,
     breaker: Option<(u32, Duration)>,
+    max_online_entities: Option<usize>,
+}
+
+type SnapshotCache = Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>;
+
+/// Keeps `s` unless a newer snapshot is already cached.
+fn remember_in(cache: &SnapshotCache, s: &Arc<RegistrySnapshot>) {
+    if let Ok(mut c) = cache.lock() {
+        let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
+        if newer {
+            *c = Some((Instant::now(), Arc::clone(s)));
+        }
+    }
 }
 
 impl FeatureStoreBuilder {
@@ -227,6 +247,15 @@ impl FeatureStoreBuilder {
         self.breaker = Some((failures, cooldown));
         self
     }
+    /// The most entities (rows) one online request may carry (default
+    /// [`DEFAULT_MAX_ONLINE_ENTITIES`]); larger requests fail with
+    /// [`Error::InvalidInput`] naming the count and the limit, before any
+    /// backend call. Bounds what one caller can ask of the backend in one
+    /// round trip.
+    pub fn with_max_online_entities(mut self, n: usize) -> Self {
+        self.max_online_entities = Some(n);
+        self
+    }
 
     /// Builds the store. The registry, offline and online stores are wrapped
     /// in [`telemetry`](crate::telemetry) instrumentation (spans and metrics
@@ -260,7 +289,12 @@ impl FeatureStoreBuilder {
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: self
+                .max_online_entities
+                .unwrap_or(DEFAULT_MAX_ONLINE_ENTITIES),
             metrics: Metrics::default(),
             lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
             breaker: self
@@ -285,7 +319,10 @@ impl FeatureStore {
             on_demand: HashMap::new(),
             online_timeout: Duration::from_secs(1),
             registry_ttl: Duration::from_secs(1),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: DEFAULT_MAX_ONLINE_ENTITIES,
             metrics: Metrics::default(),
             lkg: None,
             breaker: None,
@@ -322,12 +359,7 @@ impl FeatureStore {
     }
 
     fn remember(&self, s: &Arc<RegistrySnapshot>) {
-        if let Ok(mut c) = self.cache.lock() {
-            let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
-            if newer {
-                *c = Some((Instant::now(), Arc::clone(s)));
-            }
-        }
+        remember_in(&self.cache, s);
     }
 
     fn forget(&self) {
@@ -416,7 +448,7 @@ impl FeatureStore {
     /// the offline store, or both (offline first).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the column/row at fault (DESIGN §3 time
+    /// [`Error::InvalidInput`] naming the column/row at fault ([semantics §3](crate::docs::semantics) time
     /// rules included); backend failures.
     pub async fn push(
         &self,
@@ -444,10 +476,35 @@ impl FeatureStore {
         let rv = self.resolve_view(view).await?;
         let batch = normalize_batch(&rv, batch, false)?;
         let mut out = PushSummary::default();
+        // Tiles are built before anything is written: bad input (an int64 sum
+        // overflowing within the batch) writes nothing.
+        let online = matches!(target, PushTarget::Online | PushTarget::Both);
+        let tiles = if online && !rv.view.aggregations.is_empty() {
+            let aggs = crate::agg::OnlineAgg::of_view(&rv, None)?;
+            let writes = crate::agg::build_tile_writes(
+                &rv,
+                &aggs,
+                std::slice::from_ref(&batch),
+                None,
+                None,
+                None,
+            )?;
+            Some((aggs, writes))
+        } else {
+            None
+        };
         if matches!(target, PushTarget::Offline | PushTarget::Both) {
             out.offline = Some(self.offline.write(&rv, batch.clone()).await?);
         }
         if matches!(target, PushTarget::Online | PushTarget::Both) {
+            if let Some((aggs, writes)) = tiles
+                && !writes.is_empty()
+            {
+                let merge = crate::agg::tile_merger(&aggs);
+                self.online
+                    .merge_tiles(&rv, writes, &merge, &WriteOptions::default())
+                    .await?;
+            }
             let rows = to_online_rows(&rv, &batch)?;
             out.online = Some(
                 self.online
@@ -484,6 +541,18 @@ impl FeatureStore {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
+    }
+
+    /// Counts a read of each of the deprecated views `views`.
+    fn note_deprecated_names(&self, views: &[String]) {
+        for v in views {
+            tracing::warn!(view = %v, "read of deprecated feature view");
+        }
+        if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
+            for v in views {
+                *m.entry(v.clone()).or_default() += 1;
+            }
+        }
     }
 
     fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
@@ -523,6 +592,8 @@ pub(crate) struct RequestPlan {
     pub(crate) refs: Vec<FeatureRef>,
     /// (view, features) in first-use order; includes hidden on-demand inputs.
     pub(crate) views: Vec<(ResolvedView, Vec<String>)>,
+    /// (view, aggregation features) in first-use order.
+    pub(crate) aggs: Vec<(ResolvedView, Vec<String>)>,
     pub(crate) on_demand: Vec<crate::model::OnDemandView>,
 }
 
@@ -531,6 +602,7 @@ impl RequestPlan {
         let refs = sel.resolve(defs)?;
         let mut views: Vec<(ResolvedView, Vec<String>)> = Vec::new();
         let mut on_demand: Vec<crate::model::OnDemandView> = Vec::new();
+        let mut aggs: Vec<(ResolvedView, Vec<String>)> = Vec::new();
         let add = |views: &mut Vec<(ResolvedView, Vec<String>)>, r: &FeatureRef| -> Result<()> {
             match views.iter_mut().find(|(v, _)| v.name() == r.view) {
                 Some((_, fs)) => {
@@ -547,6 +619,8 @@ impl RequestPlan {
                 if !on_demand.iter().any(|x| x.name == o.name) {
                     on_demand.push(o.clone());
                 }
+            } else if defs.aggregation(r).is_some() {
+                add(&mut aggs, r)?;
             } else {
                 add(&mut views, r)?;
             }
@@ -559,15 +633,23 @@ impl RequestPlan {
         Ok(Self {
             refs,
             views,
+            aggs,
             on_demand,
         })
     }
 
     pub(crate) fn view_names(&self) -> Vec<String> {
-        self.views
+        let mut names: Vec<String> = self
+            .views
             .iter()
             .map(|(v, _)| v.name().to_owned())
-            .collect()
+            .collect();
+        for (v, _) in &self.aggs {
+            if !names.iter().any(|n| n == v.name()) {
+                names.push(v.name().to_owned());
+            }
+        }
+        names
     }
 }
 

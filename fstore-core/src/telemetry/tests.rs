@@ -210,6 +210,42 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn imputations_are_counted_per_view() {
+    let rec = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&rec);
+    let store = FeatureStore::in_memory();
+    let (mut defs, _) = test_definitions("im_view", None);
+    let v = defs.feature_views.get_mut("im_view").unwrap();
+    let f = v.features.iter_mut().find(|f| f.name == "score").unwrap();
+    f.fallback = crate::Fallback::Default(crate::Value::Float64(-1.0));
+    store.apply(&defs, Default::default()).await.unwrap();
+    store
+        .push(
+            "im_view",
+            &feature_batch(&[(1, 1_000_000, 1_000_000, Some(1.0))]),
+            PushTarget::Online,
+        )
+        .await
+        .unwrap();
+    let resp = store
+        .get_online_features(
+            &OnlineRequest::new(
+                FeatureSelection::refs(["im_view:score"]).unwrap(),
+                entity_batch(&[1, 2, 3]),
+            )
+            .with_now(Utc.timestamp_opt(10, 0).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.imputed, 2);
+    let seen = collect(&rec);
+    assert_eq!(
+        seen.counters.get("fstore_imputations_total{view=im_view}"),
+        Some(&2)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn failed_store_call_counts_error_kind() {
     let rec = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&rec);
@@ -296,102 +332,5 @@ fn metric_names_are_unique_and_prometheus_style() {
         if m.kind == MetricKind::Counter {
             assert!(m.name.ends_with("_total"), "{}", m.name);
         }
-    }
-}
-
-mod spans {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-    use super::*;
-
-    type Fields = BTreeMap<String, String>;
-
-    /// Every span: its name and its fields as recorded (at creation and later).
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(String, Fields)>>>);
-
-    struct V<'a>(&'a mut Fields);
-
-    impl Visit for V<'_> {
-        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-            self.0.insert(f.name().to_owned(), format!("{v:?}"));
-        }
-        fn record_str(&mut self, f: &Field, v: &str) {
-            self.0.insert(f.name().to_owned(), v.to_owned());
-        }
-    }
-
-    impl<S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer<S>
-        for Capture
-    {
-        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-            let mut f = Fields::new();
-            attrs.record(&mut V(&mut f));
-            let mut all = self.0.lock().unwrap();
-            all.push((attrs.metadata().name().to_owned(), f));
-            if let Some(s) = ctx.span(id) {
-                s.extensions_mut().insert(all.len() - 1);
-            }
-        }
-        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-            let Some(s) = ctx.span(id) else { return };
-            let Some(i) = s.extensions().get::<usize>().copied() else {
-                return;
-            };
-            values.record(&mut V(&mut self.0.lock().unwrap()[i].1));
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn store_calls_and_operations_run_in_spans_with_outcome_and_error() {
-        let cap = Capture::default();
-        let _g = tracing::subscriber::set_default(
-            tracing_subscriber::registry()
-                .with(cap.clone())
-                .with(tracing_subscriber::filter::LevelFilter::DEBUG),
-        );
-        let store = FeatureStore::in_memory();
-        let (defs, _) = test_definitions("sp_view", None);
-        store.apply(&defs, Default::default()).await.unwrap();
-        store
-            .push(
-                "sp_view",
-                &feature_batch(&[(1, 1_000_000, 1_000_000, Some(1.0))]),
-                PushTarget::Online,
-            )
-            .await
-            .unwrap();
-        store.registry().snapshot_at(99).await.unwrap_err();
-
-        let spans = cap.0.lock().unwrap().clone();
-        let find = |name: &str| {
-            spans
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, f)| f.clone())
-                .collect::<Vec<_>>()
-        };
-        let apply = find("fstore.apply");
-        assert_eq!(apply.len(), 1, "{spans:?}");
-        assert_eq!(apply[0]["outcome"], "ok");
-        assert_eq!(apply[0]["version"], "1");
-        let write = find("fstore.online.write");
-        assert_eq!(write.len(), 1, "{spans:?}");
-        assert_eq!(write[0]["backend"], "memory");
-        assert_eq!(write[0]["view"], "sp_view");
-        assert_eq!(write[0]["rows"], "1");
-        assert_eq!(write[0]["written"], "1");
-        assert_eq!(write[0]["outcome"], "ok");
-        assert_eq!(find("fstore.push")[0]["outcome"], "ok");
-        assert_eq!(find("fstore.registry.commit").len(), 1);
-        let failed = find("fstore.registry.snapshot_at");
-        assert_eq!(failed.len(), 1, "{spans:?}");
-        assert_eq!(failed[0]["outcome"], "error");
-        assert!(failed[0]["error"].contains("99"), "{:?}", failed[0]);
     }
 }

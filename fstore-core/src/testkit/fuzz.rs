@@ -1,5 +1,5 @@
 //! The no-panic property for an adapter's own decoding of stored bytes
-//! (DESIGN §10): a version field, a DynamoDB attribute map, a CQL row, a
+//! ([semantics §10](crate::docs::semantics)): a version field, a DynamoDB attribute map, a CQL row, a
 //! Delta log line — arbitrary or mutated bytes must give `Ok` or a named
 //! [`Error::InvalidInput`], never a panic.
 

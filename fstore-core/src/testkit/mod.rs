@@ -18,15 +18,20 @@
 //! makes it fail even then. `FSTORE_TEST_PARITY_CASES` changes the number of
 //! property cases (0 is refused).
 
+mod agg;
 mod env;
 mod fixtures;
 mod fuzz;
 mod offline;
 mod online;
 mod parity;
+mod poison;
 mod registry;
 mod stress;
 
+pub use agg::{
+    agg_concurrent_push, agg_parity, agg_tiles_idempotent_expiring_guarded, run_agg_suite,
+};
 pub(crate) use env::parity_cases;
 pub use env::server_url;
 pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
@@ -40,6 +45,7 @@ pub use online::{
     online_newest_wins, online_roundtrip, online_statuses, run_online_suite,
 };
 pub use parity::online_parity;
+pub use poison::registry_refuses_unreadable_states;
 pub use registry::{
     racing_apply_child, registry_commit_history_and_conflict, registry_plan_apply,
     registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,
@@ -103,6 +109,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_online_parity_many_cases() {
         super::online_parity(
+            Arc::new(InMemoryOnlineStore::new()),
+            super::parity_cases(256),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_agg_suite_many_cases() {
+        super::run_agg_suite(
             Arc::new(InMemoryOnlineStore::new()),
             super::parity_cases(256),
         )

@@ -348,7 +348,7 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         .feature("score")
         .unwrap_or_else(|| panic!("[{b}] no score metadata"));
     assert_eq!(
-        m.statuses,
+        m.statuses(),
         vec![
             FeatureStatus::Present,
             FeatureStatus::NullValue,
@@ -368,7 +368,7 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         "[{b}] null/expired/missing values are null"
     );
     assert_eq!(
-        m.event_timestamps[0],
+        m.event_timestamp(0),
         Some(from_micros(t)),
         "[{b}] event time of a present value"
     );

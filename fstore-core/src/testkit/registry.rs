@@ -535,6 +535,8 @@ where
     registry_plan_apply(open(unique_name("tk_reg_c")).await).await;
     let ns = unique_name("tk_reg_d");
     registry_racing_applies(open(ns.clone()).await, open(ns).await).await;
+    super::poison::registry_refuses_unreadable_states(open(unique_name("tk_reg_e")).await.as_ref())
+        .await;
 }
 
 #[cfg(test)]

@@ -1,0 +1,617 @@
+//! Window aggregations ([semantics §11](crate::docs::semantics)): one engine for both paths.
+//!
+//! An aggregation feature `(column, function, window W, hop r)` at time `t`
+//! covers the entity's events with `floor_r(t − W) <= event_ts <= t` (a
+//! sawtooth window: the head is exact, the tail hops by `r`; `W = None` is a
+//! lifetime window). Events are folded into **hop tiles** — the intermediate
+//! state of the function over `[k·r, (k+1)·r)` — and a window is the merge of
+//! its whole tiles plus the exact head.
+//!
+//! * Offline ([`aggregate`]): per key, events are sorted once by
+//!   `(event_ts, created_ts, row)`, tiles are built in one pass, and each
+//!   spine row `(k, t)` merges the tiles in `[floor_r(t − W), floor_r(t))`
+//!   (binary search) and folds the head events in `[floor_r(t), t]`. With the
+//!   created-time cutoff, a tile holding an event created after `t` is folded
+//!   event by event instead.
+//! * Online: materialization writes the same tiles; push merges delta tiles
+//!   into the stored ones; a read at `now` merges the tiles in
+//!   `[floor_r(now − W), floor_r(now)]`. The head tile holds every event of
+//!   the current hop, so a read at `now` equals the offline value at `now`
+//!   when no event later than `now` was written (the parity property).
+//!
+//! The fold, the merge and the final value are the same code on both paths
+//! (`state.rs`): integer results are exact, float sums/means/variances may
+//! differ by summation order ([semantics §11](crate::docs::semantics): relative 1e-9).
+//!
+//! # Tile state bytes, version 1
+//!
+//! ```text
+//! u8   version (= 1)
+//! u64  LE definition fingerprint: xxHash64 of "v1|column|input type|function|window µs|hop µs"
+//!      (a tile written by another definition is refused: Error::AggregationDefinitionMismatch)
+//! u8   kind: 1 count, 2 int sum, 3 float sum, 4 mean, 5 int min, 6 int max, 7 float min,
+//!      8 float max, 9 var/stddev, 10 first, 11 last, 12 last_n, 13 approx_count_distinct
+//! then, all little-endian:
+//!   count            i64 n
+//!   sum/min/max      u8 present, i64 or f64 value
+//!   mean             i64 n, f64 float sum, i128 integer sum
+//!   var/stddev       i64 n, f64 mean, f64 m2 (Welford; tiles merge with Chan's formula)
+//!   first/last       u8 present, then i64 event_ts, i64 created_ts, value
+//!   last_n           u32 n (cap), u32 len (<= n), len × (i64 event_ts, i64 created_ts, value), newest first
+//!   approx distinct  u8 0 + u16 len + len × u64 sorted hashes (exact, len <= 256)
+//!                    | u8 1 + 4096 HyperLogLog registers
+//! value: u8 tag (payload tags: 1 bool, 2 int32, 3 int64, 4 float32, 5 float64,
+//!        6 string, 7 bytes, 8 timestamp) + bytes (string/bytes: u32 LE length first)
+//! ```
+//! A missing created time is stored as `i64::MIN`. Adapters store these bytes
+//! opaquely under `(view, entity key, feature, tile start)`
+//! ([`crate::Tile`]).
+
+mod sketch;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+
+use crate::codec::{ColumnBuilder, encode_entity_keys};
+use crate::error::{Error, Result};
+use crate::model::{Aggregation, JoinKey, ResolvedView, Value, ValueType};
+use crate::online::{Tile, TileWrite};
+use crate::time::{duration_micros, timestamp_micros};
+
+pub use state::TILE_STATE_VERSION;
+use state::{Ev, State};
+
+/// One view's event history and the aggregation features to compute over it.
+#[derive(Debug, Clone)]
+pub struct AggView<'a> {
+    /// View name (used in errors).
+    pub name: String,
+    /// The view's join keys.
+    pub join_keys: Vec<JoinKey>,
+    /// Event-time column of the batches.
+    pub event_timestamp_column: String,
+    /// Created-time column (tie-break and cutoff), if any.
+    pub created_timestamp_column: Option<String>,
+    /// The aggregation features with the declared type of their input column.
+    pub aggregations: Vec<(Aggregation, ValueType)>,
+    /// The event history (join keys, event time, optional created time, input columns).
+    pub batches: &'a [RecordBatch],
+}
+
+impl<'a> AggView<'a> {
+    /// The aggregation features `names` of a resolved view, over `batches`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a name that is not an aggregation feature of the
+    /// view, [`Error::InvalidInput`] for one whose input column is not a feature.
+    pub fn from_view(
+        rv: &ResolvedView,
+        names: &[String],
+        batches: &'a [RecordBatch],
+    ) -> Result<Self> {
+        let mut aggregations = Vec::with_capacity(names.len());
+        for n in names {
+            let a = rv.view.aggregation(n).ok_or_else(|| {
+                Error::not_found("aggregation feature", format!("{}:{n}", rv.name()))
+            })?;
+            aggregations.push((a.clone(), input_type(rv, a)?));
+        }
+        Ok(Self {
+            name: rv.name().to_owned(),
+            join_keys: rv.join_keys.clone(),
+            event_timestamp_column: rv.view.event_timestamp_column.clone(),
+            created_timestamp_column: rv.view.created_timestamp_column.clone(),
+            aggregations,
+            batches,
+        })
+    }
+}
+
+fn input_type(rv: &ResolvedView, a: &Aggregation) -> Result<ValueType> {
+    rv.view
+        .feature(&a.column)
+        .map(|f| f.value_type.clone())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "aggregation feature '{}:{}': column '{}' is not a feature of the view",
+                rv.name(),
+                a.name,
+                a.column
+            ))
+        })
+}
+
+/// Options of [`aggregate`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct AggOptions {
+    /// Only events with `created_ts <= t` count for spine time `t` ([semantics §5](crate::docs::semantics)).
+    pub created_cutoff: bool,
+    /// Treat naive timestamps as UTC instead of rejecting them.
+    pub assume_utc: bool,
+}
+
+impl AggOptions {
+    /// Sets `created_cutoff`.
+    pub fn with_created_cutoff(mut self, v: bool) -> Self {
+        self.created_cutoff = v;
+        self
+    }
+    /// Sets `assume_utc`.
+    pub fn with_assume_utc(mut self, v: bool) -> Self {
+        self.assume_utc = v;
+        self
+    }
+}
+
+fn floor_to(t: i64, r: i64) -> i64 {
+    t.div_euclid(r).saturating_mul(r)
+}
+
+/// Events sorted by `(key group, event_ts, created_ts, row)`.
+struct History {
+    groups: HashMap<Vec<u8>, u32>,
+    ts: Vec<i64>,
+    created: Vec<i64>,
+    row: Vec<u32>,
+    /// Sorted positions of group `g`: `off[g]..off[g + 1]`.
+    off: Vec<usize>,
+}
+
+impl History {
+    fn build(
+        batches: &[RecordBatch],
+        join_keys: &[JoinKey],
+        ev_col: &str,
+        created_col: Option<&str>,
+        assume_utc: bool,
+    ) -> Result<Self> {
+        let mut groups: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut recs: Vec<(u32, i64, i64, u32)> = Vec::new();
+        let mut row = 0u32;
+        for b in batches {
+            let keys = encode_entity_keys(b, join_keys)?;
+            let col = b.column_by_name(ev_col).ok_or_else(|| {
+                Error::invalid(format!(
+                    "event history is missing event timestamp column '{ev_col}'"
+                ))
+            })?;
+            let ts = timestamp_micros(col.as_ref(), ev_col, assume_utc)?;
+            let created = match created_col {
+                Some(c) => {
+                    let col = b.column_by_name(c).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "event history is missing created timestamp column '{c}'"
+                        ))
+                    })?;
+                    Some(timestamp_micros(col.as_ref(), c, assume_utc)?)
+                }
+                None => None,
+            };
+            recs.reserve(keys.len());
+            for (i, k) in keys.into_iter().enumerate() {
+                let next = groups.len() as u32;
+                let g = *groups.entry(k).or_insert(next);
+                let c = created.as_ref().map_or(i64::MIN, |c| c[i]);
+                recs.push((g, ts[i], c, row));
+                row = row
+                    .checked_add(1)
+                    .ok_or_else(|| Error::invalid("event history has more than 2^32 rows"))?;
+            }
+        }
+        recs.sort_unstable();
+        let mut off = vec![0usize; groups.len() + 1];
+        for r in &recs {
+            off[r.0 as usize + 1] += 1;
+        }
+        for g in 0..groups.len() {
+            off[g + 1] += off[g];
+        }
+        Ok(Self {
+            groups,
+            ts: recs.iter().map(|r| r.1).collect(),
+            created: recs.iter().map(|r| r.2).collect(),
+            row: recs.iter().map(|r| r.3).collect(),
+            off,
+        })
+    }
+
+    fn n_groups(&self) -> usize {
+        self.off.len() - 1
+    }
+}
+
+/// The hop tiles of one feature over a [`History`]: per group, ascending.
+struct Tiles {
+    start: Vec<i64>,
+    state: Vec<State>,
+    /// Sorted event positions of the tile.
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    max_created: Vec<i64>,
+    off: Vec<usize>,
+}
+
+fn overflow(view: &str, a: &Aggregation, at: &str) -> Error {
+    Error::invalid(format!(
+        "aggregation feature '{view}:{}': int64 sum overflows {at}",
+        a.name
+    ))
+}
+
+impl Tiles {
+    fn build(
+        h: &History,
+        evs: &[Ev],
+        empty: &State,
+        r: i64,
+        view: &str,
+        a: &Aggregation,
+    ) -> Result<Self> {
+        let mut t = Self {
+            start: Vec::new(),
+            state: Vec::new(),
+            lo: Vec::new(),
+            hi: Vec::new(),
+            max_created: Vec::new(),
+            off: Vec::with_capacity(h.n_groups() + 1),
+        };
+        t.off.push(0);
+        for g in 0..h.n_groups() {
+            let mut cur = i64::MIN;
+            for p in h.off[g]..h.off[g + 1] {
+                let s = floor_to(h.ts[p], r);
+                if t.start.len() == *t.off.last().unwrap_or(&0) || s != cur {
+                    cur = s;
+                    t.start.push(s);
+                    t.state.push(empty.clone());
+                    t.lo.push(p);
+                    t.hi.push(p);
+                    t.max_created.push(i64::MIN);
+                }
+                let k = t.start.len() - 1;
+                t.state[k]
+                    .add(&evs[h.row[p] as usize], h.ts[p], h.created[p])
+                    .map_err(|_| overflow(view, a, "within one hop tile"))?;
+                t.hi[k] = p + 1;
+                t.max_created[k] = t.max_created[k].max(h.created[p]);
+            }
+            t.off.push(t.start.len());
+        }
+        Ok(t)
+    }
+}
+
+/// Aggregation features per spine row ([semantics §11](crate::docs::semantics)), in spine order: one
+/// array per entry of `view.aggregations`, as long as the spine.
+///
+/// Pure: no I/O, deterministic, independent of batch boundaries; event order
+/// only breaks exact `(event_ts, created_ts)` ties (`first`/`last`/`last_n`:
+/// the later row counts as later). A spine row with a null key gets the
+/// values over no event (`count` 0, others null).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the column for a missing key or timestamp
+/// column, a null or naive timestamp ([semantics §3](crate::docs::semantics)), an input column of the wrong
+/// type; naming the feature and spine row for an int64 sum overflow.
+pub fn aggregate(
+    spine: &[RecordBatch],
+    timestamp_column: &str,
+    view: &AggView<'_>,
+    opts: &AggOptions,
+) -> Result<Vec<ArrayRef>> {
+    // spine keys and times
+    let mut spine_ts: Vec<i64> = Vec::new();
+    let mut spine_keys: Vec<Option<Vec<u8>>> = Vec::new();
+    for b in spine {
+        let col = b.column_by_name(timestamp_column).ok_or_else(|| {
+            Error::invalid(format!(
+                "spine is missing timestamp column '{timestamp_column}'"
+            ))
+        })?;
+        spine_ts.extend(timestamp_micros(
+            col.as_ref(),
+            timestamp_column,
+            opts.assume_utc,
+        )?);
+        spine_keys.extend(spine_key_bytes(b, &view.join_keys)?);
+    }
+    let h = History::build(
+        view.batches,
+        &view.join_keys,
+        &view.event_timestamp_column,
+        view.created_timestamp_column.as_deref(),
+        opts.assume_utc,
+    )?;
+    let spine_groups: Vec<Option<u32>> = spine_keys
+        .iter()
+        .map(|k| k.as_ref().and_then(|k| h.groups.get(k).copied()))
+        .collect();
+    drop(spine_keys);
+    let cutoff = opts.created_cutoff && view.created_timestamp_column.is_some();
+
+    let mut out = Vec::with_capacity(view.aggregations.len());
+    for (a, input) in &view.aggregations {
+        let evs = extract_all(view.batches, a, input)?;
+        let empty = State::new(a.function, input);
+        let r = duration_micros(a.effective_hop()).max(1);
+        let w = a.window.map(duration_micros);
+        let tiles = Tiles::build(&h, &evs, &empty, r, &view.name, a)?;
+        let out_type = a.function.output_type(input);
+        let mut b = ColumnBuilder::new(&out_type);
+        for (i, (g, &t)) in spine_groups.iter().zip(&spine_ts).enumerate() {
+            let mut st = empty.clone();
+            if let Some(g) = *g {
+                let g = g as usize;
+                let lo = w.map_or(i64::MIN, |w| floor_to(t.saturating_sub(w), r));
+                let head = floor_to(t, r);
+                let ts_tiles = &tiles.start[tiles.off[g]..tiles.off[g + 1]];
+                let a0 = tiles.off[g] + ts_tiles.partition_point(|s| *s < lo);
+                let a1 = tiles.off[g] + ts_tiles.partition_point(|s| *s < head);
+                let fold = |st: &mut State, from: usize, to: usize| -> Result<()> {
+                    for p in from..to {
+                        if cutoff && h.created[p] > t {
+                            continue;
+                        }
+                        st.add(&evs[h.row[p] as usize], h.ts[p], h.created[p])
+                            .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
+                    }
+                    Ok(())
+                };
+                for k in a0..a1 {
+                    if cutoff && tiles.max_created[k] > t {
+                        fold(&mut st, tiles.lo[k], tiles.hi[k])?;
+                    } else {
+                        st.merge(&tiles.state[k])
+                            .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
+                    }
+                }
+                let ev_ts = &h.ts[h.off[g]..h.off[g + 1]];
+                let e0 = h.off[g] + ev_ts.partition_point(|x| *x < head.max(lo));
+                let e1 = h.off[g] + ev_ts.partition_point(|x| *x <= t);
+                fold(&mut st, e0, e1)?;
+            }
+            match st.finish(a.function) {
+                Some(v) => b.push_value(&v),
+                None => b.push_null(),
+            }
+        }
+        out.push(b.finish());
+    }
+    Ok(out)
+}
+
+/// Encoded entity keys of a spine batch; `None` where any key is null.
+fn spine_key_bytes(b: &RecordBatch, keys: &[JoinKey]) -> Result<Vec<Option<Vec<u8>>>> {
+    let mut valid = vec![true; b.num_rows()];
+    for k in keys {
+        let col = b.column_by_name(&k.name).ok_or_else(|| {
+            Error::invalid(format!("spine is missing join key column '{}'", k.name))
+        })?;
+        if let Some(n) = col.logical_nulls() {
+            for (i, v) in valid.iter_mut().enumerate() {
+                *v &= n.is_valid(i);
+            }
+        }
+    }
+    if valid.iter().all(|v| *v) {
+        return Ok(encode_entity_keys(b, keys)?.into_iter().map(Some).collect());
+    }
+    let mask = BooleanArray::from(valid.clone());
+    let kept = arrow_select::filter::filter_record_batch(b, &mask)?;
+    let mut enc = encode_entity_keys(&kept, keys)?.into_iter();
+    Ok(valid
+        .iter()
+        .map(|v| if *v { enc.next() } else { None })
+        .collect())
+}
+
+fn extract_all(batches: &[RecordBatch], a: &Aggregation, input: &ValueType) -> Result<Vec<Ev>> {
+    let mut evs = Vec::new();
+    for b in batches {
+        let col = b.column_by_name(&a.column).ok_or_else(|| {
+            Error::invalid(format!(
+                "event history is missing column '{}' (input of aggregation feature '{}')",
+                a.column, a.name
+            ))
+        })?;
+        let col = if col.data_type() != &input.to_arrow() {
+            crate::codec::cast_column(col, &a.column, &input.to_arrow())?
+        } else {
+            Arc::clone(col)
+        };
+        evs.extend(state::extract(&col, &a.column, input, a.function)?);
+    }
+    Ok(evs)
+}
+
+/// One aggregation feature of a view, ready for the online path.
+#[derive(Debug, Clone)]
+pub(crate) struct OnlineAgg {
+    pub(crate) agg: Aggregation,
+    input: ValueType,
+    fp: u64,
+    empty: State,
+    r: i64,
+    w: Option<i64>,
+    /// `view:feature`, for errors.
+    label: String,
+}
+
+impl OnlineAgg {
+    /// Every aggregation feature of `rv` (or only `names`).
+    pub(crate) fn of_view(rv: &ResolvedView, names: Option<&[String]>) -> Result<Vec<Self>> {
+        rv.view
+            .aggregations
+            .iter()
+            .filter(|a| names.is_none_or(|n| n.contains(&a.name)))
+            .map(|a| {
+                let input = input_type(rv, a)?;
+                Ok(Self {
+                    fp: state::fingerprint(a, &input),
+                    empty: State::new(a.function, &input),
+                    r: duration_micros(a.effective_hop()).max(1),
+                    w: a.window.map(duration_micros),
+                    label: format!("{}:{}", rv.name(), a.name),
+                    agg: a.clone(),
+                    input,
+                })
+            })
+            .collect()
+    }
+
+    fn expires_at(&self, start: i64) -> i64 {
+        self.w.map_or(i64::MAX, |w| {
+            start
+                .saturating_add(w)
+                .saturating_add(self.r.saturating_mul(2))
+        })
+    }
+
+    /// The value at `now` from an entity's stored tiles (any order, any features).
+    ///
+    /// # Errors
+    /// [`Error::AggregationDefinitionMismatch`] for a tile written by another
+    /// definition; [`Error::InvalidInput`] for corrupt tile bytes or an int64
+    /// sum overflow.
+    pub(crate) fn value_at(&self, tiles: &[Tile], now: i64) -> Result<Option<Value>> {
+        let lo = self
+            .w
+            .map_or(i64::MIN, |w| floor_to(now.saturating_sub(w), self.r));
+        let head = floor_to(now, self.r);
+        let mut mine: Vec<&Tile> = tiles
+            .iter()
+            .filter(|t| t.feature == self.agg.name && t.start >= lo && t.start <= head)
+            .collect();
+        mine.sort_by_key(|t| t.start);
+        let mut st = self.empty.clone();
+        for t in mine {
+            let s = State::decode(&t.state, self.fp, &self.empty, &self.label)?;
+            st.merge(&s).map_err(|_| {
+                Error::invalid(format!(
+                    "aggregation feature '{}': int64 sum overflows",
+                    self.label
+                ))
+            })?;
+        }
+        Ok(st.finish(self.agg.function))
+    }
+
+    /// The Arrow output type.
+    pub(crate) fn output_type(&self) -> ValueType {
+        self.agg.function.output_type(&self.input)
+    }
+}
+
+/// The merge function handed to [`crate::OnlineStore::merge_tiles`].
+pub(crate) fn tile_merger(
+    aggs: &[OnlineAgg],
+) -> impl Fn(&str, &[u8], &[u8]) -> Result<Vec<u8>> + Send + Sync + use<> {
+    let by_name: HashMap<String, OnlineAgg> = aggs
+        .iter()
+        .map(|a| (a.agg.name.clone(), a.clone()))
+        .collect();
+    move |feature: &str, stored: &[u8], delta: &[u8]| {
+        let a = by_name.get(feature).ok_or_else(|| {
+            Error::invalid(format!("tile of unknown aggregation feature '{feature}'"))
+        })?;
+        let mut s = State::decode(stored, a.fp, &a.empty, &a.label)?;
+        let d = State::decode(delta, a.fp, &a.empty, &a.label)?;
+        s.merge(&d).map_err(|_| {
+            Error::invalid(format!(
+                "aggregation feature '{}': int64 sum overflows",
+                a.label
+            ))
+        })?;
+        Ok(s.encode(a.fp))
+    }
+}
+
+/// The tiles of every entity in `batches` (canonical event rows), for the
+/// online store.
+///
+/// Per feature, only tiles from the one holding `from` to the one holding
+/// `until` (both included) and not yet expired at `expire_before` (per
+/// entity: the given value, or the entity's newest event time) are returned.
+pub(crate) fn build_tile_writes(
+    rv: &ResolvedView,
+    aggs: &[OnlineAgg],
+    batches: &[RecordBatch],
+    from: Option<i64>,
+    until: Option<i64>,
+    expire_before: Option<i64>,
+) -> Result<Vec<TileWrite>> {
+    let h = History::build(
+        batches,
+        &rv.join_keys,
+        &rv.view.event_timestamp_column,
+        rv.view.created_timestamp_column.as_deref(),
+        false,
+    )?;
+    let mut keys: Vec<(&Vec<u8>, u32)> = h.groups.iter().map(|(k, g)| (k, *g)).collect();
+    keys.sort_by_key(|(_, g)| *g);
+    let mut writes: Vec<TileWrite> = keys
+        .iter()
+        .map(|(k, g)| {
+            let g = *g as usize;
+            let newest = if h.off[g + 1] > h.off[g] {
+                h.ts[h.off[g + 1] - 1]
+            } else {
+                i64::MIN
+            };
+            TileWrite {
+                entity_key: (*k).clone(),
+                tiles: Vec::new(),
+                expire_before: expire_before.unwrap_or(newest),
+            }
+        })
+        .collect();
+    for a in aggs {
+        let evs = extract_all(batches, &a.agg, &a.input)?;
+        let tiles = Tiles::build(&h, &evs, &a.empty, a.r, rv.name(), &a.agg)?;
+        let keep_from = from.map_or(i64::MIN, |f| floor_to(f, a.r));
+        let keep_until = until.map_or(i64::MAX, |u| floor_to(u, a.r));
+        for (g, w) in writes.iter_mut().enumerate() {
+            for k in tiles.off[g]..tiles.off[g + 1] {
+                let start = tiles.start[k];
+                let expires_at = a.expires_at(start);
+                if start < keep_from || start > keep_until || expires_at <= w.expire_before {
+                    continue;
+                }
+                w.tiles.push(Tile {
+                    feature: a.agg.name.clone(),
+                    start,
+                    expires_at,
+                    state: tiles.state[k].encode(a.fp),
+                });
+            }
+        }
+    }
+    writes.retain(|w| !w.tiles.is_empty());
+    Ok(writes)
+}
+
+/// The earliest event time materialization must read to rebuild every tile
+/// holding an event in `(start, end]`: the start of the tile holding `start`,
+/// over all features (`None` = from the beginning).
+pub(crate) fn rebuild_from(aggs: &[OnlineAgg], start: Option<i64>) -> Option<i64> {
+    start.map(|s| aggs.iter().map(|a| floor_to(s, a.r)).min().unwrap_or(s))
+}
+
+/// The Arrow output column of `values` for a feature.
+pub(crate) fn column_of(a: &OnlineAgg, values: &[Option<Value>]) -> ArrayRef {
+    let mut b = ColumnBuilder::new(&a.output_type());
+    for v in values {
+        match v {
+            Some(v) => b.push_value(v),
+            None => b.push_null(),
+        }
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests;
