@@ -32,8 +32,16 @@ pub(crate) fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientC
     if roots.is_empty() {
         return Err("tls: no CA certificate to trust".into());
     }
+    // `ClientConfig::builder()` panics when the process has no default crypto
+    // provider and several are compiled in; use the process's choice if any,
+    // else this crate's rustls default (aws-lc-rs), without installing it.
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .map(Arc::clone)
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     Ok(Arc::new(
-        rustls::ClientConfig::builder()
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth(),
     ))
