@@ -37,6 +37,9 @@ for s in "${servers[@]}"; do
 done
 
 # Default features: the optional cloud/TLS features are compiled (checked) by
-# clippy and rustdoc in .ci/run, not linked into every test binary.
+# clippy and rustdoc in .ci/run, not linked into every test binary. The one
+# exception, `fstore-examples/delta`, only adds the Delta adapter (built by
+# the workspace anyway) to the examples: the quickstart and training_delta
+# examples are test targets (harness = false) and run here, from this build.
 echo "== cargo test --workspace"
-cargo test --workspace --no-fail-fast "$@"
+cargo test --workspace --features fstore-examples/delta --no-fail-fast "$@"
