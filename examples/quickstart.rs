@@ -6,6 +6,10 @@
 //! and serves them with per-feature statuses.
 //!
 //! Run: `cargo run -p fstore-examples --example quickstart`
+//!
+//! It checks its own results (the training set's values and the online values
+//! and statuses, derived by hand below) and exits with an error when one is
+//! wrong, so CI's quickstart run fails on a wrong answer, not only on a crash.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +21,9 @@ use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, TimeZone, Utc};
 use fstore_core::{
-    Definitions, Entity, FeatureField, FeatureRef, FeatureSelection, FeatureService, FeatureStore,
-    FeatureView, FileRegistry, HistoricalRequest, InMemoryOfflineStore, InMemoryOnlineStore,
-    MaterializeOptions, OnlineRequest, Value, ValueType,
+    Definitions, Entity, FeatureField, FeatureRef, FeatureSelection, FeatureService, FeatureStatus,
+    FeatureStore, FeatureView, FileRegistry, HistoricalRequest, InMemoryOfflineStore,
+    InMemoryOnlineStore, MaterializeOptions, OnlineRequest, Value, ValueType,
 };
 
 fn ts_type() -> DataType {
@@ -65,6 +69,120 @@ fn print_batch(title: &str, batch: &RecordBatch) -> Result<(), Box<dyn std::erro
         println!("{}", cells.join(" | "));
     }
     Ok(())
+}
+
+/// The rows of column `name` as optional f64 / i64 / string values.
+fn f64s(b: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, String> {
+    let c = b.column_by_name(name).ok_or(format!("no column {name}"))?;
+    let a = c
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or(format!("{name} is not float64"))?;
+    Ok(a.iter().collect())
+}
+
+fn i64s(b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, String> {
+    let c = b.column_by_name(name).ok_or(format!("no column {name}"))?;
+    let a = c
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or(format!("{name} is not int64"))?;
+    Ok(a.iter().collect())
+}
+
+fn strs(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
+    let c = b.column_by_name(name).ok_or(format!("no column {name}"))?;
+    let a = c
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or(format!("{name} is not utf8"))?;
+    Ok(a.iter().map(|v| v.map(str::to_owned)).collect())
+}
+
+fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "quickstart self-check failed: {what}: got {got:?}, expected {want:?}"
+        ))
+    }
+}
+
+/// The training set, by hand: 1001 at Nov 1 10:00 sees the 08:00 row; at
+/// 13:00 the two 12:00 rows tie on event time and the later-created one
+/// (0.65) wins; 1002 at Nov 1 08:00 has no hourly row yet (nulls); at Nov 4
+/// its newest row (Nov 3, conv_rate null) is inside the 2-day ttl; 1003 has
+/// nothing. Profiles have no ttl.
+fn check_training(b: &RecordBatch) -> Result<(), String> {
+    check(
+        "training conv_rate",
+        f64s(b, "conv_rate")?,
+        vec![Some(0.50), Some(0.65), None, None, None],
+    )?;
+    check(
+        "training trips_today",
+        i64s(b, "trips_today")?,
+        vec![Some(3), Some(7), None, Some(4), None],
+    )?;
+    check(
+        "training city",
+        strs(b, "city")?,
+        ["Lisbon", "Lisbon", "Porto", "Porto"]
+            .iter()
+            .map(|c| Some((*c).to_owned()))
+            .chain([None])
+            .collect(),
+    )?;
+    check(
+        "training labels kept in spine order",
+        f64s(b, "label")?,
+        vec![Some(1.0), Some(0.0), Some(1.0), Some(0.0), Some(1.0)],
+    )
+}
+
+/// Online at Nov 3 12:00, by hand: 1001's newest row (Nov 1 12:00, created
+/// Nov 2) is exactly 2 days old — the ttl is inclusive, so Present; 1002's
+/// newest row has a null conv_rate (NullValue) and 4 trips; 1003 is unknown
+/// (NotFound), and its trips_today is imputed with the default 0.
+fn check_online(r: &fstore_core::OnlineResponse) -> Result<(), String> {
+    use FeatureStatus::{NotFound, NullValue, Present};
+    check(
+        "online conv_rate",
+        f64s(&r.batch, "conv_rate")?,
+        vec![Some(0.65), None, None],
+    )?;
+    check(
+        "online trips_today",
+        i64s(&r.batch, "trips_today")?,
+        vec![Some(7), Some(4), Some(0)],
+    )?;
+    check(
+        "online city",
+        strs(&r.batch, "city")?,
+        vec![Some("Lisbon".to_owned()), Some("Porto".to_owned()), None],
+    )?;
+    let statuses = |f: &str| {
+        r.feature(f)
+            .map(|m| m.statuses.clone())
+            .ok_or(format!("no metadata for {f}"))
+    };
+    check(
+        "conv_rate statuses",
+        statuses("conv_rate")?,
+        vec![Present, NullValue, NotFound],
+    )?;
+    check(
+        "trips_today statuses",
+        statuses("trips_today")?,
+        vec![Present, Present, NotFound],
+    )?;
+    check(
+        "city statuses",
+        statuses("city")?,
+        vec![Present, Present, NotFound],
+    )?;
+    check("imputed values", r.imputed, 1)
 }
 
 #[tokio::main]
@@ -181,6 +299,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?;
     print_batch("training set (point-in-time correct)", &training.batch)?;
+    check_training(&training.batch)?;
 
     // 5. Materialize up to "now" = Nov 3, 12:00, then serve.
     let now = at(3, 12);
@@ -211,10 +330,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     print_batch("online features", &online.batch)?;
-    for m in &online.metadata {
-        println!("status {:<12} {:?}", m.name, m.statuses);
+    for m in online.features() {
+        println!("status {:<12} {:?}", m.name(), m.statuses());
     }
     println!("imputed values: {}", online.imputed);
     let _ = std::fs::remove_dir_all(&registry_dir);
+    check_online(&online)?;
+    check(
+        "materialized driver_hourly (read, written, skipped)",
+        report
+            .views
+            .iter()
+            .find(|v| v.view == "driver_hourly")
+            .map(|v| (v.rows_read, v.rows_written, v.rows_skipped)),
+        Some((5, 2, 3)),
+    )?;
+    println!("\nself-check: training set, online values and statuses as expected");
     Ok(())
 }

@@ -113,8 +113,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let took = started.elapsed();
     println!("{}", arrow_cast_pretty(&resp.batch));
-    for m in &resp.metadata {
-        println!("{:>12}: {:?}", m.name, m.statuses);
+    for m in resp.features() {
+        println!("{:>12}: {:?}", m.name(), m.statuses());
     }
     let used = dynamo.request_counts().since(&before);
     println!(

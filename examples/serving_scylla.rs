@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?;
     let meta = resp.feature("conv_rate").ok_or("no conv_rate")?;
-    println!("conv_rate statuses: {:?}", meta.statuses);
+    println!("conv_rate statuses: {:?}", meta.statuses());
     println!("{:?}", resp.batch);
     Ok(())
 }

@@ -34,12 +34,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
-    ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch,
+    StringArray,
     cast::AsArray,
-    types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType},
+    types::{
+        ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type,
+        TimestampMicrosecondType,
+    },
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_cast::CastOptions;
 use arrow_schema::{DataType, Field};
 
@@ -408,6 +411,11 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
+    /// A name's bytes, not yet checked to be UTF-8 (see [`DecoderIndex::lookup`]).
+    fn name_bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.u8()? as usize;
+        self.take(len)
+    }
     fn name(&mut self) -> Result<&'a str> {
         let len = self.u8()? as usize;
         std::str::from_utf8(self.take(len)?)
@@ -559,6 +567,23 @@ impl ColumnBuilder {
         }
     }
 
+    /// Reserves room for `n` more values.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        match self {
+            Self::Bool(v) => v.reserve(n),
+            Self::Int32(v) => v.reserve(n),
+            Self::Int64(v) | Self::Ts(v) => v.reserve(n),
+            Self::Float32(v) => v.reserve(n),
+            Self::Float64(v) => v.reserve(n),
+            Self::Str(v) => v.reserve(n),
+            Self::Bytes(v) => v.reserve(n),
+            Self::List { offsets, valid, .. } => {
+                offsets.reserve(n);
+                valid.reserve(n);
+            }
+        }
+    }
+
     pub(crate) fn push_null(&mut self) {
         match self {
             Self::Bool(v) => v.push(None),
@@ -691,13 +716,13 @@ impl ColumnBuilder {
     pub(crate) fn finish(self) -> ArrayRef {
         match self {
             Self::Bool(v) => Arc::new(BooleanArray::from(v)),
-            Self::Int32(v) => Arc::new(Int32Array::from(v)),
-            Self::Int64(v) => Arc::new(Int64Array::from(v)),
-            Self::Float32(v) => Arc::new(Float32Array::from(v)),
-            Self::Float64(v) => Arc::new(Float64Array::from(v)),
+            Self::Int32(v) => Arc::new(primitive::<Int32Type>(&v)),
+            Self::Int64(v) => Arc::new(primitive::<Int64Type>(&v)),
+            Self::Float32(v) => Arc::new(primitive::<Float32Type>(&v)),
+            Self::Float64(v) => Arc::new(primitive::<Float64Type>(&v)),
             Self::Str(v) => Arc::new(StringArray::from(v)),
             Self::Bytes(v) => Arc::new(BinaryArray::from_iter(v)),
-            Self::Ts(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone(UTC)),
+            Self::Ts(v) => Arc::new(primitive::<TimestampMicrosecondType>(&v).with_timezone(UTC)),
             Self::List {
                 inner_type,
                 offsets,
@@ -717,34 +742,136 @@ impl ColumnBuilder {
     }
 }
 
+/// What a [`PayloadDecoder`] needs to know about its features, built once
+/// per (view, requested features) and shared by every request that reads
+/// them (serving prepares it; see `store/serving.rs`).
+#[derive(Debug)]
+pub(crate) struct DecoderIndex {
+    names: Vec<String>,
+    types: Vec<ValueType>,
+    by_name: HashMap<String, usize>,
+    /// The stored entry order the writer uses (the view's features): entry
+    /// `k` of a payload is usually `stored[k].0`, so the name is compared
+    /// with that one first and the hash lookup runs only on a mismatch.
+    stored: Vec<(String, Option<usize>)>,
+}
+
+impl DecoderIndex {
+    /// `requested`: the output columns, in order; `stored_order`: the view's
+    /// features as written (a hint only: any order decodes correctly).
+    pub(crate) fn new(requested: &[FeatureField], stored_order: &[FeatureField]) -> Self {
+        let by_name: HashMap<String, usize> = requested
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Self {
+            names: requested.iter().map(|f| f.name.clone()).collect(),
+            types: requested.iter().map(|f| f.value_type.clone()).collect(),
+            stored: stored_order
+                .iter()
+                .map(|f| (f.name.clone(), by_name.get(&f.name).copied()))
+                .collect(),
+            by_name,
+        }
+    }
+
+    /// The requested column of the `k`-th payload entry, named `name`: the
+    /// expected name is compared byte for byte (bytes equal to a `String` are
+    /// UTF-8), anything else is checked to be UTF-8 and looked up by name.
+    fn lookup(&self, k: usize, name: &[u8]) -> Result<Option<usize>> {
+        match self.stored.get(k) {
+            Some((n, i)) if n.as_bytes() == name => Ok(*i),
+            _ => {
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| Error::invalid("feature payload: name is not UTF-8"))?;
+                Ok(self.by_name.get(name).copied())
+            }
+        }
+    }
+}
+
+/// The payload tag of an 8-byte fixed-width type (int64, float64, timestamp).
+fn wide_tag(t: &ValueType) -> Option<u8> {
+    match t {
+        ValueType::Int64 => Some(T_I64),
+        ValueType::Float64 => Some(T_F64),
+        ValueType::Timestamp => Some(T_TS),
+        _ => None,
+    }
+}
+
+/// Where a requested feature's values go.
+#[derive(Debug, Clone, Copy)]
+enum Sink {
+    /// Column `usize` of the shared 8-byte slab (int64, float64, timestamp).
+    Wide(usize),
+    /// Its own builder.
+    Builder(usize),
+}
+
 /// Decodes payloads into Arrow columns of the requested features.
+///
+/// With the row count known up front ([`PayloadDecoder::with_index`]),
+/// 8-byte values of every column land in one shared buffer (column-major),
+/// which the columns then slice: one allocation for all of them instead of
+/// several per column.
 #[derive(Debug)]
 pub(crate) struct PayloadDecoder {
-    index: HashMap<String, usize>,
-    pub(crate) columns: Vec<ColumnBuilder>,
+    index: Arc<DecoderIndex>,
+    sinks: Vec<Sink>,
+    builders: Vec<ColumnBuilder>,
+    /// Wide values; `wide_valid[c * rows + r]` says whether set.
+    wide: Vec<u64>,
+    wide_valid: Vec<bool>,
+    rows: usize,
+    row: usize,
     seen: Vec<bool>,
 }
 
 impl PayloadDecoder {
-    pub(crate) fn new(features: &[FeatureField]) -> Self {
+    /// A decoder on a prepared index for exactly `rows` rows (`0`: any number,
+    /// without the shared buffer).
+    pub(crate) fn with_index(index: Arc<DecoderIndex>, rows: usize) -> Self {
+        let mut sinks = Vec::with_capacity(index.types.len());
+        let mut builders = Vec::new();
+        let mut wide_cols = 0;
+        for t in &index.types {
+            if rows > 0 && wide_tag(t).is_some() {
+                sinks.push(Sink::Wide(wide_cols));
+                wide_cols += 1;
+            } else {
+                let mut c = ColumnBuilder::new(t);
+                c.reserve(rows);
+                sinks.push(Sink::Builder(builders.len()));
+                builders.push(c);
+            }
+        }
         Self {
-            index: features
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.name.clone(), i))
-                .collect(),
-            columns: features
-                .iter()
-                .map(|f| ColumnBuilder::new(&f.value_type))
-                .collect(),
-            seen: vec![false; features.len()],
+            seen: vec![false; index.types.len()],
+            index,
+            sinks,
+            builders,
+            wide: vec![0; wide_cols * rows],
+            wide_valid: vec![false; wide_cols * rows],
+            rows,
+            row: 0,
         }
     }
 
-    /// Appends one row: `None` (no row) or a payload. Returns per requested
-    /// feature whether the stored value was non-null.
-    pub(crate) fn push(&mut self, payload: Option<&[u8]>, present: &mut Vec<bool>) -> Result<()> {
-        present.clear();
+    /// Appends one row: `None` (no row) or a payload; a feature the payload
+    /// lacks reads as null.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a corrupt payload, a stored type that
+    /// differs from the declared one, or more rows than the decoder was made for.
+    pub(crate) fn push_row(&mut self, payload: Option<&[u8]>) -> Result<()> {
+        if self.rows > 0 && self.row >= self.rows {
+            return Err(Error::invalid(format!(
+                "feature payload: more than {} rows decoded",
+                self.rows
+            )));
+        }
         self.seen.iter_mut().for_each(|s| *s = false);
         if let Some(p) = payload {
             let mut r = Reader::new(p, "feature payload");
@@ -752,13 +879,31 @@ impl PayloadDecoder {
                 return Err(Error::invalid("feature payload: unknown version"));
             }
             let n = u16::from_le_bytes(r.array()?);
-            for _ in 0..n {
-                let name = r.name()?;
+            for k in 0..usize::from(n) {
+                let name = r.name_bytes()?;
                 let tag = r.u8()?;
-                match self.index.get(name) {
-                    Some(&i) if !self.seen[i] => {
-                        self.columns[i].push_encoded(tag, &mut r, name)?;
+                match self.index.lookup(k, name)? {
+                    Some(i) if !self.seen[i] => {
+                        let name = self.index.names[i].as_str();
                         self.seen[i] = true;
+                        match self.sinks[i] {
+                            Sink::Builder(b) => self.builders[b].push_encoded(tag, &mut r, name)?,
+                            Sink::Wide(c) => {
+                                if tag == T_NULL {
+                                    continue;
+                                }
+                                let declared = &self.index.types[i];
+                                if Some(tag) != wide_tag(declared) {
+                                    return Err(Error::invalid(format!(
+                                        "stored value of feature '{name}' has type tag {tag} but the view declares {declared}; \
+                                         the view's type changed: re-materialize it"
+                                    )));
+                                }
+                                let at = c * self.rows + self.row;
+                                self.wide[at] = u64::from_le_bytes(r.array()?);
+                                self.wide_valid[at] = true;
+                            }
+                        }
                     }
                     _ => skip_value(tag, &mut r)?,
                 }
@@ -767,29 +912,71 @@ impl PayloadDecoder {
                 return Err(Error::invalid("feature payload: trailing bytes"));
             }
         }
-        for (i, col) in self.columns.iter_mut().enumerate() {
-            if !self.seen[i] {
-                col.push_null();
-                present.push(false);
-            } else {
-                present.push(!col_last_is_null(col));
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if let Sink::Builder(b) = sink
+                && !self.seen[i]
+            {
+                self.builders[*b].push_null();
             }
         }
+        self.row += 1;
         Ok(())
+    }
+
+    /// The columns, in requested order, with as many rows as were pushed.
+    pub(crate) fn finish(self) -> Vec<ArrayRef> {
+        let len = self.row;
+        let stride = self.rows;
+        let wide = arrow_buffer::Buffer::from_vec(self.wide);
+        let mut builders: Vec<Option<ColumnBuilder>> =
+            self.builders.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(self.sinks.len());
+        for (i, sink) in self.sinks.iter().enumerate() {
+            match *sink {
+                Sink::Builder(b) => {
+                    if let Some(c) = builders[b].take() {
+                        out.push(c.finish());
+                    }
+                }
+                Sink::Wide(c) => {
+                    let at = c * stride;
+                    let valid = &self.wide_valid[at..at + len];
+                    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+                    let col: ArrayRef = match self.index.types[i] {
+                        ValueType::Float64 => Arc::new(PrimitiveArray::<Float64Type>::new(
+                            ScalarBuffer::new(wide.clone(), at, len),
+                            nulls,
+                        )),
+                        ValueType::Timestamp => Arc::new(
+                            PrimitiveArray::<TimestampMicrosecondType>::new(
+                                ScalarBuffer::new(wide.clone(), at, len),
+                                nulls,
+                            )
+                            .with_timezone(UTC),
+                        ),
+                        _ => Arc::new(PrimitiveArray::<Int64Type>::new(
+                            ScalarBuffer::new(wide.clone(), at, len),
+                            nulls,
+                        )),
+                    };
+                    out.push(col);
+                }
+            }
+        }
+        out
     }
 }
 
-fn col_last_is_null(c: &ColumnBuilder) -> bool {
-    match c {
-        ColumnBuilder::Bool(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Int32(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Int64(v) | ColumnBuilder::Ts(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Float32(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Float64(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Str(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::Bytes(v) => matches!(v.last(), Some(None)),
-        ColumnBuilder::List { valid, .. } => valid.last() == Some(&false),
-    }
+/// A primitive array from optional values: one values buffer, and a validity
+/// bitmap only when something is null (fewer allocations than `From<Vec<Option>>`,
+/// which matters on the serving path: one call per output column).
+fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>]) -> PrimitiveArray<T> {
+    let nulls = v
+        .iter()
+        .any(Option::is_none)
+        .then(|| NullBuffer::from_iter(v.iter().map(Option::is_some)));
+    let values: Vec<T::Native> = v.iter().map(|x| x.unwrap_or_default()).collect();
+    PrimitiveArray::new(values.into(), nulls)
 }
 
 /// True for the tags of the scalar types (what a list element may be, besides null).
@@ -868,18 +1055,21 @@ pub fn decode_payloads(
     payloads: &[Option<&[u8]>],
     features: &[FeatureField],
 ) -> Result<Vec<ArrayRef>> {
-    let mut dec = PayloadDecoder::new(features);
-    let mut present = Vec::new();
+    let mut dec = PayloadDecoder::with_index(
+        Arc::new(DecoderIndex::new(features, features)),
+        payloads.len(),
+    );
     for p in payloads {
-        dec.push(*p, &mut present)?;
+        dec.push_row(*p)?;
     }
-    Ok(dec.columns.into_iter().map(ColumnBuilder::finish).collect())
+    Ok(dec.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_array::{Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
     use arrow_schema::Schema;
 
     #[test]
@@ -960,6 +1150,52 @@ mod tests {
     }
 
     #[test]
+    fn wide_columns_share_one_buffer_and_keep_types_nulls_and_order() {
+        let features = vec![
+            FeatureField::new("a", ValueType::Int64),
+            FeatureField::new("b", ValueType::Float64),
+            FeatureField::new("t", ValueType::Timestamp),
+        ];
+        let schema = Arc::new(Schema::new(
+            features
+                .iter()
+                .map(FeatureField::to_arrow)
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow_array::Int64Array::from(vec![Some(-3), None])),
+                Arc::new(Float64Array::from(vec![Some(2.5), Some(-0.0)])),
+                Arc::new(TimestampMicrosecondArray::from(vec![None, Some(9)]).with_timezone(UTC)),
+            ],
+        )
+        .unwrap();
+        let payloads = encode_payloads(&batch, &features).unwrap();
+        // requested in another order than stored, with a missing row between
+        let req = vec![
+            features[2].clone(),
+            features[0].clone(),
+            features[1].clone(),
+        ];
+        let refs: Vec<Option<&[u8]>> = vec![Some(&payloads[0]), None, Some(&payloads[1])];
+        let cols = decode_payloads(&refs, &req).unwrap();
+        let t = cols[0].as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(cols[0].data_type(), &ValueType::Timestamp.to_arrow());
+        assert_eq!((t.is_null(0), t.is_null(1), t.value(2)), (true, true, 9));
+        let a = cols[1].as_primitive::<Int64Type>();
+        assert_eq!((a.value(0), a.is_null(1), a.is_null(2)), (-3, true, true));
+        let b = cols[2].as_primitive::<Float64Type>();
+        assert_eq!((b.value(0), b.is_null(1), b.value(2)), (2.5, true, -0.0));
+        assert!(b.value(2).is_sign_negative());
+        assert_eq!(b.null_count(), 1);
+        // a stored int64 read as float64 is refused, naming the feature
+        let wrong = vec![FeatureField::new("a", ValueType::Float64)];
+        let err = decode_payloads(&[Some(&payloads[0])], &wrong).unwrap_err();
+        assert!(err.to_string().contains("'a'"), "{err}");
+    }
+
+    #[test]
     fn payload_round_trip_with_nulls_lists_and_projection() {
         let features = vec![
             FeatureField::new("f", ValueType::Float64),
@@ -1021,9 +1257,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'f'"), "{err}");
-        // truncated payloads are errors, not panics
+        // truncated payloads are InvalidInput errors, never a panic nor a value
         for cut in 0..payloads[0].len() {
-            let _ = decode_payloads(&[Some(&payloads[0][..cut])], &features);
+            match decode_payloads(&[Some(&payloads[0][..cut])], &features) {
+                Err(Error::InvalidInput(_)) => {}
+                other => panic!("payload cut at {cut} bytes must be InvalidInput, got {other:?}"),
+            }
         }
     }
 }
@@ -1036,6 +1275,9 @@ mod tests {
 mod decode_props {
     use super::*;
     use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
+    use arrow_array::{
+        Float32Array, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray,
+    };
     use arrow_schema::Schema;
     use proptest::prelude::*;
 

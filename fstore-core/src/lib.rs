@@ -57,7 +57,7 @@
 //!     &OnlineRequest::new(FeatureSelection::refs(["driver_stats:conv_rate"])?, entities).with_now(end),
 //! ).await?;
 //! let meta = resp.feature("conv_rate").unwrap();
-//! assert_eq!(meta.statuses, vec![FeatureStatus::Present, FeatureStatus::NotFound]);
+//! assert_eq!(meta.statuses(), vec![FeatureStatus::Present, FeatureStatus::NotFound]);
 //! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -76,6 +76,7 @@ mod online;
 pub mod pit;
 mod registry;
 mod store;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(any(test, feature = "testkit"))]
@@ -102,10 +103,10 @@ pub use registry::{
     RegistrySnapshot, RegistryState, Watermark, plan, validate,
 };
 pub use store::{
-    ApplyOptions, ApplyResult, FeatureMetadata, FeatureSelection, FeatureStatus, FeatureStore,
-    FeatureStoreBuilder, HistoricalRequest, HistoricalResult, MaterializeOptions,
-    MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse, PushSummary, PushTarget,
-    ViewMaterializeReport,
+    ApplyOptions, ApplyResult, DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureSelection,
+    FeatureStatus, FeatureStore, FeatureStoreBuilder, HistoricalRequest, HistoricalResult,
+    MaterializeOptions, MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse,
+    PreparedRequest, PushSummary, PushTarget, ViewMaterializeReport,
 };
 
 pub use arrow_array;

@@ -224,6 +224,9 @@ impl FeatureStore {
             }
         }
         let newest_event = newest.map(from_micros);
+        if let Some(age) = newest_event.and_then(|n| (now - n).to_std().ok()) {
+            crate::telemetry::record_freshness_lag(view, age);
+        }
         let snap = self.snapshot().await?;
         Ok(Freshness {
             newest_event,
@@ -270,10 +273,10 @@ impl FeatureStore {
             .get_historical_features(&HistoricalRequest::new(vec![spine], ts_name, features))
             .await?;
         let mut out = Vec::new();
-        for m in &online.metadata {
+        for m in online.features() {
             let (Some(a), Some(b)) = (
-                online.batch.column_by_name(&m.name),
-                hist.batch.column_by_name(&m.name),
+                online.batch.column_by_name(m.name()),
+                hist.batch.column_by_name(m.name()),
             ) else {
                 continue;
             };
@@ -281,7 +284,7 @@ impl FeatureStore {
             let mut first = None;
             for i in 0..n {
                 let served_null = matches!(
-                    m.statuses[i],
+                    m.status(i),
                     FeatureStatus::NotFound | FeatureStatus::Expired
                 );
                 let same = if served_null {
@@ -295,7 +298,7 @@ impl FeatureStore {
                 }
             }
             out.push(FeatureSkew {
-                feature: m.name.clone(),
+                feature: m.name().to_owned(),
                 compared: n,
                 mismatches,
                 first_mismatch: first,

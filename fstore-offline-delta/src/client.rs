@@ -170,6 +170,17 @@ impl Client {
         Ok((ls, Some(log)))
     }
 
+    /// The Delta table id (`metaData.id` of commit 0), new for every table
+    /// created under the view's path; `None` when there is no table.
+    pub(crate) async fn table_id(&self, view: &str) -> CoreResult<Option<String>> {
+        let table = self.unloaded(view)?;
+        let ls = table.log_store();
+        let Some(first) = Self::read_commit(&ls, view, 0).await? else {
+            return Ok(None);
+        };
+        Ok(parse_commit(&first, 0, None)?.table_id)
+    }
+
     pub(crate) async fn latest_version(&self, view: &str) -> CoreResult<Option<u64>> {
         let table = self.unloaded(view)?;
         let ls = table.log_store();
@@ -265,7 +276,9 @@ impl Client {
             seen.insert(tf.name().as_str());
             match batch.column_by_name(tf.name()) {
                 Some(c) if same_type(c.data_type(), tf.data_type()) => {
-                    cols.push(conform(c, tf.data_type(), tf.name())?);
+                    cols.push(conform(c, tf.data_type(), tf.name(), || {
+                        format!("batch written to feature view '{name}'")
+                    })?);
                 }
                 Some(c) => {
                     return Err(WriteErr::Fatal(fstore_core::Error::invalid(format!(

@@ -50,25 +50,49 @@ pub(crate) fn same_type(a: &DataType, b: &DataType) -> bool {
     }
 }
 
-pub(crate) fn conform(col: &ArrayRef, target: &DataType, name: &str) -> CoreResult<ArrayRef> {
+/// Casts a column read from `source` (a data file, or the batch being written)
+/// to its canonical type. Checked: a value that does not fit is an error
+/// naming the source, the column and the row — never a silent null (Arrow's
+/// default cast), which would serve and train on a value that was never there.
+pub(crate) fn conform(
+    col: &ArrayRef,
+    target: &DataType,
+    name: &str,
+    source: impl FnOnce() -> String,
+) -> CoreResult<ArrayRef> {
     if col.data_type() == target {
         return Ok(Arc::clone(col));
     }
-    arrow_cast::cast(col.as_ref(), target).map_err(|e| {
-        fstore_core::Error::backend(
-            BACKEND,
-            format!(
-                "column '{name}': cannot read {} as {target}",
-                col.data_type()
-            ),
-            e,
-        )
-    })
+    fstore_core::adapter::cast_checked(col, target, name, &format!("{BACKEND}: {}", source()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_do_not_fit_name_file_column_and_row() {
+        let col: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![
+            Some(1),
+            None,
+            Some(1 << 40),
+        ]));
+        let err = conform(&col, &DataType::Int32, "trips", || {
+            "file 'part-1.parquet'".into()
+        })
+        .unwrap_err();
+        let m = err.to_string();
+        assert!(
+            matches!(err, fstore_core::Error::InvalidInput(_))
+                && m.contains("part-1.parquet")
+                && m.contains("'trips'")
+                && m.contains("row 2"),
+            "{m}"
+        );
+        // Values that fit still convert; nulls stay null.
+        let ok = conform(&col.slice(0, 2), &DataType::Int32, "trips", String::new).unwrap();
+        assert_eq!((ok.len(), ok.is_null(1)), (2, true));
+    }
 
     #[test]
     fn view_names_are_checked() {

@@ -62,14 +62,19 @@ pub(crate) async fn read_whole_file(
         .build()
         .map_err(open_err(view, path))?;
     let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(open_err(view, path))?;
+    let mut first_row = 0usize;
     batches
         .iter()
         .map(|b| {
+            let at = first_row;
+            first_row += b.num_rows();
+            let source =
+                || format!("feature view '{view}', file '{path}' (batch from file row {at})");
             let cols = schema
                 .fields()
                 .iter()
                 .map(|f| match b.column_by_name(f.name()) {
-                    Some(c) => conform(c, f.data_type(), f.name()),
+                    Some(c) => conform(c, f.data_type(), f.name(), source),
                     None => Ok(new_null_array(f.data_type(), b.num_rows())),
                 })
                 .collect::<CoreResult<Vec<_>>>()?;

@@ -210,14 +210,20 @@ impl Registry for DeltaRegistry {
                 self.uri
             )));
         }
-        let next = expected + 1;
+        let next = expected.checked_add(1).ok_or_else(|| {
+            Error::Conflict(format!(
+                "registry at {} cannot go past version {expected}",
+                self.uri
+            ))
+        })?;
         let snap = Arc::new(RegistrySnapshot {
             version: next,
             committed_at: Some(Utc::now()),
             state,
         });
-        let bytes = serde_json::to_vec_pretty(snap.as_ref())
-            .map_err(|e| Error::backend(BACKEND, "serialising registry snapshot", e))?;
+        // Serialise, parse back and compare before publishing: a state that
+        // would not read back is refused here, not by every later reader.
+        let bytes = fstore_core::adapter::registry_document(snap.as_ref())?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()

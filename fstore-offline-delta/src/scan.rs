@@ -184,12 +184,12 @@ impl ScanCtx {
         let view = self.view.clone();
         Ok(Box::pin(stream.map(move |r| {
             let b = r.map_err(open_err(&view, &path))?;
-            self.finish(&b)
+            self.finish(&b, &path)
         })))
     }
 
     /// Filters one batch to the time range and conforms it to the output schema.
-    pub(crate) fn finish(&self, b: &RecordBatch) -> CoreResult<RecordBatch> {
+    pub(crate) fn finish(&self, b: &RecordBatch, file: &str) -> CoreResult<RecordBatch> {
         let ev = b.column_by_name(&self.ev_col).ok_or_else(|| {
             fstore_core::Error::backend_msg(
                 BACKEND,
@@ -205,7 +205,12 @@ impl ScanCtx {
             .fields()
             .iter()
             .map(|f| match b.column_by_name(f.name()) {
-                Some(c) => conform(c, f.data_type(), f.name()),
+                Some(c) => conform(c, f.data_type(), f.name(), || {
+                    format!(
+                        "feature view '{}', file '{file}' (a batch of the rows read)",
+                        self.view
+                    )
+                }),
                 None => Ok(new_null_array(f.data_type(), b.num_rows())),
             })
             .collect::<CoreResult<Vec<_>>>()?;

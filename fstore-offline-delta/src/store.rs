@@ -183,4 +183,10 @@ impl OfflineStore for DeltaOfflineStore {
     async fn delete_view(&self, view: &ResolvedView) -> Result<()> {
         self.client.delete_view(view.name()).await
     }
+
+    /// The Delta table id: a re-created table has a new one, so incremental
+    /// materialization starts over instead of trusting old watermarks.
+    async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
+        self.client.table_id(view.name()).await
+    }
 }

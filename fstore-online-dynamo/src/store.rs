@@ -668,14 +668,30 @@ async fn with_deadline<T>(
     }
 }
 
+/// See [`OnlineStore::store_id`] on [`DynamoOnlineStore`].
+fn store_id(s: &crate::config::Settings) -> String {
+    let region = s.region.as_deref().unwrap_or("no-region");
+    let endpoint = s
+        .endpoint
+        .as_deref()
+        .map_or("aws", |e| e.trim_end_matches('/'));
+    format!("{BACKEND}:{region}/{endpoint}/{}", s.table)
+}
+
 #[async_trait]
 impl OnlineStore for DynamoOnlineStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
 
+    /// `dynamo:<region>/<endpoint>/<table>`, with `aws` as the endpoint when
+    /// none is configured (the region's public endpoint). Region and endpoint
+    /// are part of it: staging and production (or DynamoDB Local) tables of the
+    /// same name sharing one registry must not share watermarks. An endpoint
+    /// set only inside a custom SDK config (`with_sdk_config`) cannot be read
+    /// back from it: set it with `with_endpoint` too so it is part of the id.
     fn store_id(&self) -> String {
-        format!("{BACKEND}:{}", self.settings.table)
+        store_id(&self.settings)
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
@@ -725,6 +741,33 @@ mod tests {
     use fstore_core::{FeatureView, JoinKey, ValueType};
 
     use super::*;
+
+    /// Item 7: two stores on tables of the same name in different regions or
+    /// behind different endpoints never share an id (and so never share a
+    /// materialization watermark).
+    #[test]
+    fn store_id_includes_region_and_endpoint() {
+        let id = |region: &str, endpoint: Option<&str>| {
+            let mut b = DynamoOnlineStoreBuilder::new()
+                .with_region(region)
+                .with_table("features")
+                .with_access_key_id("k")
+                .with_secret_access_key("s");
+            if let Some(e) = endpoint {
+                b = b.with_endpoint(e);
+            }
+            fstore_core::OnlineStore::store_id(&b.build().unwrap())
+        };
+        let prod = id("eu-west-1", None);
+        assert_eq!(prod, "dynamo:eu-west-1/aws/features");
+        let others = [
+            id("us-east-1", None),
+            id("eu-west-1", Some("http://127.0.0.1:8000")),
+            id("eu-west-1", Some("http://127.0.0.1:8001/")),
+        ];
+        assert!(others.iter().all(|o| *o != prod), "{others:?}");
+        assert_ne!(others[1], others[2]);
+    }
     use crate::client::BatchGetReply;
     use crate::config::RetryPolicy;
     use crate::{DynamoOnlineStoreBuilder, codec};

@@ -66,7 +66,7 @@ impl Statements {
                 "SELECT payload, event_ts, created_ts, write_ts FROM {t} WHERE entity_key = ? AND view = ?"
             ),
             probe: format!(
-                "SELECT event_ts, created_ts, write_ts FROM {t} WHERE entity_key = ? AND view = ?"
+                "SELECT payload, event_ts, created_ts, write_ts FROM {t} WHERE entity_key = ? AND view = ?"
             ),
             delete: format!("DELETE FROM {t} WHERE entity_key = ? AND view = ?"),
             scan: format!("SELECT entity_key, view, write_ts FROM {t}"),
@@ -103,7 +103,7 @@ mod tests {
         );
         assert_eq!(
             s.probe,
-            "SELECT event_ts, created_ts, write_ts FROM fs.online_rows WHERE entity_key = ? AND view = ?"
+            "SELECT payload, event_ts, created_ts, write_ts FROM fs.online_rows WHERE entity_key = ? AND view = ?"
         );
         assert_eq!(
             s.delete,

@@ -33,6 +33,7 @@
 //! Configuration keys and their `FSTORE_SCYLLA_*` variables: [`ScyllaConfigKey`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cell;
 mod client;
 mod config;
 mod cql;

@@ -19,6 +19,7 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use tokio::sync::OnceCell;
 
+use crate::cell;
 use crate::client::{Named, Val, open_session};
 use crate::config::{BACKEND, ScyllaOnlineStoreBuilder, Settings};
 use crate::cql::Statements;
@@ -76,7 +77,7 @@ impl ScyllaOnlineStoreBuilder {
 /// CREATE TABLE fstore.online_rows (
 ///     entity_key blob,     -- fstore_core::adapter::encode_entity_key
 ///     view       text,
-///     payload    blob,     -- fstore_core::adapter::encode_payloads
+///     payload    blob,     -- version + payload in one cell (see below)
 ///     event_ts   bigint,   -- µs since epoch, UTC
 ///     created_ts bigint,   -- µs since epoch, UTC; null when the view has none
 ///     write_ts   bigint,   -- the USING TIMESTAMP of this row's cells
@@ -104,8 +105,25 @@ impl ScyllaOnlineStoreBuilder {
 /// exact. Because the timestamp is the event time whenever the event is newer
 /// than what is stored, *concurrent* writers racing on one partition are still
 /// ordered by event time by the cluster; only racers that share the same
-/// `event_ts` microsecond end with either row (the same one on every replica),
-/// and a racer's row that loses is reported as written.
+/// `event_ts` microsecond, or whose events are both at or below the stored
+/// timestamp, plan the **same** timestamp.
+///
+/// # Ties: one cell holds version and payload
+///
+/// Cassandra and ScyllaDB settle equal timestamps *cell by cell*, keeping the
+/// greater value of each cell. With the version and the payload in separate
+/// cells, two racers with equal timestamps could leave one writer's payload
+/// under the other's version (a torn row), and later writes planned from that
+/// version could be skipped. So the `payload` cell holds the row whole:
+/// a marker byte, `event_ts` and `created_ts` as order-preserving big-endian
+/// integers, a created-is-set flag, then the core payload. A tie is decided
+/// once, by comparing these bytes: the greater `(event_ts, created_ts)` wins
+/// (newest wins between racers too), and equal versions resolve identically on
+/// every replica. Reads and the write probe take the version from this cell;
+/// the `event_ts`/`created_ts` columns are still written for tools and for
+/// rows stored before this layout (read through the columns as before). A
+/// racer whose row loses a tie is still reported as written (the cluster, not
+/// the client, decides), so `skipped` undercounts only under such races.
 ///
 /// Event times must not be `i64::MIN` (reserved by CQL), and on ScyllaDB with
 /// its default `restrict_future_timestamp` not more than three days in the
@@ -138,8 +156,10 @@ impl ScyllaOnlineStoreBuilder {
 ///
 /// # Deleting a view
 ///
-/// [`delete_view`](OnlineStore::delete_view) scans the table (paged; cost
-/// proportional to the whole table: an administrative operation), and for each
+/// [`delete_view`](OnlineStore::delete_view) scans the table (paged and
+/// streamed: partitions are deleted as pages arrive, `write_concurrency` at a
+/// time, so memory stays bounded; cost proportional to the whole table: an
+/// administrative operation), and for each
 /// partition of the view writes a partition tombstone above the stored row and a
 /// deletion marker (only `write_ts`) above that, so later writes of the same
 /// keys — even of the same or older versions — are planned above the tombstone
@@ -180,6 +200,56 @@ async fn deadline<T>(
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
+}
+
+/// The stored version of a probed row: from the cell when it carries one,
+/// else (rows written before the one-cell layout) from the columns.
+fn stored_version(
+    cell: Option<&[u8]>,
+    event_ts: Option<i64>,
+    created_ts: Option<i64>,
+) -> Result<Option<(i64, i64)>, String> {
+    match cell.map(cell::decode).transpose()? {
+        Some(cell::Cell::Versioned {
+            event_ts,
+            created_ts,
+            ..
+        }) => Ok(Some((event_ts, created_ts.unwrap_or(i64::MIN)))),
+        _ => Ok(event_ts.map(|e| (e, created_ts.unwrap_or(i64::MIN)))),
+    }
+}
+
+/// The row a read returns, from the stored cell (version and payload) or, for
+/// a cell in the old layout, the payload cell plus the version columns.
+fn row_from_cell(
+    entity_key: &[u8],
+    stored: Vec<u8>,
+    event_ts: Option<i64>,
+    created_ts: Option<i64>,
+) -> Result<Option<OnlineRow>, String> {
+    match cell::decode(&stored)? {
+        cell::Cell::Versioned {
+            event_ts,
+            created_ts,
+            payload,
+        } => Ok(Some(OnlineRow {
+            entity_key: entity_key.to_vec(),
+            event_ts,
+            created_ts,
+            payload: payload.to_vec(),
+        })),
+        cell::Cell::Legacy(_) => match event_ts {
+            Some(event_ts) => Ok(Some(OnlineRow {
+                entity_key: entity_key.to_vec(),
+                event_ts,
+                created_ts,
+                payload: stored,
+            })),
+            None => {
+                Err("stored row has a payload but no event_ts (written outside fstore?)".into())
+            }
+        },
+    }
 }
 
 impl ScyllaOnlineStore {
@@ -309,6 +379,17 @@ impl ScyllaOnlineStore {
                 })
                 .or_insert(i);
         }
+        // Rows of a key with the winner's exact version were written too (an
+        // equal version is a rewrite, later wins): they count as the winner
+        // does, not as skipped (`WriteSummary::skipped` = strictly older).
+        let mut same_version = vec![0u64; rows.len()];
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(&w) = best.get(r.entity_key.as_slice()) {
+                if w != i && r.version() == rows[w].version() {
+                    same_version[w] += 1;
+                }
+            }
+        }
         let mut keep: Vec<usize> = best.into_values().collect();
         keep.sort_unstable();
         // 2. TTLs before sending anything: rows already expired are skipped.
@@ -331,7 +412,7 @@ impl ScyllaOnlineStore {
         // 3. Per row, pipelined with bounded concurrency: read the stored
         //    version, then insert with the planned timestamp (or skip).
         let p = self.prepared().await?;
-        let (p, rows) = (&p, &rows);
+        let (p, rows, same_version) = (&p, &rows, &same_version);
         let written = stream::iter(jobs)
             .map(move |(i, ttl)| {
                 let r = &rows[i];
@@ -361,17 +442,23 @@ impl ScyllaOnlineStore {
                             what: what(),
                             message: e.to_string(),
                         })?
-                        .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>)>()
+                        .maybe_first_row::<(Option<Vec<u8>>, Option<i64>, Option<i64>, Option<i64>)>()
                         .map_err(|e| Error::Result {
                             what: what(),
                             message: e.to_string(),
-                        })?
-                        .and_then(|(e, c, ts)| {
-                            ts.map(|write_ts| Stored {
-                                version: e.map(|e| (e, c.unwrap_or(i64::MIN))),
-                                write_ts,
-                            })
-                        });
+                        })?;
+                    let stored = match stored {
+                        None | Some((_, _, _, None)) => None,
+                        Some((cell, e, c, Some(write_ts))) => Some(Stored {
+                            version: stored_version(cell.as_deref(), e, c).map_err(|m| {
+                                Error::Result {
+                                    what: what(),
+                                    message: m,
+                                }
+                            })?,
+                            write_ts,
+                        }),
+                    };
                     let ts = match plan_write(r.version(), stored) {
                         Ok(Plan::Skip) => return Ok::<u64, fstore_core::Error>(0),
                         Ok(Plan::Write(ts)) => ts,
@@ -379,10 +466,13 @@ impl ScyllaOnlineStore {
                             return Err(fstore_core::Error::invalid(format!("{}: {e}", what())));
                         }
                     };
+                    // Version and payload in one cell: an equal-timestamp tie is
+                    // settled once for the whole row (see `cell`).
+                    let cell = cell::encode(r.event_ts, r.created_ts, &r.payload);
                     let values = [
                         ("entity_key", Val::Blob(&r.entity_key)),
                         ("view", Val::Text(name)),
-                        ("payload", Val::Blob(&r.payload)),
+                        ("payload", Val::Blob(&cell)),
                         ("event_ts", Val::BigInt(r.event_ts)),
                         ("created_ts", Val::OptBigInt(r.created_ts)),
                         ("write_ts", Val::BigInt(ts)),
@@ -397,7 +487,7 @@ impl ScyllaOnlineStore {
                             what: what(),
                             source,
                         })?;
-                    Ok(1)
+                    Ok(1 + same_version[i])
                 }
             })
             .buffer_unordered(self.settings.write_concurrency)
@@ -451,12 +541,14 @@ impl ScyllaOnlineStore {
                 match row {
                     // no row, or a deletion marker (only write_ts set)
                     None | Some((None, None, None, Some(_))) => Ok(None),
-                    Some((Some(payload), Some(event_ts), created_ts, _)) => Ok(Some(OnlineRow {
-                        entity_key: k.entity_key.clone(),
-                        event_ts,
-                        created_ts,
-                        payload,
-                    })),
+                    Some((Some(stored), event_ts, created_ts, _)) => {
+                        row_from_cell(&k.entity_key, stored, event_ts, created_ts).map_err(|m| {
+                            Error::Result {
+                                what: what(),
+                                message: m,
+                            }
+                        })
+                    }
                     Some(_) => Err(Error::Result {
                         what: what(),
                         message:
@@ -483,31 +575,36 @@ impl ScyllaOnlineStore {
                 what: what.clone(),
                 source,
             })?;
-        let mut stream = pager
+        let stream = pager
             .rows_stream::<(Vec<u8>, String, Option<i64>)>()
             .map_err(|e| Error::Result {
                 what: what.clone(),
                 message: e.to_string(),
             })?;
-        let mut victims = Vec::new();
-        while let Some(row) = stream.next().await {
-            let (key, v, write_ts) = row.map_err(|source| Error::NextRow {
-                what: what.clone(),
-                source,
-            })?;
-            if v == view {
+        // Streamed: rows are deleted as the scan pages in, at most
+        // `write_concurrency` at a time; memory does not grow with the view.
+        let what = &what;
+        let victims = stream
+            .map(move |row| {
+                let (key, v, write_ts) = row.map_err(|source| Error::NextRow {
+                    what: what.clone(),
+                    source,
+                })?;
+                if v != view {
+                    return Ok(None);
+                }
                 // A row fstore did not write (no write_ts) is covered from 0 µs
                 // (1970) up: fstore's own timestamps are event times.
                 let ts = delete_timestamp(write_ts.unwrap_or(0)).map_err(|e| Error::Result {
                     what: what.clone(),
                     message: e.to_string(),
                 })?;
-                victims.push((key, ts));
-            }
-        }
+                Ok(Some((key, ts)))
+            })
+            .try_filter_map(|x| async move { Ok::<_, Error>(x) });
         let p = &p;
-        stream::iter(victims)
-            .map(move |(key, ts)| async move {
+        victims
+            .map_ok(move |(key, ts)| async move {
                 let what = || {
                     format!(
                         "deleting feature view '{view}', entity {}",
@@ -553,7 +650,7 @@ impl ScyllaOnlineStore {
                         source,
                     })
             })
-            .buffer_unordered(self.settings.write_concurrency)
+            .try_buffer_unordered(self.settings.write_concurrency)
             .try_collect::<()>()
             .await?;
         Ok(())
@@ -602,5 +699,64 @@ impl OnlineStore for ScyllaOnlineStore {
     /// See the type docs ("Deleting a view").
     async fn delete_view(&self, view: &str) -> fstore_core::Result<()> {
         self.delete_rows(view).await
+    }
+}
+
+#[cfg(test)]
+mod cell_row_tests {
+    use super::*;
+
+    /// Item 2: a stored CQL row (cell + columns) of any bytes decodes to a
+    /// row or a named error, never a panic.
+    #[test]
+    fn stored_rows_never_panic() {
+        let seeds = vec![
+            cell::encode(5, Some(6), b"\x01\x00\x00"),
+            cell::encode(-5, None, b""),
+            b"\x01\x00\x00".to_vec(),
+        ];
+        fstore_core::testkit::decoder_never_panics(
+            "scylla stored row",
+            &seeds,
+            fstore_core::testkit::DECODER_CASES,
+            |b| {
+                for (e, c) in [(Some(1), None), (None, Some(2))] {
+                    let _ = stored_version(Some(b), e, c);
+                    if let Ok(Some(row)) = row_from_cell(b"k", b.to_vec(), e, c) {
+                        // What a read returns decodes like any payload (core's
+                        // own property covers the payload bytes).
+                        let _ = fstore_core::adapter::decode_payloads(
+                            &[Some(&row.payload)],
+                            &[fstore_core::FeatureField::new(
+                                "x",
+                                fstore_core::ValueType::Int64,
+                            )],
+                        );
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn versions_come_from_the_cell_not_the_columns() {
+        let c = cell::encode(10, Some(3), b"p");
+        // Torn columns (another writer's version) are ignored.
+        assert_eq!(
+            stored_version(Some(&c), Some(99), Some(99)),
+            Ok(Some((10, 3)))
+        );
+        let row = row_from_cell(b"k", c, Some(99), None).unwrap().unwrap();
+        assert_eq!(
+            (row.event_ts, row.created_ts, &row.payload[..]),
+            (10, Some(3), &b"p"[..])
+        );
+        // Old layout: the columns.
+        assert_eq!(
+            stored_version(Some(b"\x01"), Some(7), None),
+            Ok(Some((7, i64::MIN)))
+        );
+        assert!(row_from_cell(b"k", b"\x01".to_vec(), None, None).is_err());
     }
 }

@@ -75,7 +75,21 @@ start_dynamo() {
     export FSTORE_TEST_DYNAMO_REGION="us-east-1"
     export FSTORE_TEST_DYNAMO_ACCESS_KEY_ID="fstore-test"
     export FSTORE_TEST_DYNAMO_SECRET_ACCESS_KEY="fstore-test"
-    echo "dynamo: moto $FSTORE_MOTO_VERSION at $endpoint (pid $FSTORE_DYNAMO_PID)"
+    # The same moto server speaks S3 (path-style): a bucket for Delta's `s3`
+    # feature (fstore-offline-delta/tests/s3.rs), made with moto's own boto3.
+    if "$FSTORE_MOTO_VENV/bin/python" - "$endpoint" <<'PY'
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+             aws_access_key_id="fstore-test", aws_secret_access_key="fstore-test"
+             ).create_bucket(Bucket="fstore-test")
+PY
+    then
+        export FSTORE_TEST_S3_ENDPOINT="$endpoint" FSTORE_TEST_S3_BUCKET="fstore-test"
+    else
+        echo "dynamo: could not create the S3 bucket on moto" >&2
+        return 1
+    fi
+    echo "dynamo: moto $FSTORE_MOTO_VERSION at $endpoint (pid $FSTORE_DYNAMO_PID), S3 bucket fstore-test"
 }
 
 stop_dynamo() {
@@ -84,5 +98,6 @@ stop_dynamo() {
         wait "$FSTORE_DYNAMO_PID" 2>/dev/null || true
     fi
     unset FSTORE_DYNAMO_PID FSTORE_TEST_DYNAMO_ENDPOINT FSTORE_TEST_DYNAMO_REGION \
-        FSTORE_TEST_DYNAMO_ACCESS_KEY_ID FSTORE_TEST_DYNAMO_SECRET_ACCESS_KEY
+        FSTORE_TEST_DYNAMO_ACCESS_KEY_ID FSTORE_TEST_DYNAMO_SECRET_ACCESS_KEY \
+        FSTORE_TEST_S3_ENDPOINT FSTORE_TEST_S3_BUCKET
 }

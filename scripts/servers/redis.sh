@@ -11,6 +11,11 @@
 #                     FSTORE_TEST_REDIS_FAULT_PIDFILE (pid of that server),
 #                     FSTORE_TEST_REDIS_FAULT_RESTART_CMD (shell command that starts it
 #                     again on the same port, daemonized, same pidfile)
+#                   * a TLS-only single node (Debian's redis-server is built with TLS)
+#                     with a CA and server certificate made now by the openssl CLI
+#                     (SAN IP:127.0.0.1)                -> FSTORE_TEST_REDIS_TLS_URL (rediss://),
+#                     FSTORE_TEST_REDIS_TLS_CA (the CA's PEM file; the test hands it to
+#                     rustls as SSL_CERT_FILE in a child process)
 #                 Every server runs with --save "" --appendonly no; pidfiles, logs and
 #                 data dirs live under one temp dir (FSTORE_TEST_REDIS_DIR).
 #                 Idempotent: a second call while the servers answer does nothing.
@@ -65,6 +70,22 @@ _redis_wait_ping() {
     return 1
 }
 
+# A throwaway CA and a server certificate for 127.0.0.1, valid for a day.
+_redis_make_certs() {
+    local d="$1"
+    command -v openssl >/dev/null 2>&1 || { _redis_log "openssl CLI missing"; return 1; }
+    (
+        cd "$d" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=fstore test CA" \
+            -keyout ca.key -out ca.crt \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext &&
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+            -extfile server.ext -out server.crt
+    ) >"$d/openssl.log" 2>&1 || { _redis_log "openssl failed:"; cat "$d/openssl.log" >&2; return 1; }
+}
+
 _redis_start_node() {
     local port="$1" extra="${2:-}"
     mkdir -p "$FSTORE_TEST_REDIS_DIR/$port"
@@ -83,12 +104,29 @@ start_redis() {
     FSTORE_TEST_REDIS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fstore-redis.XXXXXX")"
     _REDIS_TAKEN=""
 
-    local single fault c1 c2 c3 port
+    local single fault c1 c2 c3 tls port
     single=$(_redis_free_port) && fault=$(_redis_free_port) && c1=$(_redis_free_port) \
-        && c2=$(_redis_free_port) && c3=$(_redis_free_port) || { _redis_log "no free port"; return 1; }
+        && c2=$(_redis_free_port) && c3=$(_redis_free_port) && tls=$(_redis_free_port) \
+        || { _redis_log "no free port"; return 1; }
 
     _redis_start_node "$single" || return 1
     _redis_start_node "$fault" || return 1
+    local certs="$FSTORE_TEST_REDIS_DIR/certs"
+    mkdir -p "$certs" "$FSTORE_TEST_REDIS_DIR/$tls"
+    _redis_make_certs "$certs" || return 1
+    # TLS only (--port 0): a plaintext client cannot talk to it by mistake
+    sh -c "redis-server --port 0 --tls-port $tls --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+        --pidfile $FSTORE_TEST_REDIS_DIR/$tls/redis.pid --dir $FSTORE_TEST_REDIS_DIR/$tls \
+        --logfile $FSTORE_TEST_REDIS_DIR/$tls/redis.log --tls-cert-file $certs/server.crt \
+        --tls-key-file $certs/server.key --tls-ca-cert-file $certs/ca.crt --tls-auth-clients no" || return 1
+    for i in $(seq 1 100); do
+        if [ "$(redis-cli --tls --cacert "$certs/ca.crt" -h 127.0.0.1 -p "$tls" ping 2>/dev/null)" = "PONG" ]; then
+            break
+        fi
+        sleep 0.1
+    done
+    [ "$(redis-cli --tls --cacert "$certs/ca.crt" -h 127.0.0.1 -p "$tls" ping 2>/dev/null)" = "PONG" ] \
+        || { _redis_log "TLS redis-server on port $tls did not answer PING"; cat "$FSTORE_TEST_REDIS_DIR/$tls/redis.log" >&2; return 1; }
     for port in "$c1" "$c2" "$c3"; do
         _redis_start_node "$port" "--cluster-enabled yes --cluster-config-file $FSTORE_TEST_REDIS_DIR/$port/nodes.conf --cluster-node-timeout 5000" || return 1
     done
@@ -111,10 +149,12 @@ start_redis() {
     export FSTORE_TEST_REDIS_URL="redis://127.0.0.1:$single"
     export FSTORE_TEST_REDIS_CLUSTER_URL="redis-cluster://127.0.0.1:$c1?node=127.0.0.1:$c2&node=127.0.0.1:$c3"
     export FSTORE_TEST_REDIS_FAULT_URL="redis://127.0.0.1:$fault"
+    export FSTORE_TEST_REDIS_TLS_URL="rediss://127.0.0.1:$tls"
+    export FSTORE_TEST_REDIS_TLS_CA="$certs/ca.crt"
     export FSTORE_TEST_REDIS_FAULT_PIDFILE="$FSTORE_TEST_REDIS_DIR/$fault/redis.pid"
     export FSTORE_TEST_REDIS_FAULT_RESTART_CMD
     FSTORE_TEST_REDIS_FAULT_RESTART_CMD="$(_redis_cmd "$fault")"
-    _redis_log "single $FSTORE_TEST_REDIS_URL, cluster $FSTORE_TEST_REDIS_CLUSTER_URL, fault $FSTORE_TEST_REDIS_FAULT_URL"
+    _redis_log "single $FSTORE_TEST_REDIS_URL, cluster $FSTORE_TEST_REDIS_CLUSTER_URL, fault $FSTORE_TEST_REDIS_FAULT_URL, tls $FSTORE_TEST_REDIS_TLS_URL"
 }
 
 stop_redis() {
@@ -133,5 +173,6 @@ stop_redis() {
         rm -rf "$dir"
     fi
     unset FSTORE_TEST_REDIS_DIR FSTORE_TEST_REDIS_URL FSTORE_TEST_REDIS_CLUSTER_URL FSTORE_TEST_REDIS_FAULT_URL \
-        FSTORE_TEST_REDIS_FAULT_PIDFILE FSTORE_TEST_REDIS_FAULT_RESTART_CMD
+        FSTORE_TEST_REDIS_FAULT_PIDFILE FSTORE_TEST_REDIS_FAULT_RESTART_CMD FSTORE_TEST_REDIS_TLS_URL \
+        FSTORE_TEST_REDIS_TLS_CA
 }

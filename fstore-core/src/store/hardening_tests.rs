@@ -170,7 +170,7 @@ async fn lossy_request_and_spine_keys_are_refused_naming_both_types() {
         .await
         .unwrap();
     assert_eq!(
-        r.feature("score").unwrap().statuses,
+        r.feature("score").unwrap().statuses(),
         vec![FeatureStatus::Present]
     );
     assert!(crate::codec::lossless_key_cast(

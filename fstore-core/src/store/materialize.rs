@@ -14,6 +14,7 @@ use crate::model::ResolvedView;
 use crate::offline::{ScanRequest, TimeRange};
 use crate::online::{OnlineRow, WriteOptions, WriteSummary};
 use crate::registry::Watermark;
+use crate::telemetry::{self, MATERIALIZED_ROWS};
 
 type ProgressFn = dyn Fn(&MaterializeProgress) + Send + Sync;
 
@@ -146,6 +147,34 @@ impl FeatureStore {
         end: DateTime<Utc>,
         opts: &MaterializeOptions,
     ) -> Result<MaterializeReport> {
+        let span = tracing::info_span!(
+            "fstore.materialize",
+            views = ?views,
+            start = ?start,
+            end = %end,
+            online = self.online.backend(),
+            offline = self.offline.backend(),
+            rows = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let res = telemetry::operation(
+            "materialize",
+            span.clone(),
+            self.materialize_inner(views, start, end, opts),
+        )
+        .await;
+        self.record_materialized(&span, &res);
+        res
+    }
+
+    async fn materialize_inner(
+        &self,
+        views: &[&str],
+        start: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+        opts: &MaterializeOptions,
+    ) -> Result<MaterializeReport> {
         let mut report = MaterializeReport::default();
         for name in views {
             let rv = self.online_view(name).await?;
@@ -179,6 +208,49 @@ impl FeatureStore {
     /// could not be committed after several retries, or the offline table was
     /// re-created while the run read it (the watermark is left unchanged).
     pub async fn materialize_incremental(
+        &self,
+        views: &[&str],
+        end: DateTime<Utc>,
+        opts: &MaterializeOptions,
+    ) -> Result<MaterializeReport> {
+        let span = tracing::info_span!(
+            "fstore.materialize_incremental",
+            views = ?views,
+            end = %end,
+            online = self.online.backend(),
+            offline = self.offline.backend(),
+            rows = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let res = telemetry::operation(
+            "materialize_incremental",
+            span.clone(),
+            self.materialize_incremental_inner(views, end, opts),
+        )
+        .await;
+        self.record_materialized(&span, &res);
+        res
+    }
+
+    /// Counts materialized rows per view and records the total on the span.
+    fn record_materialized(&self, span: &tracing::Span, res: &Result<MaterializeReport>) {
+        if let Ok(r) = res {
+            let mut total = 0;
+            for v in &r.views {
+                total += v.rows_read;
+                telemetry::count_view_backend(
+                    MATERIALIZED_ROWS,
+                    &v.view,
+                    self.online.backend(),
+                    v.rows_read,
+                );
+            }
+            span.record("rows", total);
+        }
+    }
+
+    async fn materialize_incremental_inner(
         &self,
         views: &[&str],
         end: DateTime<Utc>,

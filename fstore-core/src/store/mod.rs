@@ -6,7 +6,7 @@ mod resilience;
 mod serving;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,15 +20,19 @@ use crate::offline::{DynOfflineStore, OfflineWriteSummary};
 use crate::ondemand::OnDemandFunction;
 use crate::online::{DynOnlineStore, WriteOptions, WriteSummary};
 use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
+use crate::telemetry::{self, InstrumentedOffline, InstrumentedOnline, InstrumentedRegistry};
 
 pub use historical::{HistoricalRequest, HistoricalResult};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
 };
-pub use serving::{FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse};
+pub use serving::{
+    DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse,
+    PreparedRequest,
+};
 
 /// Which features a request wants.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureSelection {
     /// Explicit references, in output order.
     Refs(Vec<FeatureRef>),
@@ -160,7 +164,11 @@ pub struct FeatureStore {
     on_demand: HashMap<String, OnDemandFunction>,
     online_timeout: Duration,
     registry_ttl: Duration,
-    cache: Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>,
+    cache: Arc<SnapshotCache>,
+    /// A background registry refresh is running (serving never waits for one).
+    refreshing: Arc<AtomicBool>,
+    prepared: serving::PreparedCache,
+    max_online_entities: usize,
     metrics: Metrics,
     lkg: Option<resilience::LastKnownGood>,
     breaker: Option<resilience::CircuitBreaker>,
@@ -177,6 +185,19 @@ pub struct FeatureStoreBuilder {
     registry_ttl: Option<Duration>,
     lkg_capacity: Option<usize>,
     breaker: Option<(u32, Duration)>,
+    max_online_entities: Option<usize>,
+}
+
+type SnapshotCache = Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>;
+
+/// Keeps `s` unless a newer snapshot is already cached.
+fn remember_in(cache: &SnapshotCache, s: &Arc<RegistrySnapshot>) {
+    if let Ok(mut c) = cache.lock() {
+        let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
+        if newer {
+            *c = Some((Instant::now(), Arc::clone(s)));
+        }
+    }
 }
 
 impl FeatureStoreBuilder {
@@ -226,8 +247,19 @@ impl FeatureStoreBuilder {
         self.breaker = Some((failures, cooldown));
         self
     }
+    /// The most entities (rows) one online request may carry (default
+    /// [`DEFAULT_MAX_ONLINE_ENTITIES`]); larger requests fail with
+    /// [`Error::InvalidInput`] naming the count and the limit, before any
+    /// backend call. Bounds what one caller can ask of the backend in one
+    /// round trip.
+    pub fn with_max_online_entities(mut self, n: usize) -> Self {
+        self.max_online_entities = Some(n);
+        self
+    }
 
-    /// Builds the store.
+    /// Builds the store. The registry, offline and online stores are wrapped
+    /// in [`telemetry`](crate::telemetry) instrumentation (spans and metrics
+    /// for every call); the accessors return the wrapped stores.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when two on-demand functions share a name.
@@ -242,19 +274,27 @@ impl FeatureStoreBuilder {
             }
         }
         Ok(FeatureStore {
-            registry: self
-                .registry
-                .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
-            offline: self
-                .offline
-                .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
-            online: self
-                .online
-                .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            registry: InstrumentedRegistry::wrap(
+                self.registry
+                    .unwrap_or_else(|| Arc::new(InMemoryRegistry::new())),
+            ),
+            offline: InstrumentedOffline::wrap(
+                self.offline
+                    .unwrap_or_else(|| Arc::new(InMemoryOfflineStore::new())),
+            ),
+            online: InstrumentedOnline::wrap(
+                self.online
+                    .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
+            ),
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: self
+                .max_online_entities
+                .unwrap_or(DEFAULT_MAX_ONLINE_ENTITIES),
             metrics: Metrics::default(),
             lkg: self.lkg_capacity.map(resilience::LastKnownGood::new),
             breaker: self
@@ -273,13 +313,16 @@ impl FeatureStore {
     /// A store on the in-memory registry, offline and online stores.
     pub fn in_memory() -> Self {
         Self {
-            registry: Arc::new(InMemoryRegistry::new()),
-            offline: Arc::new(InMemoryOfflineStore::new()),
-            online: Arc::new(InMemoryOnlineStore::new()),
+            registry: InstrumentedRegistry::wrap(Arc::new(InMemoryRegistry::new())),
+            offline: InstrumentedOffline::wrap(Arc::new(InMemoryOfflineStore::new())),
+            online: InstrumentedOnline::wrap(Arc::new(InMemoryOnlineStore::new())),
             on_demand: HashMap::new(),
             online_timeout: Duration::from_secs(1),
             registry_ttl: Duration::from_secs(1),
-            cache: Mutex::new(None),
+            cache: Arc::default(),
+            refreshing: Arc::default(),
+            prepared: Default::default(),
+            max_online_entities: DEFAULT_MAX_ONLINE_ENTITIES,
             metrics: Metrics::default(),
             lkg: None,
             breaker: None,
@@ -316,12 +359,7 @@ impl FeatureStore {
     }
 
     fn remember(&self, s: &Arc<RegistrySnapshot>) {
-        if let Ok(mut c) = self.cache.lock() {
-            let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
-            if newer {
-                *c = Some((Instant::now(), Arc::clone(s)));
-            }
-        }
+        remember_in(&self.cache, s);
     }
 
     fn forget(&self) {
@@ -350,6 +388,25 @@ impl FeatureStore {
     /// [`Error::OnDemandVersionMismatch`] (a registered function with another
     /// version), [`Error::Conflict`].
     pub async fn apply(&self, desired: &Definitions, opts: ApplyOptions) -> Result<ApplyResult> {
+        let span = tracing::info_span!(
+            "fstore.apply",
+            registry = self.registry.backend(),
+            force = opts.force,
+            changes = tracing::field::Empty,
+            version = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let res =
+            telemetry::operation("apply", span.clone(), self.apply_inner(desired, opts)).await;
+        if let Ok(r) = &res {
+            span.record("changes", r.plan.changes.len());
+            span.record("version", r.version);
+        }
+        res
+    }
+
+    async fn apply_inner(&self, desired: &Definitions, opts: ApplyOptions) -> Result<ApplyResult> {
         validate(desired)?;
         for (name, def) in &desired.on_demand_views {
             if let Some(f) = self.on_demand.get(name) {
@@ -394,6 +451,23 @@ impl FeatureStore {
     /// [`Error::InvalidInput`] naming the column/row at fault ([semantics §3](crate::docs::semantics) time
     /// rules included); backend failures.
     pub async fn push(
+        &self,
+        view: &str,
+        batch: &RecordBatch,
+        target: PushTarget,
+    ) -> Result<PushSummary> {
+        let span = tracing::info_span!(
+            "fstore.push",
+            view,
+            rows = batch.num_rows(),
+            target = ?target,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        telemetry::operation("push", span, self.push_inner(view, batch, target)).await
+    }
+
+    async fn push_inner(
         &self,
         view: &str,
         batch: &RecordBatch,
@@ -444,6 +518,18 @@ impl FeatureStore {
             .unwrap_or_default()
     }
 
+    /// Counts a read of each of the deprecated views `views`.
+    fn note_deprecated_names(&self, views: &[String]) {
+        for v in views {
+            tracing::warn!(view = %v, "read of deprecated feature view");
+        }
+        if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
+            for v in views {
+                *m.entry(v.clone()).or_default() += 1;
+            }
+        }
+    }
+
     fn note_deprecated(&self, defs: &Definitions, views: &[String]) {
         for v in views {
             if let Some(d) = defs
@@ -457,6 +543,7 @@ impl FeatureStore {
                     replacement = ?d.replacement,
                     "read of deprecated feature view"
                 );
+                telemetry::record_deprecated_read(v);
                 if let Ok(mut m) = self.metrics.deprecated_reads.lock() {
                     *m.entry(v.clone()).or_default() += 1;
                 }

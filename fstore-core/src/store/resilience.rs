@@ -4,43 +4,77 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::online::{OnlineKey, OnlineRow};
 
 /// A bounded map of the last row read per (view, entity key).
+///
+/// Reads race: a read that started earlier can finish later with an older
+/// answer. Each read takes a [`LastKnownGood::ticket`] before it starts, and an
+/// answer replaces a cached one only if it is at least as new: a stored row
+/// never gives way to an older version of itself, and otherwise (absent rows)
+/// the read that started later wins.
 #[derive(Debug)]
 pub(crate) struct LastKnownGood {
     capacity: usize,
-    rows: Mutex<HashMap<OnlineKey, Option<OnlineRow>>>,
+    tickets: AtomicU64,
+    rows: Mutex<HashMap<OnlineKey, (u64, Option<OnlineRow>)>>,
 }
 
 impl LastKnownGood {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            tickets: AtomicU64::new(0),
             rows: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Remembers a successful read (absent rows too: "known not found").
-    pub(crate) fn remember(&self, keys: &[OnlineKey], rows: &[Option<OnlineRow>]) {
+    /// The ticket of a read about to start (increasing).
+    pub(crate) fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Remembers a successful read that took `ticket` before it started
+    /// (absent rows too: "known not found").
+    pub(crate) fn remember(&self, ticket: u64, keys: &[OnlineKey], rows: &[Option<OnlineRow>]) {
         let Ok(mut m) = self.rows.lock() else { return };
         for (k, r) in keys.iter().zip(rows) {
-            if m.len() >= self.capacity && !m.contains_key(k) {
-                // Evict an arbitrary entry: O(1), good enough for a fallback cache.
-                if let Some(victim) = m.keys().next().cloned() {
-                    m.remove(&victim);
+            match m.get_mut(k) {
+                Some(old) => {
+                    let newer = match (&old.1, r) {
+                        (Some(o), Some(n)) => {
+                            n.version() > o.version()
+                                || (n.version() == o.version() && ticket > old.0)
+                        }
+                        _ => ticket > old.0,
+                    };
+                    if newer {
+                        *old = (ticket, r.clone());
+                    }
+                }
+                None => {
+                    if m.len() >= self.capacity {
+                        // Evict an arbitrary entry: O(1), good enough for a fallback cache.
+                        if let Some(victim) = m.keys().next().cloned() {
+                            m.remove(&victim);
+                        }
+                    }
+                    m.insert(k.clone(), (ticket, r.clone()));
                 }
             }
-            m.insert(k.clone(), r.clone());
         }
     }
 
     /// Cached answers: `None` = never read, `Some(None)` = known absent.
     pub(crate) fn lookup(&self, keys: &[OnlineKey]) -> Vec<Option<Option<OnlineRow>>> {
         match self.rows.lock() {
-            Ok(m) => keys.iter().map(|k| m.get(k).cloned()).collect(),
+            Ok(m) => keys
+                .iter()
+                .map(|k| m.get(k).map(|(_, r)| r.clone()))
+                .collect(),
             Err(_) => vec![None; keys.len()],
         }
     }
@@ -94,5 +128,47 @@ impl CircuitBreaker {
                 s.1 = Some(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(e: u8) -> OnlineKey {
+        OnlineKey {
+            view: "v".into(),
+            entity_key: vec![e],
+        }
+    }
+
+    fn row(e: u8, ts: i64) -> OnlineRow {
+        OnlineRow {
+            entity_key: vec![e],
+            event_ts: ts,
+            created_ts: None,
+            payload: vec![ts as u8],
+        }
+    }
+
+    #[test]
+    fn an_older_answer_never_replaces_a_newer_one() {
+        let c = LastKnownGood::new(10);
+        let (early, late) = (c.ticket(), c.ticket());
+        // the later read finishes first with the newer row ...
+        c.remember(late, &[key(1)], &[Some(row(1, 20))]);
+        // ... then the earlier read lands with the older one
+        c.remember(early, &[key(1)], &[Some(row(1, 10))]);
+        assert_eq!(c.lookup(&[key(1)]), vec![Some(Some(row(1, 20)))]);
+        // an earlier read that saw no row does not erase a later one's row
+        c.remember(early, &[key(1)], &[None]);
+        assert_eq!(c.lookup(&[key(1)]), vec![Some(Some(row(1, 20)))]);
+        // a newer version replaces it whatever the ticket
+        c.remember(early, &[key(1)], &[Some(row(1, 30))]);
+        assert_eq!(c.lookup(&[key(1)]), vec![Some(Some(row(1, 30)))]);
+        // a read started after the others that finds nothing (view deleted) wins
+        let latest = c.ticket();
+        c.remember(latest, &[key(1)], &[None]);
+        assert_eq!(c.lookup(&[key(1)]), vec![Some(None)]);
     }
 }

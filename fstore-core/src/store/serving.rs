@@ -1,20 +1,40 @@
-//! Serving: `get_online_features`.
+//! Serving: `get_online_features` on a prepared request.
+//!
+//! A selection is resolved once per registry version into a [`Prepared`]
+//! request (views, join-key groups, decoder indexes, fallbacks, on-demand
+//! wiring, output fields). A request then only encodes keys, makes one backend
+//! read, decodes straight into the output columns and records one status per
+//! (view, row); per-feature statuses are derived from that and the column's
+//! validity when asked for.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar};
-use arrow_schema::{Field, Schema};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, Scalar};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field as ArrowField, FieldRef, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
-use crate::codec::{ColumnBuilder, PayloadDecoder, cast_column, encode_entity_keys};
+use crate::codec::{
+    ColumnBuilder, DecoderIndex, PayloadDecoder, cast_column, encode_entity_keys, payload_context,
+};
 use crate::error::{Error, Result};
-use crate::model::{Fallback, FeatureField, FeatureRef};
-use crate::ondemand::input_batch;
+use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value};
+use crate::ondemand::{OnDemandFunction, input_batch};
 use crate::online::{OnlineKey, OnlineRow, ReadOptions};
+use crate::registry::RegistrySnapshot;
 use crate::time::{duration_micros, from_micros, to_micros};
+
+/// Default of [`super::FeatureStoreBuilder::with_max_online_entities`]: the most
+/// entities (rows) one online request may carry.
+pub const DEFAULT_MAX_ONLINE_ENTITIES: usize = 10_000;
+
+/// Online read timeouts of requests with more keys than this do not count
+/// against the circuit breaker: a huge request that times out says more about
+/// the request than about the backend.
+const BREAKER_MAX_COUNTED_KEYS: usize = 1_024;
 
 /// Why a served value is what it is ([semantics §6](crate::docs::semantics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,7 +48,9 @@ pub enum FeatureStatus {
     /// The row is older than the view's ttl at `now`; value withheld.
     Expired,
     /// The online backend failed (or its circuit breaker is open) and this is
-    /// the last-known-good value from the local cache.
+    /// the last-known-good answer from the local cache: a value (served like
+    /// a present one: no `Default` replaces it, `Required` accepts it), or
+    /// null when the cache last saw no row for the entity.
     Stale,
     /// The online backend failed and no cached value exists; value null.
     Unavailable,
@@ -77,66 +99,379 @@ impl OnlineRequest {
     }
 }
 
-/// Per-feature metadata of an online response, aligned with the rows.
-#[derive(Debug, Clone)]
-pub struct FeatureMetadata {
-    /// Output column name.
-    pub name: String,
-    /// The feature.
-    pub feature: FeatureRef,
-    /// Status per row.
-    pub statuses: Vec<FeatureStatus>,
-    /// Event time of the stored row per row (`None` when not found; on-demand
-    /// outputs have none).
-    pub event_timestamps: Vec<Option<DateTime<Utc>>>,
+/// What the read found for one (view, row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowStatus {
+    Found,
+    NotFound,
+    Expired,
+    /// From the last-known-good cache: a row.
+    Stale,
+    /// From the last-known-good cache: known absent.
+    StaleAbsent,
+    Unavailable,
 }
 
-/// Online features: the request's columns, then one column per feature.
+/// Per read view: one status and one event time per request row.
+#[derive(Debug, Clone)]
+struct ViewRows {
+    status: Vec<RowStatus>,
+    event_ts: Vec<Option<i64>>,
+}
+
+/// Online features: the request's columns, then one column per feature, with
+/// a status and event time per (feature, row) — see [`OnlineResponse::feature`].
+///
+/// Statuses are kept compactly (one per view and row, plus each column's
+/// validity before fallbacks) and derived per feature on demand.
 #[derive(Debug, Clone)]
 pub struct OnlineResponse {
     /// Values.
     pub batch: RecordBatch,
-    /// Status and event time per feature column.
-    pub metadata: Vec<FeatureMetadata>,
     /// Values imputed by `Default` fallbacks in this response.
     pub imputed: u64,
+    plan: Arc<Prepared>,
+    rows: Vec<ViewRows>,
+    /// Per output feature: validity of the value before fallbacks.
+    raw_valid: Vec<Option<NullBuffer>>,
 }
 
 impl OnlineResponse {
-    /// The metadata of output column `name`.
-    pub fn feature(&self, name: &str) -> Option<&FeatureMetadata> {
-        self.metadata.iter().find(|m| m.name == name)
+    /// Status and event time of output column `name`.
+    pub fn feature(&self, name: &str) -> Option<FeatureMetadata<'_>> {
+        self.plan
+            .outputs
+            .iter()
+            .position(|o| o.name == name)
+            .map(|i| FeatureMetadata { resp: self, i })
+    }
+
+    /// Status and event time of every feature column, in output order.
+    pub fn features(&self) -> impl ExactSizeIterator<Item = FeatureMetadata<'_>> + '_ {
+        (0..self.plan.outputs.len()).map(move |i| FeatureMetadata { resp: self, i })
+    }
+
+    /// Number of rows (entities).
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
     }
 }
 
-struct Served {
-    col: ArrayRef,
-    statuses: Vec<FeatureStatus>,
-    event_ts: Vec<Option<DateTime<Utc>>>,
+/// Status and event time of one feature of an [`OnlineResponse`], per row.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureMetadata<'a> {
+    resp: &'a OnlineResponse,
+    i: usize,
 }
 
-fn impute(
-    col: &ArrayRef,
-    field: &FeatureField,
-    default: &crate::model::Value,
-    statuses: &[FeatureStatus],
-) -> Result<(ArrayRef, u64)> {
-    let mask: Vec<bool> = statuses
-        .iter()
-        .map(|s| *s != FeatureStatus::Present)
-        .collect();
-    let n = mask.iter().filter(|m| **m).count() as u64;
-    if n == 0 {
-        return Ok((Arc::clone(col), 0));
+impl FeatureMetadata<'_> {
+    fn out(&self) -> &Output {
+        &self.resp.plan.outputs[self.i]
     }
-    let mut b = ColumnBuilder::new(&field.value_type);
-    b.push_value(default);
-    let d = b.finish();
-    let out = arrow_select::zip::zip(&BooleanArray::from(mask), &Scalar::new(d), col)?;
-    Ok((out, n))
+
+    /// Output column name.
+    pub fn name(&self) -> &str {
+        &self.out().name
+    }
+
+    /// The feature.
+    pub fn feature(&self) -> &FeatureRef {
+        &self.out().feature
+    }
+
+    /// Status of row `row`.
+    ///
+    /// # Panics
+    /// When `row` is out of range.
+    pub fn status(&self, row: usize) -> FeatureStatus {
+        status_of(
+            self.out(),
+            &self.resp.rows,
+            self.resp.raw_valid[self.i].as_ref(),
+            row,
+        )
+    }
+
+    /// Status per row.
+    pub fn statuses(&self) -> Vec<FeatureStatus> {
+        (0..self.resp.num_rows()).map(|r| self.status(r)).collect()
+    }
+
+    /// Event time of the stored row at `row` (`None` when not found; on-demand
+    /// outputs have none).
+    ///
+    /// # Panics
+    /// When `row` is out of range.
+    pub fn event_timestamp(&self, row: usize) -> Option<DateTime<Utc>> {
+        match self.out().source {
+            Source::OnDemand { .. } => None,
+            Source::View { view, .. } => self.resp.rows[view].event_ts[row].map(from_micros),
+        }
+    }
+
+    /// Event time per row.
+    pub fn event_timestamps(&self) -> Vec<Option<DateTime<Utc>>> {
+        (0..self.resp.num_rows())
+            .map(|r| self.event_timestamp(r))
+            .collect()
+    }
+}
+
+/// A selection resolved against the registry once, for many requests:
+/// [`FeatureStore::prepare`], then [`FeatureStore::get_prepared`]. Cheap to
+/// clone and share. When the registry changes it is re-resolved on the next
+/// request (transparently).
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    selection: Arc<FeatureSelection>,
+    full_feature_names: bool,
+    current: Arc<RwLock<Arc<Prepared>>>,
+}
+
+impl PreparedRequest {
+    /// The selection.
+    pub fn selection(&self) -> &FeatureSelection {
+        &self.selection
+    }
+
+    /// The output column names, in order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.get().outputs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    fn get(&self) -> Arc<Prepared> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+}
+
+/// Where an output column comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// Column `col` of read view `view`.
+    View { view: usize, col: usize },
+    /// Output `col` of on-demand view `od`.
+    OnDemand { od: usize, col: usize },
+}
+
+#[derive(Debug)]
+struct Output {
+    name: String,
+    feature: FeatureRef,
+    source: Source,
+    fallback: Fallback,
+    field: FieldRef,
+    /// The `Default` fallback as a one-value array.
+    default: Option<ArrayRef>,
+}
+
+#[derive(Debug)]
+struct ReadView {
+    name: String,
+    group: usize,
+    index: Arc<DecoderIndex>,
+    /// The view's ttl in microseconds.
+    ttl: Option<i64>,
+}
+
+#[derive(Debug)]
+struct PreparedOnDemand {
+    def: crate::model::OnDemandView,
+    func: OnDemandFunction,
+    /// (input name, view, column) of each input feature.
+    inputs: Vec<(String, usize, usize)>,
+    request_fields: Vec<(String, DataType)>,
+}
+
+/// The resolved form of a selection at one registry version.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    version: u64,
+    /// Distinct join-key sets; views on the same entities share one encoding.
+    key_groups: Vec<Vec<JoinKey>>,
+    views: Vec<ReadView>,
+    on_demand: Vec<PreparedOnDemand>,
+    outputs: Vec<Output>,
+    /// Deprecated views read by this selection.
+    deprecated: Vec<String>,
+    /// Output schema for the last entity schema seen.
+    schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
+}
+
+impl Prepared {
+    fn new(
+        store: &FeatureStore,
+        snap: &RegistrySnapshot,
+        sel: &FeatureSelection,
+        full: bool,
+    ) -> Result<Self> {
+        let defs: &Definitions = &snap.state.definitions;
+        let plan = RequestPlan::new(defs, sel)?;
+        let mut key_groups: Vec<Vec<JoinKey>> = Vec::new();
+        let mut views = Vec::with_capacity(plan.views.len());
+        for (rv, feats) in &plan.views {
+            let fields: Vec<_> = feats
+                .iter()
+                .filter_map(|f| rv.view.feature(f).cloned())
+                .collect();
+            let mut jk = rv.join_keys.clone();
+            jk.sort_by(|a, b| a.name.cmp(&b.name));
+            let group = match key_groups.iter().position(|g| *g == jk) {
+                Some(g) => g,
+                None => {
+                    key_groups.push(jk);
+                    key_groups.len() - 1
+                }
+            };
+            views.push(ReadView {
+                name: rv.name().to_owned(),
+                group,
+                index: Arc::new(DecoderIndex::new(&fields, &rv.view.features)),
+                ttl: rv.view.ttl.map(duration_micros),
+            });
+        }
+        let view_col = |r: &FeatureRef| -> Result<(usize, usize)> {
+            let (vi, (_, feats)) = plan
+                .views
+                .iter()
+                .enumerate()
+                .find(|(_, (v, _))| v.name() == r.view)
+                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not planned")))?;
+            let col = feats
+                .iter()
+                .position(|f| *f == r.feature)
+                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not planned")))?;
+            Ok((vi, col))
+        };
+        let mut on_demand = Vec::with_capacity(plan.on_demand.len());
+        for o in &plan.on_demand {
+            let func = store.on_demand_fn(&o.name)?.clone();
+            func.check(o)?;
+            let inputs = o
+                .inputs
+                .iter()
+                .map(|r| view_col(r).map(|(v, c)| (r.feature.clone(), v, c)))
+                .collect::<Result<_>>()?;
+            on_demand.push(PreparedOnDemand {
+                def: o.clone(),
+                func,
+                inputs,
+                request_fields: o
+                    .request_fields
+                    .iter()
+                    .map(|f| (f.name.clone(), f.value_type.to_arrow()))
+                    .collect(),
+            });
+        }
+        let mut outputs = Vec::with_capacity(plan.refs.len());
+        for r in &plan.refs {
+            let field = defs
+                .field(r)
+                .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
+            let source = match plan.on_demand.iter().position(|o| o.name == r.view) {
+                Some(od) => {
+                    let col = plan.on_demand[od]
+                        .outputs
+                        .iter()
+                        .position(|f| f.name == r.feature)
+                        .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
+                    Source::OnDemand { od, col }
+                }
+                None => {
+                    let (view, col) = view_col(r)?;
+                    Source::View { view, col }
+                }
+            };
+            let default = match &field.fallback {
+                Fallback::Default(d) => Some(one_value(&field.value_type, d)),
+                _ => None,
+            };
+            let name = output_name(r, full);
+            outputs.push(Output {
+                field: Arc::new(ArrowField::new(&name, field.value_type.to_arrow(), true)),
+                name,
+                feature: r.clone(),
+                source,
+                fallback: field.fallback.clone(),
+                default,
+            });
+        }
+        check_unique_names(outputs.iter().map(|o| o.name.as_str()))?;
+        let deprecated = plan
+            .view_names()
+            .into_iter()
+            .filter(|v| {
+                defs.feature_views
+                    .get(v)
+                    .is_some_and(|fv| fv.deprecation.is_some())
+            })
+            .collect();
+        Ok(Self {
+            version: snap.version,
+            key_groups,
+            views,
+            on_demand,
+            outputs,
+            deprecated,
+            schema: RwLock::new(None),
+        })
+    }
+
+    /// The output schema for requests whose entity columns are `entities`.
+    fn schema(&self, entities: &SchemaRef) -> Result<SchemaRef> {
+        if let Ok(g) = self.schema.read()
+            && let Some((e, out)) = g.as_ref()
+            && (Arc::ptr_eq(e, entities) || e == entities)
+        {
+            return Ok(Arc::clone(out));
+        }
+        let fields: Vec<FieldRef> = entities
+            .fields()
+            .iter()
+            .cloned()
+            .chain(self.outputs.iter().map(|o| Arc::clone(&o.field)))
+            .collect();
+        check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
+        let out = Arc::new(Schema::new(fields));
+        if let Ok(mut g) = self.schema.write() {
+            *g = Some((Arc::clone(entities), Arc::clone(&out)));
+        }
+        Ok(out)
+    }
+}
+
+fn one_value(t: &crate::model::ValueType, v: &Value) -> ArrayRef {
+    let mut b = ColumnBuilder::new(t);
+    b.push_value(v);
+    b.finish()
 }
 
 type ReadOutcome = (Vec<Option<OnlineRow>>, Option<Vec<bool>>);
+
+/// The prepared-request cache of [`FeatureStore::get_online_features`]: by
+/// [`fingerprint`], the selections and their prepared forms (short names,
+/// full names).
+pub(crate) type PreparedCache = RwLock<HashMap<u64, Vec<PreparedEntry>>>;
+
+pub(crate) type PreparedEntry = (FeatureSelection, [Option<Arc<Prepared>>; 2]);
+
+/// A cheap hash of a selection (its kind, length, first and last reference):
+/// hashing every reference of a 100-feature selection on each request costs
+/// more than the rest of the lookup. Entries compare the full selection.
+fn fingerprint(sel: &FeatureSelection) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match sel {
+        FeatureSelection::Service(s) => (0u8, s).hash(&mut h),
+        FeatureSelection::Refs(r) => (1u8, r.len(), r.first(), r.last()).hash(&mut h),
+    }
+    h.finish()
+}
+
+/// Entries kept in the prepared-request cache before it is cleared.
+const PREPARED_CACHE_CAPACITY: usize = 256;
 
 impl FeatureStore {
     /// One online read with timeout, circuit breaker and last-known-good
@@ -146,6 +481,7 @@ impl FeatureStore {
         let backend = self.online.backend();
         let allowed = self.breaker.as_ref().is_none_or(|b| b.allow());
         let err = if allowed {
+            let ticket = self.lkg.as_ref().map(|c| c.ticket());
             let opts = ReadOptions::default().with_timeout(self.online_timeout);
             let res = match tokio::time::timeout(self.online_timeout, self.online.read(keys, &opts))
                 .await
@@ -170,13 +506,15 @@ impl FeatureStore {
                     if let Some(b) = &self.breaker {
                         b.success();
                     }
-                    if let Some(c) = &self.lkg {
-                        c.remember(keys, &rows);
+                    if let (Some(c), Some(t)) = (&self.lkg, ticket) {
+                        c.remember(t, keys, &rows);
                     }
                     return Ok((rows, None));
                 }
                 Err(e) => {
-                    if let Some(b) = &self.breaker {
+                    if let Some(b) = &self.breaker
+                        && counts_against_backend(&e, keys.len())
+                    {
                         b.failure();
                     }
                     e
@@ -199,198 +537,393 @@ impl FeatureStore {
         }
     }
 
+    /// The registry snapshot for serving. Past the cache ttl the cached
+    /// snapshot is still served while one background task refreshes it, so a
+    /// slow registry never sits on the request path (a zero ttl, or no cached
+    /// snapshot yet, reads it inline).
+    async fn serving_snapshot(&self) -> Result<Arc<RegistrySnapshot>> {
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|(at, s)| (at.elapsed(), Arc::clone(s))));
+        match cached {
+            Some((age, s)) if age < self.registry_ttl => Ok(s),
+            Some((_, s)) if !self.registry_ttl.is_zero() => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current()
+                    && !self.refreshing.swap(true, Ordering::AcqRel)
+                {
+                    let registry = Arc::clone(&self.registry);
+                    let cache = Arc::clone(&self.cache);
+                    let refreshing = Arc::clone(&self.refreshing);
+                    rt.spawn(async move {
+                        match registry.snapshot().await {
+                            Ok(s) => super::remember_in(&cache, &s),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "background registry refresh failed")
+                            }
+                        }
+                        refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Ok(s)
+            }
+            _ => self.snapshot().await,
+        }
+    }
+
+    /// The prepared form of `sel` at the current registry version, from the
+    /// store's cache.
+    async fn prepared_for(&self, sel: &FeatureSelection, full: bool) -> Result<Arc<Prepared>> {
+        let snap = self.serving_snapshot().await?;
+        let slot = usize::from(full);
+        let fp = fingerprint(sel);
+        if let Ok(m) = self.prepared.read()
+            && let Some(p) = m
+                .get(&fp)
+                .and_then(|v| v.iter().find(|(s, _)| s == sel))
+                .and_then(|(_, e)| e[slot].as_ref())
+            && p.version == snap.version
+        {
+            return Ok(Arc::clone(p));
+        }
+        let p = Arc::new(Prepared::new(self, &snap, sel, full)?);
+        if let Ok(mut m) = self.prepared.write() {
+            if m.len() >= PREPARED_CACHE_CAPACITY && !m.contains_key(&fp) {
+                m.clear();
+            }
+            let bucket = m.entry(fp).or_default();
+            match bucket.iter_mut().find(|(s, _)| s == sel) {
+                Some((_, e)) => e[slot] = Some(Arc::clone(&p)),
+                None => {
+                    let mut e: [Option<Arc<Prepared>>; 2] = [None, None];
+                    e[slot] = Some(Arc::clone(&p));
+                    bucket.push((sel.clone(), e));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Resolves `features` once (views, join keys, decoders, fallbacks,
+    /// on-demand wiring, output names) for repeated
+    /// [`FeatureStore::get_prepared`] calls. [`FeatureStore::get_online_features`]
+    /// does the same through a cache keyed by the selection; a prepared
+    /// request also skips that lookup and the selection's clone per request.
+    ///
+    /// # Errors
+    /// As [`FeatureStore::get_online_features`] for an unknown or clashing
+    /// selection or a missing on-demand function.
+    pub async fn prepare(
+        &self,
+        features: &FeatureSelection,
+        full_feature_names: bool,
+    ) -> Result<PreparedRequest> {
+        let p = self.prepared_for(features, full_feature_names).await?;
+        Ok(PreparedRequest {
+            selection: Arc::new(features.clone()),
+            full_feature_names,
+            current: Arc::new(RwLock::new(p)),
+        })
+    }
+
+    /// Serves a prepared request for the rows of `entities` at `now`
+    /// (default: the current time). Same semantics and errors as
+    /// [`FeatureStore::get_online_features`].
+    ///
+    /// # Errors
+    /// As [`FeatureStore::get_online_features`].
+    pub async fn get_prepared(
+        &self,
+        prepared: &PreparedRequest,
+        entities: &RecordBatch,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<OnlineResponse> {
+        let snap = self.serving_snapshot().await?;
+        let mut p = prepared.get();
+        if p.version != snap.version {
+            p = Arc::new(Prepared::new(
+                self,
+                &snap,
+                &prepared.selection,
+                prepared.full_feature_names,
+            )?);
+            if let Ok(mut g) = prepared.current.write()
+                && g.version < p.version
+            {
+                *g = Arc::clone(&p);
+            }
+        }
+        self.serve(p, entities, now).await
+    }
+
     /// Serves the latest features of many entities from the online store, in as
     /// few backend round trips as the backend allows (one `read` call for every
     /// view and entity; duplicate entities are read once).
     ///
-    /// TTL is enforced by event time at `now`; fallbacks are applied
-    /// (`Default` imputes and is counted, `Required` fails); on-demand views run
-    /// on the raw (not imputed) values, as in training.
+    /// TTL is enforced by event time at `now`; fallbacks are applied to values
+    /// that are absent (`Default` imputes and is counted, `Required` fails); a
+    /// `Stale` value from the last-known-good cache is a value. On-demand views
+    /// run on the raw (not imputed) values, as in training.
+    ///
+    /// The selection is resolved once per registry version and cached
+    /// ([`FeatureStore::prepare`] makes that explicit). A request carries at most
+    /// [`super::FeatureStoreBuilder::with_max_online_entities`] rows (default
+    /// [`DEFAULT_MAX_ONLINE_ENTITIES`]); split larger ones.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming a missing or uncastable key column or a
-    /// name clash; [`Error::RequiredFeatureMissing`]; [`Error::Timeout`] past the
-    /// store's online timeout; [`Error::Unavailable`] while the circuit breaker
-    /// is open; backend failures. With a last-known-good cache, retryable
+    /// [`Error::InvalidInput`] naming a missing or uncastable key column, a
+    /// name clash, or a request over the entity limit;
+    /// [`Error::RequiredFeatureMissing`]; [`Error::Timeout`] past the store's
+    /// online timeout; [`Error::Unavailable`] while the circuit breaker is
+    /// open; backend failures. With a last-known-good cache, retryable
     /// failures are answered from the cache instead (statuses `Stale` /
     /// `Unavailable`).
     pub async fn get_online_features(&self, req: &OnlineRequest) -> Result<OnlineResponse> {
-        let snap = self.snapshot().await?;
-        let defs = &snap.state.definitions;
-        let plan = RequestPlan::new(defs, &req.features)?;
-        self.note_deprecated(defs, &plan.view_names());
-        let n = req.entities.num_rows();
-        let now = to_micros(req.now.unwrap_or_else(Utc::now));
+        self.check_entity_count(req.entities.num_rows())?;
+        let p = self
+            .prepared_for(&req.features, req.full_feature_names)
+            .await?;
+        self.serve(p, &req.entities, req.now).await
+    }
 
-        let mut keys: Vec<OnlineKey> = Vec::new();
-        let mut slots: Vec<Vec<usize>> = Vec::with_capacity(plan.views.len());
-        for (rv, _) in &plan.views {
-            let encoded = encode_entity_keys(&req.entities, &rv.join_keys)?;
-            let mut dedup: HashMap<&[u8], usize> = HashMap::with_capacity(n);
+    fn check_entity_count(&self, n: usize) -> Result<()> {
+        if n > self.max_online_entities {
+            return Err(Error::invalid(format!(
+                "online request has {n} entities; the maximum is {} \
+                 (FeatureStoreBuilder::with_max_online_entities): split the request",
+                self.max_online_entities
+            )));
+        }
+        Ok(())
+    }
+
+    /// The hot path: encode keys, one read, decode into columns, fallbacks.
+    async fn serve(
+        &self,
+        p: Arc<Prepared>,
+        entities: &RecordBatch,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<OnlineResponse> {
+        let n = entities.num_rows();
+        self.check_entity_count(n)?;
+        if !p.deprecated.is_empty() {
+            self.note_deprecated_names(&p.deprecated);
+        }
+        let now = to_micros(now.unwrap_or_else(Utc::now));
+
+        // Keys: one encoding per join-key group, one backend key per distinct
+        // (view, entity).
+        let encoded: Vec<Vec<Vec<u8>>> = p
+            .key_groups
+            .iter()
+            .map(|g| encode_entity_keys(entities, g))
+            .collect::<Result<_>>()?;
+        let mut keys: Vec<OnlineKey> = Vec::with_capacity(p.views.len() * n);
+        let mut slots: Vec<Vec<usize>> = Vec::with_capacity(p.views.len());
+        for v in &p.views {
+            let enc = &encoded[v.group];
             let mut s = Vec::with_capacity(n);
-            for k in &encoded {
-                let idx = *dedup.entry(k.as_slice()).or_insert_with(|| {
-                    keys.push(OnlineKey {
-                        view: rv.name().to_owned(),
-                        entity_key: k.clone(),
-                    });
-                    keys.len() - 1
+            if n == 1 {
+                s.push(keys.len());
+                keys.push(OnlineKey {
+                    view: v.name.clone(),
+                    entity_key: enc[0].clone(),
                 });
-                s.push(idx);
+            } else {
+                let mut dedup: HashMap<&[u8], usize> = HashMap::with_capacity(n);
+                for k in enc {
+                    let idx = *dedup.entry(k.as_slice()).or_insert_with(|| {
+                        keys.push(OnlineKey {
+                            view: v.name.clone(),
+                            entity_key: k.clone(),
+                        });
+                        keys.len() - 1
+                    });
+                    s.push(idx);
+                }
             }
             slots.push(s);
         }
+        drop(encoded);
         let (rows, from_cache) = self.read_online(&keys).await?;
-        let mut served: HashMap<FeatureRef, Served> = HashMap::new();
-        let mut present = Vec::new();
-        for ((rv, feats), slot) in plan.views.iter().zip(&slots) {
-            let fields: Vec<FeatureField> = feats
-                .iter()
-                .filter_map(|f| rv.view.feature(f).cloned())
-                .collect();
-            let cutoff = rv.view.ttl.map(|t| now.saturating_sub(duration_micros(t)));
-            let mut dec = PayloadDecoder::new(&fields);
-            let mut statuses: Vec<Vec<FeatureStatus>> = vec![Vec::with_capacity(n); fields.len()];
-            let mut event_ts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+
+        // Decode straight into the columns; one status per (view, row).
+        let mut view_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(p.views.len());
+        let mut view_rows: Vec<ViewRows> = Vec::with_capacity(p.views.len());
+        for (v, slot) in p.views.iter().zip(&slots) {
+            let cutoff = v.ttl.map(|t| now.saturating_sub(t));
+            let mut dec = PayloadDecoder::with_index(Arc::clone(&v.index), n);
+            let mut status = Vec::with_capacity(n);
+            let mut event_ts = Vec::with_capacity(n);
             for &i in slot {
-                let cached = from_cache.as_ref().map(|c| c[i]);
                 let row = rows[i].as_ref();
-                let expired = match (row, cutoff) {
-                    (Some(r), Some(c)) => r.event_ts < c,
-                    _ => false,
-                };
+                let expired = matches!((row, cutoff), (Some(r), Some(c)) if r.event_ts < c);
+                let cached = from_cache.as_ref().map(|c| c[i]);
+                status.push(match (cached, row) {
+                    (Some(false), _) => RowStatus::Unavailable,
+                    (Some(true), None) => RowStatus::StaleAbsent,
+                    (None, None) => RowStatus::NotFound,
+                    (_, Some(_)) if expired => RowStatus::Expired,
+                    (Some(true), Some(_)) => RowStatus::Stale,
+                    (None, Some(_)) => RowStatus::Found,
+                });
+                event_ts.push(row.map(|r| r.event_ts));
                 let payload = if expired {
                     None
                 } else {
                     row.map(|r| r.payload.as_slice())
                 };
-                dec.push(payload, &mut present).map_err(|e| {
-                    crate::codec::payload_context(e, rv.name(), &keys[i].entity_key)
-                })?;
-                event_ts.push(row.map(|r| from_micros(r.event_ts)));
-                for (fi, p) in present.iter().enumerate() {
-                    statuses[fi].push(match (cached, row, expired, p) {
-                        (Some(false), _, _, _) => FeatureStatus::Unavailable,
-                        (_, None, _, _) => FeatureStatus::NotFound,
-                        (_, Some(_), true, _) => FeatureStatus::Expired,
-                        (Some(true), Some(_), false, true) => FeatureStatus::Stale,
-                        (_, Some(_), false, true) => FeatureStatus::Present,
-                        (_, Some(_), false, false) => FeatureStatus::NullValue,
-                    });
-                }
+                dec.push_row(payload)
+                    .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
-            for ((f, col), st) in fields.iter().zip(dec.columns).zip(statuses) {
-                served.insert(
-                    FeatureRef::new(rv.name(), &f.name),
-                    Served {
-                        col: col.finish(),
-                        statuses: st,
-                        event_ts: event_ts.clone(),
-                    },
-                );
-            }
+            view_cols.push(dec.finish());
+            view_rows.push(ViewRows { status, event_ts });
         }
 
-        for o in &plan.on_demand {
-            let f = self.on_demand_fn(&o.name)?;
-            let mut inputs = Vec::new();
-            for r in &o.inputs {
-                let s = served.get(r).ok_or_else(|| {
-                    Error::invalid(format!("on-demand view '{}': input '{r}' missing", o.name))
-                })?;
-                inputs.push((r.feature.clone(), Arc::clone(&s.col)));
+        // On-demand views on the raw values.
+        let mut od_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(p.on_demand.len());
+        for o in &p.on_demand {
+            let mut inputs = Vec::with_capacity(o.inputs.len() + o.request_fields.len());
+            for (name, v, c) in &o.inputs {
+                inputs.push((name.clone(), Arc::clone(&view_cols[*v][*c])));
             }
-            for rf in &o.request_fields {
-                let col = req.entities.column_by_name(&rf.name).ok_or_else(|| {
+            for (name, t) in &o.request_fields {
+                let col = entities.column_by_name(name).ok_or_else(|| {
                     Error::invalid(format!(
-                        "on-demand view '{}' needs request field '{}' in the request",
-                        o.name, rf.name
+                        "on-demand view '{}' needs request field '{name}' in the request",
+                        o.def.name
                     ))
                 })?;
-                inputs.push((
-                    rf.name.clone(),
-                    cast_column(col, &rf.name, &rf.value_type.to_arrow())?,
-                ));
+                inputs.push((name.clone(), cast_column(col, name, t)?));
             }
             let input = input_batch(inputs, n)?;
-            for (field, col) in o.outputs.iter().zip(f.run(o, &input)?) {
-                let statuses = (0..n)
-                    .map(|i| {
-                        if col.is_null(i) {
-                            FeatureStatus::NullValue
-                        } else {
-                            FeatureStatus::Present
-                        }
-                    })
-                    .collect();
-                served.insert(
-                    FeatureRef::new(&o.name, &field.name),
-                    Served {
-                        col,
-                        statuses,
-                        event_ts: vec![None; n],
-                    },
-                );
-            }
+            od_cols.push(o.func.run(&o.def, &input)?);
         }
 
-        let schema = req.entities.schema();
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        let mut cols: Vec<ArrayRef> = req.entities.columns().to_vec();
-        let mut metadata = Vec::with_capacity(plan.refs.len());
+        // Output columns with fallbacks.
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(entities.num_columns() + p.outputs.len());
+        cols.extend(entities.columns().iter().cloned());
+        let mut raw_valid = Vec::with_capacity(p.outputs.len());
         let mut imputed = 0u64;
-        for r in &plan.refs {
-            let s = served
-                .get(r)
-                .ok_or_else(|| Error::invalid(format!("feature '{r}' was not served")))?;
-            let field = defs
-                .field(r)
-                .ok_or_else(|| Error::not_found("feature", r.to_string()))?;
-            let mut col = Arc::clone(&s.col);
-            match &field.fallback {
-                Fallback::Null => {}
-                Fallback::Default(d) => {
-                    let (c, k) = impute(&col, field, d, &s.statuses)?;
-                    col = c;
-                    imputed += k;
-                }
-                Fallback::Required => {
-                    if let Some(row) = s
-                        .statuses
-                        .iter()
-                        .position(|st| *st != FeatureStatus::Present)
-                    {
+        for o in &p.outputs {
+            let col = match o.source {
+                Source::View { view, col } => &view_cols[view][col],
+                Source::OnDemand { od, col } => &od_cols[od][col],
+            };
+            let nulls = col.logical_nulls();
+            let missing = nulls.as_ref().map_or(0, NullBuffer::null_count);
+            let mut out = Arc::clone(col);
+            if missing > 0 {
+                match (&o.fallback, &o.default) {
+                    (Fallback::Default(_), Some(d)) => {
+                        let valid = nulls
+                            .as_ref()
+                            .map(|b| BooleanArray::new(b.inner().clone(), None));
+                        if let Some(mask) = valid {
+                            out = arrow_select::zip::zip(&mask, col, &Scalar::new(d))?;
+                            imputed += missing as u64;
+                        }
+                    }
+                    (Fallback::Required, _) => {
+                        let row = nulls
+                            .as_ref()
+                            .and_then(|b| (0..n).find(|r| b.is_null(*r)))
+                            .unwrap_or(0);
+                        let resp_status = status_of(o, &view_rows, nulls.as_ref(), row);
                         return Err(Error::RequiredFeatureMissing {
-                            feature: r.to_string(),
+                            feature: o.feature.to_string(),
                             row,
-                            status: s.statuses[row].to_string(),
+                            status: resp_status.to_string(),
                         });
                     }
+                    _ => {}
                 }
             }
-            let name = output_name(r, req.full_feature_names);
-            fields.push(Field::new(&name, col.data_type().clone(), true));
-            cols.push(col);
-            metadata.push(FeatureMetadata {
-                name,
-                feature: r.clone(),
-                statuses: s.statuses.clone(),
-                event_timestamps: s.event_ts.clone(),
-            });
+            raw_valid.push(nulls);
+            cols.push(out);
         }
-        check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
-        self.metrics
-            .imputations
-            .fetch_add(imputed, Ordering::Relaxed);
+        if imputed > 0 {
+            self.metrics
+                .imputations
+                .fetch_add(imputed, Ordering::Relaxed);
+        }
+        let schema = p.schema(&entities.schema())?;
         let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
+            schema,
             cols,
-            &arrow_array::RecordBatchOptions::new().with_row_count(Some(n)),
+            &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
         Ok(OnlineResponse {
             batch,
-            metadata,
             imputed,
+            plan: p,
+            rows: view_rows,
+            raw_valid,
         })
+    }
+}
+
+/// The status of output `o` at `row`, from its view's row status and the
+/// validity of its value before fallbacks.
+fn status_of(
+    o: &Output,
+    rows: &[ViewRows],
+    nulls: Option<&NullBuffer>,
+    row: usize,
+) -> FeatureStatus {
+    let valid = nulls.is_none_or(|b| b.is_valid(row));
+    match o.source {
+        Source::OnDemand { .. } if valid => FeatureStatus::Present,
+        Source::OnDemand { .. } => FeatureStatus::NullValue,
+        Source::View { view, .. } => match rows[view].status[row] {
+            RowStatus::Found if valid => FeatureStatus::Present,
+            RowStatus::Stale if valid => FeatureStatus::Stale,
+            RowStatus::Found | RowStatus::Stale => FeatureStatus::NullValue,
+            RowStatus::StaleAbsent => FeatureStatus::Stale,
+            RowStatus::NotFound => FeatureStatus::NotFound,
+            RowStatus::Expired => FeatureStatus::Expired,
+            RowStatus::Unavailable => FeatureStatus::Unavailable,
+        },
+    }
+}
+
+/// Whether a failed read should count against the circuit breaker: only
+/// retryable backend failures (not the caller's mistakes, such as invalid
+/// input), and not timeouts of requests too large to say anything about the
+/// backend's health.
+fn counts_against_backend(e: &Error, keys: usize) -> bool {
+    match e {
+        Error::Timeout { .. } => keys <= BREAKER_MAX_COUNTED_KEYS,
+        Error::Conflict(_) => false,
+        e => e.is_retryable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_counts_only_retryable_backend_failures() {
+        let unavailable = Error::Unavailable {
+            backend: "x",
+            message: "down".into(),
+        };
+        let timeout = Error::Timeout {
+            backend: "x",
+            message: "slow".into(),
+        };
+        assert!(counts_against_backend(&unavailable, 1));
+        assert!(counts_against_backend(&timeout, 10));
+        assert!(!counts_against_backend(
+            &timeout,
+            BREAKER_MAX_COUNTED_KEYS + 1
+        ));
+        assert!(!counts_against_backend(&Error::invalid("key too long"), 1));
+        assert!(!counts_against_backend(
+            &Error::not_found("feature", "v:f"),
+            1
+        ));
     }
 }

@@ -334,7 +334,7 @@ async fn fallbacks_impute_and_require() {
         .as_primitive::<Float64Type>();
     assert_eq!((s.value(0), s.value(1)), (5.0, -1.0));
     assert_eq!(
-        r.feature("score").unwrap().statuses[1],
+        r.feature("score").unwrap().status(1),
         FeatureStatus::NotFound,
         "status tells the truth"
     );
@@ -380,7 +380,7 @@ async fn online_keys_are_cast_or_rejected_by_name() {
         .await
         .unwrap();
     assert_eq!(
-        r.feature("score").unwrap().statuses,
+        r.feature("score").unwrap().statuses(),
         vec![FeatureStatus::Present]
     );
     let text = RecordBatch::try_new(
@@ -520,7 +520,10 @@ async fn failed_materialization_keeps_the_watermark_and_rerun_converges() {
         .materialize_incremental(&["v"], end, &opts)
         .await
         .unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert!(
+        matches!(&err, Error::Unavailable { backend: "faulty", message } if message.contains("injected write failure")),
+        "the backend's write error comes through: {err:?}"
+    );
     assert!(
         fs.registry()
             .snapshot()
@@ -677,7 +680,7 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
     .with_now(from_micros(S));
     let ok = fs.get_online_features(&req).await.unwrap();
     assert_eq!(
-        ok.feature("score").unwrap().statuses,
+        ok.feature("score").unwrap().statuses(),
         vec![FeatureStatus::Present, FeatureStatus::NotFound]
     );
 
@@ -690,13 +693,13 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
     for _ in 0..3 {
         let r = fs.get_online_features(&req3).await.unwrap();
         assert_eq!(
-            r.feature("score").unwrap().statuses,
+            r.feature("score").unwrap().statuses(),
             vec![
                 FeatureStatus::Stale,
-                FeatureStatus::NotFound,
+                FeatureStatus::Stale,
                 FeatureStatus::Unavailable
             ],
-            "cached value is served and labelled; an uncached entity says Unavailable"
+            "cached value (and cached absence) is served and labelled Stale; an uncached entity says Unavailable"
         );
         assert_eq!(
             r.batch
@@ -721,15 +724,17 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
         .with_circuit_breaker(1, Duration::from_secs(3600))
         .build()
         .unwrap();
+    let first = bare.get_online_features(&req).await.unwrap_err();
     assert!(
-        bare.get_online_features(&req)
-            .await
-            .unwrap_err()
-            .is_retryable()
+        matches!(&first, Error::Unavailable { message, .. } if message.contains("connection refused")),
+        "the backend's own error first: {first:?}"
     );
     let before = backend.reads.load(AtomicOrdering::SeqCst);
     let err = bare.get_online_features(&req).await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::Unavailable { message, .. } if message.contains("circuit breaker open")),
+        "then the open breaker: {err:?}"
+    );
     assert_eq!(
         backend.reads.load(AtomicOrdering::SeqCst),
         before,
@@ -787,7 +792,7 @@ async fn facade_timeout_fires_on_a_hung_backend() {
     backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
     let r = cached.get_online_features(&req).await.unwrap();
     assert_eq!(
-        r.feature("score").unwrap().statuses,
+        r.feature("score").unwrap().statuses(),
         vec![FeatureStatus::Stale],
         "timed-out read served from the cache"
     );
@@ -913,4 +918,229 @@ async fn skew_counts_each_entity_whose_online_value_differs_from_the_join() {
         skew.iter().map(|s| s.feature.as_str()).collect::<Vec<_>>(),
         vec!["score", "label"]
     );
+}
+
+/// Rejects reads of more than two keys as the caller's mistake (as a backend
+/// refuses an over-long key), serves the rest from memory.
+#[derive(Debug)]
+struct Picky {
+    inner: crate::memory::InMemoryOnlineStore,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl OnlineStore for Picky {
+    fn backend(&self) -> &'static str {
+        "picky"
+    }
+    fn store_id(&self) -> String {
+        "picky:1".into()
+    }
+    fn capabilities(&self) -> OnlineCapabilities {
+        OnlineCapabilities::default()
+    }
+    async fn write(
+        &self,
+        view: &ResolvedView,
+        rows: Vec<OnlineRow>,
+        opts: &WriteOptions,
+    ) -> Result<WriteSummary> {
+        self.inner.write(view, rows, opts).await
+    }
+    async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
+        self.reads.fetch_add(1, AtomicOrdering::SeqCst);
+        if keys.len() > 2 {
+            return Err(Error::invalid("request refused by the backend"));
+        }
+        self.inner.read(keys, opts).await
+    }
+    async fn delete_view(&self, view: &str) -> Result<()> {
+        self.inner.delete_view(view).await
+    }
+}
+
+#[tokio::test]
+async fn circuit_breaker_ignores_the_callers_mistakes() {
+    let backend = Arc::new(Picky {
+        inner: crate::memory::InMemoryOnlineStore::new(),
+        reads: AtomicUsize::new(0),
+    });
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_circuit_breaker(1, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    for _ in 0..3 {
+        let err = fs
+            .get_online_features(&OnlineRequest::new(sel.clone(), entity_batch(&[1, 2, 3])))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    }
+    let ok = fs
+        .get_online_features(&OnlineRequest::new(sel, entity_batch(&[1])).with_now(from_micros(S)))
+        .await
+        .expect("three bad requests must not open the breaker for a good one");
+    assert_eq!(
+        ok.feature("score").unwrap().statuses(),
+        vec![FeatureStatus::Present]
+    );
+    assert_eq!(backend.reads.load(AtomicOrdering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn stale_values_are_values_for_fallbacks() {
+    let (mut d, _) = test_definitions("v", None);
+    let v = d.feature_views.get_mut("v").unwrap();
+    v.features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    v.features[2] = FeatureField::new("count", ValueType::Int64).required();
+    let backend = Faulty::new(usize::MAX);
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_last_known_good_cache(100)
+        .build()
+        .unwrap();
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let now = from_micros(2 * S);
+    let score = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1, 2]),
+    )
+    .with_now(now);
+    let count = OnlineRequest::new(
+        FeatureSelection::refs(["v:count"]).unwrap(),
+        entity_batch(&[1]),
+    )
+    .with_now(now);
+    // warm the cache: entity 1 has a row, entity 2 is known absent
+    fs.get_online_features(&score).await.unwrap();
+    let fresh = fs.get_online_features(&count).await.unwrap();
+    backend.down.store(true, AtomicOrdering::SeqCst);
+
+    let r = fs.get_online_features(&score).await.unwrap();
+    let s = r
+        .batch
+        .column_by_name("score")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!(
+        (s.value(0), s.value(1)),
+        (5.0, -1.0),
+        "the stale value is served, not replaced by the default; the cached absence is imputed"
+    );
+    assert_eq!(
+        r.feature("score").unwrap().statuses(),
+        vec![FeatureStatus::Stale, FeatureStatus::Stale]
+    );
+    assert_eq!(r.imputed, 1);
+    let stale = fs
+        .get_online_features(&count)
+        .await
+        .expect("Required accepts a stale value");
+    assert_eq!(
+        stale.batch.column_by_name("count").unwrap().as_ref(),
+        fresh.batch.column_by_name("count").unwrap().as_ref()
+    );
+    assert_eq!(
+        stale.feature("count").unwrap().statuses(),
+        vec![FeatureStatus::Stale]
+    );
+}
+
+#[tokio::test]
+async fn online_requests_over_the_entity_limit_are_refused_before_reading() {
+    let backend = Faulty::new(usize::MAX);
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_max_online_entities(2)
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    let err = fs
+        .get_online_features(&OnlineRequest::new(sel.clone(), entity_batch(&[1, 2, 3])))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("3 entities") && m.contains("maximum is 2")),
+        "{err}"
+    );
+    let prepared = fs.prepare(&sel, false).await.unwrap();
+    let err = fs
+        .get_prepared(&prepared, &entity_batch(&[1, 2, 3]), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(
+        backend.reads.load(AtomicOrdering::SeqCst),
+        0,
+        "no backend call"
+    );
+    fs.get_online_features(&OnlineRequest::new(sel, entity_batch(&[1, 2])))
+        .await
+        .unwrap();
+    assert_eq!(backend.reads.load(AtomicOrdering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn prepared_requests_follow_registry_changes() {
+    let fs = store_with("v", None).await;
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    let p = fs.prepare(&sel, true).await.unwrap();
+    assert_eq!(p.output_names(), vec!["v__score".to_owned()]);
+    let r = fs
+        .get_prepared(&p, &entity_batch(&[1, 2]), Some(from_micros(S)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.feature("v__score").unwrap().statuses(),
+        vec![FeatureStatus::Present, FeatureStatus::NotFound]
+    );
+    assert_eq!(
+        r.feature("v__score").unwrap().event_timestamps(),
+        vec![Some(from_micros(S)), None]
+    );
+    // a new version of the view (a default for score) is picked up
+    let (mut d, _) = test_definitions("v", None);
+    d.feature_views.get_mut("v").unwrap().features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    let r = fs
+        .get_prepared(&p, &entity_batch(&[1, 2]), Some(from_micros(S)))
+        .await
+        .unwrap();
+    let s = r
+        .batch
+        .column_by_name("v__score")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!((s.value(0), s.value(1)), (5.0, -1.0));
 }

@@ -187,6 +187,15 @@ pub fn registry_cases() -> &'static [RegistryCase] {
                 })
             },
         },
+        RegistryCase {
+            name: "registry_refuses_unreadable_states",
+            run: |open| {
+                Box::pin(async move {
+                    let reg = open(unique_name("tk_reg_e")).await;
+                    super::poison::registry_refuses_unreadable_states(reg.as_ref()).await;
+                })
+            },
+        },
     ];
     CASES
 }

@@ -31,6 +31,7 @@ mod fuzz;
 mod offline;
 mod online;
 mod parity;
+mod poison;
 mod registry;
 mod stress;
 
@@ -53,6 +54,7 @@ pub use online::{
     online_newest_wins, online_roundtrip, online_statuses, run_online_suite,
 };
 pub use parity::online_parity;
+pub use poison::registry_refuses_unreadable_states;
 pub use registry::{
     racing_apply_child, registry_commit_history_and_conflict, registry_plan_apply,
     registry_racing_applies, registry_racing_applies_across_processes, registry_racing_writers,

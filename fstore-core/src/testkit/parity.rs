@@ -163,12 +163,12 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
                 id,
                 f,
                 a,
-                meta.statuses[i],
+                meta.status(i),
                 c
             );
             let (want_status, want_event) = expected_cell(case, &rows, *id, t_end, c.is_null(0));
             prop_assert_eq!(
-                meta.statuses[i],
+                meta.status(i),
                 want_status,
                 "[{}] entity {} feature {}: status (value {:?})",
                 b,
@@ -177,7 +177,7 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
                 a
             );
             prop_assert_eq!(
-                meta.event_timestamps[i],
+                meta.event_timestamp(i),
                 want_event.map(from_micros),
                 "[{}] entity {} feature {} ({:?}): event time",
                 b,

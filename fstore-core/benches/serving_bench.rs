@@ -1,0 +1,331 @@
+//! Serving benchmark on the in-memory online store: the cost of the
+//! `FeatureStore` facade with no network in the way.
+//!
+//! ```text
+//! CARGO_PROFILE_BENCH_LTO=false cargo bench -p fstore-core --bench serving_bench
+//! ```
+//!
+//! Shapes: 1 and 100 entities × 2 views × 50 float64 features (1 entity =
+//! 100 features). Sequential p50/p99 and allocations per call of
+//! `OnlineStore::read` (the adapter alone), `get_online_features` (as a caller
+//! writes it: a fresh `OnlineRequest` with a clone of the selection) and
+//! `get_prepared` (a `PreparedRequest`), rotating call by call which goes
+//! first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
+//! and p50/p99 of 1-entity requests) for each.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
+use fstore_core::arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+};
+use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fstore_core::{
+    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
+    InMemoryOnlineStore, InMemoryRegistry, OnlineKey, OnlineStore, PreparedRequest, ReadOptions,
+    ResolvedView, ValueType, WriteOptions,
+};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const ENTITIES: i64 = 10_000;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn defs(n_features: usize, views: &[&str]) -> Definitions {
+    let mut d = Definitions::new().with_entity(Entity::new("ent", "id", ValueType::Int64));
+    for v in views {
+        let mut fv = FeatureView::new(*v, ["ent"]);
+        for f in 0..n_features {
+            fv = fv.with_feature(format!("{v}_f{f}"), ValueType::Float64);
+        }
+        d = d.with_feature_view(fv.with_ttl(Duration::from_secs(30 * 86_400)));
+    }
+    d
+}
+
+fn history(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> RecordBatch {
+    let n = (ids.end - ids.start) as usize;
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("event_timestamp", ts, false),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone().collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(vec![event_us; n]).with_timezone("UTC")),
+    ];
+    for (j, f) in rv.view.features.iter().enumerate() {
+        fields.push(Field::new(&f.name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(
+            ids.clone()
+                .map(|i| (i as f64) * 0.5 + j as f64)
+                .collect::<Vec<_>>(),
+        )));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn key_batch(ids: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(ids.to_vec()))],
+    )
+    .unwrap()
+}
+
+/// A tiny deterministic PRNG (xorshift) for entity picks.
+#[derive(Clone)]
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: i64) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as i64
+    }
+}
+
+/// Everything one request needs, shared by the callers.
+struct Bench {
+    fs: FeatureStore,
+    online: Arc<InMemoryOnlineStore>,
+    views: [String; 2],
+    ekeys: Vec<Vec<u8>>,
+    refs: FeatureSelection,
+    prepared: PreparedRequest,
+}
+
+impl Bench {
+    async fn adapter(&self, ids: &[i64]) -> usize {
+        let keys: Vec<OnlineKey> = ids
+            .iter()
+            .flat_map(|i| {
+                self.views.each_ref().map(|v| OnlineKey {
+                    view: v.clone(),
+                    entity_key: self.ekeys[*i as usize].clone(),
+                })
+            })
+            .collect();
+        let got = self
+            .online
+            .read(&keys, &ReadOptions::default())
+            .await
+            .unwrap();
+        assert!(got.iter().all(Option::is_some));
+        got.len()
+    }
+
+    async fn facade(&self, ids: &[i64]) -> usize {
+        let resp = self
+            .fs
+            .get_online_features(&fstore_core::OnlineRequest::new(
+                self.refs.clone(),
+                key_batch(ids),
+            ))
+            .await
+            .unwrap();
+        resp.batch.num_rows()
+    }
+
+    async fn prepared(&self, ids: &[i64]) -> usize {
+        let resp = self
+            .fs
+            .get_prepared(&self.prepared, &key_batch(ids), None)
+            .await
+            .unwrap();
+        resp.batch.num_rows()
+    }
+
+    async fn run(&self, side: usize, ids: &[i64]) -> usize {
+        match side {
+            0 => self.adapter(ids).await,
+            1 => self.facade(ids).await,
+            _ => self.prepared(ids).await,
+        }
+    }
+}
+
+const SIDES: [&str; 3] = ["OnlineStore::read", "get_online_features", "get_prepared"];
+
+/// `callers` tasks each doing `per_caller` 1-entity requests by `side`;
+/// (requests/s, all latencies).
+async fn concurrent(
+    b: &Arc<Bench>,
+    callers: usize,
+    per_caller: usize,
+    side: usize,
+) -> (f64, Vec<Duration>) {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let b = Arc::clone(b);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut lat = Vec::with_capacity(per_caller);
+            for _ in 0..per_caller {
+                let ids = [rng.next(ENTITIES)];
+                let t = Instant::now();
+                b.run(side, &ids).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all.len() as f64 / t0.elapsed().as_secs_f64(), all)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let views = ["sa".to_owned(), "sb".to_owned()];
+    let d = defs(50, &[&views[0], &views[1]]);
+    let online = Arc::new(InMemoryOnlineStore::new());
+    let fs = FeatureStore::builder()
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&online) as Arc<fstore_core::DynOnlineStore>)
+        .build()
+        .unwrap();
+    fs.apply(&d, Default::default()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_micros();
+    for v in &views {
+        let rv = d.resolve_view(v).unwrap();
+        let b = normalize_batch(&rv, &history(&rv, 0..ENTITIES, now), false).unwrap();
+        online
+            .write(
+                &rv,
+                to_online_rows(&rv, &b).unwrap(),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let rv = d.resolve_view(&views[0]).unwrap();
+    let ekeys = encode_entity_keys(
+        &key_batch(&(0..ENTITIES).collect::<Vec<_>>()),
+        &rv.join_keys,
+    )
+    .unwrap();
+    let refs = FeatureSelection::refs(views.iter().flat_map(|v| {
+        d.resolve_view(v)
+            .unwrap()
+            .view
+            .features
+            .iter()
+            .map(|f| format!("{v}:{}", f.name))
+            .collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let prepared = fs.prepare(&refs, false).await.unwrap();
+    let b = Arc::new(Bench {
+        prepared,
+        fs,
+        online,
+        views,
+        ekeys,
+        refs,
+    });
+
+    println!(
+        "in-memory serving benchmark ({} build), 2 views × 50 float64 features",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "{:<46} {:>9} {:>9} {:>10} {:>12}",
+        "read", "p50 µs", "p99 µs", "allocs", "bytes alloc"
+    );
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for (n_ent, iters) in [(1usize, 20_000usize), (100, 2_000)] {
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        let mut allocs = [0u64; 3];
+        let mut bytes = [0u64; 3];
+        let warm = iters / 10;
+        for it in 0..iters + warm {
+            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(ENTITIES)).collect();
+            // Rotate which side goes first.
+            for k in 0..3 {
+                let j = (it + k) % 3;
+                let reg = Region::new(GLOBAL);
+                let t0 = Instant::now();
+                let got = b.run(j, &ids).await;
+                let d = t0.elapsed();
+                let s = reg.change();
+                assert!(got >= n_ent);
+                if it >= warm {
+                    lat[j].push(d);
+                    allocs[j] += (s.allocations + s.reallocations) as u64;
+                    bytes[j] += s.bytes_allocated as u64;
+                }
+            }
+        }
+        let n = iters as u64;
+        let mut p = [(0.0, 0.0); 3];
+        for j in 0..3 {
+            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            println!(
+                "{:<46} {:>9.1} {:>9.1} {:>10} {:>12}",
+                format!("{n_ent} entity × 2 views: {}", SIDES[j]),
+                p[j].0,
+                p[j].1,
+                allocs[j] / n,
+                bytes[j] / n
+            );
+        }
+        for j in 1..3 {
+            println!(
+                "{:<46} {:>8.2}× {:>8.2}×",
+                format!("  {} / adapter", SIDES[j]),
+                p[j].0 / p[0].0,
+                p[j].1 / p[0].1
+            );
+        }
+        println!();
+    }
+
+    println!(
+        "{:<46} {:>12} {:>9} {:>9}",
+        "concurrent 1-entity requests", "req/s", "p50 µs", "p99 µs"
+    );
+    for callers in [8usize, 64] {
+        let per = 40_000 / callers;
+        let mut rps = [0.0f64; 3];
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        // Two rounds, each side once per round, rotating which goes first.
+        for round in 0..2 {
+            for k in 0..3 {
+                let j = (round + k) % 3;
+                let (r, l) = concurrent(&b, callers, per, j).await;
+                rps[j] += r / 2.0;
+                lat[j].extend(l);
+            }
+        }
+        for j in 0..3 {
+            println!(
+                "{:<46} {:>12.0} {:>9.1} {:>9.1}",
+                format!("{callers} callers: {}", SIDES[j]),
+                rps[j],
+                us(pct(&mut lat[j], 0.5)),
+                us(pct(&mut lat[j], 0.99))
+            );
+        }
+    }
+}
