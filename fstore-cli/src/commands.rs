@@ -500,7 +500,8 @@ async fn get(
                 m.feature(),
                 fmt.value(row),
                 m.status(row),
-                m.event_timestamp(row).map_or_else(|| "-".into(), |t| t.to_rfc3339())
+                m.event_timestamp(row)
+                    .map_or_else(|| "-".into(), |t| t.to_rfc3339())
             );
         }
     }

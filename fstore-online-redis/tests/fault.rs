@@ -17,8 +17,8 @@ use fstore_core::arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArra
 use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fstore_core::testkit::{entity_batch, feature_batch, test_definitions, unique_name};
 use fstore_core::{
-    Error, FeatureSelection, FeatureStore, HistoricalRequest, InMemoryOfflineStore, InMemoryRegistry,
-    MaterializeOptions, OnlineRequest, OnlineStore, OnlineStoreExt,
+    Error, FeatureSelection, FeatureStore, HistoricalRequest, InMemoryOfflineStore,
+    InMemoryRegistry, MaterializeOptions, OnlineRequest, OnlineStore, OnlineStoreExt,
 };
 use fstore_online_redis::RedisOnlineStoreBuilder;
 
