@@ -164,7 +164,7 @@ fn check_online(r: &fstore_core::OnlineResponse) -> Result<(), String> {
     )?;
     let statuses = |f: &str| {
         r.feature(f)
-            .map(|m| m.statuses.clone())
+            .map(|m| m.statuses())
             .ok_or(format!("no metadata for {f}"))
     };
     check(

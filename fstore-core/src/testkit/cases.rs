@@ -126,75 +126,48 @@ pub fn offline_cases() -> &'static [Case<DynOfflineStore>] {
     CASES
 }
 
-/// The registry cases: each gets a fresh namespace, opened once or twice
-/// (two handles on one registry, as two processes would have).
-type RegistryRun = for<'a> fn(
-    &'a (dyn Fn(String) -> Pin<Box<dyn Future<Output = Arc<DynRegistry>> + Send>> + Sync),
-) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// Which registry case (registry cases take an `open(ns)` function rather
+/// than a store, so they dispatch by kind).
+#[derive(Debug, Clone, Copy)]
+enum RegistryKind {
+    CommitHistory,
+    RacingWriters,
+    PlanApply,
+    RacingApplies,
+    RefusesUnreadableStates,
+}
 
-/// One registry case.
+/// One registry case: each gets a fresh namespace, opened once or twice (two
+/// handles on one registry, as two processes would have).
+#[derive(Debug)]
 pub struct RegistryCase {
     /// Name (the function in `fstore_core::testkit`).
     pub name: &'static str,
-    run: RegistryRun,
-}
-
-impl fmt::Debug for RegistryCase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCase")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
+    kind: RegistryKind,
 }
 
 /// Every registry case.
 pub fn registry_cases() -> &'static [RegistryCase] {
-    use super::fixtures::unique_name;
-    use super::registry as r;
     const CASES: &[RegistryCase] = &[
         RegistryCase {
             name: "registry_commit_history_and_conflict",
-            run: |open| {
-                Box::pin(async move {
-                    let reg = open(unique_name("tk_reg_a")).await;
-                    r::registry_commit_history_and_conflict(reg.as_ref()).await;
-                })
-            },
+            kind: RegistryKind::CommitHistory,
         },
         RegistryCase {
             name: "registry_racing_writers",
-            run: |open| {
-                Box::pin(async move {
-                    let ns = unique_name("tk_reg_b");
-                    r::registry_racing_writers(open(ns.clone()).await, open(ns).await).await;
-                })
-            },
+            kind: RegistryKind::RacingWriters,
         },
         RegistryCase {
             name: "registry_plan_apply",
-            run: |open| {
-                Box::pin(async move {
-                    r::registry_plan_apply(open(unique_name("tk_reg_c")).await).await;
-                })
-            },
+            kind: RegistryKind::PlanApply,
         },
         RegistryCase {
             name: "registry_racing_applies",
-            run: |open| {
-                Box::pin(async move {
-                    let ns = unique_name("tk_reg_d");
-                    r::registry_racing_applies(open(ns.clone()).await, open(ns).await).await;
-                })
-            },
+            kind: RegistryKind::RacingApplies,
         },
         RegistryCase {
             name: "registry_refuses_unreadable_states",
-            run: |open| {
-                Box::pin(async move {
-                    let reg = open(unique_name("tk_reg_e")).await;
-                    super::poison::registry_refuses_unreadable_states(reg.as_ref()).await;
-                })
-            },
+            kind: RegistryKind::RefusesUnreadableStates,
         },
     ];
     CASES
@@ -272,15 +245,34 @@ pub async fn run_offline_cases(
 /// Returns the names run.
 pub async fn run_registry_cases<F, Fut>(open: F) -> Vec<&'static str>
 where
-    F: Fn(String) -> Fut + Sync,
-    Fut: Future<Output = Arc<DynRegistry>> + Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Arc<DynRegistry>>,
 {
-    let open = move |ns: String| -> Pin<Box<dyn Future<Output = Arc<DynRegistry>> + Send>> {
-        Box::pin(open(ns))
-    };
+    use super::fixtures::unique_name;
+    use super::registry as r;
     let mut ran = Vec::new();
     for c in registry_cases() {
-        (c.run)(&open).await;
+        match c.kind {
+            RegistryKind::CommitHistory => {
+                let reg = open(unique_name("tk_reg_a")).await;
+                r::registry_commit_history_and_conflict(reg.as_ref()).await;
+            }
+            RegistryKind::RacingWriters => {
+                let ns = unique_name("tk_reg_b");
+                r::registry_racing_writers(open(ns.clone()).await, open(ns).await).await;
+            }
+            RegistryKind::PlanApply => {
+                r::registry_plan_apply(open(unique_name("tk_reg_c")).await).await;
+            }
+            RegistryKind::RacingApplies => {
+                let ns = unique_name("tk_reg_d");
+                r::registry_racing_applies(open(ns.clone()).await, open(ns).await).await;
+            }
+            RegistryKind::RefusesUnreadableStates => {
+                let reg = open(unique_name("tk_reg_e")).await;
+                super::poison::registry_refuses_unreadable_states(reg.as_ref()).await;
+            }
+        }
         ran.push(c.name);
     }
     ran

@@ -525,8 +525,8 @@ pub async fn registry_racing_applies_across_processes(
 /// new); calling it twice with one `ns` gives two handles on the same registry.
 pub async fn run_registry_suite<F, Fut>(open: F)
 where
-    F: Fn(String) -> Fut + Sync,
-    Fut: Future<Output = Arc<DynRegistry>> + Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Arc<DynRegistry>>,
 {
     super::run_registry_cases(open).await;
 }
