@@ -46,9 +46,12 @@ done
 #   deltalake-aws and object_store's aws code, and builds object_store, parquet,
 #   the delta kernel and deltalake with those features (about 3 min more on a
 #   busy 2-core machine, measured incrementally).
+# - `fstore-examples/delta` (the Delta adapter, built anyway): the quickstart
+#   and training_delta examples are test targets (harness = false) and run
+#   here, from this build, instead of separate `cargo run -p` builds in CI.
 # The other optional features (Scylla `tls`, Delta `gcs`/`azure`) have no
 # server here: clippy and rustdoc in .ci/run compile them, nothing runs them
 # (README, "What the tests do not run").
 echo "== cargo test --workspace"
 cargo test --workspace --no-fail-fast \
-  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3 "$@"
+  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3,fstore-examples/delta "$@"

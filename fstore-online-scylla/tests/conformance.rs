@@ -102,28 +102,18 @@ async fn real_cluster_full_suite() {
 
 // ------------------------------------------------------------ kassandra: testkit
 
+/// Every testkit case the in-process server allows, from the one case
+/// registry: kassandra ignores `USING TIMESTAMP` and keeps the last arrival,
+/// so racing writers are not ordered by version there.
 #[tokio::test(flavor = "multi_thread")]
 async fn kassandra_testkit_cases() {
     let s = kassandra_store("tk_cases").await;
-    let d = dyn_store(&s);
-    testkit::online_roundtrip(d.as_ref()).await;
-    testkit::online_missing_keys(d.as_ref()).await;
-    testkit::online_newest_wins(d.as_ref()).await;
-    testkit::online_batch_limits(d.as_ref()).await;
-    testkit::online_delete_view(d.as_ref()).await;
-    testkit::online_statuses(Arc::clone(&d)).await;
-    // NOT online_concurrent_writers: kassandra ignores USING TIMESTAMP and
-    // keeps the last arrival, so two racing writers are not ordered by it.
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn kassandra_parity_proptest() {
-    let s = kassandra_store("tk_parity").await;
-    let cases = std::env::var("FSTORE_TEST_PARITY_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    testkit::online_parity(dyn_store(&s), cases).await;
+    let ran = testkit::OnlineSuite::new(dyn_store(&s))
+        .without(testkit::Capability::ConcurrentNewestWins)
+        .with_parity_cases(32)
+        .run()
+        .await;
+    assert!(ran.contains(&"online_parity"), "{ran:?}");
 }
 
 // ------------------------------------------------------------ kassandra: direct

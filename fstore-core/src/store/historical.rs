@@ -9,7 +9,7 @@ use arrow_schema::{Field, Schema};
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{cast_column, cast_key_column};
 use crate::error::{Error, Result};
-use crate::model::{FeatureRef, JoinKey};
+use crate::model::{FeatureField, FeatureRef, JoinKey, ResolvedView};
 use crate::offline::{ScanRequest, TimeRange};
 use crate::ondemand::input_batch;
 use crate::pit::{PitOptions, PitView, point_in_time_join};
@@ -143,6 +143,7 @@ impl FeatureStore {
         &self,
         req: &HistoricalRequest,
     ) -> Result<HistoricalResult> {
+        // 1. Definitions and the request plan.
         let snap = match req.registry_version {
             Some(v) => self.registry.snapshot_at(v).await?,
             None => self.snapshot().await?,
@@ -150,33 +151,50 @@ impl FeatureStore {
         let defs = &snap.state.definitions;
         let plan = RequestPlan::new(defs, &req.features)?;
         self.note_deprecated(defs, &plan.view_names());
-        if req.spine.is_empty() {
-            return Err(Error::invalid("the spine has no batches"));
-        }
-        let ts = &req.timestamp_column;
-        let (mut min, mut max) = (i64::MAX, i64::MIN);
-        for b in &req.spine {
-            let col = b.column_by_name(ts).ok_or_else(|| {
-                Error::invalid(format!("spine is missing timestamp column '{ts}'"))
-            })?;
-            for t in timestamp_micros(col.as_ref(), ts, req.assume_utc)? {
-                min = min.min(t);
-                max = max.max(t);
-            }
-        }
-        let mut keys: Vec<JoinKey> = Vec::new();
-        for (v, _) in plan.views.iter().chain(&plan.aggs) {
-            for k in &v.join_keys {
-                if !keys.iter().any(|x| x.name == k.name) {
-                    keys.push(k.clone());
-                }
-            }
-        }
-        let spine = cast_spine_keys(&req.spine, &keys)?;
+        // 2. The spine: its time bounds, its keys in the declared types.
+        let (min, max) = spine_time_bounds(req)?;
+        let spine = cast_spine_keys(&req.spine, &plan_join_keys(&plan))?;
+        // 3. Per view, the offline rows the join can use.
+        let mut scanned = self.scan_views(&plan, req, min, max).await?;
+        // 4. The pure join, then on-demand views over its output.
+        let pit_views: Vec<PitView<'_>> = plan
+            .views
+            .iter()
+            .zip(&scanned.data)
+            .map(|((rv, feats), batches)| pit_view(rv, feats, batches))
+            .collect();
+        let opts = PitOptions::default()
+            .with_full_feature_names(true)
+            .with_created_cutoff(req.created_cutoff)
+            .with_assume_utc(req.assume_utc);
+        let joined = point_in_time_join(&spine, &req.timestamp_column, &pit_views, &opts)?;
+        drop(pit_views);
+        // Aggregation features over the event history ([semantics §11](crate::docs::semantics)).
+        let mut extra = self
+            .aggregate_views(&plan, req, &spine, (min, max), &mut scanned)
+            .await?;
+        extra.extend(self.run_on_demand(&plan, &joined)?);
+        // 5. Spine columns, then the requested features in request order.
+        let n_spine = spine.first().map_or(0, |b| b.num_columns());
+        let batch = assemble_output(&plan, &joined, n_spine, &extra, req.full_feature_names)?;
+        Ok(HistoricalResult {
+            batch,
+            registry_version: snap.version,
+            view_versions: scanned.view_versions,
+            rows_scanned: scanned.rows_scanned,
+        })
+    }
 
-        let mut view_versions = BTreeMap::new();
-        let mut rows_scanned = BTreeMap::new();
-        let mut data: Vec<Vec<RecordBatch>> = Vec::new();
+    /// Reads, per planned view, `[min - ttl, max]` projected to the requested
+    /// features (at the pinned version, if any).
+    async fn scan_views(
+        &self,
+        plan: &RequestPlan,
+        req: &HistoricalRequest,
+        min: i64,
+        max: i64,
+    ) -> Result<Scanned> {
+        let mut out = Scanned::default();
         for (rv, feats) in &plan.views {
             let name = rv.name().to_owned();
             let batches = if min > max {
@@ -197,37 +215,28 @@ impl FeatureStore {
                     )
                     .await?;
                 if let Some(v) = scan.version {
-                    view_versions.insert(name.clone(), v);
+                    out.view_versions.insert(name.clone(), v);
                 }
                 scan.collect().await?
             };
-            rows_scanned.insert(name, batches.iter().map(|b| b.num_rows() as u64).sum());
-            data.push(batches);
+            out.rows_scanned
+                .insert(name, batches.iter().map(|b| b.num_rows() as u64).sum());
+            out.data.push(batches);
         }
-        let pit_views: Vec<PitView<'_>> = plan
-            .views
-            .iter()
-            .zip(&data)
-            .map(|((rv, feats), batches)| PitView {
-                name: rv.name().to_owned(),
-                join_keys: rv.join_keys.iter().map(|k| k.name.clone()).collect(),
-                event_timestamp_column: rv.view.event_timestamp_column.clone(),
-                created_timestamp_column: rv.view.created_timestamp_column.clone(),
-                ttl: rv.view.ttl,
-                features: feats
-                    .iter()
-                    .filter_map(|f| rv.view.feature(f).map(crate::model::FeatureField::to_arrow))
-                    .collect(),
-                batches: batches.as_slice(),
-            })
-            .collect();
-        let opts = PitOptions::default()
-            .with_full_feature_names(true)
-            .with_created_cutoff(req.created_cutoff)
-            .with_assume_utc(req.assume_utc);
-        let joined = point_in_time_join(&spine, ts, &pit_views, &opts)?;
-        drop(pit_views);
+        Ok(out)
+    }
 
+    /// Per planned aggregation view, scans the event history the widest window
+    /// needs (`floor_r(min − W) >= min − W − r`) and computes the features per
+    /// spine row; returns their columns under their full output names.
+    async fn aggregate_views(
+        &self,
+        plan: &RequestPlan,
+        req: &HistoricalRequest,
+        spine: &[RecordBatch],
+        (min, max): (i64, i64),
+        scanned: &mut Scanned,
+    ) -> Result<Vec<(String, ArrayRef)>> {
         let mut extra: Vec<(String, ArrayRef)> = Vec::new();
         for (rv, names) in &plan.aggs {
             let name = rv.name().to_owned();
@@ -238,7 +247,6 @@ impl FeatureStore {
             let batches = if min > max {
                 Vec::new()
             } else {
-                // the widest window's tail: floor_r(min − W) >= min − W − r
                 let lookback = aggs.iter().try_fold(0i64, |acc, a| {
                     a.window.map(|w| {
                         acc.max(
@@ -263,21 +271,32 @@ impl FeatureStore {
                     )
                     .await?;
                 if let Some(v) = scan.version {
-                    view_versions.insert(name.clone(), v);
+                    scanned.view_versions.insert(name.clone(), v);
                 }
                 scan.collect().await?
             };
-            *rows_scanned.entry(name).or_insert(0) +=
+            *scanned.rows_scanned.entry(name).or_insert(0) +=
                 batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             let view = crate::agg::AggView::from_view(rv, names, &batches)?;
             let opts = crate::agg::AggOptions::default()
                 .with_created_cutoff(req.created_cutoff)
                 .with_assume_utc(req.assume_utc);
-            let cols = crate::agg::aggregate(&spine, ts, &view, &opts)?;
+            let cols = crate::agg::aggregate(spine, &req.timestamp_column, &view, &opts)?;
             for (n, col) in names.iter().zip(cols) {
                 extra.push((output_name(&FeatureRef::new(rv.name(), n), true), col));
             }
         }
+        Ok(extra)
+    }
+
+    /// Runs the planned on-demand views over the join output; returns their
+    /// columns under their full output names.
+    fn run_on_demand(
+        &self,
+        plan: &RequestPlan,
+        joined: &RecordBatch,
+    ) -> Result<Vec<(String, ArrayRef)>> {
+        let mut extra: Vec<(String, ArrayRef)> = Vec::new();
         for o in &plan.on_demand {
             let f = self.on_demand_fn(&o.name)?;
             let mut inputs = Vec::new();
@@ -309,48 +328,112 @@ impl FeatureStore {
                 ));
             }
         }
-
-        let n_spine = spine.first().map_or(0, |b| b.num_columns());
-        let js = joined.schema();
-        let mut fields: Vec<Field> = js
-            .fields()
-            .iter()
-            .take(n_spine)
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let mut cols: Vec<ArrayRef> = joined.columns().iter().take(n_spine).cloned().collect();
-        for r in &plan.refs {
-            let full = output_name(r, true);
-            let col = joined
-                .column_by_name(&full)
-                .cloned()
-                .or_else(|| {
-                    extra
-                        .iter()
-                        .find(|(n, _)| *n == full)
-                        .map(|(_, c)| Arc::clone(c))
-                })
-                .ok_or_else(|| {
-                    Error::invalid(format!("feature '{r}' missing from the join output"))
-                })?;
-            fields.push(Field::new(
-                output_name(r, req.full_feature_names),
-                col.data_type().clone(),
-                true,
-            ));
-            cols.push(col);
-        }
-        check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            cols,
-            &arrow_array::RecordBatchOptions::new().with_row_count(Some(joined.num_rows())),
-        )?;
-        Ok(HistoricalResult {
-            batch,
-            registry_version: snap.version,
-            view_versions,
-            rows_scanned,
-        })
+        Ok(extra)
     }
+}
+
+/// What [`FeatureStore::scan_views`] read, per planned view (in plan order).
+#[derive(Default)]
+struct Scanned {
+    data: Vec<Vec<RecordBatch>>,
+    view_versions: BTreeMap<String, u64>,
+    rows_scanned: BTreeMap<String, u64>,
+}
+
+/// The smallest and largest spine time, in UTC microseconds (`min > max` for
+/// an empty spine).
+fn spine_time_bounds(req: &HistoricalRequest) -> Result<(i64, i64)> {
+    if req.spine.is_empty() {
+        return Err(Error::invalid("the spine has no batches"));
+    }
+    let ts = &req.timestamp_column;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for b in &req.spine {
+        let col = b
+            .column_by_name(ts)
+            .ok_or_else(|| Error::invalid(format!("spine is missing timestamp column '{ts}'")))?;
+        for t in timestamp_micros(col.as_ref(), ts, req.assume_utc)? {
+            min = min.min(t);
+            max = max.max(t);
+        }
+    }
+    Ok((min, max))
+}
+
+/// The join keys of every planned view, each once, in first-seen order.
+fn plan_join_keys(plan: &RequestPlan) -> Vec<JoinKey> {
+    let mut keys: Vec<JoinKey> = Vec::new();
+    for (v, _) in plan.views.iter().chain(&plan.aggs) {
+        for k in &v.join_keys {
+            if !keys.iter().any(|x| x.name == k.name) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    keys
+}
+
+/// The one mapping of a resolved view (and the requested features) to the
+/// pure join's input.
+pub(crate) fn pit_view<'a>(
+    rv: &ResolvedView,
+    features: &[String],
+    batches: &'a [RecordBatch],
+) -> PitView<'a> {
+    PitView {
+        name: rv.name().to_owned(),
+        join_keys: rv.join_keys.iter().map(|k| k.name.clone()).collect(),
+        event_timestamp_column: rv.view.event_timestamp_column.clone(),
+        created_timestamp_column: rv.view.created_timestamp_column.clone(),
+        ttl: rv.view.ttl,
+        features: features
+            .iter()
+            .filter_map(|f| rv.view.feature(f).map(FeatureField::to_arrow))
+            .collect(),
+        batches,
+    }
+}
+
+/// The output: the spine's columns, then each requested feature (from the
+/// join or an on-demand view) under its output name.
+fn assemble_output(
+    plan: &RequestPlan,
+    joined: &RecordBatch,
+    n_spine: usize,
+    extra: &[(String, ArrayRef)],
+    full_feature_names: bool,
+) -> Result<RecordBatch> {
+    let js = joined.schema();
+    let mut fields: Vec<Field> = js
+        .fields()
+        .iter()
+        .take(n_spine)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut cols: Vec<ArrayRef> = joined.columns().iter().take(n_spine).cloned().collect();
+    for r in &plan.refs {
+        let full = output_name(r, true);
+        let col = joined
+            .column_by_name(&full)
+            .cloned()
+            .or_else(|| {
+                extra
+                    .iter()
+                    .find(|(n, _)| *n == full)
+                    .map(|(_, c)| Arc::clone(c))
+            })
+            .ok_or_else(|| Error::invalid(format!("feature '{r}' missing from the join output")))?;
+        fields.push(Field::new(
+            output_name(r, full_feature_names),
+            col.data_type().clone(),
+            true,
+        ));
+        cols.push(col);
+    }
+    check_unique_names(fields.iter().map(|f| f.name().as_str()))?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        cols,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(joined.num_rows())),
+    )?)
 }

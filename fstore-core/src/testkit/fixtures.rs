@@ -116,3 +116,40 @@ pub fn entity_batch(ids: &[i64]) -> RecordBatch {
 pub(crate) fn base_micros() -> i64 {
     (chrono::Utc::now().timestamp() + 86_400) * 1_000_000
 }
+
+/// A bare view for adapter-level tests: entity `e` with one `id: int64` join
+/// key, one feature `f: int64`, and `ttl`.
+pub fn online_view(name: &str, ttl: Option<Duration>) -> ResolvedView {
+    let mut v = FeatureView::new(name, ["e"]).with_feature("f", ValueType::Int64);
+    v.ttl = ttl;
+    ResolvedView::new(
+        v,
+        vec![crate::model::JoinKey {
+            name: "id".into(),
+            value_type: ValueType::Int64,
+        }],
+    )
+}
+
+/// An online row with raw entity-key and payload bytes.
+pub fn online_row(
+    entity_key: &[u8],
+    event_ts: i64,
+    created_ts: Option<i64>,
+    payload: &[u8],
+) -> crate::OnlineRow {
+    crate::OnlineRow {
+        entity_key: entity_key.to_vec(),
+        event_ts,
+        created_ts,
+        payload: payload.to_vec(),
+    }
+}
+
+/// The key of `entity_key` in `view`.
+pub fn online_key(view: &str, entity_key: &[u8]) -> crate::OnlineKey {
+    crate::OnlineKey {
+        view: view.to_owned(),
+        entity_key: entity_key.to_vec(),
+    }
+}

@@ -8,6 +8,12 @@
 //! # }
 //! ```
 //!
+//! The cases live in one registry ([`online_cases`], [`offline_cases`],
+//! [`registry_cases`]), each declaring the [`Capability`]s it needs; the
+//! `run_*` functions run every case the store allows, so a new case reaches
+//! every adapter. A stand-in server that lacks a capability declares it with
+//! [`OnlineSuite::without`].
+//!
 //! Every case creates its own randomly named views (or registry namespace) and
 //! removes them afterwards, so suites can run in parallel against one server.
 //! Cases panic with messages naming the backend and the case.
@@ -19,6 +25,7 @@
 //! property cases (0 is refused).
 
 mod agg;
+mod cases;
 mod env;
 mod fixtures;
 mod fuzz;
@@ -32,9 +39,15 @@ mod stress;
 pub use agg::{
     agg_concurrent_push, agg_parity, agg_tiles_idempotent_expiring_guarded, run_agg_suite,
 };
+pub use cases::{
+    Capability, Case, OnlineSuite, RegistryCase, offline_cases, online_cases, registry_cases,
+    run_offline_cases, run_registry_cases,
+};
 pub(crate) use env::parity_cases;
 pub use env::server_url;
-pub use fixtures::{entity_batch, feature_batch, test_definitions, unique_name};
+pub use fixtures::{
+    entity_batch, feature_batch, online_key, online_row, online_view, test_definitions, unique_name,
+};
 pub use fuzz::{DECODER_CASES, decoder_never_panics};
 pub use offline::{
     offline_append_and_scan, offline_historical_matches_reference, offline_schema_evolution,
@@ -100,6 +113,25 @@ mod tests {
 
     use crate::memory::{InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry};
     use crate::registry::{DynRegistry, FileRegistry};
+
+    /// A case needing a capability the store lacks is skipped; every other
+    /// case of the registry runs.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn suite_runs_every_allowed_case_of_the_registry() {
+        let ran = super::OnlineSuite::new(Arc::new(InMemoryOnlineStore::new()))
+            .without(super::Capability::ConcurrentNewestWins)
+            .with_parity_cases(4)
+            .run()
+            .await;
+        let expected: Vec<&str> = super::online_cases()
+            .iter()
+            .filter(|c| !c.needs.contains(&super::Capability::ConcurrentNewestWins))
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(ran, expected);
+        assert!(!ran.contains(&"online_concurrent_writers"));
+        assert!(ran.contains(&"online_roundtrip") && ran.contains(&"online_parity"));
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_online_suite() {

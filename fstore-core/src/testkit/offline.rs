@@ -403,11 +403,8 @@ pub async fn offline_historical_matches_reference(store: Arc<DynOfflineStore>, c
     );
 }
 
-/// Runs every offline case. Needs a multi-threaded tokio runtime.
+/// Runs every offline case of the registry ([`super::offline_cases`]) that
+/// the store's capabilities allow. Needs a multi-threaded tokio runtime.
 pub async fn run_offline_suite(store: Arc<DynOfflineStore>) {
-    offline_append_and_scan(store.as_ref()).await;
-    offline_time_range(store.as_ref()).await;
-    offline_versions(store.as_ref()).await;
-    offline_schema_evolution(store.as_ref()).await;
-    offline_historical_matches_reference(store, super::parity_cases(32)).await;
+    super::run_offline_cases(store, super::parity_cases(32)).await;
 }

@@ -375,16 +375,10 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
     cleanup(store.as_ref(), &view).await;
 }
 
-/// Runs every online case, including the parity proptest. Needs a
-/// multi-threaded tokio runtime (`#[tokio::test(flavor = "multi_thread")]`).
+/// Runs every online case of the registry ([`super::online_cases`]),
+/// including the parity proptest. Needs a multi-threaded tokio runtime
+/// (`#[tokio::test(flavor = "multi_thread")]`). For a store that lacks a
+/// capability, use [`super::OnlineSuite`].
 pub async fn run_online_suite(store: Arc<DynOnlineStore>) {
-    online_roundtrip(store.as_ref()).await;
-    online_missing_keys(store.as_ref()).await;
-    online_newest_wins(store.as_ref()).await;
-    online_batch_limits(store.as_ref()).await;
-    online_delete_view(store.as_ref()).await;
-    online_concurrent_writers(Arc::clone(&store)).await;
-    online_statuses(Arc::clone(&store)).await;
-    super::stress::online_concurrent_pushers(Arc::clone(&store)).await;
-    super::parity::online_parity(store, super::parity_cases(64)).await;
+    super::OnlineSuite::new(store).run().await;
 }

@@ -520,23 +520,15 @@ pub async fn registry_racing_applies_across_processes(
     }
 }
 
-/// Runs every registry case; `open(ns)` must return a handle on the registry
-/// named `ns` (empty when new); calling it twice with one `ns` gives two
-/// handles on the same registry.
+/// Runs every registry case of the registry ([`super::registry_cases`]);
+/// `open(ns)` must return a handle on the registry named `ns` (empty when
+/// new); calling it twice with one `ns` gives two handles on the same registry.
 pub async fn run_registry_suite<F, Fut>(open: F)
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Arc<DynRegistry>>,
 {
-    let ns = unique_name("tk_reg_a");
-    registry_commit_history_and_conflict(open(ns).await.as_ref()).await;
-    let ns = unique_name("tk_reg_b");
-    registry_racing_writers(open(ns.clone()).await, open(ns).await).await;
-    registry_plan_apply(open(unique_name("tk_reg_c")).await).await;
-    let ns = unique_name("tk_reg_d");
-    registry_racing_applies(open(ns.clone()).await, open(ns).await).await;
-    super::poison::registry_refuses_unreadable_states(open(unique_name("tk_reg_e")).await.as_ref())
-        .await;
+    super::run_registry_cases(open).await;
 }
 
 #[cfg(test)]
