@@ -384,10 +384,11 @@ impl ScyllaOnlineStore {
         // does, not as skipped (`WriteSummary::skipped` = strictly older).
         let mut same_version = vec![0u64; rows.len()];
         for (i, r) in rows.iter().enumerate() {
-            if let Some(&w) = best.get(r.entity_key.as_slice()) {
-                if w != i && r.version() == rows[w].version() {
-                    same_version[w] += 1;
-                }
+            if let Some(&w) = best.get(r.entity_key.as_slice())
+                && w != i
+                && r.version() == rows[w].version()
+            {
+                same_version[w] += 1;
             }
         }
         let mut keep: Vec<usize> = best.into_values().collect();
@@ -584,6 +585,8 @@ impl ScyllaOnlineStore {
         // Streamed: rows are deleted as the scan pages in, at most
         // `write_concurrency` at a time; memory does not grow with the view.
         let what = &what;
+        // The driver's row error is large; it is boxed into core's error below.
+        #[allow(clippy::result_large_err)]
         let victims = stream
             .map(move |row| {
                 let (key, v, write_ts) = row.map_err(|source| Error::NextRow {
