@@ -585,8 +585,7 @@ impl ScyllaOnlineStore {
         // Streamed: rows are deleted as the scan pages in, at most
         // `write_concurrency` at a time; memory does not grow with the view.
         let what = &what;
-        // The driver's error is large; boxing it only here would split the
-        // crate's one error type.
+        // The driver's row error is large; it is boxed into core's error below.
         #[allow(clippy::result_large_err)]
         let victims = stream
             .map(move |row| {
