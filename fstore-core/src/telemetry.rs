@@ -31,7 +31,7 @@
 //! | name | kind | unit | labels | what |
 //! |------|------|------|--------|------|
 //! | `fstore_store_call_duration_seconds` | histogram | seconds | `operation`, `backend`, `outcome` | latency of one call to the registry, offline or online store (`operation` = `online.read`, `online.write`, `offline.scan`, `registry.commit`, …) |
-//! | `fstore_operation_duration_seconds` | histogram | seconds | `operation`, `outcome` | latency of a facade operation (`apply`, `push`, `materialize`, `materialize_incremental`) |
+//! | `fstore_operation_duration_seconds` | histogram | seconds | `operation`, `outcome` | latency of a facade operation (`apply`, `push`, `materialize`, `materialize_incremental`, `historical`, `online`) |
 //! | `fstore_store_call_errors_total` | counter | calls | `operation`, `backend`, `kind` | failed store calls by error kind (`timeout`, `throttled`, `unavailable`, `conflict`, `not_found`, `invalid_input`, `backend`, `other`) |
 //! | `fstore_online_rows_written_total` | counter | rows | `view`, `backend` | rows stored by online writes (push and materialization) |
 //! | `fstore_online_rows_skipped_total` | counter | rows | `view`, `backend` | rows an online write skipped because a newer row was stored (newest-wins) |

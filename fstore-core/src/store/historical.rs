@@ -143,6 +143,16 @@ impl FeatureStore {
         &self,
         req: &HistoricalRequest,
     ) -> Result<HistoricalResult> {
+        let span = tracing::info_span!(
+            "fstore.historical",
+            spine_rows = req.spine.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        crate::telemetry::operation("historical", span, self.historical_inner(req)).await
+    }
+
+    async fn historical_inner(&self, req: &HistoricalRequest) -> Result<HistoricalResult> {
         // 1. Definitions and the request plan.
         let snap = match req.registry_version {
             Some(v) => self.registry.snapshot_at(v).await?,

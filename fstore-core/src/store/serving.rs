@@ -777,11 +777,20 @@ impl FeatureStore {
     /// failures are answered from the cache instead (statuses `Stale` /
     /// `Unavailable`).
     pub async fn get_online_features(&self, req: &OnlineRequest) -> Result<OnlineResponse> {
-        self.check_entity_count(req.entities.num_rows())?;
-        let p = self
-            .prepared_for(&req.features, req.full_feature_names)
-            .await?;
-        self.serve(p, &req.entities, req.now).await
+        let span = tracing::debug_span!(
+            "fstore.online",
+            entities = req.entities.num_rows(),
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        crate::telemetry::operation("online", span, async {
+            self.check_entity_count(req.entities.num_rows())?;
+            let p = self
+                .prepared_for(&req.features, req.full_feature_names)
+                .await?;
+            self.serve(p, &req.entities, req.now).await
+        })
+        .await
     }
 
     fn check_entity_count(&self, n: usize) -> Result<()> {

@@ -170,6 +170,10 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
         Some(1)
     );
     assert_eq!(
+        h("fstore_operation_duration_seconds{operation=online,outcome=ok}"),
+        Some(1)
+    );
+    assert_eq!(
         h("fstore_store_call_duration_seconds{backend=memory,operation=online.write,outcome=ok}"),
         Some(3),
         "two pushes and one materialization chunk"
