@@ -190,7 +190,7 @@ pub struct OnlineSuite {
 }
 
 impl OnlineSuite {
-    /// Every case, with [`super::parity_cases`]`(64)` property cases.
+    /// Every case, with `FSTORE_TEST_PARITY_CASES` property cases (64 unless set).
     pub fn new(store: Arc<DynOnlineStore>) -> Self {
         Self {
             store,
