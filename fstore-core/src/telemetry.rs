@@ -37,10 +37,10 @@
 //! | `fstore_online_rows_skipped_total` | counter | rows | `view`, `backend` | rows an online write skipped because a newer row was stored (newest-wins) |
 //! | `fstore_offline_rows_written_total` | counter | rows | `view`, `backend` | rows appended to the offline store |
 //! | `fstore_materialized_rows_total` | counter | rows | `view`, `backend` | rows read from the offline store by a materialization and written or skipped online (`backend` = online backend) |
-//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`); recorded through `telemetry::record_served` |
+//! | `fstore_features_served_total` | counter | values | `view`, `status` | feature values served online, by status (`Present`, `NullValue`, `NotFound`, `Expired`, `Stale`, `Unavailable`), counted by `get_online_features` |
 //! | `fstore_imputations_total` | counter | values | `view` | values replaced by a `Default` fallback when served |
 //! | `fstore_deprecated_reads_total` | counter | reads | `view` | online or historical requests that read a deprecated view |
-//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0; `telemetry::record_breaker_open` |
+//! | `fstore_circuit_breaker_open` | gauge | boolean | `backend` | 1 while the online read circuit breaker is open, else 0 |
 //! | `fstore_freshness_lag_seconds` | gauge | seconds | `view` | age of the view's newest offline event at the last freshness check |
 
 use std::future::Future;
@@ -260,10 +260,6 @@ pub fn error_kind(e: &Error) -> &'static str {
     }
 }
 
-fn outcome<T>(r: &Result<T>) -> &'static str {
-    if r.is_ok() { "ok" } else { "error" }
-}
-
 /// Adds `n` to counter `name` with labels `view` and `backend`.
 pub(crate) fn count_view_backend(name: &'static str, view: &str, backend: &'static str, n: u64) {
     if n == 0 {
@@ -340,16 +336,73 @@ where
     let start = Instant::now();
     let res = fut.instrument(span.clone()).await;
     finish_span(&span, &res);
-    let key = Key::from_parts(
-        OPERATION_DURATION,
-        vec![
-            Label::from_static_parts("operation", op),
-            Label::from_static_parts("outcome", outcome(&res)),
-        ],
-    );
+    let key = operation_key(op, res.is_ok());
     let secs = start.elapsed().as_secs_f64();
     metrics::with_recorder(|r| r.register_histogram(&key, &METADATA).record(secs));
     res
+}
+
+/// The [`OPERATION_DURATION`] key of `op` and an outcome: static (no
+/// allocation) for the facade's operations, the serving path among them.
+fn operation_key(op: &'static str, ok: bool) -> Key {
+    macro_rules! keys {
+        ($($name:literal),*) => {
+            match (op, ok) {
+                $(
+                    ($name, true) => {
+                        const L: &[Label] = &[
+                            Label::from_static_parts("operation", $name),
+                            Label::from_static_parts("outcome", "ok"),
+                        ];
+                        Key::from_static_parts(OPERATION_DURATION, L)
+                    }
+                    ($name, false) => {
+                        const L: &[Label] = &[
+                            Label::from_static_parts("operation", $name),
+                            Label::from_static_parts("outcome", "error"),
+                        ];
+                        Key::from_static_parts(OPERATION_DURATION, L)
+                    }
+                )*
+                _ => Key::from_parts(
+                    OPERATION_DURATION,
+                    vec![
+                        Label::from_static_parts("operation", op),
+                        Label::from_static_parts("outcome", if ok { "ok" } else { "error" }),
+                    ],
+                ),
+            }
+        };
+    }
+    keys!(
+        "online",
+        "historical",
+        "apply",
+        "push",
+        "materialize",
+        "materialize_incremental"
+    )
+}
+
+/// The six [`FEATURES_SERVED`] keys of `view`, one per status (in
+/// `FeatureStatus` order), built once per prepared request.
+pub(crate) fn served_keys(view: &str, statuses: [&'static str; 6]) -> [Key; 6] {
+    statuses.map(|st| {
+        Key::from_parts(
+            FEATURES_SERVED,
+            vec![
+                Label::new("view", view.to_owned()),
+                Label::from_static_parts("status", st),
+            ],
+        )
+    })
+}
+
+/// Adds `n` to a pre-built counter key.
+pub(crate) fn add_to(key: &Key, n: u64) {
+    if n > 0 {
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(n));
+    }
 }
 
 fn finish_span<T>(span: &tracing::Span, res: &Result<T>) {

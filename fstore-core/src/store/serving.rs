@@ -331,6 +331,11 @@ pub(crate) struct Prepared {
     outputs: Vec<Output>,
     /// Deprecated views read by this selection.
     deprecated: Vec<String>,
+    /// Per distinct output view (or on-demand view): its name and its
+    /// `fstore_features_served_total` keys, built once.
+    served: Vec<(String, [metrics::Key; 6])>,
+    /// Per output: its index in `served`.
+    served_of: Vec<usize>,
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
 }
@@ -477,8 +482,24 @@ impl Prepared {
                     .is_some_and(|fv| fv.deprecation.is_some())
             })
             .collect();
+        let mut served: Vec<(String, [metrics::Key; 6])> = Vec::new();
+        let mut served_of = Vec::with_capacity(outputs.len());
+        for o in &outputs {
+            let view = &o.feature.view;
+            let i = match served.iter().position(|(v, _)| v == view) {
+                Some(i) => i,
+                None => {
+                    let labels = FeatureStatus::ALL.map(FeatureStatus::as_str);
+                    served.push((view.clone(), crate::telemetry::served_keys(view, labels)));
+                    served.len() - 1
+                }
+            };
+            served_of.push(i);
+        }
         Ok(Self {
             version: snap.version,
+            served,
+            served_of,
             key_groups,
             views,
             agg_views,
@@ -1032,9 +1053,9 @@ impl FeatureStore {
 /// row statuses and the output's null count (row by row only when the
 /// last-known-good cache answered), then one counter update per (view, status).
 fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer>], n: usize) {
-    let mut per_view: Vec<(&str, [u64; 6])> = Vec::new();
+    let mut per_view: Vec<[u64; 6]> = vec![[0; 6]; p.served.len()];
     let mut row_counts: Vec<Option<[u64; 7]>> = vec![None; rows.len()];
-    for (o, nulls) in p.outputs.iter().zip(raw_valid) {
+    for (oi, (o, nulls)) in p.outputs.iter().zip(raw_valid).enumerate() {
         let mut c = [0u64; 6];
         let nulls_n = nulls.as_ref().map_or(0, NullBuffer::null_count) as u64;
         match o.source {
@@ -1076,15 +1097,14 @@ fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer
                 }
             }
         }
-        let view = o.feature.view.as_str();
-        match per_view.iter_mut().find(|(v, _)| *v == view) {
-            Some((_, acc)) => acc.iter_mut().zip(c).for_each(|(a, x)| *a += x),
-            None => per_view.push((view, c)),
-        }
+        per_view[p.served_of[oi]]
+            .iter_mut()
+            .zip(c)
+            .for_each(|(a, x)| *a += x);
     }
-    for (view, c) in per_view {
-        for (st, k) in FeatureStatus::ALL.iter().zip(c) {
-            crate::telemetry::record_served(view, st.as_str(), k);
+    for ((_, keys), c) in p.served.iter().zip(per_view) {
+        for (key, k) in keys.iter().zip(c) {
+            crate::telemetry::add_to(key, k);
         }
     }
 }
