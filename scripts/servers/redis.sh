@@ -73,7 +73,15 @@ _redis_wait_ping() {
 # A throwaway CA and a server certificate for 127.0.0.1, valid for a day.
 _redis_make_certs() {
     local d="$1"
-    command -v openssl >/dev/null 2>&1 || { _redis_log "openssl CLI missing"; return 1; }
+    if ! command -v openssl >/dev/null 2>&1; then
+        _redis_log "installing openssl (Debian package) for the TLS node's certificates"
+        local sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q openssl >/dev/null 2>&1 \
+            || { DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q >/dev/null 2>&1 || true
+                 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q openssl >/dev/null; } \
+            || { _redis_log "openssl CLI missing and not installable"; return 1; }
+    fi
     (
         cd "$d" || exit 1
         openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=fstore test CA" \
@@ -90,7 +98,7 @@ _redis_start_node() {
     local port="$1" extra="${2:-}"
     mkdir -p "$FSTORE_TEST_REDIS_DIR/$port"
     sh -c "$(_redis_cmd "$port" "$extra")" || return 1
-    _redis_wait_ping "$port"
+    _redis_wait_ping "$port" || { tail -n 20 "$FSTORE_TEST_REDIS_DIR/$port/redis.log" >&2; return 1; }
 }
 
 start_redis() {
