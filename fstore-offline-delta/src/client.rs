@@ -216,6 +216,10 @@ impl Client {
                     Some("false"),
                 )
                 .with_comment("fstore feature view history")
+                // No commit retries: a writer that loses the race for version 0
+                // must fail and load the winner's table, not commit a second
+                // CREATE on top of it (an extra version and a new table id).
+                .with_commit_properties(CommitProperties::default().with_max_retries(0))
                 .await;
             match created {
                 Ok(t) => return Ok(t),
