@@ -467,7 +467,7 @@ mod tests {
         for i in 0..400i64 {
             // two users, events every ~37 minutes over ~10 days, some null amounts,
             // some exactly on hour boundaries
-            let t = 1_700_000_000_000_000 / H * H + i * 37 * 60_000_000 + (i % 3) * 1;
+            let t = 1_700_000_000_000_000 / H * H + i * 37 * 60_000_000 + (i % 3);
             let amount = if i % 7 == 0 { None } else { Some(i % 50 - 10) };
             evs.push((i % 2, t, amount, merchants[(i % 4) as usize]));
         }

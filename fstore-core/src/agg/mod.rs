@@ -57,7 +57,7 @@ use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 
 use crate::codec::{ColumnBuilder, encode_entity_keys};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, JoinKey, ResolvedView, Value, ValueType};
+use crate::model::{AggFunction, Aggregation, JoinKey, ResolvedView, Value, ValueType};
 use crate::online::{Tile, TileWrite};
 use crate::time::{duration_micros, timestamp_micros};
 
@@ -243,6 +243,19 @@ fn overflow(view: &str, a: &Aggregation, at: &str) -> Error {
 }
 
 impl Tiles {
+    fn new() -> Self {
+        Self {
+            start: Vec::new(),
+            state: Vec::new(),
+            lo: Vec::new(),
+            hi: Vec::new(),
+            max_created: Vec::new(),
+            off: Vec::new(),
+        }
+    }
+
+    /// The tiles of every group. `evs` in sorted order (`evs[p]` is the
+    /// event at sorted position `p`).
     fn build(
         h: &History,
         evs: &[Ev],
@@ -251,16 +264,33 @@ impl Tiles {
         view: &str,
         a: &Aggregation,
     ) -> Result<Self> {
-        let mut t = Self {
-            start: Vec::new(),
-            state: Vec::new(),
-            lo: Vec::new(),
-            hi: Vec::new(),
-            max_created: Vec::new(),
-            off: Vec::with_capacity(h.n_groups() + 1),
-        };
+        let mut t = Self::new();
+        t.fill(h, evs, empty, r, view, a, 0..h.n_groups())?;
+        Ok(t)
+    }
+
+    /// Replaces the contents (keeping the buffers) with the tiles of
+    /// `groups`; `off` is then relative to `groups.start`.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    fn fill(
+        &mut self,
+        h: &History,
+        evs: &[Ev],
+        empty: &State,
+        r: i64,
+        view: &str,
+        a: &Aggregation,
+        groups: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let t = self;
+        t.start.clear();
+        t.state.clear();
+        t.lo.clear();
+        t.hi.clear();
+        t.max_created.clear();
+        t.off.clear();
         t.off.push(0);
-        for g in 0..h.n_groups() {
+        for g in groups {
             let mut cur = i64::MIN;
             for p in h.off[g]..h.off[g + 1] {
                 let s = floor_to(h.ts[p], r);
@@ -274,14 +304,14 @@ impl Tiles {
                 }
                 let k = t.start.len() - 1;
                 t.state[k]
-                    .add(&evs[h.row[p] as usize], h.ts[p], h.created[p])
+                    .add(&evs[p], h.ts[p], h.created[p])
                     .map_err(|_| overflow(view, a, "within one hop tile"))?;
                 t.hi[k] = p + 1;
                 t.max_created[k] = t.max_created[k].max(h.created[p]);
             }
             t.off.push(t.start.len());
         }
-        Ok(t)
+        Ok(())
     }
 }
 
@@ -333,53 +363,130 @@ pub fn aggregate(
     drop(spine_keys);
     let cutoff = opts.created_cutoff && view.created_timestamp_column.is_some();
 
-    let mut out = Vec::with_capacity(view.aggregations.len());
+    // Spine rows with a key, sorted by (group, t): consecutive rows share a
+    // group's tiles and events (cache-friendly); results go back to spine order.
+    let mut order: Vec<u32> = (0..spine_ts.len() as u32)
+        .filter(|&i| spine_groups[i as usize].is_some())
+        .collect();
+    order.sort_unstable_by_key(|&i| (spine_groups[i as usize], spine_ts[i as usize]));
+
+    // Each input column is extracted once per kind of event the functions
+    // need, in sorted event order, and shared by the features using it.
+    let mut events: HashMap<(String, u8), Vec<Ev>> = HashMap::new();
     for (a, input) in &view.aggregations {
-        let evs = extract_all(view.batches, a, input)?;
+        let key = (a.column.clone(), ev_kind(a.function));
+        if let std::collections::hash_map::Entry::Vacant(e) = events.entry(key) {
+            e.insert(sorted_events(&h, &extract_all(view.batches, a, input)?));
+        }
+    }
+
+    let one = |(a, input): &(Aggregation, ValueType)| -> Result<ArrayRef> {
+        let evs = &events[&(a.column.clone(), ev_kind(a.function))];
         let empty = State::new(a.function, input);
         let r = duration_micros(a.effective_hop()).max(1);
         let w = a.window.map(duration_micros);
-        let tiles = Tiles::build(&h, &evs, &empty, r, &view.name, a)?;
-        let out_type = a.function.output_type(input);
-        let mut b = ColumnBuilder::new(&out_type);
-        for (i, (g, &t)) in spine_groups.iter().zip(&spine_ts).enumerate() {
-            let mut st = empty.clone();
-            if let Some(g) = *g {
-                let g = g as usize;
-                let lo = w.map_or(i64::MIN, |w| floor_to(t.saturating_sub(w), r));
-                let head = floor_to(t, r);
-                let ts_tiles = &tiles.start[tiles.off[g]..tiles.off[g + 1]];
-                let a0 = tiles.off[g] + ts_tiles.partition_point(|s| *s < lo);
-                let a1 = tiles.off[g] + ts_tiles.partition_point(|s| *s < head);
-                let fold = |st: &mut State, from: usize, to: usize| -> Result<()> {
-                    for p in from..to {
-                        if cutoff && h.created[p] > t {
-                            continue;
-                        }
-                        st.add(&evs[h.row[p] as usize], h.ts[p], h.created[p])
-                            .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
-                    }
-                    Ok(())
-                };
-                for k in a0..a1 {
-                    if cutoff && tiles.max_created[k] > t {
-                        fold(&mut st, tiles.lo[k], tiles.hi[k])?;
-                    } else {
-                        st.merge(&tiles.state[k])
-                            .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
-                    }
-                }
-                let ev_ts = &h.ts[h.off[g]..h.off[g + 1]];
-                let e0 = h.off[g] + ev_ts.partition_point(|x| *x < head.max(lo));
-                let e1 = h.off[g] + ev_ts.partition_point(|x| *x <= t);
-                fold(&mut st, e0, e1)?;
+        // One group at a time (spine rows are sorted by group): its tiles are
+        // built into reused buffers that stay in cache; groups without spine
+        // rows are never tiled.
+        let mut tiles = Tiles::new();
+        let mut tiled = usize::MAX;
+        let empty_value = empty.finish(a.function);
+        let mut values: Vec<Option<Value>> = vec![empty_value; spine_ts.len()];
+        for &i in &order {
+            let i = i as usize;
+            let t = spine_ts[i];
+            let Some(g) = spine_groups[i] else { continue };
+            let g = g as usize;
+            if g != tiled {
+                tiles.fill(&h, evs, &empty, r, &view.name, a, g..g + 1)?;
+                tiled = g;
             }
-            match st.finish(a.function) {
-                Some(v) => b.push_value(&v),
+            let mut st = empty.clone();
+            let lo = w.map_or(i64::MIN, |w| floor_to(t.saturating_sub(w), r));
+            let head = floor_to(t, r);
+            let a0 = tiles.start.partition_point(|s| *s < lo);
+            let a1 = tiles.start.partition_point(|s| *s < head);
+            #[allow(clippy::needless_range_loop)]
+            let fold = |st: &mut State, from: usize, to: usize| -> Result<()> {
+                for p in from..to {
+                    if cutoff && h.created[p] > t {
+                        continue;
+                    }
+                    st.add(&evs[p], h.ts[p], h.created[p])
+                        .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
+                }
+                Ok(())
+            };
+            for k in a0..a1 {
+                if cutoff && tiles.max_created[k] > t {
+                    fold(&mut st, tiles.lo[k], tiles.hi[k])?;
+                } else {
+                    st.merge(&tiles.state[k])
+                        .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
+                }
+            }
+            let ev_ts = &h.ts[h.off[g]..h.off[g + 1]];
+            let e0 = h.off[g] + ev_ts.partition_point(|x| *x < head.max(lo));
+            let e1 = h.off[g] + ev_ts.partition_point(|x| *x <= t);
+            fold(&mut st, e0, e1)?;
+            values[i] = st.finish(a.function);
+        }
+        let mut b = ColumnBuilder::new(&a.function.output_type(input));
+        for v in &values {
+            match v {
+                Some(v) => b.push_value(v),
                 None => b.push_null(),
             }
         }
-        out.push(b.finish());
+        Ok(b.finish())
+    };
+
+    // Features are independent: computed on all cores when the work is large
+    // enough; errors are reported in feature order (deterministic).
+    let n_aggs = view.aggregations.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(n_aggs);
+    let mut results: Vec<Option<Result<ArrayRef>>> = (0..n_aggs).map(|_| None).collect();
+    if threads > 1 && spine_ts.len().saturating_mul(n_aggs) >= 1 << 16 {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<Vec<(usize, Result<ArrayRef>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(agg) = view.aggregations.get(k) else {
+                                break;
+                            };
+                            mine.push((k, one(agg)));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (k, r) in done.into_iter().flatten() {
+            results[k] = Some(r);
+        }
+    } else {
+        for (k, agg) in view.aggregations.iter().enumerate() {
+            results[k] = Some(one(agg));
+        }
+    }
+    let mut out = Vec::with_capacity(n_aggs);
+    for (k, r) in results.into_iter().enumerate() {
+        out.push(r.unwrap_or_else(|| {
+            Err(Error::invalid(format!(
+                "aggregation feature '{}:{}': worker thread panicked",
+                view.name, view.aggregations[k].0.name
+            )))
+        })?);
     }
     Ok(out)
 }
@@ -407,6 +514,22 @@ fn spine_key_bytes(b: &RecordBatch, keys: &[JoinKey]) -> Result<Vec<Option<Vec<u
         .iter()
         .map(|v| if *v { enc.next() } else { None })
         .collect())
+}
+
+/// The kind of event values a function folds (functions of one kind over one
+/// column share the extracted events).
+fn ev_kind(f: AggFunction) -> u8 {
+    match f {
+        AggFunction::Count => 0,
+        AggFunction::First | AggFunction::Last | AggFunction::LastN(_) => 1,
+        AggFunction::ApproxCountDistinct => 2,
+        _ => 3,
+    }
+}
+
+/// `evs` (in row order) permuted to the history's sorted order.
+fn sorted_events(h: &History, evs: &[Ev]) -> Vec<Ev> {
+    h.row.iter().map(|&r| evs[r as usize].clone()).collect()
 }
 
 fn extract_all(batches: &[RecordBatch], a: &Aggregation, input: &ValueType) -> Result<Vec<Ev>> {
@@ -570,7 +693,7 @@ pub(crate) fn build_tile_writes(
         })
         .collect();
     for a in aggs {
-        let evs = extract_all(batches, &a.agg, &a.input)?;
+        let evs = sorted_events(&h, &extract_all(batches, &a.agg, &a.input)?);
         let tiles = Tiles::build(&h, &evs, &a.empty, a.r, rv.name(), &a.agg)?;
         let keep_from = from.map_or(i64::MIN, |f| floor_to(f, a.r));
         let keep_until = until.map_or(i64::MAX, |u| floor_to(u, a.r));
