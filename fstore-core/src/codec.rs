@@ -826,7 +826,7 @@ impl DecoderIndex {
     /// UTF-8), anything else is checked to be UTF-8 and looked up by name.
     fn lookup(&self, k: usize, name: &[u8]) -> Result<Option<usize>> {
         match self.stored.get(k) {
-            Some((n, i)) if n.as_bytes() == name => Ok(*i),
+            Some((n, i)) if same_bytes(n.as_bytes(), name) => Ok(*i),
             _ => {
                 let name = std::str::from_utf8(name)
                     .map_err(|_| Error::invalid("feature payload: name is not UTF-8"))?;
@@ -834,6 +834,13 @@ impl DecoderIndex {
             }
         }
     }
+}
+
+/// `a == b` for short names, compared inline (a `memcmp` call per payload
+/// entry costs more than the comparison itself).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The payload tag of an 8-byte fixed-width type (int64, float64, timestamp).
