@@ -360,14 +360,20 @@ pub(crate) struct Prepared {
     scratch: Mutex<Vec<Box<Scratch>>>,
 }
 
-/// Requests with at most this many rows take their working memory (and the
-/// output arrays of 8-byte columns, see [`crate::codec::PooledColumn`]) from
-/// the prepared request's pool and give it back; larger ones allocate their
-/// own (amortized over the rows) so the pool never holds large buffers.
-const SCRATCH_MAX_ROWS: usize = 16;
+/// Requests with at most this many rows take their working memory (keys,
+/// slots, decoder state) from the prepared request's pool and give it back;
+/// larger ones allocate their own (amortized over the rows), so the pool never
+/// holds large buffers.
+const SCRATCH_MAX_ROWS: usize = 128;
+
+/// Requests with at most this many rows also reuse the output arrays of
+/// 8-byte columns ([`crate::codec::PooledColumn`]); each pooled array keeps
+/// its last response's values buffer alive, so only small ones are pooled.
+const COLUMN_POOL_MAX_ROWS: usize = 16;
 
 /// Most pooled [`Scratch`]es per prepared request (about one per request in
-/// flight at once; each holds a few KB for a 100-feature selection).
+/// flight at once; each holds a few KB to a few tens of KB: keys of up to
+/// [`SCRATCH_MAX_ROWS`] rows, arrays of up to [`COLUMN_POOL_MAX_ROWS`]).
 const SCRATCH_POOL: usize = 64;
 
 /// Per-request working memory of [`FeatureStore::serve`], kept between
@@ -931,6 +937,7 @@ impl FeatureStore {
         }
         let now = to_micros(now.unwrap_or_else(Utc::now));
         let small = n <= SCRATCH_MAX_ROWS;
+        let reuse_columns = n <= COLUMN_POOL_MAX_ROWS;
         let mut scratch = if small {
             p.take_scratch()
         } else {
@@ -1050,7 +1057,7 @@ impl FeatureStore {
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
-            let pool = small.then_some(&mut pools[vi]);
+            let pool = reuse_columns.then_some(&mut pools[vi]);
             decoders[vi] = dec.finish_into(&mut view_cols[vi], pool);
         }
 

@@ -1218,6 +1218,15 @@ async fn reused_request_memory_never_leaks_between_responses() {
         vec![FeatureStatus::NotFound]
     );
     drop((r4, r5));
+    // past the size whose output arrays are pooled, then small again
+    let ids: Vec<i64> = (0..40).map(|i| i % 5 + 1).collect();
+    let r = get(ids.clone()).await;
+    let expect: Vec<_> = ids
+        .iter()
+        .map(|&i| if i == 5 { None } else { want(i) })
+        .collect();
+    assert_eq!(values(&r), expect);
+    drop(r);
     for i in [2, 4, 1] {
         let r = get(vec![i]).await;
         assert_eq!(values(&r), vec![want(i)]);
