@@ -357,7 +357,7 @@ pub(crate) struct Prepared {
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
     /// Working memory of finished small requests, reused by the next ones.
-    scratch: Mutex<Vec<Box<Scratch>>>,
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 /// Requests with at most this many rows take their working memory (keys,
@@ -591,7 +591,7 @@ impl Prepared {
     }
 
     /// Working memory from the pool (or a new one).
-    fn take_scratch(&self) -> Box<Scratch> {
+    fn take_scratch(&self) -> Scratch {
         self.scratch
             .lock()
             .ok()
@@ -600,7 +600,7 @@ impl Prepared {
     }
 
     /// Gives working memory back to the pool (unless it is full).
-    fn put_scratch(&self, s: Box<Scratch>) {
+    fn put_scratch(&self, s: Scratch) {
         if let Ok(mut v) = self.scratch.lock()
             && v.len() < SCRATCH_POOL
         {
@@ -941,7 +941,7 @@ impl FeatureStore {
         let mut scratch = if small {
             p.take_scratch()
         } else {
-            Box::default()
+            Scratch::default()
         };
         let Scratch {
             encoded,
@@ -953,7 +953,7 @@ impl FeatureStore {
             view_cols,
             served,
             row_counts,
-        } = &mut *scratch;
+        } = &mut scratch;
 
         // Keys: one encoding per join-key group (sorted by name when
         // prepared), one backend key per distinct (view, entity).
