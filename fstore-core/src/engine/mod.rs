@@ -599,6 +599,60 @@ pub fn execute(
     execute_stream(plan, ctx).map_err(from_df)
 }
 
+/// Streams `stream` batch by batch into the Parquet file `path` and returns the
+/// rows written. The file is written under a temporary name in the same
+/// directory (`.NAME.tmp-PID`) and renamed to `path` only after the last batch
+/// and the footer are written, so a failed run leaves no file that looks complete
+/// (the temporary file is removed).
+///
+/// # Errors
+/// The stream's first error ([`from_df`]); the directory or file cannot be written.
+pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("'{}' is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |e: std::io::Error, what: &Path| {
+        Error::invalid(format!("cannot write '{}': {e}", what.display()))
+    };
+    let result = async {
+        let file = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
+        let mut writer =
+            ArrowWriter::try_new(file, stream.schema(), None).map_err(|e| Error::Backend {
+                backend: BACKEND,
+                message: format!("parquet writer for '{}': {e}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(from_df)?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| Error::Backend {
+                backend: BACKEND,
+                message: format!("writing '{}': {e}", tmp.display()),
+                source: Some(Box::new(e)),
+            })?;
+        }
+        writer.close().map_err(|e| Error::Backend {
+            backend: BACKEND,
+            message: format!("closing '{}': {e}", tmp.display()),
+            source: Some(Box::new(e)),
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| io(e, path))?;
+        Ok(rows)
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// [`crate::pit::point_in_time_join`] run by the engine over in-memory inputs:
 /// the spine and each view become [`memory_plan`]s of `config.partitions`
 /// partitions, the plan runs under `config`'s memory limit and batch size, and

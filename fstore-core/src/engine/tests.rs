@@ -478,3 +478,149 @@ fn unwritable_spill_dir_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[test]
+fn parquet_spine_in_parquet_out_equals_the_pure_join() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (spine, view) = large_case(20_000, 40_000);
+    let dir = tempfile::tempdir().unwrap();
+    // the spine as three files: file order, then row order, is spine order
+    let mut files = Vec::new();
+    for (i, part) in [
+        spine.slice(0, 7_000),
+        spine.slice(7_000, 6_000),
+        spine.slice(13_000, 7_000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = dir.path().join(format!("spine-{i}.parquet"));
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), spine.schema(), None).unwrap();
+        w.write(part).unwrap();
+        w.close().unwrap();
+        files.push(p);
+    }
+    let view_batches = chunks(&view, 4096);
+    let pv = PitView {
+        name: "v".into(),
+        join_keys: vec!["a".into()],
+        event_timestamp_column: "event".into(),
+        created_timestamp_column: None,
+        ttl: Some(Duration::from_secs(3_000)),
+        features: vec![Field::new("s", DataType::Utf8, true)],
+        batches: &view_batches,
+    };
+    let want = crate::pit::point_in_time_join(&[spine.clone()], "t", &[pv], &PitOptions::default())
+        .unwrap();
+    let out = dir.path().join("out.parquet");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(3_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&view_batches, view.schema(), 3).unwrap(),
+        };
+        let plan = pit_join_plan(
+            parquet_plan(&files, 3).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            3,
+        )
+        .unwrap();
+        let session = EngineConfig::default()
+            .with_batch_size(1000)
+            .session()
+            .unwrap();
+        write_parquet(execute(plan, session.task_ctx()).unwrap(), &out)
+            .await
+            .unwrap()
+    });
+    assert_eq!(rows, 20_000);
+    // nothing but the result is left in the directory
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "out.parquet",
+            "spine-0.parquet",
+            "spine-1.parquet",
+            "spine-2.parquet"
+        ]
+    );
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let got: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got.num_rows(), want.num_rows());
+    for (g, w) in got.columns().iter().zip(want.columns()) {
+        assert_eq!(g.to_data(), w.to_data());
+    }
+}
+
+#[test]
+fn a_failed_run_leaves_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.parquet");
+    let (spine, view) = small_inputs();
+    let null_ev = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "event",
+            Arc::new(TimestampSecondArray::from(vec![None, Some(3)]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+        ("v", Arc::new(Int64Array::from(vec![7, 8]))),
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: None,
+            features: vec![Field::new("v", DataType::Int64, true)],
+            input: memory_plan(&[null_ev.clone()], null_ev.schema(), 1).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(&[spine.clone()], spine.schema(), 1).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            2,
+        )
+        .unwrap();
+        let session = EngineConfig::default().session().unwrap();
+        write_parquet(execute(plan, session.task_ctx()).unwrap(), &out)
+            .await
+            .unwrap_err()
+    });
+    let _ = view;
+    assert!(e.to_string().contains("'event'"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a file was left behind"
+    );
+}
