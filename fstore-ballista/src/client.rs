@@ -1,15 +1,20 @@
 //! The client side: a DataFusion `SessionContext` whose queries run on a Ballista
 //! scheduler, with fstore's codecs registered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::protobuf::PhysicalPlanNode;
 use fstore_core::{Error, Result};
 
+use crate::codec::FstorePhysicalCodec;
 use crate::{BACKEND, DEFAULT_SCHEDULER_PORT};
 
 /// Options for [`connect_with`].
@@ -46,16 +51,86 @@ impl ClientOptions {
     }
 }
 
-/// A `SessionContext` whose queries run on the Ballista scheduler at `url`, with
-/// fstore's codecs registered ([`connect_with`] with default options).
+/// A connection to a Ballista scheduler with fstore's codec registered: SQL and
+/// DataFrame queries through [`BallistaSession::context`], fstore's engine plans
+/// (physical plans with fstore's nodes) through [`BallistaSession::execute`].
+#[derive(Clone)]
+pub struct BallistaSession {
+    endpoint: String,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for BallistaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BallistaSession")
+            .field("endpoint", &self.endpoint)
+            .field("session_id", &self.ctx.session_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BallistaSession {
+    /// The scheduler's gRPC endpoint (`http://host:port`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A DataFusion context whose SQL and DataFrame queries run on the cluster.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs a physical plan (for example fstore's point-in-time join plan) on the
+    /// cluster with this session's settings ([`BallistaSession::execute_with`]).
+    ///
+    /// # Errors
+    /// See [`BallistaSession::execute_with`].
+    pub async fn execute(&self, plan: Arc<dyn ExecutionPlan>) -> Result<SendableRecordBatchStream> {
+        self.execute_with(plan, self.ctx.copied_config()).await
+    }
+
+    /// Runs a physical plan on the cluster with the given settings (batch size,
+    /// target partitions, …): the plan is encoded with [`FstorePhysicalCodec`],
+    /// submitted to the scheduler as one job, split into stages at its
+    /// repartitions and run by the executors; the stream yields the plan's
+    /// (single) output partition, fetched from the executor that computed it.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] (backend `ballista`) when the plan cannot be encoded or
+    /// the scheduler rejects the job; errors of the job itself (a failed task,
+    /// an fstore error raised inside the plan) come through the stream.
+    pub async fn execute_with(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: SessionConfig,
+    ) -> Result<SendableRecordBatchStream> {
+        let config = config
+            .upgrade_for_ballista()
+            .with_ballista_adaptive_query_planner(false);
+        let ballista = config.ballista_config();
+        execute_physical_plan::<PhysicalPlanNode>(
+            self.endpoint.clone(),
+            &ballista,
+            plan,
+            &FstorePhysicalCodec::default(),
+            self.ctx.session_id(),
+            config,
+        )
+        .await
+        .map_err(|e| Error::backend(BACKEND, "cannot submit the plan to the scheduler", e))
+    }
+}
+
+/// Connects to the Ballista scheduler at `url` with default options
+/// ([`connect_with`]).
 ///
 /// # Errors
 /// See [`connect_with`].
-pub async fn connect(url: &str) -> Result<SessionContext> {
+pub async fn connect(url: &str) -> Result<BallistaSession> {
     connect_with(url, ClientOptions::default()).await
 }
 
-/// A `SessionContext` whose queries run on the Ballista scheduler at `url`.
+/// Connects to the Ballista scheduler at `url`.
 ///
 /// `url` is `df://host[:port]` (Ballista's form), `http://host[:port]` or
 /// `host[:port]`; the port defaults to 50050.
@@ -70,17 +145,21 @@ pub async fn connect(url: &str) -> Result<SessionContext> {
 /// - [`Error::Unavailable`] (backend `ballista`, retryable) when nothing at the URL
 ///   accepts a gRPC connection within [`ClientOptions::connect_timeout`]; the
 ///   message names the URL.
-pub async fn connect_with(url: &str, opts: ClientOptions) -> Result<SessionContext> {
+pub async fn connect_with(url: &str, opts: ClientOptions) -> Result<BallistaSession> {
     let endpoint = scheduler_endpoint(url)?;
     probe(&endpoint, opts.connect_timeout).await?;
     let config = opts.config.unwrap_or_else(SessionConfig::new_with_ballista);
+    let config = config.with_ballista_physical_extension_codec(FstorePhysicalCodec::shared());
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .build()
-        .upgrade_for_ballista(endpoint)
+        .upgrade_for_ballista(endpoint.clone())
         .map_err(datafusion_error)?;
-    Ok(SessionContext::new_with_state(state))
+    Ok(BallistaSession {
+        endpoint,
+        ctx: SessionContext::new_with_state(state),
+    })
 }
 
 /// Maps a DataFusion error (as returned by queries on a Ballista context) to

@@ -14,6 +14,7 @@ use ballista_scheduler::scheduler_process::start_server;
 use fstore_core::{Error, Result};
 
 use crate::BACKEND;
+use crate::codec::FstorePhysicalCodec;
 
 /// The line prefix [`run_scheduler`] prints on stdout whenever the set of
 /// registered executors changes: `fstore-ballista: executors registered: N`.
@@ -33,6 +34,7 @@ pub fn scheduler_config(bind_host: &str, port: u16, external_host: &str) -> Sche
         bind_port: port,
         external_host: external_host.to_owned(),
         task_distribution: TaskDistributionPolicy::RoundRobin,
+        override_physical_codec: Some(FstorePhysicalCodec::shared()),
         ..SchedulerConfig::default()
     }
 }
@@ -57,6 +59,7 @@ pub fn executor_config(
         grpc_port,
         scheduler_host: scheduler_host.to_owned(),
         scheduler_port,
+        override_physical_codec: Some(FstorePhysicalCodec::shared()),
         ..ExecutorProcessConfig::default()
     }
 }
