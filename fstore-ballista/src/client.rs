@@ -92,7 +92,8 @@ impl BallistaSession {
     /// Runs a physical plan on the cluster with the given settings (batch size,
     /// target partitions, …): the plan is encoded with [`FstorePhysicalCodec`],
     /// submitted to the scheduler as one job, split into stages at its
-    /// repartitions and run by the executors; the stream yields the plan's
+    /// repartitions by Ballista's static planner (the adaptive one is switched
+    /// off for these jobs) and run by the executors; the stream yields the plan's
     /// (single) output partition, fetched from the executor that computed it.
     ///
     /// # Errors
@@ -104,6 +105,10 @@ impl BallistaSession {
         plan: Arc<dyn ExecutionPlan>,
         config: SessionConfig,
     ) -> Result<SendableRecordBatchStream> {
+        // The static planner cuts the plan at its repartitions and runs it as
+        // built. Ballista's adaptive planner re-plans stages from runtime
+        // statistics (partition counts, join strategies) and knows nothing of
+        // PitJoinExec, whose two inputs must stay hash-partitioned alike.
         let config = config
             .upgrade_for_ballista()
             .with_ballista_adaptive_query_planner(false);
