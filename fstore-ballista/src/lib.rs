@@ -19,7 +19,7 @@
 //! each stage again, and the executors decode the stages: every process of a
 //! cluster must register the same codec, which is why fstore ships its own
 //! scheduler and executor entry points rather than Ballista's stock binaries
-//! (those fail such a job with "PhysicalExtensionCodec is not provided").
+//! (with those, such a job fails: its tasks cannot be decoded).
 //!
 //! ```no_run
 //! # async fn run() -> fstore_core::Result<()> {

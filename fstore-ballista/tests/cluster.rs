@@ -378,7 +378,10 @@ impl Rng {
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
 const T0: i64 = 1_704_067_200_000_000; // 2024-01-01Z
-const TTL_DAYS: i64 = 5;
+const TTL_DAYS: i64 = 2;
+/// Users: about 11 profile rows each over 30 days, so the 2-day TTL both hits
+/// and misses.
+const USERS: u64 = 400;
 
 fn ts(v: Vec<Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
@@ -426,7 +429,7 @@ fn profile_batches(rng: &mut Rng) -> Vec<RecordBatch> {
                     )
                 } else {
                     let e = T0 + rng.below((30 * DAY) as u64);
-                    (rng.below(60), e, e + rng.below((2 * HOUR) as u64))
+                    (rng.below(USERS), e, e + rng.below((2 * HOUR) as u64))
                 };
                 users.push(u);
                 events.push(e);
@@ -454,7 +457,7 @@ fn txn_batches(rng: &mut Rng) -> Vec<RecordBatch> {
             let (mut users, mut merchants, mut events, mut amount, mut channel) =
                 (vec![], vec![], vec![], vec![], vec![]);
             for _ in 0..n {
-                users.push(rng.below(60));
+                users.push(rng.below(USERS / 4));
                 merchants.push(format!("m{}", rng.below(4)));
                 events.push(Some(T0 + rng.below((30 * DAY) as u64)));
                 amount.push((!rng.chance(5)).then(|| rng.below(10_000) - 500));
@@ -510,7 +513,7 @@ fn spine_batches(rng: &mut Rng, profile: &[RecordBatch]) -> Vec<RecordBatch> {
                     )
                 } else {
                     (
-                        (!rng.chance(3)).then(|| rng.below(62)),
+                        (!rng.chance(3)).then(|| rng.below(USERS + 8)),
                         T0 + rng.below((32 * DAY) as u64),
                     )
                 };
