@@ -152,8 +152,9 @@ impl EngineConfig {
     }
 
     /// A DataFusion session with this config: batch size, target partitions, a
-    /// [`FairSpillPool`](datafusion::execution::memory_pool::FairSpillPool) of
-    /// `memory_limit` bytes, spilling to `spill_dir`.
+    /// memory pool of `memory_limit` bytes (half shared fairly by the operators
+    /// that spill, half for the merges of spill files, which cannot), spilling to
+    /// `spill_dir` with at most `spill_merge_fan_in` files per merge pass.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the spill directory does not exist or cannot be
