@@ -111,6 +111,18 @@ pub struct HistoricalToResult {
     pub view_versions: BTreeMap<String, u64>,
 }
 
+impl HistoricalToResult {
+    /// A result of `rows` rows read at `view_versions` (for stores that run the
+    /// join themselves; the facade sets the registry version).
+    pub fn new(rows: u64, view_versions: BTreeMap<String, u64>) -> Self {
+        Self {
+            rows,
+            registry_version: 0,
+            view_versions,
+        }
+    }
+}
+
 impl FeatureStore {
     /// Builds a point-in-time-correct training set with the engine and streams it
     /// to the Parquet file `sink` ([semantics §12](crate::docs::semantics)): the
@@ -118,7 +130,9 @@ impl FeatureStore {
     /// on the same spine.
     ///
     /// # Behavior
-    /// The spine's time bounds are read first (the timestamp column only); each
+    /// A store that declares [`crate::OfflineCapabilities::runs_join`] gets the
+    /// request ([`crate::OfflineStore::historical_to`]). Otherwise the spine's
+    /// time bounds are read first (the timestamp column only); each
     /// view is scanned over `[min - ttl, max]`, projected to the requested
     /// features, at the pinned version if any, and streamed into the plan. The
     /// file is written under a temporary name and renamed at the end.
@@ -145,6 +159,14 @@ impl FeatureStore {
             });
         }
         self.note_deprecated(defs, &plan.view_names());
+        if self.offline.capabilities().runs_join {
+            let mut r = self
+                .offline
+                .historical_to(&plan.views, &plan.refs, req, sink)
+                .await?;
+            r.registry_version = snap.version;
+            return Ok(r);
+        }
         let cfg = &req.engine;
         let session = cfg.session()?;
         let ts = &req.timestamp_column;
@@ -408,5 +430,89 @@ mod tests {
                 "column {i}"
             );
         }
+    }
+
+    /// A store that declares it runs the join, and records the request.
+    #[derive(Debug)]
+    struct Delegating {
+        inner: crate::InMemoryOfflineStore,
+        calls: std::sync::Mutex<Vec<(Vec<String>, usize, PathBuf)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::OfflineStore for Delegating {
+        fn backend(&self) -> &'static str {
+            "delegating"
+        }
+        fn capabilities(&self) -> crate::OfflineCapabilities {
+            crate::OfflineCapabilities::versioned().with_runs_join(true)
+        }
+        async fn write(
+            &self,
+            view: &ResolvedView,
+            batch: RecordBatch,
+        ) -> Result<crate::OfflineWriteSummary> {
+            self.inner.write(view, batch).await
+        }
+        async fn scan(&self, view: &ResolvedView, req: &ScanRequest) -> Result<crate::ScanResult> {
+            self.inner.scan(view, req).await
+        }
+        async fn latest_version(&self, view: &ResolvedView) -> Result<Option<u64>> {
+            self.inner.latest_version(view).await
+        }
+        async fn delete_view(&self, view: &ResolvedView) -> Result<()> {
+            self.inner.delete_view(view).await
+        }
+        async fn historical_to(
+            &self,
+            views: &[(ResolvedView, Vec<String>)],
+            refs: &[crate::model::FeatureRef],
+            _req: &HistoricalToRequest,
+            sink: &Path,
+        ) -> Result<HistoricalToResult> {
+            self.calls.lock().unwrap().push((
+                views.iter().map(|(v, _)| v.name().to_owned()).collect(),
+                refs.len(),
+                sink.to_path_buf(),
+            ));
+            Ok(HistoricalToResult::new(
+                42,
+                BTreeMap::from([("v".to_owned(), 9)]),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_runs_the_join_gets_the_request() {
+        let store = Arc::new(Delegating {
+            inner: crate::InMemoryOfflineStore::default(),
+            calls: Default::default(),
+        });
+        let fs = FeatureStore::builder()
+            .with_offline(Arc::clone(&store) as Arc<crate::DynOfflineStore>)
+            .build()
+            .unwrap();
+        fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+            .await
+            .unwrap();
+        let sink = PathBuf::from("/nonexistent/out.parquet");
+        let r = fs
+            .historical_to(
+                &HistoricalToRequest::new(
+                    vec![PathBuf::from("/nonexistent/spine.parquet")],
+                    "ts",
+                    FeatureSelection::refs(["v:score"]).unwrap(),
+                ),
+                &sink,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.rows, 42);
+        assert_eq!(r.view_versions.get("v"), Some(&9));
+        assert_eq!(r.registry_version, fs.snapshot().await.unwrap().version);
+        assert_eq!(
+            *store.calls.lock().unwrap(),
+            vec![(vec!["v".to_owned()], 1, sink)]
+        );
     }
 }
