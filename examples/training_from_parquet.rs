@@ -66,6 +66,7 @@ struct Args {
     views: Vec<ViewArg>,
     out: Option<PathBuf>,
     options: PitOptions,
+    engine: fstore_examples::engine_args::EngineArgs,
 }
 
 fn parse_view(spec: &str) -> Result<ViewArg, String> {
@@ -127,13 +128,22 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--created-cutoff" => args.options = args.options.with_created_cutoff(true),
             "--assume-utc" => args.options = args.options.with_assume_utc(true),
-            "-h" | "--help" => return Err(USAGE.to_string()),
+            f if fstore_examples::engine_args::EngineArgs::accepts(f) => {
+                args.engine.set(f, &value(f)?)?;
+            }
+            "-h" | "--help" => {
+                return Err(format!(
+                    "{USAGE} {}",
+                    fstore_examples::engine_args::ENGINE_USAGE
+                ));
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
     if args.spine.is_none() || args.ts.is_none() || args.out.is_none() {
         return Err("--spine, --timestamp-column and --out are required".to_string());
     }
+    args.engine.check()?;
     Ok(args)
 }
 
@@ -425,6 +435,29 @@ fn run() -> Result<(), BoxError> {
     let (Some(spine_path), Some(ts), Some(out_path)) = (&args.spine, &args.ts, &args.out) else {
         return Err(USAGE.into());
     };
+    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion {
+        let views: Vec<_> = args
+            .views
+            .iter()
+            .map(|v| fstore_examples::engine_args::ViewSpec {
+                name: v.name.clone(),
+                path: v.path.clone(),
+                keys: v.keys.clone(),
+                event: v.event.clone(),
+                created: v.created.clone(),
+                ttl: v.ttl,
+            })
+            .collect();
+        fstore_examples::engine_args::run_datafusion(
+            spine_path,
+            ts,
+            &views,
+            &args.options,
+            out_path,
+            &args.engine,
+        )?;
+        return Ok(());
+    }
     let total = Instant::now();
 
     // Phase 1: the spine, and only the key and time columns of the views.

@@ -113,6 +113,8 @@ pub use store::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse,
     PreparedRequest, PushSummary, PushTarget, ViewMaterializeReport,
 };
+#[cfg(feature = "datafusion")]
+pub use store::{HistoricalToRequest, HistoricalToResult};
 
 pub use arrow_array;
 pub use arrow_schema;

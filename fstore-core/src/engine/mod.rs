@@ -58,6 +58,8 @@ use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -152,8 +154,9 @@ impl EngineConfig {
     }
 
     /// A DataFusion session with this config: batch size, target partitions, a
-    /// [`FairSpillPool`](datafusion::execution::memory_pool::FairSpillPool) of
-    /// `memory_limit` bytes, spilling to `spill_dir`.
+    /// memory pool of `memory_limit` bytes (half shared fairly by the operators
+    /// that spill, half for the merges of spill files, which cannot), spilling to
+    /// `spill_dir` with at most `spill_merge_fan_in` files per merge pass.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the spill directory does not exist or cannot be
@@ -383,6 +386,66 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         .with_preserve_order(true)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// A stream of batches (e.g. an offline store's scan) as a one-partition plan
+/// that can be executed once; a second execution yields an error. Rows keep the
+/// stream's order (the write order of a scan).
+pub fn stream_plan(
+    schema: SchemaRef,
+    stream: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let part = Arc::new(OnceStream {
+        schema: Arc::clone(&schema),
+        stream: std::sync::Mutex::new(Some(stream)),
+    });
+    Ok(Arc::new(
+        StreamingTableExec::try_new(
+            schema,
+            vec![part],
+            None,
+            Vec::<LexOrdering>::new(),
+            false,
+            None,
+        )
+        .map_err(from_df)?,
+    ))
+}
+
+struct OnceStream {
+    schema: SchemaRef,
+    stream: std::sync::Mutex<Option<futures::stream::BoxStream<'static, Result<RecordBatch>>>>,
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnceStream").finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().map(|mut s| s.take()).unwrap_or(None);
+        let schema = Arc::clone(&self.schema);
+        match taken {
+            Some(stream) => Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                stream.map(|b| b.map_err(exec::external)),
+            )),
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::once(async {
+                    Err(DataFusionError::Execution(
+                        "a stream plan can be executed only once".into(),
+                    ))
+                }),
+            )),
+        }
+    }
 }
 
 fn col(name: &str, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn PhysicalExpr>> {

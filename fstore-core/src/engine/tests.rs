@@ -340,8 +340,13 @@ fn view_of<'a>(batches: &'a [RecordBatch], keys: &[&str], feature: Field) -> Pit
 
 /// The engine's error for these inputs equals the pure join's, word for word.
 fn same_error(spine: &[RecordBatch], view: PitView<'_>) -> String {
-    let pure = crate::pit::point_in_time_join(spine, "t", &[view.clone()], &PitOptions::default())
-        .unwrap_err();
+    let pure = crate::pit::point_in_time_join(
+        spine,
+        "t",
+        std::slice::from_ref(&view),
+        &PitOptions::default(),
+    )
+    .unwrap_err();
     let eng = run(
         spine,
         &[view],
@@ -360,15 +365,15 @@ fn bad_input_gives_the_pure_joins_errors() {
     let f = Field::new("v", DataType::Int64, true);
     // missing key column
     let e = same_error(
-        &[spine.clone()],
-        view_of(&[view.clone()], &["nope"], f.clone()),
+        std::slice::from_ref(&spine),
+        view_of(std::slice::from_ref(&view), &["nope"], f.clone()),
     );
     assert!(e.contains("'nope'"), "{e}");
     // unknown feature
     let e = same_error(
-        &[spine.clone()],
+        std::slice::from_ref(&spine),
         view_of(
-            &[view.clone()],
+            std::slice::from_ref(&view),
             &["a"],
             Field::new("w", DataType::Int64, true),
         ),
@@ -380,7 +385,10 @@ fn bad_input_gives_the_pure_joins_errors() {
         ("event", ts(vec![5, 15])),
         ("v", Arc::new(Int64Array::from(vec![7, 8]))),
     ]);
-    let e = same_error(&[spine.clone()], view_of(&[view32], &["a"], f.clone()));
+    let e = same_error(
+        std::slice::from_ref(&spine),
+        view_of(&[view32], &["a"], f.clone()),
+    );
     assert!(e.contains("Int64") && e.contains("Int32"), "{e}");
     // naive timestamps
     let naive = batch(vec![
@@ -390,7 +398,10 @@ fn bad_input_gives_the_pure_joins_errors() {
             Arc::new(TimestampSecondArray::from(vec![10, 20])) as ArrayRef,
         ),
     ]);
-    let e = same_error(&[naive], view_of(&[view.clone()], &["a"], f.clone()));
+    let e = same_error(
+        &[naive],
+        view_of(std::slice::from_ref(&view), &["a"], f.clone()),
+    );
     assert!(e.contains("naive"), "{e}");
     // reserved column names
     let reserved = batch(vec![
@@ -400,7 +411,7 @@ fn bad_input_gives_the_pure_joins_errors() {
     ]);
     let e = run(
         &[reserved],
-        &[view_of(&[view.clone()], &["a"], f.clone())],
+        &[view_of(std::slice::from_ref(&view), &["a"], f.clone())],
         &PitOptions::default(),
         &EngineConfig::default(),
     )
@@ -512,8 +523,13 @@ fn parquet_spine_in_parquet_out_equals_the_pure_join() {
         features: vec![Field::new("s", DataType::Utf8, true)],
         batches: &view_batches,
     };
-    let want = crate::pit::point_in_time_join(&[spine.clone()], "t", &[pv], &PitOptions::default())
-        .unwrap();
+    let want = crate::pit::point_in_time_join(
+        std::slice::from_ref(&spine),
+        "t",
+        &[pv],
+        &PitOptions::default(),
+    )
+    .unwrap();
     let out = dir.path().join("out.parquet");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -601,10 +617,10 @@ fn a_failed_run_leaves_no_output_file() {
             created_timestamp_column: None,
             ttl: None,
             features: vec![Field::new("v", DataType::Int64, true)],
-            input: memory_plan(&[null_ev.clone()], null_ev.schema(), 1).unwrap(),
+            input: memory_plan(std::slice::from_ref(&null_ev), null_ev.schema(), 1).unwrap(),
         };
         let plan = pit_join_plan(
-            memory_plan(&[spine.clone()], spine.schema(), 1).unwrap(),
+            memory_plan(std::slice::from_ref(&spine), spine.schema(), 1).unwrap(),
             "t",
             &[ev],
             &PitOptions::default(),
