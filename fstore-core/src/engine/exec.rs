@@ -53,7 +53,16 @@ pub const CREATED_COLUMN: &str = "__fstore_created";
 /// or `max(event, created)` with the created cutoff.
 pub const AVAIL_COLUMN: &str = "__fstore_avail";
 
-/// Prefix of every column the engine adds; input columns may not use it.
+/// Optional input column (`UInt64`) of a prepare node: the ordinal of the run of
+/// input rows (a file, a slice of batches) each row comes from. Sequences are
+/// then `ordinal << 40 | row within the run`, independent of which partition of
+/// which task executes the scan (Ballista renumbers a task's partitions from 0).
+/// [`super::parquet_plan`] and [`super::memory_plan`] add it; the prepare node
+/// consumes it (it is not in its output).
+pub const ORDINAL_COLUMN: &str = "__fstore_ordinal";
+
+/// Prefix of every column the engine adds; input columns may not use it
+/// (except [`ORDINAL_COLUMN`]).
 pub const RESERVED_PREFIX: &str = "__fstore_";
 
 /// Bits of the row counter inside a sequence value; the partition index sits above.
@@ -97,10 +106,13 @@ pub struct PrepareConfig {
 /// Appends the engine's sequence and time columns to its input, partition by
 /// partition; see [`PrepareRole`].
 ///
-/// The sequence of row `r` of input partition `p` is `p << 40 | r`, so the order
-/// of sequences is "partition 0 first, rows in stream order": the order of the
-/// input when its partitions are contiguous runs of it (as the engine's sources
-/// build them). It must run before any repartitioning.
+/// With an [`ORDINAL_COLUMN`] in the input, the sequence of a row is
+/// `ordinal << 40 | r` where `r` counts the rows of that ordinal in stream order;
+/// the engine's sources number their runs (files, slices) in input order, so the
+/// order of sequences is the input order, whatever partition or task reads a run.
+/// Without it, the sequence of row `r` of input partition `p` is `p << 40 | r`
+/// (correct only where partitions keep their indices: a local DataFusion run).
+/// It must run before any repartitioning.
 ///
 /// Timestamps are converted with the same function, and so the same errors
 /// (naive timestamp, null timestamp naming the column and row), as the pure join.
@@ -122,14 +134,27 @@ impl PitPrepareExec {
         if let Some(f) = in_schema
             .fields()
             .iter()
-            .find(|f| f.name().starts_with(RESERVED_PREFIX))
+            .find(|f| f.name().starts_with(RESERVED_PREFIX) && f.name() != ORDINAL_COLUMN)
         {
             return Err(external(Error::invalid(format!(
                 "column '{}' uses the prefix '{RESERVED_PREFIX}' reserved by the engine",
                 f.name()
             ))));
         }
-        let mut fields: Vec<Arc<Field>> = in_schema.fields().iter().cloned().collect();
+        let mut fields: Vec<Arc<Field>> = in_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != ORDINAL_COLUMN)
+            .cloned()
+            .collect();
+        if let Ok(f) = in_schema.field_with_name(ORDINAL_COLUMN)
+            && f.data_type() != &DataType::UInt64
+        {
+            return Err(external(Error::invalid(format!(
+                "column '{ORDINAL_COLUMN}' must be UInt64, found {}",
+                f.data_type()
+            ))));
+        }
         let required: Vec<&String> = match &config.role {
             PrepareRole::Spine { timestamp_column } => {
                 fields.push(Arc::new(Field::new(SEQ_COLUMN, DataType::UInt64, false)));
@@ -266,15 +291,61 @@ impl ExecutionPlan for PitPrepareExec {
         let input = self.input.execute(partition, context)?;
         let schema = Arc::clone(&self.schema);
         let config = self.config.clone();
-        let mut next_row: u64 = (partition as u64) << SEQ_ROW_BITS;
+        let ordinal = self.input.schema().index_of(ORDINAL_COLUMN).ok();
+        let mut seq = Sequencer {
+            ordinal: partition as u64,
+            next_row: 0,
+        };
         let out_schema = Arc::clone(&schema);
         let stream = input.map(move |batch| {
             let batch = batch?;
-            let out = prepare_batch(&batch, &config, next_row, &out_schema)?;
-            next_row += batch.num_rows() as u64;
-            Ok(out)
+            let seqs = seq.next(&batch, ordinal)?;
+            let batch = match ordinal {
+                Some(i) => {
+                    let mut b = batch;
+                    b.remove_column(i);
+                    b
+                }
+                None => batch,
+            };
+            prepare_batch(&batch, &config, seqs, &out_schema)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Numbers rows `ordinal << 40 | row within the ordinal`.
+struct Sequencer {
+    ordinal: u64,
+    next_row: u64,
+}
+
+impl Sequencer {
+    fn next(&mut self, batch: &RecordBatch, ordinal: Option<usize>) -> DfResult<UInt64Array> {
+        let n = batch.num_rows();
+        let Some(i) = ordinal else {
+            let first = (self.ordinal << SEQ_ROW_BITS) | self.next_row;
+            self.next_row += n as u64;
+            return Ok(UInt64Array::from_iter_values(first..first + n as u64));
+        };
+        let ords = batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| DataFusionError::Internal(format!("{ORDINAL_COLUMN} type")))?;
+        if ords.null_count() > 0 {
+            return Err(DataFusionError::Internal(format!("null {ORDINAL_COLUMN}")));
+        }
+        let mut out = Vec::with_capacity(n);
+        for &o in ords.values() {
+            if o != self.ordinal {
+                self.ordinal = o;
+                self.next_row = 0;
+            }
+            out.push((o << SEQ_ROW_BITS) | self.next_row);
+            self.next_row += 1;
+        }
+        Ok(UInt64Array::from(out))
     }
 }
 
@@ -311,13 +382,11 @@ fn micros(batch: &RecordBatch, column: &str, assume_utc: bool, ctx: &str) -> DfR
 fn prepare_batch(
     batch: &RecordBatch,
     config: &PrepareConfig,
-    first_seq: u64,
+    seq: UInt64Array,
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
     let n = batch.num_rows();
-    let seq: ArrayRef = Arc::new(UInt64Array::from_iter_values(
-        first_seq..first_seq + n as u64,
-    ));
+    let seq: ArrayRef = Arc::new(seq);
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     match &config.role {
         PrepareRole::Spine { timestamp_column } => {

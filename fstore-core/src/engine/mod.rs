@@ -69,8 +69,9 @@ use crate::pit::{PitOptions, PitView};
 use crate::time::duration_micros;
 
 pub use exec::{
-    AVAIL_COLUMN, CREATED_COLUMN, EVENT_COLUMN, PitJoinConfig, PitJoinExec, PitPrepareExec,
-    PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_COLUMN, TIME_COLUMN, WRITE_SEQ_COLUMN,
+    AVAIL_COLUMN, CREATED_COLUMN, EVENT_COLUMN, ORDINAL_COLUMN, PitJoinConfig, PitJoinExec,
+    PitPrepareExec, PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_COLUMN, TIME_COLUMN,
+    WRITE_SEQ_COLUMN,
 };
 
 /// Backend name in the errors of the engine.
@@ -299,8 +300,9 @@ pub fn from_df(e: DataFusionError) -> Error {
     }
 }
 
-/// In-memory batches as a plan of `partitions` contiguous runs (in order), so the
-/// engine's sequence numbers follow the slice's row order.
+/// In-memory batches as a plan of `partitions` contiguous runs (in order), each
+/// with its ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers
+/// follow the slice's row order.
 ///
 /// # Errors
 /// A batch whose schema differs from `schema`.
@@ -330,12 +332,71 @@ pub fn memory_plan(
         }
         seen += b.num_rows();
     }
+    // Each slice carries its ordinal, so sequences follow the slice order
+    // whichever partition or task reads it.
+    let schema = with_ordinal(&schema);
+    let parts = parts
+        .into_iter()
+        .enumerate()
+        .map(|(p, batches)| {
+            batches
+                .into_iter()
+                .map(|b| {
+                    let n = b.num_rows();
+                    let mut cols = b.columns().to_vec();
+                    cols.push(Arc::new(datafusion::arrow::array::UInt64Array::from(
+                        vec![p as u64; n],
+                    )));
+                    RecordBatch::try_new_with_options(
+                        Arc::clone(&schema),
+                        cols,
+                        &arrow_array::RecordBatchOptions::new().with_row_count(Some(n)),
+                    )
+                    .map_err(|e| {
+                        Error::invalid(format!("a batch does not match the given schema: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(MemorySourceConfig::try_new_exec(&parts, schema, None).map_err(from_df)?)
 }
 
+/// `schema` with the [`ORDINAL_COLUMN`] appended.
+fn with_ordinal(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        ORDINAL_COLUMN,
+        arrow_schema::DataType::UInt64,
+        false,
+    )));
+    Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// `schema` without the [`ORDINAL_COLUMN`].
+fn without_ordinal(schema: &SchemaRef) -> SchemaRef {
+    if schema.index_of(ORDINAL_COLUMN).is_err() {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != ORDINAL_COLUMN)
+        .cloned()
+        .collect();
+    Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
 /// Parquet files as a plan of up to `partitions` contiguous groups of files, in the
-/// given order (files are never moved between partitions at run time), so the
-/// engine's sequence numbers follow "file order, then row order".
+/// given order (files are never moved between partitions at run time), with the
+/// file's ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers follow
+/// "file order, then row order" wherever the files are read.
 ///
 /// # Errors
 /// No files, a file that cannot be opened or is not Parquet, files whose schemas differ.
@@ -371,7 +432,12 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         }
         let path = datafusion::object_store::path::Path::from_absolute_path(&abs)
             .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?;
-        pfiles.push(PartitionedFile::new(path.to_string(), size));
+        let mut pf = PartitionedFile::new(path.to_string(), size);
+        // The file's ordinal, as a partition value: sequences follow file order.
+        pf.partition_values = vec![datafusion::common::ScalarValue::UInt64(Some(
+            pfiles.len() as u64
+        ))];
+        pfiles.push(pf);
     }
     let schema = schema.expect("at least one file");
     let n = partitions.clamp(1, pfiles.len());
@@ -380,7 +446,15 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         .chunks(per)
         .map(|c| FileGroup::new(c.to_vec()))
         .collect();
-    let source = Arc::new(ParquetSource::new(Arc::clone(&schema)));
+    let table_schema =
+        datafusion::datasource::table_schema::TableSchema::builder(Arc::clone(&schema))
+            .with_table_partition_cols(vec![Arc::new(Field::new(
+                ORDINAL_COLUMN,
+                arrow_schema::DataType::UInt64,
+                false,
+            ))])
+            .build();
+    let source = Arc::new(ParquetSource::new(table_schema));
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
         .with_file_groups(groups)
         .with_preserve_order(true)
@@ -514,13 +588,13 @@ pub fn pit_join_plan(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let n = partitions.max(1);
-    let spine_schema = spine.schema();
+    let spine_schema = without_ordinal(&spine.schema());
     // Schema-level validation by the pure join itself on empty inputs: the same
     // errors, and the output schema, before any heavy work.
     let empty_spine = RecordBatch::new_empty(Arc::clone(&spine_schema));
     let empties: Vec<[RecordBatch; 1]> = views
         .iter()
-        .map(|v| [RecordBatch::new_empty(v.input.schema())])
+        .map(|v| [RecordBatch::new_empty(without_ordinal(&v.input.schema()))])
         .collect();
     let pit_views: Vec<PitView<'_>> = views
         .iter()
@@ -566,6 +640,9 @@ pub fn pit_join_plan(
             needed.push(c);
         }
         needed.extend(v.features.iter().map(|f| f.name().as_str()));
+        if vs.index_of(ORDINAL_COLUMN).is_ok() {
+            needed.push(ORDINAL_COLUMN);
+        }
         let mut proj: Vec<ProjectionExpr> = Vec::new();
         for name in needed {
             if proj.iter().any(|p| p.alias == name) {

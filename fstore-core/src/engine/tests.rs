@@ -640,3 +640,49 @@ fn a_failed_run_leaves_no_output_file() {
         "a file was left behind"
     );
 }
+
+/// Sequences come from the ordinal column, not from the partition index that
+/// executes the scan (Ballista renumbers a task's partitions from 0).
+#[test]
+fn sequences_follow_the_ordinal_not_the_executing_partition() {
+    use datafusion::arrow::array::UInt64Array;
+    let spine = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+        ("t", ts(vec![10, 20, 30])),
+        (
+            ORDINAL_COLUMN,
+            Arc::new(UInt64Array::from(vec![5, 5, 6])) as ArrayRef,
+        ),
+    ]);
+    let source =
+        MemorySourceConfig::try_new_exec(&[vec![spine.clone()]], spine.schema(), None).unwrap();
+    let prep = PitPrepareExec::try_new(
+        source,
+        PrepareConfig {
+            role: PrepareRole::Spine {
+                timestamp_column: "t".into(),
+            },
+            assume_utc: false,
+        },
+    )
+    .unwrap();
+    assert!(prep.schema().index_of(ORDINAL_COLUMN).is_err(), "consumed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let s = prep.execute(0, SessionContext::new().task_ctx()).unwrap();
+        s.collect::<Vec<_>>().await
+    });
+    let b = out.into_iter().next().unwrap().unwrap();
+    let seq = b
+        .column_by_name(SEQ_COLUMN)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    assert_eq!(seq, vec![5 << 40, (5 << 40) | 1, 6 << 40]);
+}

@@ -226,7 +226,12 @@ impl FeatureStore {
             .with_created_cutoff(req.created_cutoff)
             .with_assume_utc(req.assume_utc);
         let spine = engine::parquet_plan(&req.spine_files, cfg.partitions)?;
-        let n_spine = spine.schema().fields().len();
+        let n_spine = spine
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| f.name() != engine::ORDINAL_COLUMN)
+            .count();
         let joined = engine::pit_join_plan(spine, ts, &views, &opts, cfg.partitions)?;
         // Spine columns, then the requested features in request order, named as asked.
         let js = joined.schema();
