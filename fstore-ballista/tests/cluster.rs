@@ -554,15 +554,13 @@ fn assert_same_cells(got: &RecordBatch, want: &RecordBatch) {
     }
 }
 
-/// Scan partitions of each input. Ballista runs each scan task as local
-/// partition 0 of a plan cut down to its files (ballista-scheduler
-/// `restrict_plan_to_partitions`), and the engine's sequence numbers currently
-/// come from the partition index: with more than one scan partition per input,
-/// spine order and the write-order tie-break are lost on a cluster (seen: rows
-/// of spine files 0 and 2 interleaved). One scan partition per input until the
-/// engine numbers rows independently of the partition index; the joins still
-/// run in 4 hash partitions over both executors.
-const SCAN_PARTITIONS: usize = 1;
+/// Scan partitions of each input (one file each, 3 spine files, 3 profile
+/// files, 2 txn files): several scan tasks per input over both executors.
+/// Ballista runs each scan task as local partition 0 of a plan cut down to its
+/// files (ballista-scheduler `restrict_plan_to_partitions`), so the engine must
+/// number rows by file, not by the executing partition (it once did: spine
+/// files 0 and 2 came back interleaved).
+const SCAN_PARTITIONS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn historical_retrieval_on_the_cluster_equals_the_pure_join() {
