@@ -4,8 +4,12 @@
 //! cargo run --release --example training_from_parquet -- \
 //!     --spine spine.parquet --timestamp-column ts \
 //!     --view name=V,path=P.parquet,keys=k1+k2,event=event_ts[,created=created_ts][,ttl=SECONDS] \
-//!     [--view …] [--full-feature-names] [--created-cutoff] [--assume-utc] --out out.parquet
+//!     [--view …] [--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] …] \
+//!     [--full-feature-names] [--created-cutoff] [--assume-utc] --out out.parquet
 //! ```
+//!
+//! `--agg` adds window aggregations over a `--view` (see
+//! [`fstore_examples::agg_args`]), e.g. `--agg txn:amount:sum:7d:1h`.
 //!
 //! A view's features are every column of its file that is not one of its key,
 //! event or created columns, in file order. The feature rows' write order (the
@@ -31,6 +35,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::{concat::concat_batches, take::take};
 use fstore_core::pit::{PitOptions, PitView, point_in_time_join};
+use fstore_examples::agg_args;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
     RowSelector,
@@ -47,6 +52,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: training_from_parquet --spine SPINE.parquet --timestamp-column COL \
 --view name=V,path=P.parquet,keys=k1+k2,event=EVENT[,created=CREATED][,ttl=SECONDS] [--view ...] \
+[--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] ...] \
 [--full-feature-names] [--created-cutoff] [--assume-utc] --out OUT.parquet";
 
 #[derive(Debug)]
@@ -67,6 +73,7 @@ struct Args {
     out: Option<PathBuf>,
     options: PitOptions,
     engine: fstore_examples::engine_args::EngineArgs,
+    aggs: Vec<agg_args::AggArg>,
 }
 
 fn parse_view(spec: &str) -> Result<ViewArg, String> {
@@ -122,6 +129,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--spine" => args.spine = Some(PathBuf::from(value("--spine")?)),
             "--timestamp-column" => args.ts = Some(value("--timestamp-column")?),
             "--view" => args.views.push(parse_view(&value("--view")?)?),
+            "--agg" => args.aggs.push(agg_args::parse_agg(&value("--agg")?)?),
             "--out" => args.out = Some(PathBuf::from(value("--out")?)),
             "--full-feature-names" => {
                 args.options = args.options.with_full_feature_names(true);
@@ -144,6 +152,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         return Err("--spine, --timestamp-column and --out are required".to_string());
     }
     args.engine.check()?;
+    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion && !args.aggs.is_empty()
+    {
+        return Err(
+            "--agg runs on the memory engine only; the datafusion engine does not compute \
+             window aggregations yet (drop --agg or use --engine memory)"
+                .to_string(),
+        );
+    }
     Ok(args)
 }
 
@@ -617,6 +633,26 @@ fn run() -> Result<(), BoxError> {
     )?;
     let assemble_time = t3.elapsed();
 
+    let t_agg = Instant::now();
+    let sources: Vec<agg_args::AggSource<'_>> = args
+        .views
+        .iter()
+        .map(|v| agg_args::AggSource {
+            name: &v.name,
+            path: &v.path,
+            keys: &v.keys,
+            event: &v.event,
+            created: v.created.as_deref(),
+        })
+        .collect();
+    let agg_opts = agg_args::AggRunOptions {
+        full_feature_names: args.options.full_feature_names,
+        created_cutoff: args.options.created_cutoff,
+        assume_utc: args.options.assume_utc,
+    };
+    let out = agg_args::append_aggregations(out, &spine, ts, &sources, &args.aggs, agg_opts)?;
+    let agg_time = t_agg.elapsed();
+
     let t4 = Instant::now();
     write_parquet(out_path, &out)?;
     let write_time = t4.elapsed();
@@ -647,6 +683,9 @@ fn run() -> Result<(), BoxError> {
         join_time.as_secs_f64(),
         assemble_time.as_secs_f64()
     );
+    if !args.aggs.is_empty() {
+        println!("agg time:      {:.3} s", agg_time.as_secs_f64());
+    }
     println!("write time:    {:.3} s", write_time.as_secs_f64());
     println!("total time:    {:.3} s", total.elapsed().as_secs_f64());
     Ok(())

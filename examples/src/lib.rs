@@ -1,3 +1,4 @@
 //! Runnable examples for fstore; see the `examples/` directory.
 
 pub mod engine_args;
+pub mod agg_args;
