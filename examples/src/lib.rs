@@ -1,1 +1,3 @@
 //! Runnable examples for fstore; see the `examples/` directory.
+
+pub mod parquet_io;

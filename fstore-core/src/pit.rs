@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
@@ -106,6 +106,45 @@ pub fn point_in_time_join(
     )
 }
 
+/// Where a join spent its time (wall clock, summed over views), from
+/// [`point_in_time_join_profiled`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct JoinProfile {
+    /// Concatenating the spine, validating, indexing its keys (dense ids) and
+    /// sorting each key's spine rows by time.
+    pub spine_index: Duration,
+    /// Looking up the feature rows' key ids (key densification).
+    pub key_lookup: Duration,
+    /// Slotting feature rows and the running maximum per key.
+    pub slotting: Duration,
+    /// Gathering the chosen rows' feature values into the output columns.
+    pub gather: Duration,
+}
+
+/// [`point_in_time_join`], also returning where it spent its time (for
+/// profiling; the result is the same).
+///
+/// # Errors
+/// As [`point_in_time_join`].
+pub fn point_in_time_join_profiled(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<(RecordBatch, JoinProfile)> {
+    let tuning = Tuning {
+        profile: Some(std::sync::Mutex::new(JoinProfile::default())),
+        ..Tuning::default()
+    };
+    let out = join_tuned(spine, spine_timestamp_column, views, options, &tuning)?;
+    let profile = tuning
+        .profile
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    Ok((out, profile))
+}
+
 /// The thresholds of the join's fast paths. Production always uses
 /// [`Tuning::default`]; tests lower them so small inputs reach the mid-buffer
 /// flush and the threaded path (the result must not depend on them).
@@ -119,9 +158,22 @@ pub(crate) struct Tuning {
     max_threads: usize,
     /// Feature rows per key-lookup task.
     piece_rows: usize,
+    /// Where the time went, when asked for.
+    profile: Option<std::sync::Mutex<JoinProfile>>,
     /// Which paths ran (tests only).
     #[cfg(test)]
     log: PathLog,
+}
+
+impl Tuning {
+    /// Adds `d` to one field of the profile, if one is kept.
+    fn record(&self, field: fn(&mut JoinProfile) -> &mut Duration, d: Duration) {
+        if let Some(p) = &self.profile
+            && let Ok(mut p) = p.lock()
+        {
+            *field(&mut p) += d;
+        }
+    }
 }
 
 impl Default for Tuning {
@@ -131,6 +183,7 @@ impl Default for Tuning {
             parallel_work: PARALLEL_WORK,
             max_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             piece_rows: PIECE_ROWS,
+            profile: None,
             #[cfg(test)]
             log: PathLog::default(),
         }
@@ -159,6 +212,7 @@ fn join_tuned(
     options: &PitOptions,
     tuning: &Tuning,
 ) -> Result<RecordBatch> {
+    let started = Instant::now();
     let spine_batch = concat_spine(spine)?;
     let n_spine = spine_batch.num_rows();
     if n_spine >= NONE as usize {
@@ -195,6 +249,7 @@ fn join_tuned(
         group_of.push(g);
     }
 
+    tuning.record(|p| &mut p.spine_index, started.elapsed());
     let ctx = JoinCtx {
         spine_t: &spine_t,
         options,
@@ -684,6 +739,7 @@ fn join_view(
     offsets.push(total);
 
     // Key ids, by pieces of at most `piece_rows` rows, in parallel.
+    let started = Instant::now();
     let piece_rows = ctx.tuning.piece_rows.max(1);
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
     for (bi, b) in view.batches.iter().enumerate() {
@@ -710,6 +766,8 @@ fn join_view(
         })
     })?;
     drop(spans);
+    ctx.tuning.record(|p| &mut p.key_lookup, started.elapsed());
+    let started = Instant::now();
 
     // Key-id ranges with about the same number of spine rows each.
     let n_slots = group.order.len();
@@ -843,7 +901,11 @@ fn join_view(
         chosen[row as usize] = seq;
     }
     drop(sorted_chosen);
-    gather(view, &chosen, &offsets, threads)
+    ctx.tuning.record(|p| &mut p.slotting, started.elapsed());
+    let started = Instant::now();
+    let out = gather(view, &chosen, &offsets, threads);
+    ctx.tuning.record(|p| &mut p.gather, started.elapsed());
+    out
 }
 
 /// Timestamps of `a` in UTC microseconds, borrowed when already in microseconds.

@@ -1145,6 +1145,7 @@ proptest! {
             parallel_work: 0,
             max_threads: 3,
             piece_rows: 61 + (case.seed % 300) as usize,
+            profile: None,
             log: PathLog::default(),
         };
         check_big(&case, &forced)?;
