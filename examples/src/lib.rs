@@ -2,3 +2,4 @@
 
 pub mod engine_args;
 pub mod agg_args;
+pub mod parquet_io;
