@@ -1,6 +1,8 @@
 //! The [`FeatureStore`] facade: one object a host application holds.
 
 mod historical;
+#[cfg(feature = "datafusion")]
+mod historical_to;
 mod materialize;
 mod resilience;
 mod serving;
@@ -23,6 +25,8 @@ use crate::registry::{DynRegistry, Plan, RegistrySnapshot, plan, validate};
 use crate::telemetry::{self, InstrumentedOffline, InstrumentedOnline, InstrumentedRegistry};
 
 pub use historical::{HistoricalRequest, HistoricalResult};
+#[cfg(feature = "datafusion")]
+pub use historical_to::{HistoricalToRequest, HistoricalToResult};
 pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
 };
