@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use arrow_array::{RecordBatch, RecordBatchOptions, cast::AsArray, types::UInt32Type};
 use arrow_schema::{DataType, Field};
 use fstore_core::pit::{PitOptions, PitView, point_in_time_join, point_in_time_join_profiled};
+use fstore_examples::agg_args;
 use fstore_examples::parquet_io::{
     self, BoxError, Chosen, ParquetFile, read_tasks, selected_rows, whole_file, with_row_numbers,
     write_parquet,
 };
-use fstore_examples::agg_args;
 
 const USAGE: &str = "usage: training_from_parquet --spine SPINE.parquet --timestamp-column COL \
 --view name=V,path=P.parquet,keys=k1+k2,event=EVENT[,created=CREATED][,ttl=SECONDS] [--view ...] \
@@ -138,7 +138,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         return Err("--spine, --timestamp-column and --out are required".to_string());
     }
     args.engine.check()?;
-    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion && !args.aggs.is_empty()
+    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion
+        && !args.aggs.is_empty()
     {
         return Err(
             "--agg runs on the memory engine only; the datafusion engine does not compute \
