@@ -5,8 +5,12 @@
 //! ```
 //!
 //! Shapes: `S` = 3 views × 1M feature rows, 100k spine rows, 10k entities;
-//! `M` = 3 views × 10M feature rows, 1M spine rows, 100k entities.
-//! `T` (tiny: 3 × 20k, 2k spine, 200 entities) is for quick checks.
+//! `M` = 3 views × 10M feature rows, 1M spine rows, 100k entities;
+//! `L` = 3 views × 30M feature rows, 3M spine rows, 300k entities (about 6 GB);
+//! `XL` = 3 views × 100M feature rows, 10M spine rows, 1M entities (about 20 GB:
+//! check `df -h` first). `T` (tiny: 3 × 20k, 2k spine, 200 entities) is for
+//! quick checks. Views are written in 1M-row chunks (the spine in one batch:
+//! 320 MB at XL), so the generator needs little memory at any shape.
 //!
 //! Writes `spine.parquet`, one `<view>.parquet` per view and `views.txt`, one line
 //! per view with the `--view` argument of `training_from_parquet`. Timestamps are
@@ -243,7 +247,7 @@ fn write_spine(dir: &Path, shape: &Shape, rng: &mut Rng) -> Result<(), BoxError>
 
 fn run() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: gen_pit_data <S|M|T> <out_dir> [--seed N]";
+    let usage = "usage: gen_pit_data <T|S|M|L|XL> <out_dir> [--seed N]";
     let (Some(shape_name), Some(out)) = (args.first(), args.get(1)) else {
         return Err(usage.into());
     };
@@ -262,6 +266,16 @@ fn run() -> Result<(), BoxError> {
             feature_rows: 10_000_000,
             spine_rows: 1_000_000,
             entities: 100_000,
+        },
+        "L" => Shape {
+            feature_rows: 30_000_000,
+            spine_rows: 3_000_000,
+            entities: 300_000,
+        },
+        "XL" => Shape {
+            feature_rows: 100_000_000,
+            spine_rows: 10_000_000,
+            entities: 1_000_000,
         },
         "T" => Shape {
             feature_rows: 20_000,

@@ -49,9 +49,14 @@ done
 # - `fstore-examples/delta` (the Delta adapter, built anyway): the quickstart
 #   and training_delta examples are test targets (harness = false) and run
 #   here, from this build, instead of separate `cargo run -p` builds in CI.
+# - `fstore-core/datafusion` (the scale engine, `fstore_core::engine`): its
+#   property test against the pure join (500 cases, 1/2/7 partitions), the
+#   spill test under a 16 MiB pool and the Parquet in/out tests. Adds DataFusion
+#   55 (parquet feature only) to the build: about 6-10 min on a busy 2-core
+#   machine, cold; the tests themselves take ~10 s.
 # The other optional features (Scylla `tls`, Delta `gcs`/`azure`) have no
 # server here: clippy and rustdoc in .ci/run compile them, nothing runs them
 # (README, "What the tests do not run").
 echo "== cargo test --workspace"
 cargo test --workspace --no-fail-fast \
-  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3,fstore-examples/delta "$@"
+  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3,fstore-examples/delta,fstore-core/datafusion "$@"

@@ -7,7 +7,7 @@
 //!   `stddev_pop`, `first`, `last`, `last_n_N`, `approx_count_distinct`.
 //! * `WINDOW` and `HOP`: a whole number and a unit `s`, `m`, `h` or `d`
 //!   (`7d`, `90m`); `WINDOW` may be `lifetime`. Without `HOP`, the default hop
-//!   of §11 (1 day for W ≥ 12 d, 1 hour for W ≥ 12 h, else 5 minutes).
+//!   of semantics §11 (1 day for W ≥ 12 d, 1 hour for W ≥ 12 h, else 5 minutes).
 //! * Output column `COLUMN_FUNCTION_WINDOW` (e.g. `amount_sum_7d`), or
 //!   `VIEW__COLUMN_FUNCTION_WINDOW` with `--full-feature-names`, after the
 //!   point-in-time columns, in `--agg` order.

@@ -67,6 +67,9 @@ pub mod agg;
 mod codec;
 pub mod config;
 pub mod docs;
+#[cfg(feature = "datafusion")]
+#[cfg_attr(docsrs, doc(cfg(feature = "datafusion")))]
+pub mod engine;
 mod error;
 mod memory;
 mod model;
@@ -110,9 +113,14 @@ pub use store::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse,
     PreparedRequest, PushSummary, PushTarget, ViewMaterializeReport,
 };
+#[cfg(feature = "datafusion")]
+pub use store::{HistoricalToRequest, HistoricalToResult};
 
 pub use arrow_array;
 pub use arrow_schema;
+/// The DataFusion version the engine is built against (feature `datafusion`).
+#[cfg(feature = "datafusion")]
+pub use datafusion;
 
 /// The types a host application needs, for a glob import:
 /// `use fstore_core::prelude::*;`.

@@ -142,14 +142,26 @@ pub struct OfflineCapabilities {
     pub change_log: bool,
     /// `as_of_version` scans reproduce an older state.
     pub time_travel: bool,
+    /// The store runs historical retrieval itself (feature `datafusion`):
+    /// [`crate::FeatureStore::historical_to`] hands the request to
+    /// `OfflineStore::historical_to` instead of scanning and joining (Feast's
+    /// offline stores do the same).
+    pub runs_join: bool,
 }
 
 impl OfflineCapabilities {
+    /// Sets [`OfflineCapabilities::runs_join`].
+    pub fn with_runs_join(mut self, v: bool) -> Self {
+        self.runs_join = v;
+        self
+    }
+
     /// Both change log and time travel.
     pub fn versioned() -> Self {
         Self {
             change_log: true,
             time_travel: true,
+            runs_join: false,
         }
     }
 }
@@ -228,5 +240,35 @@ pub trait OfflineStore: Send + Sync + Debug + 'static {
     async fn table_id(&self, view: &ResolvedView) -> Result<Option<String>> {
         let _ = view;
         Ok(None)
+    }
+
+    /// Builds a training set itself and writes it to the Parquet file `sink`, for
+    /// stores that declare [`OfflineCapabilities::runs_join`].
+    ///
+    /// `views` are the resolved views with the features requested of each (in
+    /// first-use order); `refs` the requested features in output order. The file
+    /// must hold what the facade's own engine run would write: spine columns, then
+    /// `refs` (named per `req.full_feature_names`), one row per spine row in spine
+    /// order ([semantics §12](crate::docs::semantics)). The facade fills in
+    /// [`crate::HistoricalToResult::registry_version`].
+    ///
+    /// # Behavior
+    /// The default returns [`crate::Error::NotSupported`].
+    ///
+    /// # Errors
+    /// Those of [`crate::FeatureStore::historical_to`].
+    #[cfg(feature = "datafusion")]
+    async fn historical_to(
+        &self,
+        views: &[(ResolvedView, Vec<String>)],
+        refs: &[crate::model::FeatureRef],
+        req: &crate::HistoricalToRequest,
+        sink: &std::path::Path,
+    ) -> Result<crate::HistoricalToResult> {
+        let _ = (views, refs, req, sink);
+        Err(crate::Error::NotSupported {
+            backend: self.backend(),
+            operation: "historical_to",
+        })
     }
 }

@@ -722,6 +722,17 @@ impl OfflineStore for InstrumentedOffline {
         );
         self.table_id.run(span, self.inner.table_id(view)).await
     }
+
+    #[cfg(feature = "datafusion")]
+    async fn historical_to(
+        &self,
+        views: &[(ResolvedView, Vec<String>)],
+        refs: &[crate::model::FeatureRef],
+        req: &crate::HistoricalToRequest,
+        sink: &std::path::Path,
+    ) -> Result<crate::HistoricalToResult> {
+        self.inner.historical_to(views, refs, req, sink).await
+    }
 }
 
 /// A [`Registry`] wrapper: spans, [`STORE_CALL_DURATION`], [`STORE_CALL_ERRORS`].

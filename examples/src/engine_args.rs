@@ -1,0 +1,261 @@
+//! `--engine memory|datafusion`, `--memory-limit SIZE`, `--partitions N` for
+//! `training_from_parquet`, and the DataFusion run (feature `datafusion`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which engine joins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// The in-memory join (`fstore_core::pit::point_in_time_join`).
+    #[default]
+    Memory,
+    /// The DataFusion plan (`fstore_core::engine`): out-of-core, spills to disk.
+    DataFusion,
+}
+
+/// The engine flags.
+#[derive(Debug, Clone, Default)]
+pub struct EngineArgs {
+    /// `--engine`.
+    pub engine: Engine,
+    /// `--memory-limit` in bytes.
+    pub memory_limit: Option<usize>,
+    /// `--partitions`.
+    pub partitions: Option<usize>,
+}
+
+/// The usage text of the engine flags.
+pub const ENGINE_USAGE: &str =
+    "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N]";
+
+impl EngineArgs {
+    /// Whether `flag` is one of the engine flags (it takes a value).
+    pub fn accepts(flag: &str) -> bool {
+        matches!(flag, "--engine" | "--memory-limit" | "--partitions")
+    }
+
+    /// Sets `flag` (one [`EngineArgs::accepts`]) to `value`.
+    ///
+    /// # Errors
+    /// An unknown engine, a malformed size, a partition count that is not a
+    /// positive integer.
+    pub fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
+        match flag {
+            "--engine" => {
+                self.engine = match value {
+                    "memory" => Engine::Memory,
+                    "datafusion" => Engine::DataFusion,
+                    other => {
+                        return Err(format!(
+                            "--engine: expected memory or datafusion, got '{other}'"
+                        ));
+                    }
+                }
+            }
+            "--memory-limit" => self.memory_limit = Some(parse_size(value)?),
+            "--partitions" => {
+                let n: usize = value.parse().map_err(|_| {
+                    format!("--partitions: expected a positive integer, got '{value}'")
+                })?;
+                if n == 0 {
+                    return Err("--partitions: must be at least 1".to_string());
+                }
+                self.partitions = Some(n);
+            }
+            other => return Err(format!("not an engine flag: '{other}'")),
+        }
+        Ok(())
+    }
+
+    /// Rejects flags that only the DataFusion engine uses when the memory engine runs.
+    ///
+    /// # Errors
+    /// `--memory-limit` or `--partitions` given with `--engine memory`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.engine == Engine::Memory
+            && (self.memory_limit.is_some() || self.partitions.is_some())
+        {
+            return Err("--memory-limit and --partitions need --engine datafusion".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size: a number of bytes with an optional unit `B`, `KB`/`MB`/`GB`/`TB`
+/// (powers of 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), case-insensitive.
+///
+/// # Errors
+/// No number, an unknown unit, zero, an overflow.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("--memory-limit: expected a size such as 256MiB, got '{s}'"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("--memory-limit: unknown unit '{other}' in '{s}'")),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("--memory-limit: '{s}' is too large"))?;
+    if bytes == 0 {
+        return Err("--memory-limit: must be more than 0 bytes".to_string());
+    }
+    Ok(bytes)
+}
+
+/// One `--view` of `training_from_parquet`, as the DataFusion run needs it.
+#[derive(Debug, Clone)]
+pub struct ViewSpec {
+    /// View name.
+    pub name: String,
+    /// Its Parquet file.
+    pub path: PathBuf,
+    /// Join-key columns.
+    pub keys: Vec<String>,
+    /// Event-timestamp column.
+    pub event: String,
+    /// Created-timestamp column.
+    pub created: Option<String>,
+    /// Lookback window.
+    pub ttl: Option<Duration>,
+}
+
+/// Runs the join with the DataFusion engine: the spine and each view read from
+/// their Parquet files (features: every column that is not a key or time column,
+/// in file order), the result streamed to `out` (temporary name, renamed at the
+/// end). Prints the rows written and the time; returns the rows.
+///
+/// # Errors
+/// The engine's errors; the binary was built without the `datafusion` feature.
+#[cfg(feature = "datafusion")]
+pub fn run_datafusion(
+    spine: &std::path::Path,
+    ts: &str,
+    views: &[ViewSpec],
+    options: &fstore_core::pit::PitOptions,
+    out: &std::path::Path,
+    args: &EngineArgs,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use fstore_core::engine::{self, EngineConfig, EngineView};
+    let start = std::time::Instant::now();
+    let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
+    if let Some(n) = args.partitions {
+        config = config.with_partitions(n);
+    }
+    let n = config.partitions;
+    let mut eviews = Vec::with_capacity(views.len());
+    for v in views {
+        let input = engine::parquet_plan(std::slice::from_ref(&v.path), n)?;
+        let schema = input.schema();
+        let not_feature = |c: &str| {
+            v.keys.iter().any(|k| k == c) || c == v.event || v.created.as_deref() == Some(c)
+        };
+        let features = schema
+            .fields()
+            .iter()
+            .filter(|f| !not_feature(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        eviews.push(EngineView {
+            name: v.name.clone(),
+            join_keys: v.keys.clone(),
+            event_timestamp_column: v.event.clone(),
+            created_timestamp_column: v.created.clone(),
+            ttl: v.ttl,
+            features,
+            input,
+        });
+    }
+    let plan = engine::pit_join_plan(
+        engine::parquet_plan(&[spine.to_path_buf()], n)?,
+        ts,
+        &eviews,
+        options,
+        n,
+    )?;
+    let session = config.session()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
+    })?;
+    println!(
+        "engine:        datafusion, {n} partitions, memory limit {:?}",
+        args.memory_limit
+    );
+    println!("output:        {rows} rows -> {}", out.display());
+    println!("total time:    {:.3} s", start.elapsed().as_secs_f64());
+    Ok(rows)
+}
+
+/// Without the `datafusion` feature: an error saying how to build it.
+///
+/// # Errors
+/// Always.
+#[cfg(not(feature = "datafusion"))]
+pub fn run_datafusion(
+    _spine: &std::path::Path,
+    _ts: &str,
+    _views: &[ViewSpec],
+    _options: &fstore_core::pit::PitOptions,
+    _out: &std::path::Path,
+    _args: &EngineArgs,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    Err(
+        "--engine datafusion: this binary was built without the `datafusion` feature \
+         (cargo run -p fstore-examples --features datafusion --example training_from_parquet)"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("4gib"), Ok(4 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("0GiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn flags_set_and_check() {
+        let mut a = EngineArgs::default();
+        assert!(EngineArgs::accepts("--engine") && !EngineArgs::accepts("--view"));
+        a.set("--partitions", "3").unwrap();
+        assert!(
+            a.check().is_err(),
+            "partitions without the datafusion engine"
+        );
+        a.set("--engine", "datafusion").unwrap();
+        a.set("--memory-limit", "256MiB").unwrap();
+        assert!(a.check().is_ok());
+        assert_eq!(
+            (a.engine, a.memory_limit, a.partitions),
+            (Engine::DataFusion, Some(256 << 20), Some(3))
+        );
+        assert!(a.set("--engine", "spark").is_err());
+        assert!(a.set("--partitions", "0").is_err());
+    }
+}

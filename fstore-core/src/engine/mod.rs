@@ -1,0 +1,895 @@
+//! The point-in-time join as a DataFusion plan ([semantics §12](crate::docs::semantics)):
+//! the same answer as [`point_in_time_join`](crate::pit::point_in_time_join), cell
+//! for cell, for inputs that need not fit in memory.
+//!
+//! # Plan
+//! ```text
+//! spine source ─ PitPrepareExec(spine: seq, t)                      view source ─ project ─ PitPrepareExec(view: wseq, times; null keys dropped)
+//!   └ per view: RepartitionExec(hash keys, N) ─ SortExec(keys, t) ─┐   RepartitionExec(hash keys, N) ─ SortExec(keys, avail) ─┘
+//!               PitJoinExec (streaming merge per partition) ─ next view …
+//! SortExec(seq, per partition) ─ SortPreservingMergeExec(seq) ─ ProjectionExec (drop engine columns)
+//! ```
+//! DataFusion's repartition and sort do the heavy lifting and spill to disk under
+//! the memory pool of the [`TaskContext`]. The only custom nodes are
+//! [`PitPrepareExec`] and [`PitJoinExec`]; each is rebuilt from its children and a
+//! serde-serializable config, which is what a `PhysicalExtensionCodec` needs.
+//!
+//! # Example
+//! ```
+//! # async fn demo() -> fstore_core::Result<()> {
+//! use fstore_core::engine::{self, EngineConfig};
+//! use fstore_core::pit::{PitOptions, PitView};
+//! # let (spine, views): (Vec<fstore_core::arrow_array::RecordBatch>, Vec<PitView<'_>>) = (vec![], vec![]);
+//! # if spine.is_empty() { return Ok(()); }
+//! let out = engine::point_in_time_join(&spine, "ts", &views, &PitOptions::default(),
+//!     &EngineConfig::default().with_partitions(4).with_memory_limit(Some(256 << 20))).await?;
+//! # let _ = out;
+//! # Ok(()) }
+//! ```
+
+mod exec;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, SchemaRef};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::common::DataFusionError;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    TrackConsumersPool,
+};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::pit::{PitOptions, PitView};
+use crate::time::duration_micros;
+
+pub use exec::{
+    AVAIL_COLUMN, CREATED_COLUMN, EVENT_COLUMN, ORDINAL_COLUMN, PitJoinConfig, PitJoinExec,
+    PitPrepareExec, PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_COLUMN, TIME_COLUMN,
+    WRITE_SEQ_COLUMN,
+};
+
+/// Backend name in the errors of the engine.
+pub const BACKEND: &str = "datafusion";
+
+/// One view's input to [`pit_join_plan`]: [`PitView`] with a plan instead of batches.
+#[derive(Debug, Clone)]
+pub struct EngineView {
+    /// View name (used for `view__feature` output names and in errors).
+    pub name: String,
+    /// Join-key columns (same names and types in the spine).
+    pub join_keys: Vec<String>,
+    /// Event-timestamp column of the feature rows.
+    pub event_timestamp_column: String,
+    /// Optional created-timestamp column (tie-break, cutoff).
+    pub created_timestamp_column: Option<String>,
+    /// Lookback window; `None` = unbounded. Inclusive at both ends.
+    pub ttl: Option<Duration>,
+    /// The requested features, in output order, with their types.
+    pub features: Vec<Field>,
+    /// The feature rows. Partitions are contiguous runs of the write order,
+    /// partition 0 first (as [`memory_plan`] and [`parquet_plan`] build them): the
+    /// last tie-break is "partition, then row inside the partition".
+    pub input: Arc<dyn ExecutionPlan>,
+}
+
+/// How the engine runs: partitions, batch size, memory limit, spill directory.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Hash partitions of each join (the parallelism). Default: the number of cores.
+    pub partitions: usize,
+    /// Rows per batch inside the plan. Default 8192.
+    pub batch_size: usize,
+    /// Memory pool limit in bytes (a fair spill pool); `None` = unbounded.
+    pub memory_limit: Option<usize>,
+    /// Where sorts and repartitions spill; `None` = the OS temporary directory.
+    pub spill_dir: Option<PathBuf>,
+    /// Spill files one merge pass opens under a memory limit (more are merged in
+    /// several passes). Default 8.
+    pub spill_merge_fan_in: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            batch_size: 8192,
+            memory_limit: None,
+            spill_dir: None,
+            spill_merge_fan_in: 8,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Sets [`EngineConfig::partitions`] (at least 1).
+    pub fn with_partitions(mut self, n: usize) -> Self {
+        self.partitions = n.max(1);
+        self
+    }
+    /// Sets [`EngineConfig::batch_size`] (at least 1).
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+    /// Sets [`EngineConfig::memory_limit`].
+    pub fn with_memory_limit(mut self, bytes: Option<usize>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// Sets [`EngineConfig::spill_merge_fan_in`] (at least 2).
+    pub fn with_spill_merge_fan_in(mut self, n: usize) -> Self {
+        self.spill_merge_fan_in = n.max(2);
+        self
+    }
+    /// Sets [`EngineConfig::spill_dir`].
+    pub fn with_spill_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.spill_dir = dir;
+        self
+    }
+
+    /// A DataFusion session with this config: batch size, target partitions, a
+    /// memory pool of `memory_limit` bytes (half shared fairly by the operators
+    /// that spill, half for the merges of spill files, which cannot), spilling to
+    /// `spill_dir` with at most `spill_merge_fan_in` files per merge pass.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the spill directory does not exist or cannot be
+    /// written (checked by creating a file in it).
+    pub fn session(&self) -> Result<SessionContext> {
+        let mut config = SessionConfig::new()
+            .with_batch_size(self.batch_size)
+            .with_target_partitions(self.partitions);
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.memory_limit {
+            // Every sort of the plan (two per view, one at the end, per partition)
+            // reserves this much up front for merging its spill files; DataFusion's
+            // default (10 MiB) alone would exceed small pools.
+            let sorts = 64 * self.partitions.max(1);
+            let exec = &mut config.options_mut().execution;
+            exec.sort_spill_reservation_bytes = exec
+                .sort_spill_reservation_bytes
+                .min((limit / sorts).max(32 << 10));
+            // Runs sorted in place are spilled as one batch, and a merge holds a
+            // batch per spill file: keep those batches small under small pools.
+            exec.sort_in_place_threshold_bytes = exec
+                .sort_in_place_threshold_bytes
+                .min((limit / sorts).max(32 << 10));
+            // The top consumers are named when an allocation fails.
+            rt = rt.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                SplitPool::new(limit),
+                std::num::NonZeroUsize::new(8).expect("8 > 0"),
+            )));
+        }
+        let mut disk = DiskManagerBuilder::default();
+        if let Some(dir) = &self.spill_dir {
+            check_writable(dir)?;
+            disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
+        }
+        if self.memory_limit.is_some() {
+            // A merge of spill files reserves a batch per file it opens, and the
+            // plan's sorts merge concurrently: an unbounded fan-in lets the first
+            // merge take the whole pool and starve the others.
+            disk = disk.with_max_spill_merge_fan_in(self.spill_merge_fan_in);
+        }
+        rt = rt.with_disk_manager_builder(disk);
+        let rt = rt.build_arc().map_err(from_df)?;
+        Ok(SessionContext::new_with_config_rt(config, rt))
+    }
+}
+
+/// The engine's memory pool: half of the limit for operators that can spill
+/// (sorts, repartitions; shared fairly, so each spills when it reaches its
+/// share), half for those that cannot (the merges of spill files, one batch per
+/// open file). With one shared pool, sorts that filled it early starve the
+/// merges that start later, and the run fails instead of spilling.
+#[derive(Debug)]
+struct SplitPool {
+    spill: FairSpillPool,
+    merge: GreedyMemoryPool,
+    limit: usize,
+}
+
+impl SplitPool {
+    fn new(limit: usize) -> Self {
+        Self {
+            spill: FairSpillPool::new(limit / 2),
+            merge: GreedyMemoryPool::new(limit - limit / 2),
+            limit,
+        }
+    }
+
+    fn pick(&self, c: &MemoryConsumer) -> &dyn MemoryPool {
+        if c.can_spill() {
+            &self.spill
+        } else {
+            &self.merge
+        }
+    }
+}
+
+impl std::fmt::Display for SplitPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fstore-engine(spill: {}, merge: {})",
+            self.spill, self.merge
+        )
+    }
+}
+
+impl MemoryPool for SplitPool {
+    fn name(&self) -> &str {
+        "fstore-engine"
+    }
+    fn register(&self, c: &MemoryConsumer) {
+        self.pick(c).register(c)
+    }
+    fn unregister(&self, c: &MemoryConsumer) {
+        self.pick(c).unregister(c)
+    }
+    fn grow(&self, r: &MemoryReservation, additional: usize) {
+        self.pick(r.consumer()).grow(r, additional)
+    }
+    fn shrink(&self, r: &MemoryReservation, shrink: usize) {
+        self.pick(r.consumer()).shrink(r, shrink)
+    }
+    fn try_grow(&self, r: &MemoryReservation, additional: usize) -> datafusion::common::Result<()> {
+        self.pick(r.consumer()).try_grow(r, additional)
+    }
+    fn reserved(&self) -> usize {
+        self.spill.reserved() + self.merge.reserved()
+    }
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
+    }
+}
+
+/// Fails with a clear error when `dir` cannot hold spill files.
+fn check_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".fstore-spill-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Error::invalid(format!(
+                "spill directory '{}' cannot be written: {e}",
+                dir.display()
+            ))
+        })
+}
+
+/// Maps a DataFusion error back to fstore's: an fstore error raised inside the
+/// plan comes back as itself (an [`Error::InvalidInput`] keeps its message);
+/// anything else is [`Error::Backend`] with backend [`BACKEND`].
+pub fn from_df(e: DataFusionError) -> Error {
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(Error::InvalidInput(m)) = inner.downcast_ref::<Error>()
+    {
+        return Error::InvalidInput(m.clone());
+    }
+    Error::Backend {
+        backend: BACKEND,
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// In-memory batches as a plan of `partitions` contiguous runs (in order), each
+/// with its ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers
+/// follow the slice's row order.
+///
+/// # Errors
+/// A batch whose schema differs from `schema`.
+pub fn memory_plan(
+    batches: &[RecordBatch],
+    schema: SchemaRef,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = partitions.max(1);
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let per = total.div_ceil(partitions).max(1);
+    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+    let mut seen = 0usize;
+    for b in batches {
+        let mut off = 0;
+        while off < b.num_rows() {
+            let p = ((seen + off) / per).min(partitions - 1);
+            let room = per * (p + 1) - (seen + off);
+            let len = room.min(b.num_rows() - off);
+            let len = if p == partitions - 1 {
+                b.num_rows() - off
+            } else {
+                len
+            };
+            parts[p].push(b.slice(off, len));
+            off += len;
+        }
+        seen += b.num_rows();
+    }
+    // Each slice carries its ordinal, so sequences follow the slice order
+    // whichever partition or task reads it.
+    let schema = with_ordinal(&schema);
+    let parts = parts
+        .into_iter()
+        .enumerate()
+        .map(|(p, batches)| {
+            batches
+                .into_iter()
+                .map(|b| {
+                    let n = b.num_rows();
+                    let mut cols = b.columns().to_vec();
+                    cols.push(Arc::new(datafusion::arrow::array::UInt64Array::from(
+                        vec![p as u64; n],
+                    )));
+                    RecordBatch::try_new_with_options(
+                        Arc::clone(&schema),
+                        cols,
+                        &arrow_array::RecordBatchOptions::new().with_row_count(Some(n)),
+                    )
+                    .map_err(|e| {
+                        Error::invalid(format!("a batch does not match the given schema: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&parts, schema, None).map_err(from_df)?)
+}
+
+/// `schema` with the [`ORDINAL_COLUMN`] appended.
+fn with_ordinal(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(
+        ORDINAL_COLUMN,
+        arrow_schema::DataType::UInt64,
+        false,
+    )));
+    Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// `schema` without the [`ORDINAL_COLUMN`].
+fn without_ordinal(schema: &SchemaRef) -> SchemaRef {
+    if schema.index_of(ORDINAL_COLUMN).is_err() {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != ORDINAL_COLUMN)
+        .cloned()
+        .collect();
+    Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// Parquet files as a plan of up to `partitions` contiguous groups of files, in the
+/// given order (files are never moved between partitions at run time), with the
+/// file's ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers follow
+/// "file order, then row order" wherever the files are read.
+///
+/// # Errors
+/// No files, a file that cannot be opened or is not Parquet, files whose schemas differ.
+pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+    let first = files
+        .first()
+        .ok_or_else(|| Error::invalid("no Parquet files given"))?;
+    let mut schema: Option<SchemaRef> = None;
+    let mut pfiles = Vec::with_capacity(files.len());
+    for f in files {
+        let abs = std::path::absolute(f)
+            .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?;
+        let file = std::fs::File::open(&abs)
+            .map_err(|e| Error::invalid(format!("cannot open '{}': {e}", f.display())))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?
+            .len();
+        let meta = ArrowReaderMetadata::load(&file, Default::default())
+            .map_err(|e| Error::invalid(format!("'{}' is not a Parquet file: {e}", f.display())))?;
+        let s = Arc::clone(meta.schema());
+        match &schema {
+            None => schema = Some(s),
+            Some(s0) if s0.fields() != s.fields() => {
+                return Err(Error::invalid(format!(
+                    "'{}' has a different schema from '{}'",
+                    f.display(),
+                    first.display()
+                )));
+            }
+            Some(_) => {}
+        }
+        let path = datafusion::object_store::path::Path::from_absolute_path(&abs)
+            .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?;
+        let mut pf = PartitionedFile::new(path.to_string(), size);
+        // The file's ordinal, as a partition value: sequences follow file order.
+        pf.partition_values = vec![datafusion::common::ScalarValue::UInt64(Some(
+            pfiles.len() as u64
+        ))];
+        pfiles.push(pf);
+    }
+    let schema = schema.expect("at least one file");
+    let n = partitions.clamp(1, pfiles.len());
+    let per = pfiles.len().div_ceil(n);
+    let groups: Vec<FileGroup> = pfiles
+        .chunks(per)
+        .map(|c| FileGroup::new(c.to_vec()))
+        .collect();
+    let table_schema =
+        datafusion::datasource::table_schema::TableSchema::builder(Arc::clone(&schema))
+            .with_table_partition_cols(vec![Arc::new(Field::new(
+                ORDINAL_COLUMN,
+                arrow_schema::DataType::UInt64,
+                false,
+            ))])
+            .build();
+    let source = Arc::new(ParquetSource::new(table_schema));
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        .with_file_groups(groups)
+        .with_preserve_order(true)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// A stream of batches (e.g. an offline store's scan) as a one-partition plan
+/// that can be executed once; a second execution yields an error. Rows keep the
+/// stream's order (the write order of a scan).
+pub fn stream_plan(
+    schema: SchemaRef,
+    stream: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let part = Arc::new(OnceStream {
+        schema: Arc::clone(&schema),
+        stream: std::sync::Mutex::new(Some(stream)),
+    });
+    Ok(Arc::new(
+        StreamingTableExec::try_new(
+            schema,
+            vec![part],
+            None,
+            Vec::<LexOrdering>::new(),
+            false,
+            None,
+        )
+        .map_err(from_df)?,
+    ))
+}
+
+struct OnceStream {
+    schema: SchemaRef,
+    stream: std::sync::Mutex<Option<futures::stream::BoxStream<'static, Result<RecordBatch>>>>,
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnceStream").finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().map(|mut s| s.take()).unwrap_or(None);
+        let schema = Arc::clone(&self.schema);
+        match taken {
+            Some(stream) => Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                stream.map(|b| b.map_err(exec::external)),
+            )),
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::once(async {
+                    Err(DataFusionError::Execution(
+                        "a stream plan can be executed only once".into(),
+                    ))
+                }),
+            )),
+        }
+    }
+}
+
+fn col(name: &str, plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(Arc::new(
+        Column::new_with_schema(name, &plan.schema()).map_err(from_df)?,
+    ))
+}
+
+fn ordering(exprs: Vec<Arc<dyn PhysicalExpr>>) -> Result<LexOrdering> {
+    LexOrdering::new(
+        exprs
+            .into_iter()
+            .map(|e| PhysicalSortExpr::new(e, SortOptions::default())),
+    )
+    .ok_or_else(|| Error::invalid("internal: empty sort order"))
+}
+
+/// Hash-partitions `input` by `keys` into `n` partitions (one partition when there
+/// are no keys) and sorts each partition by `keys` then `time`.
+fn partition_and_sort(
+    input: Arc<dyn ExecutionPlan>,
+    keys: &[String],
+    time: &str,
+    n: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let key_exprs = keys
+        .iter()
+        .map(|k| col(k, &input))
+        .collect::<Result<Vec<_>>>()?;
+    let parted: Arc<dyn ExecutionPlan> = if key_exprs.is_empty() {
+        Arc::new(CoalescePartitionsExec::new(input))
+    } else {
+        Arc::new(
+            RepartitionExec::try_new(input, Partitioning::Hash(key_exprs.clone(), n))
+                .map_err(from_df)?,
+        )
+    };
+    let mut sort_exprs = keys
+        .iter()
+        .map(|k| col(k, &parted))
+        .collect::<Result<Vec<_>>>()?;
+    sort_exprs.push(col(time, &parted)?);
+    Ok(Arc::new(
+        SortExec::new(ordering(sort_exprs)?, parted).with_preserve_partitioning(true),
+    ))
+}
+
+/// Builds the PIT join of `spine` and `views` as a DataFusion plan with exactly
+/// the semantics of [`crate::pit::point_in_time_join`] ([semantics §5](crate::docs::semantics)).
+///
+/// The plan has one output partition, in spine order, with the spine's columns
+/// then each view's requested features (named `feature` or `view__feature`).
+/// `partitions` is the number of hash partitions of each join.
+///
+/// # Errors
+/// Before any data is read, the errors of the pure join for the same schemas
+/// ([`Error::InvalidInput`] naming the column: missing key, key type mismatch
+/// naming both types, naive timestamps, unknown feature or wrong feature type,
+/// output-name clash), and input columns using [`RESERVED_PREFIX`]. Null
+/// timestamps are found while the data streams (the same message as the pure join).
+pub fn pit_join_plan(
+    spine: Arc<dyn ExecutionPlan>,
+    spine_timestamp_column: &str,
+    views: &[EngineView],
+    options: &PitOptions,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let n = partitions.max(1);
+    let spine_schema = without_ordinal(&spine.schema());
+    // Schema-level validation by the pure join itself on empty inputs: the same
+    // errors, and the output schema, before any heavy work.
+    let empty_spine = RecordBatch::new_empty(Arc::clone(&spine_schema));
+    let empties: Vec<[RecordBatch; 1]> = views
+        .iter()
+        .map(|v| [RecordBatch::new_empty(without_ordinal(&v.input.schema()))])
+        .collect();
+    let pit_views: Vec<PitView<'_>> = views
+        .iter()
+        .zip(&empties)
+        .map(|(v, e)| PitView {
+            name: v.name.clone(),
+            join_keys: v.join_keys.clone(),
+            event_timestamp_column: v.event_timestamp_column.clone(),
+            created_timestamp_column: v.created_timestamp_column.clone(),
+            ttl: v.ttl,
+            features: v.features.clone(),
+            batches: e,
+        })
+        .collect();
+    let expected = crate::pit::point_in_time_join(
+        std::slice::from_ref(&empty_spine),
+        spine_timestamp_column,
+        &pit_views,
+        options,
+    )?;
+    let out_schema = expected.schema();
+
+    let mut current: Arc<dyn ExecutionPlan> = Arc::new(
+        PitPrepareExec::try_new(
+            spine,
+            PrepareConfig {
+                role: PrepareRole::Spine {
+                    timestamp_column: spine_timestamp_column.to_string(),
+                },
+                assume_utc: options.assume_utc,
+            },
+        )
+        .map_err(from_df)?,
+    );
+    let n_spine_cols = spine_schema.fields().len();
+    let mut out_names: Vec<String> = Vec::new();
+    for v in views {
+        // Only the columns the join needs cross the shuffle.
+        let vs = v.input.schema();
+        let mut needed: Vec<&str> = v.join_keys.iter().map(String::as_str).collect();
+        needed.push(&v.event_timestamp_column);
+        if let Some(c) = &v.created_timestamp_column {
+            needed.push(c);
+        }
+        needed.extend(v.features.iter().map(|f| f.name().as_str()));
+        if vs.index_of(ORDINAL_COLUMN).is_ok() {
+            needed.push(ORDINAL_COLUMN);
+        }
+        let mut proj: Vec<ProjectionExpr> = Vec::new();
+        for name in needed {
+            if proj.iter().any(|p| p.alias == name) {
+                continue;
+            }
+            proj.push(ProjectionExpr {
+                expr: Arc::new(Column::new_with_schema(name, &vs).map_err(from_df)?),
+                alias: name.to_string(),
+            });
+        }
+        let projected: Arc<dyn ExecutionPlan> =
+            Arc::new(ProjectionExec::try_new(proj, Arc::clone(&v.input)).map_err(from_df)?);
+        let prepared: Arc<dyn ExecutionPlan> = Arc::new(
+            PitPrepareExec::try_new(
+                projected,
+                PrepareConfig {
+                    role: PrepareRole::View {
+                        view: v.name.clone(),
+                        join_keys: v.join_keys.clone(),
+                        event_timestamp_column: v.event_timestamp_column.clone(),
+                        created_timestamp_column: v.created_timestamp_column.clone(),
+                        created_cutoff: options.created_cutoff,
+                    },
+                    assume_utc: options.assume_utc,
+                },
+            )
+            .map_err(from_df)?,
+        );
+        let features: Vec<(String, String)> = v
+            .features
+            .iter()
+            .map(|f| {
+                let out = if options.full_feature_names {
+                    format!("{}__{}", v.name, f.name())
+                } else {
+                    f.name().clone()
+                };
+                (f.name().clone(), out)
+            })
+            .collect();
+        out_names.extend(features.iter().map(|(_, o)| o.clone()));
+        let spine_side = partition_and_sort(current, &v.join_keys, TIME_COLUMN, n)?;
+        let view_side = partition_and_sort(prepared, &v.join_keys, AVAIL_COLUMN, n)?;
+        current = Arc::new(
+            PitJoinExec::try_new(
+                spine_side,
+                view_side,
+                PitJoinConfig {
+                    view: v.name.clone(),
+                    join_keys: v.join_keys.clone(),
+                    ttl_micros: v.ttl.map(duration_micros),
+                    features,
+                },
+            )
+            .map_err(from_df)?,
+        );
+    }
+    // Back to spine order: sort each partition by sequence, merge them.
+    let seq = ordering(vec![col(SEQ_COLUMN, &current)?])?;
+    let sorted: Arc<dyn ExecutionPlan> =
+        Arc::new(SortExec::new(seq.clone(), current).with_preserve_partitioning(true));
+    let merged: Arc<dyn ExecutionPlan> = if sorted.output_partitioning().partition_count() > 1 {
+        Arc::new(SortPreservingMergeExec::new(seq, sorted))
+    } else {
+        sorted
+    };
+    let ms = merged.schema();
+    let mut proj = Vec::with_capacity(out_schema.fields().len());
+    for f in spine_schema.fields().iter().take(n_spine_cols) {
+        proj.push(ProjectionExpr {
+            expr: Arc::new(Column::new_with_schema(f.name(), &ms).map_err(from_df)?),
+            alias: f.name().clone(),
+        });
+    }
+    for name in &out_names {
+        proj.push(ProjectionExpr {
+            expr: Arc::new(Column::new_with_schema(name, &ms).map_err(from_df)?),
+            alias: name.clone(),
+        });
+    }
+    Ok(Arc::new(
+        ProjectionExec::try_new(proj, merged).map_err(from_df)?,
+    ))
+}
+
+/// Runs `plan` (one output partition) as a stream of batches.
+///
+/// # Errors
+/// As [`from_df`].
+pub fn execute(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+) -> Result<SendableRecordBatchStream> {
+    execute_stream(plan, ctx).map_err(from_df)
+}
+
+/// Streams `stream` batch by batch into the Parquet file `path` and returns the
+/// rows written. The file is written under a temporary name in the same
+/// directory (`.NAME.tmp-PID`) and renamed to `path` only after the last batch
+/// and the footer are written, so a failed run leaves no file that looks complete
+/// (the temporary file is removed).
+///
+/// # Errors
+/// The stream's first error ([`from_df`]); the directory or file cannot be written.
+pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("'{}' is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |e: std::io::Error, what: &Path| {
+        Error::invalid(format!("cannot write '{}': {e}", what.display()))
+    };
+    let result = async {
+        let file = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
+        let mut writer =
+            ArrowWriter::try_new(file, stream.schema(), None).map_err(|e| Error::Backend {
+                backend: BACKEND,
+                message: format!("parquet writer for '{}': {e}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(from_df)?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| Error::Backend {
+                backend: BACKEND,
+                message: format!("writing '{}': {e}", tmp.display()),
+                source: Some(Box::new(e)),
+            })?;
+        }
+        writer.close().map_err(|e| Error::Backend {
+            backend: BACKEND,
+            message: format!("closing '{}': {e}", tmp.display()),
+            source: Some(Box::new(e)),
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| io(e, path))?;
+        Ok(rows)
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`crate::pit::point_in_time_join`] run by the engine over in-memory inputs:
+/// the spine and each view become [`memory_plan`]s of `config.partitions`
+/// partitions, the plan runs under `config`'s memory limit and batch size, and
+/// the result is concatenated into one batch (tests, small inputs).
+///
+/// # Errors
+/// Those of [`pit_join_plan`] and of the run ([`from_df`]).
+pub async fn point_in_time_join(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+    config: &EngineConfig,
+) -> Result<RecordBatch> {
+    let first = spine.first().ok_or_else(|| {
+        Error::invalid("the spine has no batches (pass at least one, possibly empty, batch)")
+    })?;
+    let spine_schema = first.schema();
+    for (i, b) in spine.iter().enumerate().skip(1) {
+        if b.schema_ref().fields() != spine_schema.fields() {
+            return Err(Error::invalid(format!(
+                "spine batch {i} has a different schema from spine batch 0"
+            )));
+        }
+    }
+    let spine_plan = memory_plan(spine, Arc::clone(&spine_schema), config.partitions)?;
+    let mut eviews = Vec::with_capacity(views.len());
+    for v in views {
+        let schema = match v.batches.first() {
+            Some(b) => b.schema(),
+            // No rows: a schema of the columns the join reads, so the plan can be built.
+            None => empty_view_schema(v, &spine_schema, options)?,
+        };
+        for (bi, b) in v.batches.iter().enumerate().skip(1) {
+            if b.schema_ref().fields() != schema.fields() {
+                return Err(Error::invalid(format!(
+                    "view '{}': feature batch {bi} has a different schema from feature batch 0",
+                    v.name
+                )));
+            }
+        }
+        eviews.push(EngineView {
+            name: v.name.clone(),
+            join_keys: v.join_keys.clone(),
+            event_timestamp_column: v.event_timestamp_column.clone(),
+            created_timestamp_column: v.created_timestamp_column.clone(),
+            ttl: v.ttl,
+            features: v.features.clone(),
+            input: memory_plan(v.batches, schema, config.partitions)?,
+        });
+    }
+    let plan = pit_join_plan(
+        spine_plan,
+        spine_timestamp_column,
+        &eviews,
+        options,
+        config.partitions,
+    )?;
+    let session = config.session()?;
+    let schema = plan.schema();
+    let mut stream = execute(plan, session.task_ctx())?;
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        out.push(b.map_err(from_df)?);
+    }
+    Ok(arrow_select::concat::concat_batches(&schema, &out)?)
+}
+
+/// The schema of a view given no batches: its keys (typed as in the spine), UTC
+/// timestamps and declared features.
+fn empty_view_schema(
+    v: &PitView<'_>,
+    spine: &arrow_schema::Schema,
+    _options: &PitOptions,
+) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = Vec::new();
+    for k in &v.join_keys {
+        let f = spine.field_with_name(k).map_err(|_| {
+            Error::invalid(format!(
+                "join key '{k}' of view '{}' is not a spine column",
+                v.name
+            ))
+        })?;
+        fields.push(Field::new(k, f.data_type().clone(), true));
+    }
+    fields.push(Field::new(
+        &v.event_timestamp_column,
+        crate::time::timestamp_type(),
+        false,
+    ));
+    if let Some(c) = &v.created_timestamp_column {
+        fields.push(Field::new(c, crate::time::timestamp_type(), false));
+    }
+    for f in &v.features {
+        if !fields.iter().any(|x| x.name() == f.name()) {
+            fields.push(Field::new(f.name(), f.data_type().clone(), true));
+        }
+    }
+    Ok(Arc::new(arrow_schema::Schema::new(fields)))
+}

@@ -1,0 +1,688 @@
+//! The engine against the pure join: a property over random inputs (ties, ttl
+//! edges, cutoff, null keys, composite int/string keys, several views, duplicate
+//! spine rows, unsorted input; 1, 2 and 7 partitions, tiny batches), a spill
+//! test under a memory limit far below the data, and the bad-input errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    TimestampSecondArray,
+};
+use arrow_schema::{DataType, Field};
+use datafusion::physical_plan::ExecutionPlan;
+use proptest::prelude::*;
+
+use super::*;
+use crate::pit::{PitOptions, PitView};
+
+fn ts(v: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampSecondArray::from(v).with_timezone("UTC"))
+}
+
+fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(cols).unwrap()
+}
+
+/// Splits `b` into batches of at most `size` rows.
+fn chunks(b: &RecordBatch, size: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < b.num_rows() {
+        let len = size.min(b.num_rows() - off);
+        out.push(b.slice(off, len));
+        off += len;
+    }
+    if out.is_empty() {
+        out.push(b.clone());
+    }
+    out
+}
+
+fn run(
+    spine: &[RecordBatch],
+    views: &[PitView<'_>],
+    opts: &PitOptions,
+    config: &EngineConfig,
+) -> Result<RecordBatch> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(point_in_time_join(spine, "t", views, opts, config))
+}
+
+/// Cell-by-cell equality of two results (schema names and types, then values).
+fn assert_same(got: &RecordBatch, want: &RecordBatch) -> std::result::Result<(), TestCaseError> {
+    prop_assert_eq!(got.num_rows(), want.num_rows());
+    prop_assert_eq!(got.num_columns(), want.num_columns());
+    for (i, (g, w)) in got.columns().iter().zip(want.columns()).enumerate() {
+        let name = want.schema().field(i).name().clone();
+        prop_assert_eq!(got.schema().field(i).name().clone(), name.clone());
+        prop_assert_eq!(g.data_type(), w.data_type(), "column {}", name);
+        prop_assert_eq!(g.to_data(), w.to_data(), "column {}", name);
+    }
+    Ok(())
+}
+
+const STRS: [&str; 4] = ["1", "12", "23", "3"];
+const INTS: [i64; 6] = [0, 1, 2, 3, i64::MAX, i64::MIN];
+/// Single int, string pair, mixed pair, int pair (`ci` = index of `c` as Int32).
+const VIEW_KEYS: [&[&str]; 4] = [&["a"], &["b", "c"], &["a", "b"], &["a", "ci"]];
+
+type Keys = (Option<usize>, Option<usize>, Option<usize>);
+
+fn key_cols(rows: &[Keys]) -> Vec<(&'static str, ArrayRef)> {
+    let a: Int64Array = rows.iter().map(|r| r.0.map(|i| INTS[i])).collect();
+    let b: StringArray = rows.iter().map(|r| r.1.map(|i| STRS[i])).collect();
+    let c: StringArray = rows.iter().map(|r| r.2.map(|i| STRS[i])).collect();
+    let ci: Int32Array = rows.iter().map(|r| r.2.map(|i| i as i32)).collect();
+    vec![
+        ("a", Arc::new(a)),
+        ("b", Arc::new(b)),
+        ("c", Arc::new(c)),
+        ("ci", Arc::new(ci)),
+    ]
+}
+
+/// A feature row: keys, event s, created s.
+type GenRow = (Keys, i64, i64);
+
+#[derive(Debug, Clone)]
+struct GenView {
+    rows: Vec<GenRow>,
+    ttl: Option<i64>,
+    created: bool,
+}
+
+fn keys() -> impl Strategy<Value = Keys> {
+    (
+        proptest::option::weighted(0.93, 0..INTS.len()),
+        proptest::option::weighted(0.93, 0..STRS.len()),
+        proptest::option::weighted(0.93, 0..STRS.len()),
+    )
+}
+
+fn gen_view() -> impl Strategy<Value = GenView> {
+    (
+        proptest::collection::vec((keys(), 0i64..10, 0i64..5), 0..24),
+        proptest::option::of(0i64..5),
+        any::<bool>(),
+    )
+        .prop_map(|(rows, ttl, created)| GenView { rows, ttl, created })
+}
+
+fn view_batch(g: &GenView) -> RecordBatch {
+    let keys: Vec<Keys> = g.rows.iter().map(|r| r.0).collect();
+    let mut cols = key_cols(&keys);
+    // events in ms, Paris: unit and zone normalisation as in the pure join's property
+    cols.push((
+        "event",
+        Arc::new(
+            TimestampMillisecondArray::from(g.rows.iter().map(|r| r.1 * 1000).collect::<Vec<_>>())
+                .with_timezone("Europe/Paris"),
+        ),
+    ));
+    if g.created {
+        cols.push(("created", ts(g.rows.iter().map(|r| r.2).collect())));
+    }
+    // a unique value per row: which row won is visible in every cell
+    cols.push((
+        "v",
+        Arc::new(Int64Array::from(
+            (0..g.rows.len() as i64).collect::<Vec<_>>(),
+        )),
+    ));
+    cols.push((
+        "s",
+        Arc::new(StringArray::from(
+            (0..g.rows.len())
+                .map(|i| (i % 3 != 0).then(|| format!("s{i}")))
+                .collect::<Vec<_>>(),
+        )),
+    ));
+    batch(cols)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("FSTORE_ENGINE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(500)
+    ))]
+
+    #[test]
+    fn engine_matches_pure_join(
+        spine_rows in proptest::collection::vec((keys(), 0i64..12), 0..24),
+        dups in proptest::collection::vec(0usize..24, 0..4),
+        gviews in proptest::collection::vec(gen_view(), 1..=4),
+        cutoff in any::<bool>(),
+        full_names in any::<bool>(),
+        partitions in prop::sample::select(vec![1usize, 2, 7]),
+        batch_size in 1usize..5,
+        input_chunk in 1usize..7,
+    ) {
+        // duplicate spine rows, appended (unsorted input: rows are random)
+        let mut spine_rows = spine_rows;
+        for d in dups {
+            if let Some(r) = spine_rows.get(d).cloned() {
+                spine_rows.push(r);
+            }
+        }
+        let keys: Vec<Keys> = spine_rows.iter().map(|r| r.0).collect();
+        let mut cols = key_cols(&keys);
+        cols.push(("t", ts(spine_rows.iter().map(|r| r.1).collect())));
+        cols.push(("label", Arc::new(Int64Array::from((0..spine_rows.len() as i64).collect::<Vec<_>>()))));
+        let spine = chunks(&batch(cols), input_chunk);
+        let view_batches: Vec<Vec<RecordBatch>> = gviews.iter().map(|g| chunks(&view_batch(g), input_chunk)).collect();
+        let views: Vec<PitView<'_>> = gviews
+            .iter()
+            .enumerate()
+            .map(|(vi, g)| PitView {
+                name: format!("v{vi}"),
+                join_keys: VIEW_KEYS[vi].iter().map(|k| k.to_string()).collect(),
+                event_timestamp_column: "event".into(),
+                created_timestamp_column: g.created.then(|| "created".into()),
+                ttl: g.ttl.map(|d| Duration::from_secs(d as u64)),
+                features: if full_names {
+                    vec![Field::new("v", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]
+                } else {
+                    // without full names only one view can ask for `v`
+                    vec![Field::new(if vi == 0 { "v" } else { "s" }, if vi == 0 { DataType::Int64 } else { DataType::Utf8 }, true)]
+                        .into_iter().filter(|_| vi <= 1).collect()
+                },
+                batches: &view_batches[vi],
+            })
+            .collect();
+        let opts = PitOptions::default()
+            .with_full_feature_names(full_names)
+            .with_created_cutoff(cutoff);
+        let want = crate::pit::point_in_time_join(&spine, "t", &views, &opts).unwrap();
+        let config = EngineConfig::default().with_partitions(partitions).with_batch_size(batch_size);
+        let got = run(&spine, &views, &opts, &config).unwrap();
+        assert_same(&got, &want)?;
+    }
+}
+
+/// A spine and one view large enough to exceed a small memory pool.
+fn large_case(n_spine: usize, n_feat: usize) -> (RecordBatch, RecordBatch) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let n_keys = 5_000u64;
+    let (mut sk, mut st) = (Vec::new(), Vec::new());
+    for _ in 0..n_spine {
+        sk.push((next() % n_keys) as i64);
+        st.push((next() % 100_000) as i64);
+    }
+    let spine = batch(vec![("a", Arc::new(Int64Array::from(sk))), ("t", ts(st))]);
+    let (mut fk, mut fe, mut fv) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n_feat {
+        fk.push((next() % n_keys) as i64);
+        fe.push((next() % 100_000) as i64 * 1000);
+        fv.push(format!("value-{i:08}-padding-padding-padding"));
+    }
+    let view = batch(vec![
+        ("a", Arc::new(Int64Array::from(fk))),
+        (
+            "event",
+            Arc::new(TimestampMillisecondArray::from(fe).with_timezone("UTC")),
+        ),
+        ("s", Arc::new(StringArray::from(fv))),
+    ]);
+    (spine, view)
+}
+
+/// Sum of `spill_count` over every node of `plan`.
+fn spills(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    plan.metrics().and_then(|m| m.spill_count()).unwrap_or(0)
+        + plan.children().into_iter().map(spills).sum::<usize>()
+}
+
+#[test]
+fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
+    let (spine, view) = large_case(800_000, 1_600_000);
+    let data_bytes = spine.get_array_memory_size() + view.get_array_memory_size();
+    let limit = 16 << 20;
+    assert!(
+        data_bytes > 6 * limit,
+        "data {data_bytes} B vs limit {limit} B"
+    );
+    let views = [PitView {
+        name: "v".into(),
+        join_keys: vec!["a".into()],
+        event_timestamp_column: "event".into(),
+        created_timestamp_column: None,
+        ttl: Some(Duration::from_secs(5_000)),
+        features: vec![Field::new("s", DataType::Utf8, true)],
+        batches: &chunks(&view, 1024),
+    }];
+    let spine_batches = chunks(&spine, 1024);
+    let want = crate::pit::point_in_time_join(&spine_batches, "t", &views, &PitOptions::default())
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig::default()
+        .with_partitions(2)
+        .with_batch_size(1024)
+        .with_spill_merge_fan_in(4)
+        .with_memory_limit(Some(limit))
+        .with_spill_dir(Some(dir.path().to_path_buf()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (got, spilled) = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(5_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(views[0].batches, view.schema(), 2).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(&spine_batches, spine.schema(), 2).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            2,
+        )
+        .unwrap();
+        let session = config.session().unwrap();
+        let mut stream = execute(Arc::clone(&plan), session.task_ctx()).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            out.push(b.unwrap());
+        }
+        (
+            arrow_select::concat::concat_batches(&plan.schema(), &out).unwrap(),
+            spills(&plan),
+        )
+    });
+    assert!(spilled > 0, "nothing spilled under a {limit} B pool");
+    assert_eq!(got.num_rows(), want.num_rows());
+    for (g, w) in got.columns().iter().zip(want.columns()) {
+        assert_eq!(g.to_data(), w.to_data());
+    }
+}
+
+fn small_inputs() -> (RecordBatch, RecordBatch) {
+    let spine = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("t", ts(vec![10, 20])),
+    ]);
+    let view = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("event", ts(vec![5, 15])),
+        ("v", Arc::new(Int64Array::from(vec![7, 8]))),
+    ]);
+    (spine, view)
+}
+
+fn view_of<'a>(batches: &'a [RecordBatch], keys: &[&str], feature: Field) -> PitView<'a> {
+    PitView {
+        name: "v".into(),
+        join_keys: keys.iter().map(|k| k.to_string()).collect(),
+        event_timestamp_column: "event".into(),
+        created_timestamp_column: None,
+        ttl: None,
+        features: vec![feature],
+        batches,
+    }
+}
+
+/// The engine's error for these inputs equals the pure join's, word for word.
+fn same_error(spine: &[RecordBatch], view: PitView<'_>) -> String {
+    let pure = crate::pit::point_in_time_join(
+        spine,
+        "t",
+        std::slice::from_ref(&view),
+        &PitOptions::default(),
+    )
+    .unwrap_err();
+    let eng = run(
+        spine,
+        &[view],
+        &PitOptions::default(),
+        &EngineConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(eng, Error::InvalidInput(_)), "{eng}");
+    assert_eq!(eng.to_string(), pure.to_string());
+    eng.to_string()
+}
+
+#[test]
+fn bad_input_gives_the_pure_joins_errors() {
+    let (spine, view) = small_inputs();
+    let f = Field::new("v", DataType::Int64, true);
+    // missing key column
+    let e = same_error(
+        std::slice::from_ref(&spine),
+        view_of(std::slice::from_ref(&view), &["nope"], f.clone()),
+    );
+    assert!(e.contains("'nope'"), "{e}");
+    // unknown feature
+    let e = same_error(
+        std::slice::from_ref(&spine),
+        view_of(
+            std::slice::from_ref(&view),
+            &["a"],
+            Field::new("w", DataType::Int64, true),
+        ),
+    );
+    assert!(e.contains("'w'"), "{e}");
+    // key type mismatch names both types
+    let view32 = batch(vec![
+        ("a", Arc::new(Int32Array::from(vec![1, 2]))),
+        ("event", ts(vec![5, 15])),
+        ("v", Arc::new(Int64Array::from(vec![7, 8]))),
+    ]);
+    let e = same_error(
+        std::slice::from_ref(&spine),
+        view_of(&[view32], &["a"], f.clone()),
+    );
+    assert!(e.contains("Int64") && e.contains("Int32"), "{e}");
+    // naive timestamps
+    let naive = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "t",
+            Arc::new(TimestampSecondArray::from(vec![10, 20])) as ArrayRef,
+        ),
+    ]);
+    let e = same_error(
+        &[naive],
+        view_of(std::slice::from_ref(&view), &["a"], f.clone()),
+    );
+    assert!(e.contains("naive"), "{e}");
+    // reserved column names
+    let reserved = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("t", ts(vec![10, 20])),
+        ("__fstore_seq", Arc::new(Int64Array::from(vec![1, 2]))),
+    ]);
+    let e = run(
+        &[reserved],
+        &[view_of(std::slice::from_ref(&view), &["a"], f.clone())],
+        &PitOptions::default(),
+        &EngineConfig::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("__fstore_seq"), "{e}");
+}
+
+#[test]
+fn null_timestamps_are_named_errors() {
+    let (spine, view) = small_inputs();
+    let f = Field::new("v", DataType::Int64, true);
+    let null_t = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "t",
+            Arc::new(TimestampSecondArray::from(vec![Some(10), None]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+    ]);
+    let e = run(
+        &[null_t],
+        &[view_of(&[view], &["a"], f.clone())],
+        &PitOptions::default(),
+        &EngineConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(
+        e.to_string().contains("spine") && e.to_string().contains("'t'"),
+        "{e}"
+    );
+    let null_ev = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "event",
+            Arc::new(TimestampSecondArray::from(vec![None, Some(3)]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+        ("v", Arc::new(Int64Array::from(vec![7, 8]))),
+    ]);
+    let e = run(
+        &[spine],
+        &[view_of(&[null_ev], &["a"], f)],
+        &PitOptions::default(),
+        &EngineConfig::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(
+        e.to_string().contains("view 'v'") && e.to_string().contains("'event'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unwritable_spill_dir_is_a_clear_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let dir = file.path().join("spill"); // a directory inside a regular file
+    let (spine, view) = small_inputs();
+    let e = run(
+        &[spine],
+        &[view_of(
+            &[view],
+            &["a"],
+            Field::new("v", DataType::Int64, true),
+        )],
+        &PitOptions::default(),
+        &EngineConfig::default().with_spill_dir(Some(dir.clone())),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(
+        e.to_string().contains("spill directory")
+            && e.to_string().contains(&dir.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn parquet_spine_in_parquet_out_equals_the_pure_join() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (spine, view) = large_case(20_000, 40_000);
+    let dir = tempfile::tempdir().unwrap();
+    // the spine as three files: file order, then row order, is spine order
+    let mut files = Vec::new();
+    for (i, part) in [
+        spine.slice(0, 7_000),
+        spine.slice(7_000, 6_000),
+        spine.slice(13_000, 7_000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = dir.path().join(format!("spine-{i}.parquet"));
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), spine.schema(), None).unwrap();
+        w.write(part).unwrap();
+        w.close().unwrap();
+        files.push(p);
+    }
+    let view_batches = chunks(&view, 4096);
+    let pv = PitView {
+        name: "v".into(),
+        join_keys: vec!["a".into()],
+        event_timestamp_column: "event".into(),
+        created_timestamp_column: None,
+        ttl: Some(Duration::from_secs(3_000)),
+        features: vec![Field::new("s", DataType::Utf8, true)],
+        batches: &view_batches,
+    };
+    let want = crate::pit::point_in_time_join(
+        std::slice::from_ref(&spine),
+        "t",
+        &[pv],
+        &PitOptions::default(),
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(3_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&view_batches, view.schema(), 3).unwrap(),
+        };
+        let plan = pit_join_plan(
+            parquet_plan(&files, 3).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            3,
+        )
+        .unwrap();
+        let session = EngineConfig::default()
+            .with_batch_size(1000)
+            .session()
+            .unwrap();
+        write_parquet(execute(plan, session.task_ctx()).unwrap(), &out)
+            .await
+            .unwrap()
+    });
+    assert_eq!(rows, 20_000);
+    // nothing but the result is left in the directory
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "out.parquet",
+            "spine-0.parquet",
+            "spine-1.parquet",
+            "spine-2.parquet"
+        ]
+    );
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let got: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got.num_rows(), want.num_rows());
+    for (g, w) in got.columns().iter().zip(want.columns()) {
+        assert_eq!(g.to_data(), w.to_data());
+    }
+}
+
+#[test]
+fn a_failed_run_leaves_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.parquet");
+    let (spine, view) = small_inputs();
+    let null_ev = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "event",
+            Arc::new(TimestampSecondArray::from(vec![None, Some(3)]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+        ("v", Arc::new(Int64Array::from(vec![7, 8]))),
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: None,
+            features: vec![Field::new("v", DataType::Int64, true)],
+            input: memory_plan(std::slice::from_ref(&null_ev), null_ev.schema(), 1).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(std::slice::from_ref(&spine), spine.schema(), 1).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            2,
+        )
+        .unwrap();
+        let session = EngineConfig::default().session().unwrap();
+        write_parquet(execute(plan, session.task_ctx()).unwrap(), &out)
+            .await
+            .unwrap_err()
+    });
+    let _ = view;
+    assert!(e.to_string().contains("'event'"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a file was left behind"
+    );
+}
+
+/// Sequences come from the ordinal column, not from the partition index that
+/// executes the scan (Ballista renumbers a task's partitions from 0).
+#[test]
+fn sequences_follow_the_ordinal_not_the_executing_partition() {
+    use datafusion::arrow::array::UInt64Array;
+    let spine = batch(vec![
+        ("a", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+        ("t", ts(vec![10, 20, 30])),
+        (
+            ORDINAL_COLUMN,
+            Arc::new(UInt64Array::from(vec![5, 5, 6])) as ArrayRef,
+        ),
+    ]);
+    let source =
+        MemorySourceConfig::try_new_exec(&[vec![spine.clone()]], spine.schema(), None).unwrap();
+    let prep = PitPrepareExec::try_new(
+        source,
+        PrepareConfig {
+            role: PrepareRole::Spine {
+                timestamp_column: "t".into(),
+            },
+            assume_utc: false,
+        },
+    )
+    .unwrap();
+    assert!(prep.schema().index_of(ORDINAL_COLUMN).is_err(), "consumed");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let s = prep.execute(0, SessionContext::new().task_ctx()).unwrap();
+        s.collect::<Vec<_>>().await
+    });
+    let b = out.into_iter().next().unwrap().unwrap();
+    let seq = b
+        .column_by_name(SEQ_COLUMN)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    assert_eq!(seq, vec![5 << 40, (5 << 40) | 1, 6 << 40]);
+}
