@@ -35,7 +35,7 @@ if [ ! -x /usr/bin/time ]; then
     apt-get update -qq && apt-get install -y -qq time
 fi
 
-cargo build --release -q -p fstore-examples --example training_from_parquet --example gen_pit_data
+cargo build --release -q -p fstore-examples --features datafusion --example training_from_parquet --example gen_pit_data
 # Copies: the shared target directory's binaries can be rebuilt by another checkout mid-run.
 BIN=bench/data/.bin
 mkdir -p "$BIN"
