@@ -15,10 +15,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/fstore-target}
 VENV=bench/.venv
 PY=$VENV/bin/python
 
-if ! "$PY" -c 'import polars, duckdb, pyarrow' 2>/dev/null; then
+# Peer versions measured in issue 14 (2026-11-30): pinned so figures reproduce.
+PEERS=(polars==2.1.0 duckdb==2.0.1 pyarrow==26.0.1)
+if ! "$PY" -c 'import polars, duckdb, pyarrow, sys
+want = dict(a.split("==") for a in sys.argv[1:])
+got = {"polars": polars.__version__, "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+sys.exit(0 if all(got[k] == v for k, v in want.items()) else 1)' "${PEERS[@]}" 2>/dev/null; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q polars duckdb pyarrow
+    "$VENV/bin/pip" install -q "${PEERS[@]}"
 fi
+"$PY" -c 'import polars, duckdb, pyarrow; print(f"peers: polars {polars.__version__}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}")'
 if [ ! -x /usr/bin/time ]; then
     apt-get update -qq && apt-get install -y -qq time
 fi
@@ -50,10 +56,12 @@ run() { # tool run-number command...
 
 echo "shape $SHAPE: $RUNS interleaved runs per tool"
 for i in $(seq 1 "$RUNS"); do
+    echo "  load: $(uptime | sed 's/.*load average: //')"
     run ours "$i" "$BIN/training_from_parquet" "${ARGS[@]}" --out "$OUT/ours.parquet"
     run polars "$i" "$PY" bench/peers.py polars "${ARGS[@]}" --out "$OUT/polars.parquet"
     run duckdb "$i" "$PY" bench/peers.py duckdb "${ARGS[@]}" --out "$OUT/duckdb.parquet"
 done
+echo "  load: $(uptime | sed 's/.*load average: //')"
 echo
 echo "our last run:"
 sed 's/^/  /' "$OUT/ours.$RUNS.log"

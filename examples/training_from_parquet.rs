@@ -4,8 +4,12 @@
 //! cargo run --release --example training_from_parquet -- \
 //!     --spine spine.parquet --timestamp-column ts \
 //!     --view name=V,path=P.parquet,keys=k1+k2,event=event_ts[,created=created_ts][,ttl=SECONDS] \
-//!     [--view …] [--full-feature-names] [--created-cutoff] [--assume-utc] --out out.parquet
+//!     [--view …] [--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] …] \
+//!     [--full-feature-names] [--created-cutoff] [--assume-utc] --out out.parquet
 //! ```
+//!
+//! `--agg` adds window aggregations over a `--view` (see
+//! [`fstore_examples::agg_args`]), e.g. `--agg txn:amount:sum:7d:1h`.
 //!
 //! A view's features are every column of its file that is not one of its key,
 //! event or created columns, in file order. The feature rows' write order (the
@@ -19,34 +23,22 @@
 //! on empty batches with the real features, so names, types and errors are exactly
 //! the join's, and so is the output schema.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow_array::{
-    ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, cast::AsArray, types::UInt32Type,
+use arrow_array::{RecordBatch, RecordBatchOptions, cast::AsArray, types::UInt32Type};
+use arrow_schema::{DataType, Field};
+use fstore_core::pit::{PitOptions, PitView, point_in_time_join, point_in_time_join_profiled};
+use fstore_examples::agg_args;
+use fstore_examples::parquet_io::{
+    self, BoxError, Chosen, ParquetFile, read_tasks, selected_rows, whole_file, with_row_numbers,
+    write_parquet,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use arrow_select::{concat::concat_batches, take::take};
-use fstore_core::pit::{PitOptions, PitView, point_in_time_join};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-    RowSelector,
-};
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
-};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: training_from_parquet --spine SPINE.parquet --timestamp-column COL \
 --view name=V,path=P.parquet,keys=k1+k2,event=EVENT[,created=CREATED][,ttl=SECONDS] [--view ...] \
+[--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] ...] \
 [--full-feature-names] [--created-cutoff] [--assume-utc] --out OUT.parquet";
 
 #[derive(Debug)]
@@ -67,6 +59,7 @@ struct Args {
     out: Option<PathBuf>,
     options: PitOptions,
     engine: fstore_examples::engine_args::EngineArgs,
+    aggs: Vec<agg_args::AggArg>,
 }
 
 fn parse_view(spec: &str) -> Result<ViewArg, String> {
@@ -122,6 +115,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--spine" => args.spine = Some(PathBuf::from(value("--spine")?)),
             "--timestamp-column" => args.ts = Some(value("--timestamp-column")?),
             "--view" => args.views.push(parse_view(&value("--view")?)?),
+            "--agg" => args.aggs.push(agg_args::parse_agg(&value("--agg")?)?),
             "--out" => args.out = Some(PathBuf::from(value("--out")?)),
             "--full-feature-names" => {
                 args.options = args.options.with_full_feature_names(true);
@@ -144,290 +138,16 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         return Err("--spine, --timestamp-column and --out are required".to_string());
     }
     args.engine.check()?;
+    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion
+        && !args.aggs.is_empty()
+    {
+        return Err(
+            "--agg runs on the memory engine only; the datafusion engine does not compute \
+             window aggregations yet (drop --agg or use --engine memory)"
+                .to_string(),
+        );
+    }
     Ok(args)
-}
-
-/// One opened Parquet file: its footer, read once, and its row-group row offsets.
-struct ParquetFile {
-    path: PathBuf,
-    meta: ArrowReaderMetadata,
-    /// Global row index of the first row of each row group, plus the total.
-    rg_start: Vec<usize>,
-}
-
-impl ParquetFile {
-    fn open(path: &Path) -> Result<Self, BoxError> {
-        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-            .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", path.display()))?;
-        let mut rg_start = vec![0usize];
-        for rg in meta.metadata().row_groups() {
-            let n = usize::try_from(rg.num_rows()).unwrap_or(0);
-            rg_start.push(rg_start.last().copied().unwrap_or(0) + n);
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            meta,
-            rg_start,
-        })
-    }
-
-    fn schema(&self) -> &SchemaRef {
-        self.meta.schema()
-    }
-
-    fn rows(&self) -> usize {
-        self.rg_start.last().copied().unwrap_or(0)
-    }
-
-    /// Projection onto the named top-level columns (`None` = all columns).
-    fn mask(&self, columns: Option<&[String]>) -> Result<ProjectionMask, BoxError> {
-        let Some(columns) = columns else {
-            return Ok(ProjectionMask::all());
-        };
-        let idx = columns
-            .iter()
-            .map(|c| {
-                self.schema()
-                    .index_of(c)
-                    .map_err(|_| format!("{}: no column '{c}'", self.path.display()).into())
-            })
-            .collect::<Result<Vec<usize>, BoxError>>()?;
-        Ok(ProjectionMask::roots(self.meta.parquet_schema(), idx))
-    }
-}
-
-/// A unit of reading: one row group of one file, some columns, optionally some rows.
-struct ReadTask<'a> {
-    file: &'a ParquetFile,
-    row_group: usize,
-    mask: ProjectionMask,
-    selection: Option<RowSelection>,
-}
-
-/// A task's index and its batches.
-type Indexed = (usize, Vec<RecordBatch>);
-
-/// Runs the read tasks on all cores; returns each task's batches, in task order.
-fn read_tasks(tasks: &[ReadTask<'_>]) -> Result<Vec<Vec<RecordBatch>>, BoxError> {
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(tasks.len())
-        .max(1);
-    let read = |t: &ReadTask<'_>| -> Result<Vec<RecordBatch>, BoxError> {
-        let f = t.file;
-        let rows = f.rg_start[t.row_group + 1] - f.rg_start[t.row_group];
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            File::open(&f.path)?,
-            f.meta.clone(),
-        )
-        .with_row_groups(vec![t.row_group])
-        .with_projection(t.mask.clone())
-        .with_batch_size(rows.max(1));
-        if let Some(sel) = &t.selection {
-            builder = builder.with_row_selection(sel.clone());
-        }
-        let batches = builder
-            .build()?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("reading {}: {e}", f.path.display()))?;
-        Ok(batches)
-    };
-    let mut slots: Vec<Option<Vec<RecordBatch>>> = (0..tasks.len()).map(|_| None).collect();
-    let results: Vec<Result<Vec<Indexed>, BoxError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<Indexed>, BoxError> {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(t) = tasks.get(i) else { break };
-                        mine.push((i, read(t)?));
-                    }
-                    Ok(mine)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("reader thread panicked".into()))
-            })
-            .collect()
-    });
-    for r in results {
-        for (i, b) in r? {
-            slots[i] = Some(b);
-        }
-    }
-    Ok(slots.into_iter().map(Option::unwrap_or_default).collect())
-}
-
-/// Every row group of `file` with the given columns.
-fn whole_file<'a>(
-    file: &'a ParquetFile,
-    columns: Option<&[String]>,
-) -> Result<Vec<ReadTask<'a>>, BoxError> {
-    let mask = file.mask(columns)?;
-    Ok((0..file.rg_start.len() - 1)
-        .map(|rg| ReadTask {
-            file,
-            row_group: rg,
-            mask: mask.clone(),
-            selection: None,
-        })
-        .collect())
-}
-
-/// Read tasks for just the rows `sorted_rows` (global, ascending, distinct) of `file`.
-fn selected_rows<'a>(
-    file: &'a ParquetFile,
-    columns: &[String],
-    sorted_rows: &[u32],
-) -> Result<Vec<ReadTask<'a>>, BoxError> {
-    let mask = file.mask(Some(columns))?;
-    let mut tasks = Vec::new();
-    let mut rest = sorted_rows;
-    for rg in 0..file.rg_start.len() - 1 {
-        let (start, end) = (file.rg_start[rg], file.rg_start[rg + 1]);
-        let n = rest.partition_point(|&r| (r as usize) < end);
-        let (mine, after) = rest.split_at(n);
-        rest = after;
-        if mine.is_empty() {
-            continue;
-        }
-        let mut selectors = Vec::new();
-        let mut pos = start;
-        let mut run = 0usize;
-        for &r in mine {
-            let r = r as usize;
-            if r == pos + run {
-                run += 1;
-                continue;
-            }
-            if run > 0 {
-                selectors.push(RowSelector::select(run));
-                pos += run;
-            }
-            selectors.push(RowSelector::skip(r - pos));
-            pos = r;
-            run = 1;
-        }
-        selectors.push(RowSelector::select(run));
-        pos += run;
-        if pos < end {
-            selectors.push(RowSelector::skip(end - pos));
-        }
-        tasks.push(ReadTask {
-            file,
-            row_group: rg,
-            mask: mask.clone(),
-            selection: Some(RowSelection::from(selectors)),
-        });
-    }
-    Ok(tasks)
-}
-
-/// Batches with a `UInt32` column `name` appended: the global row index in the file.
-fn with_row_numbers(batches: Vec<RecordBatch>, name: &str) -> Result<Vec<RecordBatch>, BoxError> {
-    let mut start = 0u32;
-    batches
-        .into_iter()
-        .map(|b| {
-            let n = u32::try_from(b.num_rows())?;
-            let rows = UInt32Array::from_iter_values(start..start + n);
-            start += n;
-            let mut fields: Vec<Field> = b
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(name, DataType::UInt32, false));
-            let mut cols = b.columns().to_vec();
-            cols.push(Arc::new(rows));
-            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
-        })
-        .collect()
-}
-
-/// Writes `batch` as one row group, encoding its columns in parallel on all cores.
-/// Dictionary encoding only for string/binary columns (high-cardinality numbers
-/// would build a dictionary only to fall back to plain).
-fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), BoxError> {
-    let schema = batch.schema();
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_dictionary_enabled(false);
-    for f in schema.fields() {
-        if matches!(
-            f.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
-        ) {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
-        }
-    }
-    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props.build()))?;
-    let (mut file_writer, factory) = writer.into_serialized_writer()?;
-    let mut writers = factory.create_column_writers(0)?.into_iter();
-    let mut work: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)> = Vec::new();
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        for leaf in compute_leaves(field, column)? {
-            let w = writers
-                .next()
-                .ok_or("internal: fewer column writers than leaves")?;
-            work.push((work.len(), w, leaf));
-        }
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, work.len().max(1));
-    let mut shares: Vec<Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    // dealt round-robin: columns are of similar size here
-    for (i, item) in work.into_iter().enumerate() {
-        shares[i % threads].push(item);
-    }
-    let encoded: Vec<Result<Vec<(usize, ArrowColumnChunk)>, BoxError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                s.spawn(
-                    move || -> Result<Vec<(usize, ArrowColumnChunk)>, BoxError> {
-                        share
-                            .into_iter()
-                            .map(|(i, mut w, leaf)| {
-                                w.write(&leaf)?;
-                                Ok((i, w.close()?))
-                            })
-                            .collect()
-                    },
-                )
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("writer thread panicked".into()))
-            })
-            .collect()
-    });
-    let mut chunks = Vec::new();
-    for e in encoded {
-        chunks.extend(e?);
-    }
-    chunks.sort_by_key(|(i, _)| *i);
-    let mut row_group = file_writer.next_row_group()?;
-    for (_, chunk) in chunks {
-        chunk.append_to_row_group(&mut row_group)?;
-    }
-    row_group.close()?;
-    file_writer.close()?;
-    Ok(())
 }
 
 fn run() -> Result<(), BoxError> {
@@ -558,7 +278,13 @@ fn run() -> Result<(), BoxError> {
             )
         })
         .collect();
-    let joined = point_in_time_join(&spine, ts, &views, &args.options)?;
+    let profile = parquet_io::profiling();
+    let (joined, join_profile) = if profile {
+        let (j, p) = point_in_time_join_profiled(&spine, ts, &views, &args.options)?;
+        (j, Some(p))
+    } else {
+        (point_in_time_join(&spine, ts, &views, &args.options)?, None)
+    };
     drop(views);
     drop(key_batches);
     let join_time = t1.elapsed();
@@ -595,20 +321,19 @@ fn run() -> Result<(), BoxError> {
     let read_features_time = t2.elapsed();
 
     let t3 = Instant::now();
-    let mut columns: Vec<ArrayRef> = joined.columns()[..n_spine_cols].to_vec();
-    for (i, feats) in features.iter().enumerate() {
-        let chosen = joined.column(n_spine_cols + i).as_primitive::<UInt32Type>();
-        let rows = &sorted_rows[i];
-        let idx: UInt32Array = chosen
-            .iter()
-            .map(|r| r.map(|r| rows.partition_point(|&x| x < r) as u32))
-            .collect();
-        let schema = Arc::new(Schema::new(feats.clone()));
-        let compact = concat_batches(&schema, &selected[i])?;
-        for c in compact.columns() {
-            columns.push(take(c.as_ref(), &idx, None)?);
-        }
-    }
+    let chosen: Vec<Chosen<'_>> = features
+        .iter()
+        .enumerate()
+        .map(|(i, feats)| Chosen {
+            rows: joined.column(n_spine_cols + i).as_primitive::<UInt32Type>(),
+            sorted: &sorted_rows[i],
+            values: &selected[i],
+            features: feats,
+        })
+        .collect();
+    let mut columns = joined.columns()[..n_spine_cols].to_vec();
+    columns.extend(parquet_io::place_features(&chosen)?);
+    drop(chosen);
     drop(selected);
     let out = RecordBatch::try_new_with_options(
         out_schema,
@@ -616,6 +341,26 @@ fn run() -> Result<(), BoxError> {
         &RecordBatchOptions::new().with_row_count(Some(n_spine)),
     )?;
     let assemble_time = t3.elapsed();
+
+    let t_agg = Instant::now();
+    let sources: Vec<agg_args::AggSource<'_>> = args
+        .views
+        .iter()
+        .map(|v| agg_args::AggSource {
+            name: &v.name,
+            path: &v.path,
+            keys: &v.keys,
+            event: &v.event,
+            created: v.created.as_deref(),
+        })
+        .collect();
+    let agg_opts = agg_args::AggRunOptions {
+        full_feature_names: args.options.full_feature_names,
+        created_cutoff: args.options.created_cutoff,
+        assume_utc: args.options.assume_utc,
+    };
+    let out = agg_args::append_aggregations(out, &spine, ts, &sources, &args.aggs, agg_opts)?;
+    let agg_time = t_agg.elapsed();
 
     let t4 = Instant::now();
     write_parquet(out_path, &out)?;
@@ -647,8 +392,46 @@ fn run() -> Result<(), BoxError> {
         join_time.as_secs_f64(),
         assemble_time.as_secs_f64()
     );
+    if !args.aggs.is_empty() {
+        println!("agg time:      {:.3} s", agg_time.as_secs_f64());
+    }
     println!("write time:    {:.3} s", write_time.as_secs_f64());
     println!("total time:    {:.3} s", total.elapsed().as_secs_f64());
+    if let Some(p) = join_profile {
+        print_profile(&p, &spine_file, &args.views, &files)?;
+    }
+    Ok(())
+}
+
+/// `FSTORE_PROFILE=1`: the join's phases, then each column's decode cost
+/// (each column of each file decoded alone on one thread, after the run), to
+/// stderr.
+fn print_profile(
+    join: &fstore_core::pit::JoinProfile,
+    spine: &ParquetFile,
+    views: &[ViewArg],
+    files: &[ParquetFile],
+) -> Result<(), BoxError> {
+    let s = |d: Duration| d.as_secs_f64();
+    eprintln!(
+        "profile: join (wall, all views): spine index {:.3} s, key densification {:.3} s, \
+         slotting + running max {:.3} s, gather (row numbers) {:.3} s",
+        s(join.spine_index),
+        s(join.key_lookup),
+        s(join.slotting),
+        s(join.gather)
+    );
+    eprintln!("profile: decode cost per column (one thread, whole file, after the run):");
+    let named =
+        std::iter::once(("spine", spine)).chain(views.iter().map(|v| v.name.as_str()).zip(files));
+    for (name, f) in named {
+        let costs = parquet_io::decode_cost_per_column(f)?;
+        let total: Duration = costs.iter().map(|(_, d)| *d).sum();
+        eprintln!("  {name} ({} rows): {:.3} s", f.rows(), s(total));
+        for (c, d) in costs {
+            eprintln!("    {c:<16} {:.3} s", s(d));
+        }
+    }
     Ok(())
 }
 

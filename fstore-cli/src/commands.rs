@@ -367,7 +367,7 @@ async fn historical(
 /// The join keys the selected features need, in first-use order.
 fn join_keys(defs: &Definitions, sel: &FeatureSelection) -> Result<Vec<JoinKey>, CliError> {
     let refs = match sel {
-        FeatureSelection::Refs(r) => r.clone(),
+        FeatureSelection::Refs(r) => r.to_vec(),
         FeatureSelection::Service(s) => defs
             .feature_services
             .get(s)

@@ -49,7 +49,7 @@ use arrow_array::{
         TimestampMicrosecondType,
     },
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_cast::CastOptions;
 use arrow_schema::{DataType, Field};
 
@@ -205,8 +205,23 @@ pub(crate) fn cast_key_column(array: &ArrayRef, column: &str, key: &ValueType) -
 pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<Vec<Vec<u8>>> {
     let mut sorted: Vec<&JoinKey> = join_keys.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut cols = Vec::with_capacity(sorted.len());
-    for k in &sorted {
+    let mut out = Vec::with_capacity(batch.num_rows());
+    encode_sorted_keys_into(batch, &sorted, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_entity_keys`] for join keys already sorted by name, into `out`
+/// (one key per row; the buffers already in `out` are reused) with `cols` as
+/// working memory: no allocation once both are large enough.
+pub(crate) fn encode_sorted_keys_into<K: std::borrow::Borrow<JoinKey>>(
+    batch: &RecordBatch,
+    sorted: &[K],
+    cols: &mut Vec<ArrayRef>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    cols.clear();
+    for k in sorted {
+        let k = k.borrow();
         let col = batch
             .column_by_name(&k.name)
             .ok_or_else(|| Error::invalid(format!("join key column '{}' is missing", k.name)))?;
@@ -222,13 +237,19 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
     }
     let n = u8::try_from(sorted.len())
         .map_err(|_| Error::invalid("an entity key has more than 255 join keys"))?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let mut buf = Vec::with_capacity(16 * sorted.len());
+    let rows = batch.num_rows();
+    out.truncate(rows);
+    for row in 0..rows {
+        if row == out.len() {
+            out.push(Vec::with_capacity(16 * sorted.len()));
+        }
+        let buf = &mut out[row];
+        buf.clear();
         buf.push(ENTITY_KEY_VERSION);
         buf.push(n);
-        for (k, col) in sorted.iter().zip(&cols) {
-            push_name(&mut buf, &k.name)?;
+        for (k, col) in sorted.iter().zip(cols.iter()) {
+            let k = k.borrow();
+            push_name(buf, &k.name)?;
             match &k.value_type {
                 ValueType::Int32 => {
                     buf.push(T_I32);
@@ -244,15 +265,11 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
                 }
                 ValueType::String => {
                     buf.push(T_STR);
-                    push_be_bytes(
-                        &mut buf,
-                        col.as_string::<i32>().value(row).as_bytes(),
-                        &k.name,
-                    )?;
+                    push_be_bytes(buf, col.as_string::<i32>().value(row).as_bytes(), &k.name)?;
                 }
                 ValueType::Bytes => {
                     buf.push(T_BYTES);
-                    push_be_bytes(&mut buf, col.as_binary::<i32>().value(row), &k.name)?;
+                    push_be_bytes(buf, col.as_binary::<i32>().value(row), &k.name)?;
                 }
                 other => {
                     return Err(Error::invalid(format!(
@@ -262,9 +279,8 @@ pub fn encode_entity_keys(batch: &RecordBatch, join_keys: &[JoinKey]) -> Result<
                 }
             }
         }
-        out.push(buf);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Encodes one entity key from typed values (`(name, value)` pairs in any order).
@@ -761,6 +777,12 @@ pub(crate) struct DecoderIndex {
     /// `k` of a payload is usually `stored[k].0`, so the name is compared
     /// with that one first and the hash lookup runs only on a mismatch.
     stored: Vec<(String, Option<usize>)>,
+    /// Where each requested column goes when the row count is known.
+    sinks: Vec<Sink>,
+    /// Number of [`Sink::Wide`] columns.
+    wide_cols: usize,
+    /// The UTC time zone of timestamp columns, shared (no allocation per column).
+    tz: Arc<str>,
 }
 
 impl DecoderIndex {
@@ -772,6 +794,19 @@ impl DecoderIndex {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let (mut wide_cols, mut builders) = (0, 0);
+        let sinks = requested
+            .iter()
+            .map(|f| {
+                if wide_tag(&f.value_type).is_some() {
+                    wide_cols += 1;
+                    Sink::Wide(wide_cols - 1)
+                } else {
+                    builders += 1;
+                    Sink::Builder(builders - 1)
+                }
+            })
+            .collect();
         Self {
             names: requested.iter().map(|f| f.name.clone()).collect(),
             types: requested.iter().map(|f| f.value_type.clone()).collect(),
@@ -780,6 +815,9 @@ impl DecoderIndex {
                 .map(|f| (f.name.clone(), by_name.get(&f.name).copied()))
                 .collect(),
             by_name,
+            sinks,
+            wide_cols,
+            tz: Arc::from(UTC),
         }
     }
 
@@ -788,7 +826,7 @@ impl DecoderIndex {
     /// UTF-8), anything else is checked to be UTF-8 and looked up by name.
     fn lookup(&self, k: usize, name: &[u8]) -> Result<Option<usize>> {
         match self.stored.get(k) {
-            Some((n, i)) if n.as_bytes() == name => Ok(*i),
+            Some((n, i)) if same_bytes(n.as_bytes(), name) => Ok(*i),
             _ => {
                 let name = std::str::from_utf8(name)
                     .map_err(|_| Error::invalid("feature payload: name is not UTF-8"))?;
@@ -796,6 +834,13 @@ impl DecoderIndex {
             }
         }
     }
+}
+
+/// `a == b` for short names, compared inline (a `memcmp` call per payload
+/// entry costs more than the comparison itself).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The payload tag of an 8-byte fixed-width type (int64, float64, timestamp).
@@ -817,6 +862,47 @@ enum Sink {
     Builder(usize),
 }
 
+/// The output array of one 8-byte column, kept between requests: when the
+/// previous response holding it is gone (the pool holds the only reference),
+/// the next request overwrites it in place instead of allocating a new
+/// `Arc<dyn Array>`. One slot per 8-byte column of the view.
+#[derive(Debug, Default)]
+pub(crate) struct PooledColumn {
+    f64: Option<Arc<PrimitiveArray<Float64Type>>>,
+    i64: Option<Arc<PrimitiveArray<Int64Type>>>,
+    ts: Option<Arc<PrimitiveArray<TimestampMicrosecondType>>>,
+}
+
+/// Output arrays of a view's 8-byte columns, reused between requests.
+pub(crate) type ColumnPool = Vec<PooledColumn>;
+
+/// `a` in `slot`'s allocation when nobody else holds it, else in a new one.
+fn pooled<T: ArrowPrimitiveType>(
+    slot: &mut Option<Arc<PrimitiveArray<T>>>,
+    a: PrimitiveArray<T>,
+) -> ArrayRef {
+    let arc = match slot.take() {
+        Some(mut s) => match Arc::get_mut(&mut s) {
+            Some(m) => {
+                *m = a;
+                s
+            }
+            None => Arc::new(a),
+        },
+        None => Arc::new(a),
+    };
+    *slot = Some(Arc::clone(&arc));
+    arc
+}
+
+/// A decoder's per-request working memory, handed back by
+/// [`PayloadDecoder::finish_into`] for the next request.
+#[derive(Debug, Default)]
+pub(crate) struct DecoderScratch {
+    seen: Vec<bool>,
+    wide_valid: Vec<bool>,
+}
+
 /// Decodes payloads into Arrow columns of the requested features.
 ///
 /// With the row count known up front ([`PayloadDecoder::with_index`]),
@@ -826,7 +912,6 @@ enum Sink {
 #[derive(Debug)]
 pub(crate) struct PayloadDecoder {
     index: Arc<DecoderIndex>,
-    sinks: Vec<Sink>,
     builders: Vec<ColumnBuilder>,
     /// Wide values; `wide_valid[c * rows + r]` says whether set.
     wide: Vec<u64>,
@@ -840,29 +925,54 @@ impl PayloadDecoder {
     /// A decoder on a prepared index for exactly `rows` rows (`0`: any number,
     /// without the shared buffer).
     pub(crate) fn with_index(index: Arc<DecoderIndex>, rows: usize) -> Self {
-        let mut sinks = Vec::with_capacity(index.types.len());
-        let mut builders = Vec::new();
-        let mut wide_cols = 0;
-        for t in &index.types {
-            if rows > 0 && wide_tag(t).is_some() {
-                sinks.push(Sink::Wide(wide_cols));
-                wide_cols += 1;
-            } else {
+        Self::with_scratch(index, rows, DecoderScratch::default())
+    }
+
+    /// [`PayloadDecoder::with_index`] on the working memory of an earlier
+    /// decoder (no allocation for it once it is large enough).
+    pub(crate) fn with_scratch(
+        index: Arc<DecoderIndex>,
+        rows: usize,
+        scratch: DecoderScratch,
+    ) -> Self {
+        let DecoderScratch {
+            mut seen,
+            mut wide_valid,
+        } = scratch;
+        let builders = index
+            .types
+            .iter()
+            .zip(&index.sinks)
+            .filter(|(_, s)| rows == 0 || matches!(s, Sink::Builder(_)))
+            .map(|(t, _)| {
                 let mut c = ColumnBuilder::new(t);
                 c.reserve(rows);
-                sinks.push(Sink::Builder(builders.len()));
-                builders.push(c);
-            }
-        }
+                c
+            })
+            .collect();
+        let wide_len = if rows > 0 { index.wide_cols * rows } else { 0 };
+        seen.clear();
+        seen.resize(index.types.len(), false);
+        wide_valid.clear();
+        wide_valid.resize(wide_len, false);
         Self {
-            seen: vec![false; index.types.len()],
-            index,
-            sinks,
+            seen,
             builders,
-            wide: vec![0; wide_cols * rows],
-            wide_valid: vec![false; wide_cols * rows],
+            wide: vec![0; wide_len],
+            wide_valid,
+            index,
             rows,
             row: 0,
+        }
+    }
+
+    /// Where column `i` goes: the index's layout, or every column in its own
+    /// builder when the row count is not known.
+    fn sink(&self, i: usize) -> Sink {
+        if self.rows == 0 {
+            Sink::Builder(i)
+        } else {
+            self.index.sinks[i]
         }
     }
 
@@ -893,7 +1003,7 @@ impl PayloadDecoder {
                     Some(i) if !self.seen[i] => {
                         let name = self.index.names[i].as_str();
                         self.seen[i] = true;
-                        match self.sinks[i] {
+                        match self.sink(i) {
                             Sink::Builder(b) => self.builders[b].push_encoded(tag, &mut r, name)?,
                             Sink::Wide(c) => {
                                 if tag == T_NULL {
@@ -919,11 +1029,11 @@ impl PayloadDecoder {
                 return Err(Error::invalid("feature payload: trailing bytes"));
             }
         }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            if let Sink::Builder(b) = sink
+        for i in 0..self.seen.len() {
+            if let Sink::Builder(b) = self.sink(i)
                 && !self.seen[i]
             {
-                self.builders[*b].push_null();
+                self.builders[b].push_null();
             }
         }
         self.row += 1;
@@ -932,16 +1042,38 @@ impl PayloadDecoder {
 
     /// The columns, in requested order, with as many rows as were pushed.
     pub(crate) fn finish(self) -> Vec<ArrayRef> {
+        let mut out = Vec::with_capacity(self.index.types.len());
+        self.finish_into(&mut out, None);
+        out
+    }
+
+    /// Appends the columns, in requested order, to `out`; 8-byte columns reuse
+    /// the arrays of `pool` where nobody else holds them (see [`PooledColumn`];
+    /// `pool` is grown to one slot per 8-byte column). Returns the
+    /// working memory for the next decoder.
+    pub(crate) fn finish_into(
+        self,
+        out: &mut Vec<ArrayRef>,
+        mut pool: Option<&mut ColumnPool>,
+    ) -> DecoderScratch {
         let len = self.row;
         let stride = self.rows;
         let wide = arrow_buffer::Buffer::from_vec(self.wide);
-        let mut builders: Vec<Option<ColumnBuilder>> =
-            self.builders.into_iter().map(Some).collect();
-        let mut out = Vec::with_capacity(self.sinks.len());
-        for (i, sink) in self.sinks.iter().enumerate() {
-            match *sink {
-                Sink::Builder(b) => {
-                    if let Some(c) = builders[b].take() {
+        if let Some(p) = pool.as_deref_mut()
+            && p.len() < self.index.wide_cols
+        {
+            p.resize_with(self.index.wide_cols, PooledColumn::default);
+        }
+        let mut builders = self.builders.into_iter();
+        for i in 0..self.index.types.len() {
+            let sink = if stride == 0 {
+                Sink::Builder(i)
+            } else {
+                self.index.sinks[i]
+            };
+            match sink {
+                Sink::Builder(_) => {
+                    if let Some(c) = builders.next() {
                         out.push(c.finish());
                     }
                 }
@@ -949,28 +1081,41 @@ impl PayloadDecoder {
                     let at = c * stride;
                     let valid = &self.wide_valid[at..at + len];
                     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
-                    let col: ArrayRef = match self.index.types[i] {
-                        ValueType::Float64 => Arc::new(PrimitiveArray::<Float64Type>::new(
-                            ScalarBuffer::new(wide.clone(), at, len),
-                            nulls,
-                        )),
-                        ValueType::Timestamp => Arc::new(
-                            PrimitiveArray::<TimestampMicrosecondType>::new(
-                                ScalarBuffer::new(wide.clone(), at, len),
+                    let values = wide.slice_with_length(at * 8, len * 8);
+                    let slot = pool.as_deref_mut().map(|p| &mut p[c]);
+                    let col: ArrayRef = match (&self.index.types[i], slot) {
+                        (ValueType::Float64, Some(s)) => {
+                            pooled(&mut s.f64, PrimitiveArray::new(values.into(), nulls))
+                        }
+                        (ValueType::Float64, None) => {
+                            Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
+                        }
+                        (ValueType::Timestamp, slot) => {
+                            let a = PrimitiveArray::<TimestampMicrosecondType>::new(
+                                values.into(),
                                 nulls,
                             )
-                            .with_timezone(UTC),
-                        ),
-                        _ => Arc::new(PrimitiveArray::<Int64Type>::new(
-                            ScalarBuffer::new(wide.clone(), at, len),
-                            nulls,
-                        )),
+                            .with_timezone(Arc::clone(&self.index.tz));
+                            match slot {
+                                Some(s) => pooled(&mut s.ts, a),
+                                None => Arc::new(a),
+                            }
+                        }
+                        (_, Some(s)) => {
+                            pooled(&mut s.i64, PrimitiveArray::new(values.into(), nulls))
+                        }
+                        (_, None) => {
+                            Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls))
+                        }
                     };
                     out.push(col);
                 }
             }
         }
-        out
+        DecoderScratch {
+            seen: self.seen,
+            wide_valid: self.wide_valid,
+        }
     }
 }
 

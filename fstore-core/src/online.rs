@@ -286,6 +286,9 @@ pub trait OnlineStore: Send + Sync + Debug + 'static {
 
     /// Reads every stored tile of each (view, entity key), aligned with
     /// `keys` (empty when none), in one backend call where the backend allows.
+    /// A backend may return several tiles with the same `(feature, start)`
+    /// (e.g. append-only push rows): core merges them in the returned order,
+    /// so they come in write order.
     ///
     /// # Errors
     /// [`crate::Error::NotSupported`] unless [`OnlineCapabilities::tiles`];

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
@@ -106,6 +106,45 @@ pub fn point_in_time_join(
     )
 }
 
+/// Where a join spent its time (wall clock, summed over views), from
+/// [`point_in_time_join_profiled`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct JoinProfile {
+    /// Concatenating the spine, validating, indexing its keys (dense ids) and
+    /// sorting each key's spine rows by time.
+    pub spine_index: Duration,
+    /// Looking up the feature rows' key ids (key densification).
+    pub key_lookup: Duration,
+    /// Slotting feature rows and the running maximum per key.
+    pub slotting: Duration,
+    /// Gathering the chosen rows' feature values into the output columns.
+    pub gather: Duration,
+}
+
+/// [`point_in_time_join`], also returning where it spent its time (for
+/// profiling; the result is the same).
+///
+/// # Errors
+/// As [`point_in_time_join`].
+pub fn point_in_time_join_profiled(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<(RecordBatch, JoinProfile)> {
+    let tuning = Tuning {
+        profile: Some(std::sync::Mutex::new(JoinProfile::default())),
+        ..Tuning::default()
+    };
+    let out = join_tuned(spine, spine_timestamp_column, views, options, &tuning)?;
+    let profile = tuning
+        .profile
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    Ok((out, profile))
+}
+
 /// The thresholds of the join's fast paths. Production always uses
 /// [`Tuning::default`]; tests lower them so small inputs reach the mid-buffer
 /// flush and the threaded path (the result must not depend on them).
@@ -117,9 +156,24 @@ pub(crate) struct Tuning {
     parallel_work: usize,
     /// Upper bound on threads (the number of cores by default).
     max_threads: usize,
+    /// Feature rows per key-lookup task.
+    piece_rows: usize,
+    /// Where the time went, when asked for.
+    profile: Option<std::sync::Mutex<JoinProfile>>,
     /// Which paths ran (tests only).
     #[cfg(test)]
     log: PathLog,
+}
+
+impl Tuning {
+    /// Adds `d` to one field of the profile, if one is kept.
+    fn record(&self, field: fn(&mut JoinProfile) -> &mut Duration, d: Duration) {
+        if let Some(p) = &self.profile
+            && let Ok(mut p) = p.lock()
+        {
+            *field(&mut p) += d;
+        }
+    }
 }
 
 impl Default for Tuning {
@@ -128,6 +182,8 @@ impl Default for Tuning {
             part_chunk: PART_CHUNK,
             parallel_work: PARALLEL_WORK,
             max_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            piece_rows: PIECE_ROWS,
+            profile: None,
             #[cfg(test)]
             log: PathLog::default(),
         }
@@ -144,6 +200,8 @@ pub(crate) struct PathLog {
     mid_flushes: AtomicUsize,
     /// Joins that ran views on more than one thread.
     threaded: AtomicUsize,
+    /// Views whose slotting was split into more than one key-id range.
+    id_splits: AtomicUsize,
 }
 
 /// [`point_in_time_join`] with explicit thresholds.
@@ -154,6 +212,7 @@ fn join_tuned(
     options: &PitOptions,
     tuning: &Tuning,
 ) -> Result<RecordBatch> {
+    let started = Instant::now();
     let spine_batch = concat_spine(spine)?;
     let n_spine = spine_batch.num_rows();
     if n_spine >= NONE as usize {
@@ -190,6 +249,7 @@ fn join_tuned(
         group_of.push(g);
     }
 
+    tuning.record(|p| &mut p.spine_index, started.elapsed());
     let ctx = JoinCtx {
         spine_t: &spine_t,
         options,
@@ -412,7 +472,10 @@ struct JoinCtx<'a> {
     tuning: &'a Tuning,
 }
 
-/// Runs [`join_view`] for every view, in parallel when there is enough work.
+/// Runs [`join_view`] for every view. With enough work, each view runs on all
+/// cores (key lookups by row range, slotting by key-id range, gathering by
+/// feature), one view after another: every core stays busy whatever the number
+/// of views (three views on two cores used to leave one core idle).
 fn run_views(
     views: &[PitView<'_>],
     groups: &[SpineGroup],
@@ -425,7 +488,7 @@ fn run_views(
         .sum::<usize>()
         + ctx.spine_t.len();
     let threads = if work >= ctx.tuning.parallel_work {
-        ctx.tuning.max_threads.min(views.len())
+        ctx.tuning.max_threads.max(1)
     } else {
         1
     };
@@ -433,15 +496,26 @@ fn run_views(
     if threads > 1 {
         ctx.tuning.log.threaded.fetch_add(1, Ordering::Relaxed);
     }
-    if threads <= 1 {
-        return views
-            .iter()
-            .zip(group_of)
-            .map(|(v, &g)| join_view(v, &groups[g], ctx))
-            .collect();
+    views
+        .iter()
+        .zip(group_of)
+        .map(|(v, &g)| join_view(v, &groups[g], ctx, threads))
+        .collect()
+}
+
+/// `f` over `0..n` on up to `threads` threads; results in index order. The
+/// first error (lowest index) wins.
+fn par_map<R: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let threads = threads.min(n).max(1);
+    if threads == 1 {
+        return (0..n).map(f).collect();
     }
     let next = AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<Vec<ArrayRef>>>> = (0..views.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -449,10 +523,10 @@ fn run_views(
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= views.len() {
+                        if i >= n {
                             break;
                         }
-                        mine.push((i, join_view(&views[i], &groups[group_of[i]], ctx)));
+                        mine.push((i, f(i)));
                     }
                     mine
                 })
@@ -462,16 +536,16 @@ fn run_views(
             match h.join() {
                 Ok(mine) => {
                     for (i, r) in mine {
-                        results[i] = Some(r);
+                        slots[i] = Some(r);
                     }
                 }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     });
-    results
+    slots
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: a view was not joined"))))
+        .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: a join task did not run"))))
         .collect()
 }
 
@@ -502,9 +576,11 @@ impl Best {
 const PART_BITS: u32 = 6;
 /// Feature rows buffered before a partitioning pass.
 const PART_CHUNK: usize = 1 << 19;
-/// Total rows (spine + feature rows of every view) from which views are joined
-/// on several threads.
+/// Total rows (spine + feature rows of every view) from which each view is
+/// joined on several threads.
 const PARALLEL_WORK: usize = 200_000;
+/// Feature rows per key-lookup task.
+const PIECE_ROWS: usize = 1 << 16;
 
 /// A feature row waiting to be slotted: key id, global row index, times.
 #[derive(Debug, Clone, Copy, Default)]
@@ -545,6 +621,14 @@ impl Partitioner {
         }
     }
 
+    /// Passes run because the buffer was full (counted in tests only).
+    fn mid_flushes(&self) -> usize {
+        #[cfg(test)]
+        return self.mid_flushes;
+        #[cfg(not(test))]
+        0
+    }
+
     #[inline]
     fn push(&mut self, p: Pending, place: &mut impl FnMut(&Pending)) {
         self.buf.push(p);
@@ -582,7 +666,18 @@ impl Partitioner {
     }
 }
 
-/// Joins one view: returns its feature columns, one row per spine row.
+/// A run of feature rows whose key ids were looked up together.
+struct Piece {
+    /// Batch index.
+    batch: usize,
+    /// First row of the piece in its batch.
+    start: usize,
+    /// Key id of each row ([`NONE`]: null key or not in the spine).
+    ids: Vec<u32>,
+}
+
+/// Joins one view on `threads` threads: returns its feature columns, one row
+/// per spine row.
 ///
 /// # Algorithm
 /// A feature row with key id `k`, event `e` and created `c` becomes *available*
@@ -597,51 +692,34 @@ impl Partitioner {
 /// candidate has an earlier event). Rows are slotted in chunks of up to
 /// [`PART_CHUNK`], each chunk stably partitioned by key-id range first
 /// ([`Partitioner`]) so the random accesses of a partition stay in cache. Cost:
-/// O(F log k + S), memory O(S + PART_CHUNK); feature values are never copied.
-fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Result<Vec<ArrayRef>> {
+/// O(F log k + S), memory O(S + F/8 + PART_CHUNK); feature values are never
+/// copied.
+///
+/// # Parallelism
+/// Key ids are looked up by pieces of rows in parallel. The key ids are then
+/// split into `threads` contiguous ranges holding about as many spine rows each;
+/// a key's slots all lie in one range, so each thread slots the rows of its own
+/// keys (reading every piece in write order, so ties resolve as on one thread)
+/// and runs the running maximum over them, with no sharing. The output columns
+/// are gathered one feature per task.
+fn join_view(
+    view: &PitView<'_>,
+    group: &SpineGroup,
+    ctx: &JoinCtx<'_>,
+    threads: usize,
+) -> Result<Vec<ArrayRef>> {
     let ttl = view.ttl.map(duration_micros);
     let cutoff = ctx.options.created_cutoff && view.created_timestamp_column.is_some();
     let n_ids = group.index.n_ids;
     let where_ = |bi: usize| format!("view '{}', feature batch {bi}", view.name);
 
-    let mut best = vec![Best::EMPTY; group.order.len()];
-    // Rows are buffered and partitioned by key-id range before slotting, so each
-    // partition's slots, spine times and group starts stay cache-resident.
-    let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
-    let n_parts = (n_ids >> shift) + 1;
-    let mut part = Partitioner::new(
-        n_parts,
-        shift,
-        ctx.tuning.part_chunk,
-        view.batches.iter().map(|b| b.num_rows()),
-    );
-    let mut place = |p: &Pending| {
-        let id = p.id as usize;
-        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
-        let spine_times = &group.order_t[start..end];
-        let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
-            return;
-        };
-        let (event, created) = (p.event, p.created);
-        let avail = if cutoff { event.max(created) } else { event };
-        // cheap filter: never available, or too old for every spine row of k
-        if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
-            return;
-        }
-        let slot = &mut best[start + spine_times.partition_point(|&t| t < avail)];
-        if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
-            *slot = Best {
-                event,
-                created,
-                seq: p.seq,
-            };
-        }
-    };
+    // Row offsets, key columns and times of every batch (validated up front).
     let mut offsets = Vec::with_capacity(view.batches.len() + 1);
     let mut total = 0usize;
+    let mut key_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(view.batches.len());
+    let mut batch_times: Vec<Times<'_>> = Vec::with_capacity(view.batches.len());
     for (bi, batch) in view.batches.iter().enumerate() {
         offsets.push(total);
-        let base = total;
         total += batch.num_rows();
         if total >= NONE as usize {
             return Err(Error::invalid(format!(
@@ -650,61 +728,184 @@ fn join_view(view: &PitView<'_>, group: &SpineGroup, ctx: &JoinCtx<'_>) -> Resul
                 NONE - 1
             )));
         }
-        let key_cols = view
-            .join_keys
-            .iter()
-            .map(|k| column(batch, k).map(|c| c.as_ref()))
-            .collect::<Result<Vec<&dyn Array>>>()?;
-        let ids = if key_cols.is_empty() {
-            vec![0; batch.num_rows()]
-        } else {
-            group.index.lookup(&key_cols, &view.join_keys)?
-        };
-        let (events, created) =
-            times(view, batch, ctx.options).map_err(|e| context(e, &where_(bi)))?;
-        for (i, &id) in ids.iter().enumerate() {
-            if id as usize >= n_ids {
-                continue; // NONE: null key or not in the spine
-            }
-            part.push(
-                Pending {
-                    id,
-                    seq: (base + i) as u32,
-                    event: events[i],
-                    created: created.as_ref().map_or(i64::MIN, |c| c[i]),
-                },
-                &mut place,
-            );
+        key_cols.push(
+            view.join_keys
+                .iter()
+                .map(|k| column(batch, k).cloned())
+                .collect::<Result<Vec<ArrayRef>>>()?,
+        );
+        batch_times.push(times(view, batch, ctx.options).map_err(|e| context(e, &where_(bi)))?);
+    }
+    offsets.push(total);
+
+    // Key ids, by pieces of at most `piece_rows` rows, in parallel.
+    let started = Instant::now();
+    let piece_rows = ctx.tuning.piece_rows.max(1);
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    for (bi, b) in view.batches.iter().enumerate() {
+        let mut s = 0;
+        while s < b.num_rows() {
+            let len = piece_rows.min(b.num_rows() - s);
+            spans.push((bi, s, len));
+            s += len;
         }
     }
-    part.flush(&mut place);
-    offsets.push(total);
+    let pieces: Vec<Piece> = par_map(spans.len(), threads, |i| {
+        let (bi, start, len) = spans[i];
+        let ids = if key_cols[bi].is_empty() {
+            vec![0; len]
+        } else {
+            let cols: Vec<ArrayRef> = key_cols[bi].iter().map(|c| c.slice(start, len)).collect();
+            let refs: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
+            group.index.lookup(&refs, &view.join_keys)?
+        };
+        Ok(Piece {
+            batch: bi,
+            start,
+            ids,
+        })
+    })?;
+    drop(spans);
+    ctx.tuning.record(|p| &mut p.key_lookup, started.elapsed());
+    let started = Instant::now();
+
+    // Key-id ranges with about the same number of spine rows each.
+    let n_slots = group.order.len();
+    let ranges = threads.min(n_ids).max(1);
+    let mut bounds: Vec<usize> = (0..=ranges)
+        .map(|j| {
+            let target = n_slots * j / ranges;
+            group.start[..n_ids]
+                .partition_point(|&s| (s as usize) < target)
+                .min(n_ids)
+        })
+        .collect();
+    bounds[ranges] = n_ids;
+    bounds.dedup();
+    #[cfg(test)]
+    if bounds.len() > 2 {
+        ctx.tuning.log.id_splits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // Per range: its spine slots, as disjoint mutable slices.
+    let mut sorted_chosen = vec![NONE; n_slots];
+    let mut jobs: Vec<(usize, usize, &mut [u32])> = Vec::new();
+    let mut rest: &mut [u32] = &mut sorted_chosen;
+    for w in bounds.windows(2) {
+        let (lo, hi) = (w[0], w[1]);
+        let len = (group.start[hi] - group.start[lo]) as usize;
+        let (mine, after) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = after;
+        jobs.push((lo, hi, mine));
+    }
+    // Rows are buffered and partitioned by key-id range before slotting, so each
+    // partition's slots, spine times and group starts stay cache-resident.
+    let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
+    let n_parts = (n_ids >> shift) + 1;
+    let slot_range = |lo: usize, hi: usize, out: &mut [u32]| -> usize {
+        let base = group.start[lo] as usize;
+        let mut best = vec![Best::EMPTY; out.len()];
+        let mut part = Partitioner::new(
+            n_parts,
+            shift,
+            ctx.tuning.part_chunk,
+            std::iter::once(total),
+        );
+        let mut place = |p: &Pending| {
+            let id = p.id as usize;
+            let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+            let spine_times = &group.order_t[start..end];
+            let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
+                return;
+            };
+            let (event, created) = (p.event, p.created);
+            let avail = if cutoff { event.max(created) } else { event };
+            // cheap filter: never available, or too old for every spine row of k
+            if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
+                return;
+            }
+            let slot = &mut best[start - base + spine_times.partition_point(|&t| t < avail)];
+            if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
+                *slot = Best {
+                    event,
+                    created,
+                    seq: p.seq,
+                };
+            }
+        };
+        let (lo32, hi32) = (lo as u32, hi as u32);
+        for piece in &pieces {
+            let (events, created) = &batch_times[piece.batch];
+            let base_seq = offsets[piece.batch] + piece.start;
+            for (i, &id) in piece.ids.iter().enumerate() {
+                if id < lo32 || id >= hi32 {
+                    continue; // another range's key, or NONE (null / not in the spine)
+                }
+                let r = piece.start + i;
+                part.push(
+                    Pending {
+                        id,
+                        seq: (base_seq + i) as u32,
+                        event: events[r],
+                        created: created.as_ref().map_or(i64::MIN, |c| c[r]),
+                    },
+                    &mut place,
+                );
+            }
+        }
+        part.flush(&mut place);
+        // Running maximum over each key's spine rows (in time order), ttl check.
+        for id in lo..hi {
+            let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+            let mut cur = Best::EMPTY;
+            for p in start..end {
+                let b = best[p - base];
+                if b.rank() > cur.rank() {
+                    cur = b;
+                }
+                let t = group.order_t[p];
+                if cur.seq != NONE && ttl.is_none_or(|d| cur.event >= t.saturating_sub(d)) {
+                    out[p - base] = cur.seq;
+                }
+            }
+        }
+        part.mid_flushes()
+    };
+    let slot_range = &slot_range;
+    let _mid_flushes: usize = if jobs.len() == 1 {
+        jobs.into_iter()
+            .map(|(lo, hi, out)| slot_range(lo, hi, out))
+            .sum()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(lo, hi, out)| s.spawn(move || slot_range(lo, hi, out)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .sum()
+        })
+    };
+    drop(pieces);
     #[cfg(test)]
     {
         let log = &ctx.tuning.log;
         log.max_shift.fetch_max(shift, Ordering::Relaxed);
-        log.mid_flushes
-            .fetch_add(part.mid_flushes, Ordering::Relaxed);
+        log.mid_flushes.fetch_add(_mid_flushes, Ordering::Relaxed);
     }
 
-    // Running maximum over each key's spine rows (in time order), ttl check.
     let mut chosen = vec![NONE; ctx.spine_t.len()];
-    for id in 0..n_ids {
-        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
-        let mut cur = Best::EMPTY;
-        for p in start..end {
-            if best[p].rank() > cur.rank() {
-                cur = best[p];
-            }
-            let t = group.order_t[p];
-            if cur.seq != NONE && ttl.is_none_or(|d| cur.event >= t.saturating_sub(d)) {
-                chosen[group.order[p] as usize] = cur.seq;
-            }
-        }
+    for (&row, &seq) in group.order.iter().zip(&sorted_chosen) {
+        chosen[row as usize] = seq;
     }
-    drop(best);
-
-    gather(view, &chosen, &offsets)
+    drop(sorted_chosen);
+    ctx.tuning.record(|p| &mut p.slotting, started.elapsed());
+    let started = Instant::now();
+    let out = gather(view, &chosen, &offsets, threads);
+    ctx.tuning.record(|p| &mut p.gather, started.elapsed());
+    out
 }
 
 /// Timestamps of `a` in UTC microseconds, borrowed when already in microseconds.
@@ -736,8 +937,14 @@ fn times<'b>(
     Ok((events, created))
 }
 
-/// Builds the view's output columns from the chosen global row per spine row.
-fn gather(view: &PitView<'_>, chosen: &[u32], offsets: &[usize]) -> Result<Vec<ArrayRef>> {
+/// Builds the view's output columns from the chosen global row per spine row,
+/// one feature per task on up to `threads` threads.
+fn gather(
+    view: &PitView<'_>,
+    chosen: &[u32],
+    offsets: &[usize],
+    threads: usize,
+) -> Result<Vec<ArrayRef>> {
     let null_source = view.batches.len();
     let indices: Vec<(usize, usize)> = chosen
         .iter()
@@ -751,17 +958,15 @@ fn gather(view: &PitView<'_>, chosen: &[u32], offsets: &[usize]) -> Result<Vec<A
             }
         })
         .collect();
-    view.features
-        .iter()
-        .map(|f| {
-            let null = new_null_array(f.data_type(), 1);
-            let mut sources = view
-                .batches
-                .iter()
-                .map(|b| column(b, f.name()).map(|c| c.as_ref()))
-                .collect::<Result<Vec<&dyn Array>>>()?;
-            sources.push(null.as_ref());
-            Ok(arrow_select::interleave::interleave(&sources, &indices)?)
-        })
-        .collect()
+    par_map(view.features.len(), threads, |i| {
+        let f = &view.features[i];
+        let null = new_null_array(f.data_type(), 1);
+        let mut sources = view
+            .batches
+            .iter()
+            .map(|b| column(b, f.name()).map(|c| c.as_ref()))
+            .collect::<Result<Vec<&dyn Array>>>()?;
+        sources.push(null.as_ref());
+        Ok(arrow_select::interleave::interleave(&sources, &indices)?)
+    })
 }

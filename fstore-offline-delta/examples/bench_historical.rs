@@ -2,8 +2,11 @@
 //! by side with DuckDB's ASOF JOIN over the same Parquet files.
 //!
 //! ```text
-//! cargo run -p fstore-offline-delta --example bench_historical -- [ROWS_PER_VIEW] [SPINE_ROWS]
+//! cargo run --release -p fstore-offline-delta --example bench_historical -- [ROWS_PER_VIEW] [SPINE_ROWS] [RUNS]
 //! ```
+//!
+//! With `RUNS` > 1, fstore's and DuckDB's runs are interleaved and medians
+//! printed with their ratio.
 //!
 //! Defaults: 1,000,000 rows per view, 3 views, 100,000 spine rows, 10,000
 //! entities, one year of history written in 10 commits per view, spine times
@@ -61,6 +64,11 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|k| k.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 fn reset_peak() {
@@ -169,6 +177,8 @@ async fn main() -> fstore_core::Result<()> {
     let req = HistoricalRequest::new(vec![spine.clone()], "ts", FeatureSelection::refs(refs)?)
         .with_full_feature_names(true);
 
+    // Runs of each tool, interleaved with DuckDB's below; medians reported.
+    let runs = args.get(2).copied().unwrap_or(1).max(1);
     reset_peak();
     let base_rss = peak_rss_mib();
     let t0 = Instant::now();
@@ -182,7 +192,7 @@ async fn main() -> fstore_core::Result<()> {
         .column_by_name("view0__f0")
         .map_or(0, |c| c.len() - c.null_count());
     println!(
-        "fstore/delta get_historical_features: {secs:.2}s, peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
+        "fstore/delta get_historical_features: {secs:.3}s, peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
          rows scanned {scanned} of {total} ({:.1}%), output {} rows, view0.f0 non-null {non_null}",
         peak - base_rss,
         100.0 * scanned as f64 / total as f64,
@@ -235,16 +245,109 @@ async fn main() -> fstore_core::Result<()> {
     let mpath = root.join("manifest.json");
     std::fs::write(&mpath, manifest.to_string()).expect("manifest");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/duckdb_asof.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(&mpath)
-        .output()
-        .expect("run duckdb");
-    println!(
-        "duckdb ASOF JOIN (same parquet files, read_parquet, same time window, 2 threads): {}{}",
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    // Interleaved: DuckDB, fstore, DuckDB, ... (fstore's first run was above).
+    let mut duck = Vec::new();
+    let mut ours = vec![secs];
+    for i in 0..runs {
+        if i > 0 {
+            let t0 = Instant::now();
+            store.get_historical_features(&req).await?;
+            ours.push(t0.elapsed().as_secs_f64());
+        }
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&mpath)
+            .output()
+            .expect("run duckdb");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        println!(
+            "duckdb ASOF JOIN (same parquet files, read_parquet, same time window, 2 threads): {line}{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        if let Some(s) = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["seconds"].as_f64())
+        {
+            duck.push(s);
+        }
+    }
+    if !duck.is_empty() {
+        let (d, o) = (median(&mut duck), median(&mut ours));
+        println!(
+            "interleaved medians: fstore/delta {o:.3}s (runs {ours:.3?}), duckdb {d:.3}s (runs {duck:.3?}): duckdb / fstore = {:.2}x",
+            d / o
+        );
+    }
+    // The Parquet path on the same rows: each view's live files as one file,
+    // `training_from_parquet` (whole process) when FSTORE_BENCH_PARQUET_BIN
+    // names its binary.
+    if let Ok(bin) = std::env::var("FSTORE_BENCH_PARQUET_BIN") {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("--spine").arg(&spine_path).args([
+            "--timestamp-column",
+            "ts",
+            "--full-feature-names",
+        ]);
+        for v in &views {
+            let name = v["name"].as_str().expect("name");
+            let path = root.join(format!("{name}.parquet"));
+            let mut w: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
+            let mut files: Vec<&str> = v["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .filter_map(|f| f.as_str())
+                .collect();
+            // (no ties on (key, event) in this data: file order does not matter)
+            files.sort_unstable();
+            for f in files {
+                let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    std::fs::File::open(f).expect("data file"),
+                )
+                .expect("parquet")
+                .build()
+                .expect("reader");
+                for b in r {
+                    let b = b.expect("batch");
+                    let w = w.get_or_insert_with(|| {
+                        parquet::arrow::ArrowWriter::try_new(
+                            std::fs::File::create(&path).expect("view file"),
+                            b.schema(),
+                            None,
+                        )
+                        .expect("writer")
+                    });
+                    w.write(&b).expect("write");
+                }
+            }
+            if let Some(w) = w {
+                w.close().expect("close");
+            }
+            cmd.arg("--view").arg(format!(
+                "name={name},path={},keys=driver_id,event=event_timestamp,ttl={}",
+                path.display(),
+                7 * 86_400
+            ));
+        }
+        cmd.arg("--out").arg(root.join("parquet_path_out.parquet"));
+        let mut wall = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let out = cmd.output().expect("run training_from_parquet");
+            wall.push(t0.elapsed().as_secs_f64());
+            if !out.status.success() {
+                println!(
+                    "training_from_parquet failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let o = median(&mut ours);
+        println!(
+            "parquet path (training_from_parquet, whole process, same rows, no time pruning): median {:.3}s (runs {wall:.3?}); fstore/delta {o:.3}s",
+            median(&mut wall)
+        );
+    }
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

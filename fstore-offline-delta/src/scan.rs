@@ -97,17 +97,10 @@ impl Client {
             view: name.to_owned(),
         };
         let s = stream::iter(files)
-            .map(move |f| {
-                let ctx = ctx.clone();
-                async move { ctx.open(f).await }
-            })
-            // Open (read the footer of) the next files while the current one streams.
-            .buffered(4)
-            .map(|r| match r {
-                Ok(s) => s,
-                Err(e) => Box::pin(stream::once(async { Err(e) }))
-                    as BoxStream<'static, CoreResult<RecordBatch>>,
-            })
+            .map(move |f| futures::future::ready(ctx.clone().decode_ahead(f)))
+            // Files ahead of the one being consumed are opened and decoded on
+            // their own tasks (on every core of a multi-threaded runtime).
+            .buffered(FILES_AHEAD)
             .flatten()
             .try_filter(|b| futures::future::ready(b.num_rows() > 0));
         Ok((Some(upto), Box::pin(s)))
@@ -136,7 +129,55 @@ pub(crate) fn stat_i64(s: Option<&Statistics>) -> (Option<i64>, Option<i64>) {
     }
 }
 
+/// Data files opened and decoded ahead of the one being consumed.
+const FILES_AHEAD: usize = 4;
+/// Batches a file's task decodes ahead of its consumer.
+const BATCHES_AHEAD: usize = 8;
+
 impl ScanCtx {
+    /// Spawns a task that opens `f` and decodes it ([`ScanCtx::open`]) into a
+    /// bounded channel; returns the channel as a stream, in file order. A task
+    /// that fails or panics ends the stream with an error (never a silent
+    /// truncation); dropping the stream stops the task at its next batch.
+    pub(crate) fn decode_ahead(self, f: AddFile) -> BoxStream<'static, CoreResult<RecordBatch>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<CoreResult<RecordBatch>>(BATCHES_AHEAD);
+        let view = self.view.clone();
+        let path = f.path.clone();
+        let task = tokio::spawn(async move {
+            match self.open(f).await {
+                Ok(mut batches) => {
+                    while let Some(b) = batches.next().await {
+                        let failed = b.is_err();
+                        if tx.send(b).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        let abort = task.abort_handle();
+        // Received batches, then the task's outcome: a panic is an error.
+        let received = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let outcome = stream::once(async move {
+            match task.await {
+                Ok(()) => None,
+                Err(e) => Some(Err(fstore_core::Error::backend_msg(
+                    BACKEND,
+                    format!("feature view '{view}', file '{path}': the decoding task failed: {e}"),
+                ))),
+            }
+        })
+        .filter_map(futures::future::ready);
+        let guard = AbortOnDrop(abort);
+        Box::pin(received.chain(outcome).map(move |b| {
+            let _ = &guard;
+            b
+        }))
+    }
+
     /// Opens one data file: prunes its row groups by event-time statistics and
     /// projects to the requested columns present in the file.
     pub(crate) async fn open(
@@ -226,6 +267,15 @@ impl ScanCtx {
         Ok(arrow_select::filter::filter_record_batch(
             &projected, &mask,
         )?)
+    }
+}
+
+/// Aborts a file's decoding task when its stream is dropped early.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

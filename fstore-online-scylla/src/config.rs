@@ -362,10 +362,18 @@ impl ScyllaOnlineStoreBuilder {
         if username.is_some() != password.is_some() {
             return Err(cfg("username and password must be set together".into()));
         }
+        let table = ident(K::Table, DEFAULT_TABLE)?;
+        // The aggregation tile table is `<table>_tiles`: the name must fit too.
+        if !valid_identifier(&crate::cql::tiles_table(&table)) {
+            return Err(cfg(format!(
+                "table '{table}' is too long: its tile table '{}' must be at most 48 characters",
+                crate::cql::tiles_table(&table)
+            )));
+        }
         Ok(Settings {
             contact_points,
             keyspace: ident(K::Keyspace, DEFAULT_KEYSPACE)?,
-            table: ident(K::Table, DEFAULT_TABLE)?,
+            table,
             local_dc: c.get(K::LocalDc).map(str::to_owned),
             read_consistency: consistency(K::ReadConsistency)?,
             write_consistency: consistency(K::WriteConsistency)?,

@@ -26,6 +26,57 @@ impl Replication {
     }
 }
 
+/// The aggregation tile table of a row table: `<table>_tiles`.
+pub(crate) fn tiles_table(table: &str) -> String {
+    format!("{table}_tiles")
+}
+
+/// The statements of the aggregation tile table (`<keyspace>.<table>_tiles`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TileStatements {
+    pub(crate) create_table: String,
+    /// Bind markers: entity_key, view, feature, start, seq, writer, cell, expires_at.
+    pub(crate) insert: String,
+    /// Bind markers: entity_key, view. Columns: feature, start, seq, writer,
+    /// expires_at, cell — the whole partition, in clustering order.
+    pub(crate) select: String,
+    /// One row by its full primary key. Bind markers: entity_key, view,
+    /// feature, start, seq, writer.
+    pub(crate) delete_row: String,
+    /// A whole partition. Bind markers: entity_key, view.
+    pub(crate) delete_partition: String,
+    /// No bind markers. Columns: entity_key, view. Paged full scan.
+    pub(crate) scan: String,
+}
+
+impl TileStatements {
+    /// Builds every statement. `keyspace` and `tiles_table(table)` must satisfy [`valid_identifier`].
+    pub(crate) fn new(keyspace: &str, table: &str) -> Self {
+        let t = format!("{keyspace}.{}", tiles_table(table));
+        Self {
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (entity_key blob, view text, feature text, \
+                 start bigint, seq bigint, writer bigint, cell blob, expires_at bigint, \
+                 PRIMARY KEY ((entity_key, view), feature, start, seq, writer))"
+            ),
+            insert: format!(
+                "INSERT INTO {t} (entity_key, view, feature, start, seq, writer, cell, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            select: format!(
+                "SELECT feature, start, seq, writer, expires_at, cell FROM {t} \
+                 WHERE entity_key = ? AND view = ?"
+            ),
+            delete_row: format!(
+                "DELETE FROM {t} WHERE entity_key = ? AND view = ? AND feature = ? AND start = ? \
+                 AND seq = ? AND writer = ?"
+            ),
+            delete_partition: format!("DELETE FROM {t} WHERE entity_key = ? AND view = ?"),
+            scan: format!("SELECT entity_key, view FROM {t}"),
+        }
+    }
+}
+
 /// The statements of one (keyspace, table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Statements {
@@ -117,6 +168,27 @@ mod tests {
         for q in [&s.insert, &s.select, &s.probe, &s.delete, &s.scan] {
             assert!(!q.contains('\''), "{q}");
         }
+        let t = TileStatements::new("fs", "online_rows");
+        assert_eq!(
+            t.create_table,
+            "CREATE TABLE IF NOT EXISTS fs.online_rows_tiles (entity_key blob, view text, feature text, \
+             start bigint, seq bigint, writer bigint, cell blob, expires_at bigint, \
+             PRIMARY KEY ((entity_key, view), feature, start, seq, writer))"
+        );
+        for q in [
+            &t.insert,
+            &t.select,
+            &t.delete_row,
+            &t.delete_partition,
+            &t.scan,
+        ] {
+            assert!(
+                !q.contains('\'') && q.contains("fs.online_rows_tiles"),
+                "{q}"
+            );
+        }
+        assert_eq!(t.insert.matches('?').count(), 8);
+        assert_eq!(t.delete_row.matches('?').count(), 6);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use fstore_core::adapter::display_entity_key;
 use fstore_core::{
-    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, WriteOptions,
-    WriteSummary,
+    OnlineCapabilities, OnlineKey, OnlineRow, OnlineStore, ReadOptions, ResolvedView, Tile,
+    TileMergeFn, TileWrite, WriteOptions, WriteSummary,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use scylla::client::session::Session;
@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 use crate::cell;
 use crate::client::{Named, Val, open_session};
 use crate::config::{BACKEND, ScyllaOnlineStoreBuilder, Settings};
-use crate::cql::Statements;
+use crate::cql::{Statements, TileStatements};
 use crate::error::Error;
 use crate::timestamp::{Plan, Stored, delete_timestamp, plan_write, ttl_seconds};
 
@@ -154,6 +154,64 @@ impl ScyllaOnlineStoreBuilder {
 /// per row instead of 1); it buys exact `skipped` counts and "equal version:
 /// later write wins", which blind timestamps cannot give.
 ///
+/// # Aggregation tiles ([semantics §11](fstore_core::docs::semantics)): no LWT
+///
+/// A second table, `<keyspace>.<table>_tiles`, holds hop tiles: one partition
+/// per (entity key, view), one row per stored piece of a tile.
+///
+/// ```text
+/// CREATE TABLE fstore.online_rows_tiles (
+///     entity_key blob,    -- fstore_core::adapter::encode_entity_key
+///     view       text,
+///     feature    text,    -- aggregation feature name
+///     start      bigint,  -- tile start, µs since epoch, UTC (a multiple of the hop)
+///     seq        bigint,  -- i64::MIN: the materialized row; else a push row's sequence
+///     writer     bigint,  -- 0 for the materialized row; else the pushing store's random id
+///     cell       blob,    -- layout version 1: u8 1, then core's tile state bytes
+///                         --   (fstore_core::agg, "Tile state bytes", versioned itself)
+///     expires_at bigint,  -- event time after which no window reads the tile
+///     PRIMARY KEY ((entity_key, view), feature, start, seq, writer))
+/// ```
+///
+/// A tile's value is the merge, in clustering order, of its rows: the
+/// materialized row (if any) first, then push rows by `seq`. The design needs
+/// no conditional writes (the in-process test server has no LWT, and none is
+/// needed on ScyllaDB either):
+///
+/// * **Push** ([`merge_tiles`](OnlineStore::merge_tiles)) appends one row per
+///   delta tile under a primary key no other push uses: `seq` is strictly
+///   increasing within the process (wall-clock µs, bumped past the last one),
+///   `writer` a random 64-bit id per store. Writers never overwrite each
+///   other, so N concurrent pushers × E events give N·E, with no
+///   read-modify-write to lose. Before writing, the push reads the partition
+///   and runs core's merge over the stored rows and the delta, so a definition
+///   mismatch or an int64 overflow is an error and nothing of that entity is
+///   written (a concurrent push can still make a later *read* overflow; the
+///   read then fails with the named error). Sequential pushes are merged in
+///   write order (ties of `first`/`last` go to the later push); pushes from
+///   different processes are ordered by their clocks.
+/// * **Materialization** ([`write_tiles`](OnlineStore::write_tiles)) writes
+///   each rebuilt tile as its materialized row, a fixed key (`seq = i64::MIN,
+///   writer = 0`) and bytes that depend only on the offline events, and
+///   deletes that tile's push rows (read just before) in the same
+///   single-partition batch (atomic and isolated on ScyllaDB/Cassandra).
+///   Re-running writes the same row over itself and finds no push rows: the
+///   same tiles. A push that lands between that read and the batch survives
+///   and is merged on top — the race core documents for every adapter.
+/// * **Expiry**: every write deletes, in its batch and by full primary key,
+///   the partition's rows with `expires_at <= expire_before` (event time: older
+///   than the longest window plus one hop). There is no wall-clock TTL (as for
+///   Redis and DynamoDB): an idle entity keeps its last tiles until
+///   [`delete_view`](OnlineStore::delete_view). Range deletes would save the
+///   read on real clusters; the test server only deletes by full key.
+/// * **Round trips**: a read is one single-partition `SELECT` per (view,
+///   entity), `read_concurrency` in flight, exactly like row reads. A push or
+///   a materialization is one `SELECT` and one batch per entity (more batches
+///   only past 256 statements, each a group of whole tiles).
+/// * **Cost**: push rows accumulate until the next materialization of their
+///   tile or until they expire; every read and push merges them. Materialize
+///   regularly when pushes are frequent.
+///
 /// # Deleting a view
 ///
 /// [`delete_view`](OnlineStore::delete_view) scans the table (paged and
@@ -169,7 +227,13 @@ pub struct ScyllaOnlineStore {
     settings: Settings,
     statements: Statements,
     prepared: OnceCell<Arc<Prepared>>,
+    tile_statements: TileStatements,
+    tile_prepared: OnceCell<Arc<tiles::TilePrepared>>,
+    /// Random id in the key of this store's push rows (tiles).
+    writer: i64,
 }
+
+mod tiles;
 
 impl fmt::Debug for ScyllaOnlineStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,9 +322,12 @@ impl ScyllaOnlineStore {
             Statements::new(&settings.keyspace, &settings.table, &settings.replication);
         Self {
             session: OnceCell::new(),
+            tile_statements: TileStatements::new(&settings.keyspace, &settings.table),
             settings,
             statements,
             prepared: OnceCell::new(),
+            tile_prepared: OnceCell::new(),
+            writer: tiles::writer_id(),
         }
     }
 
@@ -271,20 +338,17 @@ impl ScyllaOnlineStore {
             .await
     }
 
-    /// Creates the keyspace (with the configured replication) and the table if
-    /// they do not exist. Never called implicitly: run it once at deploy time
+    /// Creates the keyspace (with the configured replication), the table and
+    /// the aggregation tile table if they do not exist. Never called implicitly: run it once at deploy time
     /// (or let your schema tooling run the same CQL, see the type docs).
     ///
     /// # Errors
     /// Backend failures (e.g. missing permissions).
     pub async fn ensure_schema(&self) -> fstore_core::Result<()> {
-        for q in [
-            &self.statements.create_keyspace,
-            &self.statements.create_table,
-        ] {
+        for q in self.schema_cql() {
             self.session()
                 .await?
-                .query_unpaged(q.as_str(), ())
+                .query_unpaged(q, ())
                 .await
                 .map_err(|source| Error::Execute {
                     what: format!("`{q}`"),
@@ -295,10 +359,11 @@ impl ScyllaOnlineStore {
     }
 
     /// The CQL `ensure_schema` runs, for schema tooling that prefers to own DDL.
-    pub fn schema_cql(&self) -> [&str; 2] {
+    pub fn schema_cql(&self) -> [&str; 3] {
         [
             &self.statements.create_keyspace,
             &self.statements.create_table,
+            &self.tile_statements.create_table,
         ]
     }
 
@@ -678,7 +743,9 @@ impl OnlineStore for ScyllaOnlineStore {
     }
 
     fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default().with_native_ttl(true)
+        OnlineCapabilities::default()
+            .with_native_ttl(true)
+            .with_tiles(true)
     }
 
     /// Read-before-write planning; see the type docs.
@@ -699,9 +766,50 @@ impl OnlineStore for ScyllaOnlineStore {
         deadline(opts.timeout, "read", self.read_rows(keys)).await
     }
 
-    /// See the type docs ("Deleting a view").
+    /// See the type docs ("Deleting a view"); also deletes the view's tiles.
     async fn delete_view(&self, view: &str) -> fstore_core::Result<()> {
-        self.delete_rows(view).await
+        self.delete_rows(view).await?;
+        self.tiles_delete_view(view).await
+    }
+
+    /// See the type docs ("Aggregation tiles").
+    async fn write_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        opts: &WriteOptions,
+    ) -> fstore_core::Result<()> {
+        deadline(
+            opts.timeout,
+            "write_tiles",
+            self.tiles_write(view, writes, None),
+        )
+        .await
+    }
+
+    /// See the type docs ("Aggregation tiles").
+    async fn merge_tiles(
+        &self,
+        view: &ResolvedView,
+        writes: Vec<TileWrite>,
+        merge: &TileMergeFn,
+        opts: &WriteOptions,
+    ) -> fstore_core::Result<()> {
+        deadline(
+            opts.timeout,
+            "merge_tiles",
+            self.tiles_write(view, writes, Some(merge)),
+        )
+        .await
+    }
+
+    /// See the type docs ("Aggregation tiles").
+    async fn read_tiles(
+        &self,
+        keys: &[OnlineKey],
+        opts: &ReadOptions,
+    ) -> fstore_core::Result<Vec<Vec<Tile>>> {
+        deadline(opts.timeout, "read_tiles", self.tiles_read(keys)).await
     }
 }
 

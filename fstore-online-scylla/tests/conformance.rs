@@ -97,7 +97,16 @@ async fn real_cluster_full_suite() {
         .await
         .expect("connect to FSTORE_TEST_SCYLLA_URI");
     store.ensure_schema().await.expect("ensure_schema");
-    testkit::run_online_suite(Arc::new(store)).await;
+    let store = Arc::new(store);
+    testkit::run_online_suite(dyn_store(&store)).await;
+    testkit::run_agg_suite(dyn_store(&store), parity_cases(16)).await;
+}
+
+fn parity_cases(default: u32) -> u32 {
+    std::env::var("FSTORE_TEST_PARITY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 // ------------------------------------------------------------ kassandra: testkit
@@ -114,6 +123,229 @@ async fn kassandra_testkit_cases() {
         .run()
         .await;
     assert!(ran.contains(&"online_parity"), "{ran:?}");
+}
+
+// ------------------------------------------------------- kassandra: aggregations
+
+/// The aggregation suite on the in-process server: parity of online tiles
+/// with the offline value (random histories, materialization runs and pushes),
+/// 4 concurrent pushers × 25 events → 100, idempotent materialization, expiry,
+/// the definition guard. Nothing in the tile design needs what kassandra lacks
+/// (LWT, USING TIMESTAMP/TTL, range deletes).
+#[tokio::test(flavor = "multi_thread")]
+async fn kassandra_aggregations() {
+    let s = kassandra_store("tk_agg").await;
+    assert!(s.capabilities().tiles);
+    testkit::run_agg_suite(dyn_store(&s), parity_cases(24)).await;
+}
+
+/// The view name of the round-trip test: frames carrying it are the store's
+/// own requests about that view (the driver's metadata queries never do).
+const RT_VIEW: &str = "rt_marker_view";
+
+/// Counts client→server CQL request frames that carry [`RT_VIEW`], by opcode,
+/// on their way to kassandra.
+struct FrameCounter {
+    addr: SocketAddr,
+    counts: Arc<[std::sync::atomic::AtomicUsize; 256]>,
+}
+
+impl FrameCounter {
+    const EXECUTE: u8 = 0x0A;
+    const BATCH: u8 = 0x0D;
+
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<[std::sync::atomic::AtomicUsize; 256]> =
+            Arc::new(std::array::from_fn(|_| Default::default()));
+        let c = Arc::clone(&counts);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(kassandra()).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let c = Arc::clone(&c);
+                tokio::spawn(async move {
+                    // frame: version, flags, stream (2), opcode, length (4 BE), body
+                    let mut head = [0u8; 9];
+                    while cr.read_exact(&mut head).await.is_ok() {
+                        let len = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                        let mut body = vec![0u8; len as usize];
+                        if cr.read_exact(&mut body).await.is_err() {
+                            break;
+                        }
+                        if body.windows(RT_VIEW.len()).any(|w| w == RT_VIEW.as_bytes()) {
+                            c[head[4] as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        if sw.write_all(&head).await.is_err() || sw.write_all(&body).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, counts }
+    }
+
+    fn get(&self, opcode: u8) -> usize {
+        self.counts[opcode as usize].load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn tile(feature: &str, start: i64, state: &[u8]) -> fstore_core::Tile {
+    fstore_core::Tile {
+        feature: feature.into(),
+        start,
+        expires_at: start + 100,
+        state: state.to_vec(),
+    }
+}
+
+/// Round trips on the wire: a read of K (view, entity) keys is exactly K
+/// single-partition EXECUTE requests (no batch, no second request per key);
+/// a push or a materialization of one entity is one EXECUTE (the partition
+/// read) and one BATCH. Push rows come back in write order after the
+/// materialized row; a rebuilt tile replaces them; expired rows are deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn tile_round_trips_and_layout() {
+    kassandra_store("tile_rt").await; // schema
+    let proxy = FrameCounter::start().await;
+    let s = ScyllaOnlineStoreBuilder::new()
+        .with_contact_points(proxy.addr.to_string())
+        .with_keyspace("tile_rt")
+        .with_await_schema_agreement(false)
+        .with_in_process_test_server(true)
+        .with_connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let v = view(RT_VIEW, None);
+    let keys: Vec<OnlineKey> = (0..5).map(|i| k(RT_VIEW, i)).collect();
+    // warm up: statements prepared
+    s.read_tiles(&keys, &ReadOptions::default()).await.unwrap();
+    let concat: &fstore_core::TileMergeFn = &|_f: &str, a: &[u8], b: &[u8]| Ok([a, b].concat());
+    let w = |key: u8, tiles: Vec<fstore_core::Tile>, expire_before: i64| fstore_core::TileWrite {
+        entity_key: vec![key],
+        tiles,
+        expire_before,
+    };
+
+    let (e0, b0) = (
+        proxy.get(FrameCounter::EXECUTE),
+        proxy.get(FrameCounter::BATCH),
+    );
+    s.write_tiles(
+        &v,
+        vec![w(1, vec![tile("f", 0, b"m0"), tile("f", 10, b"m10")], -1)],
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        proxy.get(FrameCounter::EXECUTE) - e0,
+        1,
+        "materialize: one read"
+    );
+    assert_eq!(
+        proxy.get(FrameCounter::BATCH) - b0,
+        1,
+        "materialize: one batch"
+    );
+
+    for (i, d) in [b"p1", b"p2", b"p3"].iter().enumerate() {
+        let (e0, b0) = (
+            proxy.get(FrameCounter::EXECUTE),
+            proxy.get(FrameCounter::BATCH),
+        );
+        s.merge_tiles(
+            &v,
+            vec![w(1, vec![tile("f", 10, *d)], -1)],
+            concat,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            proxy.get(FrameCounter::EXECUTE) - e0,
+            1,
+            "push {i}: one read"
+        );
+        assert_eq!(
+            proxy.get(FrameCounter::BATCH) - b0,
+            1,
+            "push {i}: one batch"
+        );
+    }
+
+    let (e0, b0) = (
+        proxy.get(FrameCounter::EXECUTE),
+        proxy.get(FrameCounter::BATCH),
+    );
+    let got = s.read_tiles(&keys, &ReadOptions::default()).await.unwrap();
+    assert_eq!(
+        proxy.get(FrameCounter::EXECUTE) - e0,
+        keys.len(),
+        "read: one request per key"
+    );
+    assert_eq!(proxy.get(FrameCounter::BATCH) - b0, 0);
+    let states = |t: &[fstore_core::Tile]| -> Vec<(i64, Vec<u8>)> {
+        t.iter().map(|t| (t.start, t.state.clone())).collect()
+    };
+    assert_eq!(
+        states(&got[1]),
+        vec![
+            (0, b"m0".to_vec()),
+            (10, b"m10".to_vec()),
+            (10, b"p1".to_vec()),
+            (10, b"p2".to_vec()),
+            (10, b"p3".to_vec()),
+        ],
+        "materialized row first, then push rows in write order"
+    );
+    assert!(got[0].is_empty() && got[2].is_empty());
+
+    // re-materializing tile 10 replaces its push rows; tile 0 expires
+    s.write_tiles(
+        &v,
+        vec![w(1, vec![tile("f", 10, b"m10'")], 100)],
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let got = s
+        .read_tiles(&keys[1..2], &ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(states(&got[0]), vec![(10, b"m10'".to_vec())]);
+
+    // a push whose merge fails writes nothing
+    let refuse: &fstore_core::TileMergeFn =
+        &|f: &str, _: &[u8], _: &[u8]| Err(fstore_core::Error::invalid(format!("refused {f}")));
+    let e = s
+        .merge_tiles(
+            &v,
+            vec![w(1, vec![tile("f", 10, b"x")], -1)],
+            refuse,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("refused f"), "{e}");
+    let got = s
+        .read_tiles(&keys[1..2], &ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(states(&got[0]), vec![(10, b"m10'".to_vec())]);
+
+    s.delete_view(RT_VIEW).await.unwrap();
+    let got = s.read_tiles(&keys, &ReadOptions::default()).await.unwrap();
+    assert!(got.iter().all(Vec::is_empty), "{got:?}");
 }
 
 // ------------------------------------------------------------ kassandra: direct

@@ -1144,6 +1144,8 @@ proptest! {
             part_chunk: 97 + (case.seed % 900) as usize,
             parallel_work: 0,
             max_threads: 3,
+            piece_rows: 61 + (case.seed % 300) as usize,
+            profile: None,
             log: PathLog::default(),
         };
         check_big(&case, &forced)?;
@@ -1151,5 +1153,6 @@ proptest! {
         prop_assert!(log.max_shift.load(Ordering::Relaxed) > 0, "key-range partitioning ran (shift > 0)");
         prop_assert!(log.mid_flushes.load(Ordering::Relaxed) > 0, "mid-buffer flush ran");
         prop_assert!(log.threaded.load(Ordering::Relaxed) > 0, "threaded path ran");
+        prop_assert!(log.id_splits.load(Ordering::Relaxed) > 0, "slotting split by key-id range ran");
     }
 }

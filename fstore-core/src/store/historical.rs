@@ -196,7 +196,8 @@ impl FeatureStore {
     }
 
     /// Reads, per planned view, `[min - ttl, max]` projected to the requested
-    /// features (at the pinned version, if any).
+    /// features (at the pinned version, if any). The views are scanned
+    /// concurrently (a backend that decodes on its own tasks uses every core).
     async fn scan_views(
         &self,
         plan: &RequestPlan,
@@ -204,31 +205,33 @@ impl FeatureStore {
         min: i64,
         max: i64,
     ) -> Result<Scanned> {
-        let mut out = Scanned::default();
-        for (rv, feats) in &plan.views {
+        let scans = plan.views.iter().map(|(rv, feats)| async move {
             let name = rv.name().to_owned();
-            let batches = if min > max {
-                Vec::new()
-            } else {
-                let start = rv
-                    .view
-                    .ttl
-                    .map(|t| from_micros(min.saturating_sub(duration_micros(t))));
-                let range = TimeRange::inclusive(start, from_micros(max));
-                let scan = self
-                    .offline
-                    .scan(
-                        rv,
-                        &ScanRequest::new(range)
-                            .with_features(feats.clone())
-                            .with_as_of_version(req.view_versions.get(&name).copied()),
-                    )
-                    .await?;
-                if let Some(v) = scan.version {
-                    out.view_versions.insert(name.clone(), v);
-                }
-                scan.collect().await?
-            };
+            if min > max {
+                return Ok((name, None, Vec::new()));
+            }
+            let start = rv
+                .view
+                .ttl
+                .map(|t| from_micros(min.saturating_sub(duration_micros(t))));
+            let range = TimeRange::inclusive(start, from_micros(max));
+            let scan = self
+                .offline
+                .scan(
+                    rv,
+                    &ScanRequest::new(range)
+                        .with_features(feats.clone())
+                        .with_as_of_version(req.view_versions.get(&name).copied()),
+                )
+                .await?;
+            let version = scan.version;
+            Ok::<_, Error>((name, version, scan.collect().await?))
+        });
+        let mut out = Scanned::default();
+        for (name, version, batches) in futures::future::try_join_all(scans).await? {
+            if let Some(v) = version {
+                out.view_versions.insert(name.clone(), v);
+            }
             out.rows_scanned
                 .insert(name, batches.iter().map(|b| b.num_rows() as u64).sum());
             out.data.push(batches);

@@ -36,17 +36,21 @@ pub use serving::{
 };
 
 /// Which features a request wants.
+///
+/// Cheap to clone (a reference count): a service builds its selection once
+/// and clones it into each [`OnlineRequest`]; the prepared-request cache of
+/// [`FeatureStore::get_online_features`] then recognizes it by pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureSelection {
     /// Explicit references, in output order.
-    Refs(Vec<FeatureRef>),
+    Refs(Arc<[FeatureRef]>),
     /// The features of a feature service.
     Service(String),
 }
 
 impl From<Vec<FeatureRef>> for FeatureSelection {
     fn from(v: Vec<FeatureRef>) -> Self {
-        Self::Refs(v)
+        Self::Refs(v.into())
     }
 }
 
@@ -63,7 +67,8 @@ impl FeatureSelection {
         Ok(Self::Refs(
             refs.into_iter()
                 .map(|s| s.as_ref().parse())
-                .collect::<Result<_>>()?,
+                .collect::<Result<Vec<_>>>()?
+                .into(),
         ))
     }
 
@@ -74,7 +79,7 @@ impl FeatureSelection {
 
     pub(crate) fn resolve(&self, defs: &Definitions) -> Result<Vec<FeatureRef>> {
         let refs = match self {
-            Self::Refs(r) => r.clone(),
+            Self::Refs(r) => r.to_vec(),
             Self::Service(s) => defs
                 .feature_services
                 .get(s)

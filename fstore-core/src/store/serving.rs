@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, Scalar};
 use arrow_buffer::NullBuffer;
@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{
-    ColumnBuilder, DecoderIndex, PayloadDecoder, cast_column, encode_entity_keys, payload_context,
+    ColumnBuilder, ColumnPool, DecoderIndex, DecoderScratch, PayloadDecoder, cast_column,
+    encode_sorted_keys_into, payload_context,
 };
 use crate::error::{Error, Result};
 use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value};
@@ -136,11 +137,28 @@ enum RowStatus {
     Unavailable,
 }
 
-/// Per read view: one status and one event time per request row.
+/// One status and one event time per (read view, request row), view-major
+/// (`view * n + row`): two vectors for the whole response.
 #[derive(Debug, Clone)]
-struct ViewRows {
+struct Rows {
+    n: usize,
     status: Vec<RowStatus>,
     event_ts: Vec<Option<i64>>,
+}
+
+impl Rows {
+    fn status(&self, view: usize, row: usize) -> RowStatus {
+        self.status[view * self.n + row]
+    }
+
+    fn event_ts(&self, view: usize, row: usize) -> Option<i64> {
+        self.event_ts[view * self.n + row]
+    }
+
+    /// The statuses of read view `view`.
+    fn of_view(&self, view: usize) -> &[RowStatus] {
+        &self.status[view * self.n..(view + 1) * self.n]
+    }
 }
 
 /// Online features: the request's columns, then one column per feature, with
@@ -155,7 +173,7 @@ pub struct OnlineResponse {
     /// Values imputed by `Default` fallbacks in this response.
     pub imputed: u64,
     plan: Arc<Prepared>,
-    rows: Vec<ViewRows>,
+    rows: Rows,
     /// Per output feature: validity of the value before fallbacks.
     raw_valid: Vec<Option<NullBuffer>>,
 }
@@ -229,7 +247,7 @@ impl FeatureMetadata<'_> {
     pub fn event_timestamp(&self, row: usize) -> Option<DateTime<Utc>> {
         match self.out().source {
             Source::OnDemand { .. } => None,
-            Source::View { view, .. } => self.resp.rows[view].event_ts[row].map(from_micros),
+            Source::View { view, .. } => self.resp.rows.event_ts(view, row).map(from_micros),
         }
     }
 
@@ -338,6 +356,67 @@ pub(crate) struct Prepared {
     served_of: Vec<usize>,
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
+    /// Working memory of finished small requests, reused by the next ones.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// Requests with at most this many rows take their working memory (keys,
+/// slots, decoder state) from the prepared request's pool and give it back;
+/// larger ones allocate their own (amortized over the rows), so the pool never
+/// holds large buffers.
+const SCRATCH_MAX_ROWS: usize = 128;
+
+/// Requests with at most this many rows also reuse the output arrays of
+/// 8-byte columns ([`crate::codec::PooledColumn`]); each pooled array keeps
+/// its last response's values buffer alive, so only small ones are pooled.
+const COLUMN_POOL_MAX_ROWS: usize = 16;
+
+/// Most pooled [`Scratch`]es per prepared request (about one per request in
+/// flight at once; each holds a few KB to a few tens of KB: keys of up to
+/// [`SCRATCH_MAX_ROWS`] rows, arrays of up to [`COLUMN_POOL_MAX_ROWS`]).
+const SCRATCH_POOL: usize = 64;
+
+/// Per-request working memory of [`FeatureStore::serve`], kept between
+/// requests so a small request allocates little beyond its response.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Per key group, per row: the encoded entity key.
+    encoded: Vec<Vec<Vec<u8>>>,
+    key_cols: Vec<ArrayRef>,
+    /// Backend keys; the first `used` are this request's (view names and key
+    /// buffers are overwritten in place).
+    keys: Vec<OnlineKey>,
+    /// Per (view, row), view-major: the index of its key in `keys`.
+    slots: Vec<usize>,
+    decoders: Vec<DecoderScratch>,
+    /// Per read view: its 8-byte output arrays, reused when the response
+    /// that held them is gone.
+    pools: Vec<ColumnPool>,
+    /// Per read view: the decoded columns (emptied after every request, so
+    /// the pooled arrays are held only by the response).
+    view_cols: Vec<Vec<ArrayRef>>,
+    /// Per distinct served view: counts by status.
+    served: Vec<[u64; 6]>,
+    /// Per read view: counts of its row statuses.
+    row_counts: Vec<Option<[u64; 7]>>,
+}
+
+/// Writes key `used` of `keys` (reusing its buffers) and counts it.
+fn set_key(keys: &mut Vec<OnlineKey>, used: &mut usize, view: &str, entity_key: &[u8]) {
+    if let Some(k) = keys.get_mut(*used) {
+        if k.view != view {
+            k.view.clear();
+            k.view.push_str(view);
+        }
+        k.entity_key.clear();
+        k.entity_key.extend_from_slice(entity_key);
+    } else {
+        keys.push(OnlineKey {
+            view: view.to_owned(),
+            entity_key: entity_key.to_vec(),
+        });
+    }
+    *used += 1;
 }
 
 impl Prepared {
@@ -507,7 +586,26 @@ impl Prepared {
             outputs,
             deprecated,
             schema: RwLock::new(None),
+            scratch: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Working memory from the pool (or a new one).
+    fn take_scratch(&self) -> Scratch {
+        self.scratch
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    /// Gives working memory back to the pool (unless it is full).
+    fn put_scratch(&self, s: Scratch) {
+        if let Ok(mut v) = self.scratch.lock()
+            && v.len() < SCRATCH_POOL
+        {
+            v.push(s);
+        }
     }
 
     /// The output schema for requests whose entity columns are `entities`.
@@ -838,40 +936,53 @@ impl FeatureStore {
             self.note_deprecated_names(&p.deprecated);
         }
         let now = to_micros(now.unwrap_or_else(Utc::now));
+        let small = n <= SCRATCH_MAX_ROWS;
+        let reuse_columns = n <= COLUMN_POOL_MAX_ROWS;
+        let mut scratch = if small {
+            p.take_scratch()
+        } else {
+            Scratch::default()
+        };
+        let Scratch {
+            encoded,
+            key_cols,
+            keys,
+            slots,
+            decoders,
+            pools,
+            view_cols,
+            served,
+            row_counts,
+        } = &mut scratch;
 
-        // Keys: one encoding per join-key group, one backend key per distinct
-        // (view, entity).
-        let encoded: Vec<Vec<Vec<u8>>> = p
-            .key_groups
-            .iter()
-            .map(|g| encode_entity_keys(entities, g))
-            .collect::<Result<_>>()?;
-        let mut keys: Vec<OnlineKey> = Vec::with_capacity(p.views.len() * n);
-        let mut slots: Vec<Vec<usize>> = Vec::with_capacity(p.views.len());
+        // Keys: one encoding per join-key group (sorted by name when
+        // prepared), one backend key per distinct (view, entity).
+        if encoded.len() < p.key_groups.len() {
+            encoded.resize_with(p.key_groups.len(), Vec::new);
+        }
+        for (g, out) in p.key_groups.iter().zip(encoded.iter_mut()) {
+            encode_sorted_keys_into(entities, g, key_cols, out)?;
+        }
+        key_cols.clear();
+        let mut used = 0;
+        slots.clear();
         for v in &p.views {
             let enc = &encoded[v.group];
-            let mut s = Vec::with_capacity(n);
             if n == 1 {
-                s.push(keys.len());
-                keys.push(OnlineKey {
-                    view: v.name.clone(),
-                    entity_key: enc[0].clone(),
-                });
+                slots.push(used);
+                set_key(keys, &mut used, &v.name, &enc[0]);
             } else {
                 let mut dedup: HashMap<&[u8], usize> = HashMap::with_capacity(n);
                 for k in enc {
                     let idx = *dedup.entry(k.as_slice()).or_insert_with(|| {
-                        keys.push(OnlineKey {
-                            view: v.name.clone(),
-                            entity_key: k.clone(),
-                        });
-                        keys.len() - 1
+                        set_key(keys, &mut used, &v.name, k);
+                        used - 1
                     });
-                    s.push(idx);
+                    slots.push(idx);
                 }
             }
-            slots.push(s);
         }
+        let keys = &keys[..used];
         // Aggregation views: one tile read, keys deduplicated the same way.
         let mut tile_keys: Vec<OnlineKey> = Vec::new();
         let mut tile_slots: Vec<Vec<usize>> = Vec::with_capacity(p.agg_views.len());
@@ -891,11 +1002,10 @@ impl FeatureStore {
                 .collect();
             tile_slots.push(s);
         }
-        drop(encoded);
         let (rows, from_cache) = if keys.is_empty() && !tile_keys.is_empty() {
             (Vec::new(), None)
         } else {
-            self.read_online(&keys).await?
+            self.read_online(keys).await?
         };
         let tiles = if tile_keys.is_empty() {
             Vec::new()
@@ -904,18 +1014,33 @@ impl FeatureStore {
         };
 
         // Decode straight into the columns; one status per (view, row).
-        let mut view_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(p.views.len());
-        let mut view_rows: Vec<ViewRows> = Vec::with_capacity(p.views.len());
-        for (v, slot) in p.views.iter().zip(&slots) {
+        let read_views = p.views.len() + p.agg_views.len();
+        let mut out_rows = Rows {
+            n,
+            status: Vec::with_capacity(read_views * n),
+            event_ts: Vec::with_capacity(read_views * n),
+        };
+        if view_cols.len() < read_views {
+            view_cols.resize_with(read_views, Vec::new);
+        }
+        if decoders.len() < p.views.len() {
+            decoders.resize_with(p.views.len(), DecoderScratch::default);
+        }
+        if pools.len() < p.views.len() {
+            pools.resize_with(p.views.len(), ColumnPool::new);
+        }
+        for (vi, v) in p.views.iter().enumerate() {
             let cutoff = v.ttl.map(|t| now.saturating_sub(t));
-            let mut dec = PayloadDecoder::with_index(Arc::clone(&v.index), n);
-            let mut status = Vec::with_capacity(n);
-            let mut event_ts = Vec::with_capacity(n);
-            for &i in slot {
+            let mut dec = PayloadDecoder::with_scratch(
+                Arc::clone(&v.index),
+                n,
+                std::mem::take(&mut decoders[vi]),
+            );
+            for &i in &slots[vi * n..(vi + 1) * n] {
                 let row = rows[i].as_ref();
                 let expired = matches!((row, cutoff), (Some(r), Some(c)) if r.event_ts < c);
                 let cached = from_cache.as_ref().map(|c| c[i]);
-                status.push(match (cached, row) {
+                out_rows.status.push(match (cached, row) {
                     (Some(false), _) => RowStatus::Unavailable,
                     (Some(true), None) => RowStatus::StaleAbsent,
                     (None, None) => RowStatus::NotFound,
@@ -923,7 +1048,7 @@ impl FeatureStore {
                     (Some(true), Some(_)) => RowStatus::Stale,
                     (None, Some(_)) => RowStatus::Found,
                 });
-                event_ts.push(row.map(|r| r.event_ts));
+                out_rows.event_ts.push(row.map(|r| r.event_ts));
                 let payload = if expired {
                     None
                 } else {
@@ -932,23 +1057,21 @@ impl FeatureStore {
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
-            view_cols.push(dec.finish());
-            view_rows.push(ViewRows { status, event_ts });
+            let pool = reuse_columns.then_some(&mut pools[vi]);
+            decoders[vi] = dec.finish_into(&mut view_cols[vi], pool);
         }
 
         // Aggregation features: window(now) merged from the tiles.
-        for (v, slot) in p.agg_views.iter().zip(&tile_slots) {
-            let status = slot
-                .iter()
-                .map(|&i| {
-                    if tiles[i].is_empty() {
-                        RowStatus::NotFound
-                    } else {
-                        RowStatus::Found
-                    }
-                })
-                .collect();
-            let mut cols = Vec::with_capacity(v.aggs.len());
+        for (ai, (v, slot)) in p.agg_views.iter().zip(&tile_slots).enumerate() {
+            out_rows.status.extend(slot.iter().map(|&i| {
+                if tiles[i].is_empty() {
+                    RowStatus::NotFound
+                } else {
+                    RowStatus::Found
+                }
+            }));
+            out_rows.event_ts.extend(std::iter::repeat_n(None, n));
+            let cols = &mut view_cols[p.views.len() + ai];
             for a in &v.aggs {
                 let values = slot
                     .iter()
@@ -956,11 +1079,6 @@ impl FeatureStore {
                     .collect::<Result<Vec<_>>>()?;
                 cols.push(crate::agg::column_of(a, &values));
             }
-            view_cols.push(cols);
-            view_rows.push(ViewRows {
-                status,
-                event_ts: vec![None; n],
-            });
         }
 
         // On-demand views on the raw values.
@@ -1013,7 +1131,7 @@ impl FeatureStore {
                             .as_ref()
                             .and_then(|b| (0..n).find(|r| b.is_null(*r)))
                             .unwrap_or(0);
-                        let resp_status = status_of(o, &view_rows, nulls.as_ref(), row);
+                        let resp_status = status_of(o, &out_rows, nulls.as_ref(), row);
                         return Err(Error::RequiredFeatureMissing {
                             feature: o.feature.to_string(),
                             row,
@@ -1026,12 +1144,17 @@ impl FeatureStore {
             raw_valid.push(nulls);
             cols.push(out);
         }
+        // The response holds the only other references to pooled arrays.
+        view_cols.iter_mut().for_each(Vec::clear);
         if imputed > 0 {
             self.metrics
                 .imputations
                 .fetch_add(imputed, Ordering::Relaxed);
         }
-        record_served(&p, &view_rows, &raw_valid, n);
+        record_served(&p, &out_rows, &raw_valid, served, row_counts);
+        if small {
+            p.put_scratch(scratch);
+        }
         let schema = p.schema(&entities.schema())?;
         let batch = RecordBatch::try_new_with_options(
             schema,
@@ -1042,7 +1165,7 @@ impl FeatureStore {
             batch,
             imputed,
             plan: p,
-            rows: view_rows,
+            rows: out_rows,
             raw_valid,
         })
     }
@@ -1052,9 +1175,18 @@ impl FeatureStore {
 /// ([`crate::telemetry::FEATURES_SERVED`]): per output, derived from the view's
 /// row statuses and the output's null count (row by row only when the
 /// last-known-good cache answered), then one counter update per (view, status).
-fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer>], n: usize) {
-    let mut per_view: Vec<[u64; 6]> = vec![[0; 6]; p.served.len()];
-    let mut row_counts: Vec<Option<[u64; 7]>> = vec![None; rows.len()];
+fn record_served(
+    p: &Prepared,
+    rows: &Rows,
+    raw_valid: &[Option<NullBuffer>],
+    per_view: &mut Vec<[u64; 6]>,
+    row_counts: &mut Vec<Option<[u64; 7]>>,
+) {
+    let n = rows.n;
+    per_view.clear();
+    per_view.resize(p.served.len(), [0; 6]);
+    row_counts.clear();
+    row_counts.resize(p.views.len() + p.agg_views.len(), None);
     for (oi, (o, nulls)) in p.outputs.iter().zip(raw_valid).enumerate() {
         let mut c = [0u64; 6];
         let nulls_n = nulls.as_ref().map_or(0, NullBuffer::null_count) as u64;
@@ -1066,7 +1198,7 @@ fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer
             Source::View { view, .. } => {
                 let rc = *row_counts[view].get_or_insert_with(|| {
                     let mut k = [0u64; 7];
-                    for st in &rows[view].status {
+                    for st in rows.of_view(view) {
                         k[*st as usize] += 1;
                     }
                     k
@@ -1102,26 +1234,21 @@ fn record_served(p: &Prepared, rows: &[ViewRows], raw_valid: &[Option<NullBuffer
             .zip(c)
             .for_each(|(a, x)| *a += x);
     }
-    for ((_, keys), c) in p.served.iter().zip(per_view) {
+    for ((_, keys), c) in p.served.iter().zip(per_view.iter()) {
         for (key, k) in keys.iter().zip(c) {
-            crate::telemetry::add_to(key, k);
+            crate::telemetry::add_to(key, *k);
         }
     }
 }
 
 /// The status of output `o` at `row`, from its view's row status and the
 /// validity of its value before fallbacks.
-fn status_of(
-    o: &Output,
-    rows: &[ViewRows],
-    nulls: Option<&NullBuffer>,
-    row: usize,
-) -> FeatureStatus {
+fn status_of(o: &Output, rows: &Rows, nulls: Option<&NullBuffer>, row: usize) -> FeatureStatus {
     let valid = nulls.is_none_or(|b| b.is_valid(row));
     match o.source {
         Source::OnDemand { .. } if valid => FeatureStatus::Present,
         Source::OnDemand { .. } => FeatureStatus::NullValue,
-        Source::View { view, .. } => match rows[view].status[row] {
+        Source::View { view, .. } => match rows.status(view, row) {
             RowStatus::Found if valid => FeatureStatus::Present,
             RowStatus::Stale if valid => FeatureStatus::Stale,
             RowStatus::Found | RowStatus::Stale => FeatureStatus::NullValue,

@@ -1161,3 +1161,91 @@ async fn prepared_requests_follow_registry_changes() {
         .as_primitive::<Float64Type>();
     assert_eq!((s.value(0), s.value(1)), (5.0, -1.0));
 }
+
+/// Small requests reuse their working memory and output arrays between calls
+/// (see `serving.rs`, `Scratch`): a response a caller still holds must never
+/// change, and every later request must see only its own entities, whatever
+/// the shape of the requests before it.
+#[tokio::test]
+async fn reused_request_memory_never_leaks_between_responses() {
+    let fs = store_with("v", None).await;
+    let rows: Vec<_> = (1..=4).map(|i| (i, S * i, S, Some(i as f64))).collect();
+    fs.push("v", &feature_batch(&rows), PushTarget::Online)
+        .await
+        .unwrap();
+    let sel = FeatureSelection::refs(["v:score", "v:count", "v:label"]).unwrap();
+    let p = fs.prepare(&sel, false).await.unwrap();
+    let at = Some(from_micros(10 * S));
+    let get = |ids: Vec<i64>| {
+        let (fs, p) = (&fs, &p);
+        async move { fs.get_prepared(p, &entity_batch(&ids), at).await.unwrap() }
+    };
+    // (score, count, label) per row, None when the entity has no row.
+    let values = |r: &OnlineResponse| -> Vec<Option<(f64, i64, String)>> {
+        let s = r
+            .batch
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        let c = r
+            .batch
+            .column_by_name("count")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let l = r.batch.column_by_name("label").unwrap().as_string::<i32>();
+        (0..r.num_rows())
+            .map(|i| {
+                s.is_valid(i)
+                    .then(|| (s.value(i), c.value(i), l.value(i).to_owned()))
+            })
+            .collect()
+    };
+    let want = |i: i64| Some((i as f64, S * i, format!("u{i}@{}", S * i)));
+
+    let r1 = get(vec![1]).await;
+    let r2 = get(vec![2]).await;
+    assert_eq!(values(&r1), vec![want(1)]);
+    assert_eq!(values(&r2), vec![want(2)]);
+    drop((r1, r2));
+    let r3 = get(vec![3]).await;
+    assert_eq!(values(&r3), vec![want(3)]);
+    let r4 = get(vec![4, 1, 4]).await;
+    assert_eq!(values(&r4), vec![want(4), want(1), want(4)]);
+    let r5 = get(vec![99]).await;
+    assert_eq!(values(&r5), vec![None]);
+    assert_eq!(
+        r5.feature("score").unwrap().statuses(),
+        vec![FeatureStatus::NotFound]
+    );
+    drop((r4, r5));
+    // past the size whose output arrays are pooled, then small again
+    let ids: Vec<i64> = (0..40).map(|i| i % 5 + 1).collect();
+    let r = get(ids.clone()).await;
+    let expect: Vec<_> = ids
+        .iter()
+        .map(|&i| if i == 5 { None } else { want(i) })
+        .collect();
+    assert_eq!(values(&r), expect);
+    drop(r);
+    for i in [2, 4, 1] {
+        let r = get(vec![i]).await;
+        assert_eq!(values(&r), vec![want(i)]);
+        assert_eq!(
+            r.feature("count").unwrap().statuses(),
+            vec![FeatureStatus::Present]
+        );
+    }
+    let r = fs
+        .get_online_features(
+            &OnlineRequest::new(sel.clone(), entity_batch(&[2, 3])).with_now(from_micros(10 * S)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(values(&r), vec![want(2), want(3)]);
+    // the response held all along is unchanged
+    assert_eq!(values(&r3), vec![want(3)]);
+    assert_eq!(
+        r3.feature("score").unwrap().event_timestamps(),
+        vec![Some(from_micros(3 * S))]
+    );
+}

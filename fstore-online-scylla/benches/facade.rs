@@ -1,0 +1,250 @@
+//! The serving facade's cost over the Scylla adapter: p50/p99 of
+//! `OnlineStore::read`, `FeatureStore::get_online_features` and
+//! `FeatureStore::get_prepared` for 1 and 100 entities × 2 views × 50 float64
+//! features, rotating call by call which goes first (the same shapes and
+//! code as `fstore-online-dynamo`'s `facade` bench).
+//!
+//! Against `FSTORE_TEST_SCYLLA_URI` when set, else the in-process
+//! kassandra-tester server on 127.0.0.1 (single-threaded, one global lock:
+//! its round trips say nothing about a cluster; the ratio shows what the
+//! facade adds on top of the adapter's own work).
+//!
+//! ```text
+//! CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo bench --profile dev -p fstore-online-scylla --bench facade
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
+use fstore_core::arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+};
+use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fstore_core::{
+    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
+    InMemoryRegistry, OnlineKey, OnlineRequest, OnlineStore, PreparedRequest, ReadOptions,
+    ResolvedView, ValueType, WriteOptions,
+};
+use fstore_online_scylla::{ScyllaOnlineStore, ScyllaOnlineStoreBuilder};
+use kassandra_tester::KassandraTester;
+use kassandra_tester::kassandra::session::KassandraSession;
+
+const ENTITIES: i64 = 1_000;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// An in-process kassandra-tester server on 127.0.0.1, on its own thread.
+fn kassandra() -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let _ = KassandraTester::new(KassandraSession::new())
+                .in_scope(|addr| {
+                    let tx = tx.clone();
+                    async move {
+                        tx.send(addr).unwrap();
+                        std::future::pending::<Result<(), ()>>().await
+                    }
+                })
+                .await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn history(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> RecordBatch {
+    let n = (ids.end - ids.start) as usize;
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("event_timestamp", ts, false),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone().collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(vec![event_us; n]).with_timezone("UTC")),
+    ];
+    for (j, f) in rv.view.features.iter().enumerate() {
+        fields.push(Field::new(&f.name, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from(
+            ids.clone()
+                .map(|i| (i as f64) * 0.5 + j as f64)
+                .collect::<Vec<_>>(),
+        )));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn key_batch(ids: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(ids.to_vec()))],
+    )
+    .unwrap()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: i64) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as i64
+    }
+}
+
+const NAMES: [&str; 3] = ["OnlineStore::read", "get_online_features", "get_prepared"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (uri, real) = match std::env::var("FSTORE_TEST_SCYLLA_URI") {
+        Ok(u) if !u.is_empty() => (u, true),
+        _ => (kassandra().to_string(), false),
+    };
+    let store: Arc<ScyllaOnlineStore> = Arc::new(
+        ScyllaOnlineStoreBuilder::new()
+            .with_contact_points(uri.clone())
+            .with_keyspace(format!("fstore_facade_{}", std::process::id()))
+            .with_await_schema_agreement(real)
+            .with_in_process_test_server(!real)
+            .with_connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    store.ensure_schema().await.unwrap();
+
+    let views = ["da".to_owned(), "db".to_owned()];
+    let mut d = Definitions::new().with_entity(Entity::new("ent", "id", ValueType::Int64));
+    for v in &views {
+        let mut fv = FeatureView::new(v.as_str(), ["ent"]);
+        for f in 0..50 {
+            fv = fv.with_feature(format!("{v}_f{f}"), ValueType::Float64);
+        }
+        d = d.with_feature_view(fv.with_ttl(Duration::from_secs(30 * 86_400)));
+    }
+    let fs = FeatureStore::builder()
+        .with_registry(Arc::new(InMemoryRegistry::new()))
+        .with_offline(Arc::new(InMemoryOfflineStore::new()))
+        .with_online(Arc::clone(&store) as Arc<fstore_core::DynOnlineStore>)
+        .build()
+        .unwrap();
+    fs.apply(&d, Default::default()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_micros();
+    for v in &views {
+        let rv = d.resolve_view(v).unwrap();
+        let b = normalize_batch(&rv, &history(&rv, 0..ENTITIES, now), false).unwrap();
+        store
+            .write(
+                &rv,
+                to_online_rows(&rv, &b).unwrap(),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let rv = d.resolve_view(&views[0]).unwrap();
+    let ekeys = encode_entity_keys(
+        &key_batch(&(0..ENTITIES).collect::<Vec<_>>()),
+        &rv.join_keys,
+    )
+    .unwrap();
+    let refs = FeatureSelection::refs(
+        views
+            .iter()
+            .flat_map(|v| (0..50).map(|f| format!("{v}:{v}_f{f}")).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let prepared: PreparedRequest = fs.prepare(&refs, false).await.unwrap();
+
+    println!(
+        "scylla facade benchmark ({} {uri}, {} build), 2 views × 50 float64 features",
+        if real {
+            "cluster"
+        } else {
+            "in-process kassandra-tester"
+        },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "optimized"
+        }
+    );
+    println!("{:<46} {:>9} {:>9}", "read", "p50 µs", "p99 µs");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for (n_ent, iters) in [(1usize, 400usize), (100, 60)] {
+        let mut lat: [Vec<Duration>; 3] = Default::default();
+        for it in 0..iters + 10 {
+            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(ENTITIES)).collect();
+            for k in 0..3 {
+                let j = (it + k) % 3;
+                let t0 = Instant::now();
+                let got = match j {
+                    0 => {
+                        let keys: Vec<OnlineKey> = ids
+                            .iter()
+                            .flat_map(|i| {
+                                views.each_ref().map(|v| OnlineKey {
+                                    view: v.clone(),
+                                    entity_key: ekeys[*i as usize].clone(),
+                                })
+                            })
+                            .collect();
+                        let rows = store.read(&keys, &ReadOptions::default()).await.unwrap();
+                        assert!(rows.iter().all(Option::is_some));
+                        rows.len() / 2
+                    }
+                    1 => fs
+                        .get_online_features(&OnlineRequest::new(refs.clone(), key_batch(&ids)))
+                        .await
+                        .unwrap()
+                        .num_rows(),
+                    _ => fs
+                        .get_prepared(&prepared, &key_batch(&ids), None)
+                        .await
+                        .unwrap()
+                        .num_rows(),
+                };
+                let el = t0.elapsed();
+                assert_eq!(got, n_ent);
+                if it >= 10 {
+                    lat[j].push(el);
+                }
+            }
+        }
+        let mut p = [(0.0, 0.0); 3];
+        for j in 0..3 {
+            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            println!(
+                "{:<46} {:>9.1} {:>9.1}",
+                format!("{n_ent} entity × 2 views: {}", NAMES[j]),
+                p[j].0,
+                p[j].1
+            );
+        }
+        for j in 1..3 {
+            println!(
+                "{:<46} {:>8.2}× {:>8.2}×",
+                format!("  {} / adapter", NAMES[j]),
+                p[j].0 / p[0].0,
+                p[j].1 / p[0].1
+            );
+        }
+        println!();
+    }
+    for v in &views {
+        store.delete_view(v).await.unwrap();
+    }
+}
