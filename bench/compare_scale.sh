@@ -35,11 +35,14 @@ if [ ! -x /usr/bin/time ]; then
     apt-get update -qq && apt-get install -y -qq time
 fi
 
-cargo build --release -q -p fstore-examples --example training_from_parquet --example gen_pit_data
 # Copies: the shared target directory's binaries can be rebuilt by another checkout mid-run.
+# SKIP_BUILD=1 uses the copies already in bench/data/.bin.
 BIN=bench/data/.bin
-mkdir -p "$BIN"
-cp "$CARGO_TARGET_DIR/release/examples/training_from_parquet" "$CARGO_TARGET_DIR/release/examples/gen_pit_data" "$BIN/"
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p fstore-examples --features datafusion --example training_from_parquet --example gen_pit_data
+    mkdir -p "$BIN"
+    cp "$CARGO_TARGET_DIR/release/examples/training_from_parquet" "$CARGO_TARGET_DIR/release/examples/gen_pit_data" "$BIN/"
+fi
 DATA=bench/data/$SHAPE
 if [ ! -f "$DATA/views.txt" ]; then
     df -h "$ROOT" | tail -n 1

@@ -23,16 +23,20 @@ pub struct EngineArgs {
     pub memory_limit: Option<usize>,
     /// `--partitions`.
     pub partitions: Option<usize>,
+    /// `--ballista URL`: run the plan on a Ballista cluster (`crate::ballista_args`).
+    pub ballista: Option<String>,
 }
 
 /// The usage text of the engine flags.
-pub const ENGINE_USAGE: &str =
-    "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N]";
+pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--ballista df://HOST:PORT]";
 
 impl EngineArgs {
     /// Whether `flag` is one of the engine flags (it takes a value).
     pub fn accepts(flag: &str) -> bool {
-        matches!(flag, "--engine" | "--memory-limit" | "--partitions")
+        matches!(
+            flag,
+            "--engine" | "--memory-limit" | "--partitions" | "--ballista"
+        )
     }
 
     /// Sets `flag` (one [`EngineArgs::accepts`]) to `value`.
@@ -63,6 +67,7 @@ impl EngineArgs {
                 }
                 self.partitions = Some(n);
             }
+            "--ballista" => self.ballista = Some(value.to_owned()),
             other => return Err(format!("not an engine flag: '{other}'")),
         }
         Ok(())
@@ -77,6 +82,9 @@ impl EngineArgs {
             && (self.memory_limit.is_some() || self.partitions.is_some())
         {
             return Err("--memory-limit and --partitions need --engine datafusion".to_string());
+        }
+        if self.engine == Engine::Memory && self.ballista.is_some() {
+            return Err("--ballista needs --engine datafusion".to_string());
         }
         Ok(())
     }
@@ -160,8 +168,12 @@ pub fn run_datafusion(
     for v in views {
         let input = engine::parquet_plan(std::slice::from_ref(&v.path), n)?;
         let schema = input.schema();
+        // The scan adds engine columns (`__fstore_ordinal`): never features.
         let not_feature = |c: &str| {
-            v.keys.iter().any(|k| k == c) || c == v.event || v.created.as_deref() == Some(c)
+            v.keys.iter().any(|k| k == c)
+                || c == v.event
+                || v.created.as_deref() == Some(c)
+                || c.starts_with(engine::RESERVED_PREFIX)
         };
         let features = schema
             .fields()
@@ -186,13 +198,17 @@ pub fn run_datafusion(
         options,
         n,
     )?;
-    let session = config.session()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let rows = rt.block_on(async {
-        engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
-    })?;
+    let rows = if let Some(url) = &args.ballista {
+        crate::ballista_args::run_on_cluster(url, plan, &config, out)?
+    } else {
+        let session = config.session()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
+        })?
+    };
     println!(
         "engine:        datafusion, {n} partitions, memory limit {:?}",
         args.memory_limit
