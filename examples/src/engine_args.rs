@@ -191,8 +191,21 @@ pub fn run_datafusion(
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
-        engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
+        engine::write_parquet(
+            engine::execute(std::sync::Arc::clone(&plan), session.task_ctx())?,
+            out,
+        )
+        .await
     })?;
+    // Where the time went: every operator with its metrics (elapsed_compute,
+    // spill counts, rows), as DataFusion reports them.
+    println!(
+        "plan with metrics:\n{}",
+        fstore_core::datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            plan.as_ref()
+        )
+        .indent(false)
+    );
     println!(
         "engine:        datafusion, {n} partitions, memory limit {:?}",
         args.memory_limit
