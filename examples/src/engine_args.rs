@@ -166,7 +166,7 @@ pub fn run_datafusion(
         let features = schema
             .fields()
             .iter()
-            .filter(|f| !not_feature(f.name()))
+            .filter(|f| !not_feature(f.name()) && f.name() != engine::ORDINAL_COLUMN)
             .map(|f| f.as_ref().clone())
             .collect();
         eviews.push(EngineView {
