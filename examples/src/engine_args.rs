@@ -178,7 +178,7 @@ pub fn run_datafusion(
         let features = schema
             .fields()
             .iter()
-            .filter(|f| !not_feature(f.name()))
+            .filter(|f| !not_feature(f.name()) && f.name() != engine::ORDINAL_COLUMN)
             .map(|f| f.as_ref().clone())
             .collect();
         eviews.push(EngineView {
@@ -205,9 +205,23 @@ pub fn run_datafusion(
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
-        })?
+        let rows = rt.block_on(async {
+            engine::write_parquet(
+                engine::execute(std::sync::Arc::clone(&plan), session.task_ctx())?,
+                out,
+            )
+            .await
+        })?;
+        // Where the time went: every operator with its metrics (elapsed_compute,
+        // spill counts, rows), as DataFusion reports them.
+        println!(
+            "plan with metrics:\n{}",
+            fstore_core::datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                plan.as_ref()
+            )
+            .indent(false)
+        );
+        rows
     };
     println!(
         "engine:        datafusion, {n} partitions, memory limit {:?}",

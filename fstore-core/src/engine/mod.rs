@@ -92,7 +92,8 @@ pub struct EngineView {
     pub ttl: Option<Duration>,
     /// The requested features, in output order, with their types.
     pub features: Vec<Field>,
-    /// The feature rows. Partitions are contiguous runs of the write order,
+    /// The feature rows (plans from [`memory_plan`] / [`parquet_plan`] carry an
+    /// extra [`ORDINAL_COLUMN`]: never list it as a feature). Partitions are contiguous runs of the write order,
     /// partition 0 first (as [`memory_plan`] and [`parquet_plan`] build them): the
     /// last tie-break is "partition, then row inside the partition".
     pub input: Arc<dyn ExecutionPlan>,
