@@ -2,7 +2,7 @@
 //! `FeatureStore` facade with no network in the way.
 //!
 //! ```text
-//! CARGO_PROFILE_BENCH_LTO=false cargo bench -p fstore-core --bench serving_bench
+//! CARGO_PROFILE_BENCH_LTO=false cargo bench -p fstore-core --features testkit --bench serving_bench
 //! ```
 //!
 //! Shapes: 1 and 100 entities × 2 views × 50 float64 features (1 entity =
@@ -17,14 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
-use fstore_core::arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+use fstore_core::testkit::bench::{
+    XorShift, float_definitions, id_batch, micros, percentile, view_history,
 };
-use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fstore_core::{
-    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
-    InMemoryOnlineStore, InMemoryRegistry, OnlineKey, OnlineStore, PreparedRequest, ReadOptions,
-    ResolvedView, ValueType, WriteOptions,
+    FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry,
+    OnlineKey, OnlineStore, PreparedRequest, ReadOptions, WriteOptions,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -32,70 +30,6 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const ENTITIES: i64 = 10_000;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn defs(n_features: usize, views: &[&str]) -> Definitions {
-    let mut d = Definitions::new().with_entity(Entity::new("ent", "id", ValueType::Int64));
-    for v in views {
-        let mut fv = FeatureView::new(*v, ["ent"]);
-        for f in 0..n_features {
-            fv = fv.with_feature(format!("{v}_f{f}"), ValueType::Float64);
-        }
-        d = d.with_feature_view(fv.with_ttl(Duration::from_secs(30 * 86_400)));
-    }
-    d
-}
-
-fn history(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> RecordBatch {
-    let n = (ids.end - ids.start) as usize;
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let mut fields = vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("event_timestamp", ts, false),
-    ];
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.clone().collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(vec![event_us; n]).with_timezone("UTC")),
-    ];
-    for (j, f) in rv.view.features.iter().enumerate() {
-        fields.push(Field::new(&f.name, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from(
-            ids.clone()
-                .map(|i| (i as f64) * 0.5 + j as f64)
-                .collect::<Vec<_>>(),
-        )));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
-
-fn key_batch(ids: &[i64]) -> RecordBatch {
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-        vec![Arc::new(Int64Array::from(ids.to_vec()))],
-    )
-    .unwrap()
-}
-
-/// A tiny deterministic PRNG (xorshift) for entity picks.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: i64) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as i64
-    }
-}
 
 /// Everything one request needs, shared by the callers.
 struct Bench {
@@ -132,7 +66,7 @@ impl Bench {
             .fs
             .get_online_features(&fstore_core::OnlineRequest::new(
                 self.refs.clone(),
-                key_batch(ids),
+                id_batch(ids),
             ))
             .await
             .unwrap();
@@ -142,7 +76,7 @@ impl Bench {
     async fn prepared(&self, ids: &[i64]) -> usize {
         let resp = self
             .fs
-            .get_prepared(&self.prepared, &key_batch(ids), None)
+            .get_prepared(&self.prepared, &id_batch(ids), None)
             .await
             .unwrap();
         resp.batch.num_rows()
@@ -172,10 +106,10 @@ async fn concurrent(
     for c in 0..callers {
         let b = Arc::clone(b);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
             let mut lat = Vec::with_capacity(per_caller);
             for _ in 0..per_caller {
-                let ids = [rng.next(ENTITIES)];
+                let ids = [rng.next_below(ENTITIES)];
                 let t = Instant::now();
                 b.run(side, &ids).await;
                 lat.push(t.elapsed());
@@ -193,7 +127,7 @@ async fn concurrent(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let views = ["sa".to_owned(), "sb".to_owned()];
-    let d = defs(50, &[&views[0], &views[1]]);
+    let d = float_definitions("ent", 50, &[&views[0], &views[1]]);
     let online = Arc::new(InMemoryOnlineStore::new());
     let fs = FeatureStore::builder()
         .with_registry(Arc::new(InMemoryRegistry::new()))
@@ -205,7 +139,7 @@ async fn main() {
     let now = chrono::Utc::now().timestamp_micros();
     for v in &views {
         let rv = d.resolve_view(v).unwrap();
-        let b = normalize_batch(&rv, &history(&rv, 0..ENTITIES, now), false).unwrap();
+        let b = normalize_batch(&rv, &view_history(&rv, 0..ENTITIES, now), false).unwrap();
         online
             .write(
                 &rv,
@@ -216,11 +150,8 @@ async fn main() {
             .unwrap();
     }
     let rv = d.resolve_view(&views[0]).unwrap();
-    let ekeys = encode_entity_keys(
-        &key_batch(&(0..ENTITIES).collect::<Vec<_>>()),
-        &rv.join_keys,
-    )
-    .unwrap();
+    let ekeys =
+        encode_entity_keys(&id_batch(&(0..ENTITIES).collect::<Vec<_>>()), &rv.join_keys).unwrap();
     let refs = FeatureSelection::refs(views.iter().flat_map(|v| {
         d.resolve_view(v)
             .unwrap()
@@ -253,14 +184,14 @@ async fn main() {
         "{:<46} {:>9} {:>9} {:>10} {:>12}",
         "read", "p50 µs", "p99 µs", "allocs", "bytes alloc"
     );
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 20_000usize), (100, 2_000)] {
         let mut lat: [Vec<Duration>; 3] = Default::default();
         let mut allocs = [0u64; 3];
         let mut bytes = [0u64; 3];
         let warm = iters / 10;
         for it in 0..iters + warm {
-            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(ENTITIES)).collect();
+            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next_below(ENTITIES)).collect();
             // Rotate which side goes first.
             for k in 0..3 {
                 let j = (it + k) % 3;
@@ -280,7 +211,10 @@ async fn main() {
         let n = iters as u64;
         let mut p = [(0.0, 0.0); 3];
         for j in 0..3 {
-            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            p[j] = (
+                micros(percentile(&mut lat[j], 0.5)),
+                micros(percentile(&mut lat[j], 0.99)),
+            );
             println!(
                 "{:<46} {:>9.1} {:>9.1} {:>10} {:>12}",
                 format!("{n_ent} entity × 2 views: {}", SIDES[j]),
@@ -323,8 +257,8 @@ async fn main() {
                 "{:<46} {:>12.0} {:>9.1} {:>9.1}",
                 format!("{callers} callers: {}", SIDES[j]),
                 rps[j],
-                us(pct(&mut lat[j], 0.5)),
-                us(pct(&mut lat[j], 0.99))
+                micros(percentile(&mut lat[j], 0.5)),
+                micros(percentile(&mut lat[j], 0.99))
             );
         }
     }

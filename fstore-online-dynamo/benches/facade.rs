@@ -16,71 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
-use fstore_core::arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
-};
-use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fstore_core::testkit::bench::{XorShift, id_batch, micros, percentile, view_history};
 use fstore_core::{
     Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
     InMemoryRegistry, OnlineKey, OnlineRequest, OnlineStore, PreparedRequest, ReadOptions,
-    ResolvedView, ValueType, WriteOptions,
+    ValueType, WriteOptions,
 };
 use fstore_online_dynamo::{DynamoOnlineStore, DynamoOnlineStoreBuilder};
 
 const ENTITIES: i64 = 1_000;
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn history(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> RecordBatch {
-    let n = (ids.end - ids.start) as usize;
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let mut fields = vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("event_timestamp", ts, false),
-    ];
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.clone().collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(vec![event_us; n]).with_timezone("UTC")),
-    ];
-    for (j, f) in rv.view.features.iter().enumerate() {
-        fields.push(Field::new(&f.name, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from(
-            ids.clone()
-                .map(|i| (i as f64) * 0.5 + j as f64)
-                .collect::<Vec<_>>(),
-        )));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
-
-fn key_batch(ids: &[i64]) -> RecordBatch {
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-        vec![Arc::new(Int64Array::from(ids.to_vec()))],
-    )
-    .unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: i64) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as i64
-    }
 }
 
 const NAMES: [&str; 3] = ["OnlineStore::read", "get_online_features", "get_prepared"];
@@ -135,7 +82,7 @@ async fn main() {
     let now = chrono::Utc::now().timestamp_micros();
     for v in &views {
         let rv = d.resolve_view(v).unwrap();
-        let b = normalize_batch(&rv, &history(&rv, 0..ENTITIES, now), false).unwrap();
+        let b = normalize_batch(&rv, &view_history(&rv, 0..ENTITIES, now), false).unwrap();
         store
             .write(
                 &rv,
@@ -146,11 +93,8 @@ async fn main() {
             .unwrap();
     }
     let rv = d.resolve_view(&views[0]).unwrap();
-    let ekeys = encode_entity_keys(
-        &key_batch(&(0..ENTITIES).collect::<Vec<_>>()),
-        &rv.join_keys,
-    )
-    .unwrap();
+    let ekeys =
+        encode_entity_keys(&id_batch(&(0..ENTITIES).collect::<Vec<_>>()), &rv.join_keys).unwrap();
     let refs = FeatureSelection::refs(
         views
             .iter()
@@ -168,11 +112,11 @@ async fn main() {
         }
     );
     println!("{:<46} {:>9} {:>9}", "read", "p50 µs", "p99 µs");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 400usize), (100, 60)] {
         let mut lat: [Vec<Duration>; 3] = Default::default();
         for it in 0..iters + 10 {
-            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(ENTITIES)).collect();
+            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next_below(ENTITIES)).collect();
             for k in 0..3 {
                 let j = (it + k) % 3;
                 let t0 = Instant::now();
@@ -192,12 +136,12 @@ async fn main() {
                         rows.len() / 2
                     }
                     1 => fs
-                        .get_online_features(&OnlineRequest::new(refs.clone(), key_batch(&ids)))
+                        .get_online_features(&OnlineRequest::new(refs.clone(), id_batch(&ids)))
                         .await
                         .unwrap()
                         .num_rows(),
                     _ => fs
-                        .get_prepared(&prepared, &key_batch(&ids), None)
+                        .get_prepared(&prepared, &id_batch(&ids), None)
                         .await
                         .unwrap()
                         .num_rows(),
@@ -211,7 +155,10 @@ async fn main() {
         }
         let mut p = [(0.0, 0.0); 3];
         for j in 0..3 {
-            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            p[j] = (
+                micros(percentile(&mut lat[j], 0.5)),
+                micros(percentile(&mut lat[j], 0.99)),
+            );
             println!(
                 "{:<46} {:>9.1} {:>9.1}",
                 format!("{n_ent} entity × 2 views: {}", NAMES[j]),

@@ -25,6 +25,7 @@
 //! property cases (0 is refused).
 
 mod agg;
+pub mod bench;
 mod cases;
 mod env;
 mod fixtures;

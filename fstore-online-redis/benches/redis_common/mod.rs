@@ -6,14 +6,13 @@ use fred::interfaces::{ClientLike, HashesInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::Value;
 use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
-use fstore_core::arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+use fstore_core::testkit::bench::{
+    XorShift, float_definitions, id_batch, micros, percentile, view_history,
 };
-use fstore_core::arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fstore_core::{
-    Definitions, Entity, FeatureSelection, FeatureStore, FeatureView, InMemoryOfflineStore,
-    InMemoryRegistry, MaterializeOptions, OnlineKey, OnlineRequest, OnlineRow, OnlineStore,
-    PreparedRequest, ReadOptions, ResolvedView, ValueType, WriteOptions,
+    FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryRegistry, MaterializeOptions,
+    OnlineKey, OnlineRequest, OnlineRow, OnlineStore, PreparedRequest, ReadOptions, ResolvedView,
+    WriteOptions,
 };
 use fstore_online_redis::{RedisOnlineStore, RedisOnlineStoreBuilder};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region};
@@ -22,77 +21,9 @@ const READ_ENTITIES: i64 = 10_000;
 const WRITE_ROWS: i64 = 100_000;
 const WRITE_CHUNK: usize = 10_000;
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn defs(prefix: &str, n_features: usize, views: &[&str]) -> Definitions {
-    let mut d = Definitions::new().with_entity(Entity::new(
-        format!("{prefix}_ent"),
-        "id",
-        ValueType::Int64,
-    ));
-    for v in views {
-        let mut fv = FeatureView::new(*v, [format!("{prefix}_ent")]);
-        for f in 0..n_features {
-            fv = fv.with_feature(format!("{v}_f{f}"), ValueType::Float64);
-        }
-        d = d.with_feature_view(fv.with_ttl(Duration::from_secs(30 * 86_400)));
-    }
-    d
-}
-
-fn history(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> RecordBatch {
-    let n = (ids.end - ids.start) as usize;
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let mut fields = vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("event_timestamp", ts, false),
-    ];
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids.clone().collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(vec![event_us; n]).with_timezone("UTC")),
-    ];
-    for (j, f) in rv.view.features.iter().enumerate() {
-        fields.push(Field::new(&f.name, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from(
-            ids.clone()
-                .map(|i| (i as f64) * 0.5 + j as f64)
-                .collect::<Vec<_>>(),
-        )));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
-}
-
 fn rows_of(rv: &ResolvedView, ids: std::ops::Range<i64>, event_us: i64) -> Vec<OnlineRow> {
-    let b = normalize_batch(rv, &history(rv, ids, event_us), false).unwrap();
+    let b = normalize_batch(rv, &view_history(rv, ids, event_us), false).unwrap();
     to_online_rows(rv, &b).unwrap()
-}
-
-fn key_batch(ids: &[i64]) -> RecordBatch {
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-        vec![Arc::new(Int64Array::from(ids.to_vec()))],
-    )
-    .unwrap()
-}
-
-/// A tiny deterministic PRNG (xorshift) for entity picks.
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: i64) -> i64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as i64
-    }
 }
 
 /// What the three sides of a read need, shared by concurrent callers.
@@ -175,7 +106,7 @@ impl Sides {
             Side::Facade => {
                 let resp = self
                     .fs
-                    .get_online_features(&OnlineRequest::new(self.refs.clone(), key_batch(ids)))
+                    .get_online_features(&OnlineRequest::new(self.refs.clone(), id_batch(ids)))
                     .await
                     .unwrap();
                 resp.batch.num_rows()
@@ -183,7 +114,7 @@ impl Sides {
             Side::Prepared => {
                 let resp = self
                     .fs
-                    .get_prepared(&self.prepared, &key_batch(ids), None)
+                    .get_prepared(&self.prepared, &id_batch(ids), None)
                     .await
                     .unwrap();
                 resp.batch.num_rows()
@@ -205,10 +136,10 @@ async fn concurrent(
     for c in 0..callers {
         let s = Arc::clone(s);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
             let mut lat = Vec::with_capacity(per_caller);
             for _ in 0..per_caller {
-                let ids = [rng.next(READ_ENTITIES)];
+                let ids = [rng.next_below(READ_ENTITIES)];
                 let t = Instant::now();
                 s.run(side, &ids).await;
                 lat.push(t.elapsed());
@@ -281,7 +212,7 @@ async fn run(counted: bool) {
 
     // ---------------------------------------------------------------- reads
     let (va, vb) = (format!("{prefix}_a"), format!("{prefix}_b"));
-    let d = defs(&prefix, 50, &[&va, &vb]);
+    let d = float_definitions(&format!("{prefix}_ent"), 50, &[&va, &vb]);
     let fs = FeatureStore::builder()
         .with_registry(Arc::new(InMemoryRegistry::new()))
         .with_offline(Arc::new(InMemoryOfflineStore::new()))
@@ -300,7 +231,7 @@ async fn run(counted: bool) {
         }
     }
     let ekeys = encode_entity_keys(
-        &key_batch(&(0..READ_ENTITIES).collect::<Vec<_>>()),
+        &id_batch(&(0..READ_ENTITIES).collect::<Vec<_>>()),
         &rva.join_keys,
     )
     .unwrap();
@@ -359,7 +290,7 @@ async fn run(counted: bool) {
             "read", "p50 µs", "p99 µs", "allocs", "bytes alloc"
         );
     }
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let shapes: &[(usize, usize)] = if counted {
         &[(1, 5_000), (100, 1_000)]
     } else {
@@ -370,7 +301,7 @@ async fn run(counted: bool) {
         let mut allocs = [0u64; 4];
         let mut bytes = [0u64; 4];
         for it in 0..iters + 100 {
-            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next(READ_ENTITIES)).collect();
+            let ids: Vec<i64> = (0..n_ent).map(|_| rng.next_below(READ_ENTITIES)).collect();
             // Rotate which side goes first, so none always runs right after
             // another (cold caches) or first.
             for k in 0..4 {
@@ -390,7 +321,10 @@ async fn run(counted: bool) {
         }
         let mut p = [(0.0, 0.0); 4];
         for j in 0..4 {
-            p[j] = (us(pct(&mut lat[j], 0.5)), us(pct(&mut lat[j], 0.99)));
+            p[j] = (
+                micros(percentile(&mut lat[j], 0.5)),
+                micros(percentile(&mut lat[j], 0.99)),
+            );
             println!(
                 "{:<46} {:>9.1} {:>9.1} {:>8} {:>11}",
                 format!("{n_ent} entity × 2 views: {}", NAMES[j]),
@@ -443,12 +377,12 @@ async fn run(counted: bool) {
         }
         let mut p99 = [0.0; 4];
         for j in 0..4 {
-            p99[j] = us(pct(&mut lat[j], 0.99));
+            p99[j] = micros(percentile(&mut lat[j], 0.99));
             println!(
                 "{:<46} {:>12.0} {:>9.1} {:>9.1}",
                 format!("{callers} callers: {}", NAMES[j]),
                 rps[j],
-                us(pct(&mut lat[j], 0.5)),
+                micros(percentile(&mut lat[j], 0.5)),
                 p99[j]
             );
         }
@@ -471,7 +405,7 @@ async fn run(counted: bool) {
 
     // --------------------------------------------------------------- writes
     let vw = format!("{prefix}_w");
-    let dw = defs(&format!("{prefix}w"), 20, &[&vw]);
+    let dw = float_definitions(&format!("{prefix}w_ent"), 20, &[&vw]);
     let rvw = dw.resolve_view(&vw).unwrap();
     let rows = rows_of(&rvw, 0..WRITE_ROWS, now);
     let wpayload = rows[0].payload.len();
@@ -568,7 +502,7 @@ async fn run(counted: bool) {
         .build()
         .unwrap();
     fs2.apply(&dw, Default::default()).await.unwrap();
-    fs2.write_history(&vw, &history(&rvw, 0..WRITE_ROWS, now + 1))
+    fs2.write_history(&vw, &view_history(&rvw, 0..WRITE_ROWS, now + 1))
         .await
         .unwrap();
     let t0 = Instant::now();
