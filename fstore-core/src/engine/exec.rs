@@ -664,12 +664,12 @@ impl ExecutionPlan for PitJoinExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        one_child(&children, 2)?;
-        let view = children.pop().expect("two children");
-        let spine = children.pop().expect("two children");
+        let [spine, view] = <[_; 2]>::try_from(children).map_err(|c: Vec<_>| {
+            DataFusionError::Internal(format!("expected 2 children, got {}", c.len()))
+        })?;
         Ok(Arc::new(Self::try_new(spine, view, self.config.clone())?))
     }
 
