@@ -686,3 +686,36 @@ fn sequences_follow_the_ordinal_not_the_executing_partition() {
         .to_vec();
     assert_eq!(seq, vec![5 << 40, (5 << 40) | 1, 6 << 40]);
 }
+
+#[test]
+fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
+    let pool: Arc<dyn MemoryPool> = Arc::new(SplitPool::new(1000));
+    let sort_a = MemoryConsumer::new("sort a")
+        .with_can_spill(true)
+        .register(&pool);
+    let mut sort_b = MemoryConsumer::new("sort b")
+        .with_can_spill(true)
+        .register(&pool);
+    let mut merge = MemoryConsumer::new("merge").register(&pool);
+    // Two spilling operators share half of the limit: 250 bytes each.
+    sort_b.try_grow(250).unwrap();
+    let err = sort_b.try_grow(1).unwrap_err().to_string();
+    assert!(err.contains("sort b") && err.contains("can spill"), "{err}");
+    // A merge cannot spill: it may take everything the sorts left, beyond half.
+    merge.try_grow(700).unwrap();
+    assert_eq!(pool.reserved(), 950);
+    let err = merge.try_grow(51).unwrap_err().to_string();
+    assert!(
+        err.contains("merge") && err.contains("cannot spill") && err.contains("50 bytes"),
+        "{err}"
+    );
+    // A sort below its share still cannot push the total past the limit.
+    let mut sort_a = sort_a;
+    assert!(sort_a.try_grow(51).is_err());
+    sort_a.try_grow(50).unwrap();
+    assert_eq!(pool.reserved(), 1000);
+    // Freed memory is available again.
+    sort_b.free();
+    merge.try_grow(250).unwrap();
+    assert_eq!(pool.reserved(), 1000);
+}
