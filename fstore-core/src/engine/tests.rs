@@ -693,10 +693,10 @@ fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
     let sort_a = MemoryConsumer::new("sort a")
         .with_can_spill(true)
         .register(&pool);
-    let mut sort_b = MemoryConsumer::new("sort b")
+    let sort_b = MemoryConsumer::new("sort b")
         .with_can_spill(true)
         .register(&pool);
-    let mut merge = MemoryConsumer::new("merge").register(&pool);
+    let merge = MemoryConsumer::new("merge").register(&pool);
     // Two spilling operators share half of the limit: 250 bytes each.
     sort_b.try_grow(250).unwrap();
     let err = sort_b.try_grow(1).unwrap_err().to_string();
@@ -710,7 +710,6 @@ fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
         "{err}"
     );
     // A sort below its share still cannot push the total past the limit.
-    let mut sort_a = sort_a;
     assert!(sort_a.try_grow(51).is_err());
     sort_a.try_grow(50).unwrap();
     assert_eq!(pool.reserved(), 1000);
