@@ -764,3 +764,67 @@ fn the_spill_half_is_shared_by_the_consumers_holding_memory_not_the_idle_ones() 
     assert!(b.try_grow(1).is_err());
     assert_eq!(pool.reserved(), 1000);
 }
+
+/// Every [`PitJoinExec`] node of `plan`.
+fn join_nodes(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut out: Vec<Arc<dyn ExecutionPlan>> =
+        plan.children().into_iter().flat_map(join_nodes).collect();
+    if plan.downcast_ref::<PitJoinExec>().is_some() {
+        out.push(Arc::clone(plan));
+    }
+    out
+}
+
+#[test]
+fn the_join_node_reports_its_rows_and_compute_time() {
+    let (spine, view) = large_case(10_000, 30_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(5_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            3,
+        )
+        .unwrap();
+        let session = EngineConfig::default()
+            .with_partitions(3)
+            .with_batch_size(512)
+            .session()
+            .unwrap();
+        let mut stream = execute(Arc::clone(&plan), session.task_ctx()).unwrap();
+        let mut rows = 0;
+        while let Some(b) = stream.next().await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows, 10_000);
+        plan
+    });
+    let joins = join_nodes(&plan);
+    assert_eq!(joins.len(), 1);
+    let m = joins[0].metrics().expect("PitJoinExec reports metrics");
+    assert_eq!(m.output_rows(), Some(10_000));
+    assert_eq!(
+        m.sum_by_name("view_rows").map(|v| v.as_usize()),
+        Some(30_000)
+    );
+    assert!(m.elapsed_compute().is_some_and(|ns| ns > 0), "{m}");
+    // Per partition: three partitions reported.
+    let partitions: std::collections::BTreeSet<_> =
+        m.iter().filter_map(|x| x.partition()).collect();
+    assert_eq!(partitions.len(), 3, "{m}");
+}
