@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
@@ -480,7 +481,8 @@ pub struct PitJoinConfig {
 /// the greatest `(event, created, write sequence)` of the current key; that row
 /// is the answer if its event is inside the ttl window (every other visible row
 /// has an earlier event). Memory: the current spine batch and the view batches
-/// its answers point into.
+/// its answers point into, registered with the task's memory pool as consumer
+/// `PitJoinExec[partition]` (it cannot spill: a pool that refuses is an error).
 ///
 /// Output: the spine's columns, then the features (nullable), in the spine's
 /// partitioning and in no particular order.
@@ -703,8 +705,10 @@ impl ExecutionPlan for PitJoinExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let spine = self.spine.execute(partition, Arc::clone(&context))?;
-        let view = self.view.execute(partition, context)?;
-        let merge = Merge::try_new(self, view, partition)?;
+        let view = self.view.execute(partition, Arc::clone(&context))?;
+        let reservation = MemoryConsumer::new(format!("PitJoinExec[{partition}]"))
+            .register(context.memory_pool());
+        let merge = Merge::try_new(self, view, partition, reservation)?;
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn(async move { merge.run(spine, tx).await });
@@ -715,6 +719,8 @@ impl ExecutionPlan for PitJoinExec {
 /// One view batch being merged: its key rows and times, and its feature columns.
 struct ViewBatch {
     id: u64,
+    /// Memory of the batch and its key rows.
+    bytes: usize,
     keys: Rows,
     avail: Int64Array,
     event: Int64Array,
@@ -755,7 +761,13 @@ struct Merge {
     /// Current key and its best row; the batch that row lives in.
     key: Option<OwnedRow>,
     best: Option<Best>,
-    best_batch: Option<(u64, Vec<ArrayRef>)>,
+    /// The best row's batch: id, feature columns, memory of the whole batch.
+    best_batch: Option<(u64, Vec<ArrayRef>, usize)>,
+    /// Memory held for the current spine batch (the batch, its key rows, the
+    /// view batches its answers point into), registered with the pool together
+    /// with the current and the best view batch.
+    pinned: usize,
+    reservation: MemoryReservation,
     metrics: MergeMetrics,
     /// Time spent waiting for the view input during the current spine batch.
     waited: Duration,
@@ -766,6 +778,7 @@ impl Merge {
         node: &PitJoinExec,
         view: SendableRecordBatchStream,
         partition: usize,
+        reservation: MemoryReservation,
     ) -> DfResult<Self> {
         let ss = node.spine.schema();
         let vs = node.view.schema();
@@ -826,6 +839,8 @@ impl Merge {
             key: None,
             best: None,
             best_batch: None,
+            pinned: 0,
+            reservation,
             metrics: MergeMetrics {
                 baseline: BaselineMetrics::new(&node.metrics, partition),
                 view_rows: MetricBuilder::new(&node.metrics).counter("view_rows", partition),
@@ -869,9 +884,11 @@ impl Merge {
                             .ok_or_else(|| DataFusionError::Internal("engine time column".into()))?
                             .clone())
                     };
+                    let keys = self.converter.convert_columns(&cols)?;
                     let vb = ViewBatch {
                         id: self.next_id,
-                        keys: self.converter.convert_columns(&cols)?,
+                        bytes: batch.get_array_memory_size() + keys.size(),
+                        keys,
                         avail: i64col(self.view_cols[0])?,
                         event: i64col(self.view_cols[1])?,
                         created: i64col(self.view_cols[2])?,
@@ -892,9 +909,22 @@ impl Merge {
                     self.next_id += 1;
                     self.cur = Some(vb);
                     self.pos = 0;
+                    self.reserve()?;
                 }
             }
         }
+    }
+
+    /// Registers what the merge holds with the memory pool (an upper bound:
+    /// batches are counted whole, shared buffers more than once). The pool may
+    /// refuse: the join cannot spill, so that is a resources-exhausted error.
+    fn reserve(&self) -> DfResult<()> {
+        let cur = self.cur.as_ref().map_or(0, |b| b.bytes);
+        let best = match &self.best_batch {
+            Some((id, _, bytes)) if self.cur.as_ref().is_none_or(|c| c.id != *id) => *bytes,
+            _ => 0,
+        };
+        self.reservation.try_resize(self.pinned + cur + best)
     }
 
     async fn run(
@@ -935,6 +965,8 @@ impl Merge {
                 .map(|n| n.as_ref()),
         );
         let rows = self.converter.convert_columns(&key_cols)?;
+        self.pinned = batch.get_array_memory_size() + rows.size();
+        self.reserve()?;
         let times = batch
             .column(self.spine_time)
             .as_any()
@@ -976,20 +1008,21 @@ impl Merge {
                         batch: vb.id,
                         row: p,
                     });
-                    if self.best_batch.as_ref().is_none_or(|(id, _)| *id != vb.id) {
-                        self.best_batch = Some((vb.id, vb.features.clone()));
+                    if self.best_batch.as_ref().is_none_or(|(id, ..)| *id != vb.id) {
+                        self.best_batch = Some((vb.id, vb.features.clone(), vb.bytes));
                     }
                 }
                 self.pos += 1;
             }
             let hit = match (&self.key, &self.best, &self.best_batch) {
-                (Some(key), Some(best), Some((bid, cols)))
+                (Some(key), Some(best), Some((bid, cols, bytes)))
                     if key.row() == k
                         && self.ttl.is_none_or(|d| best.rank.0 >= t.saturating_sub(d)) =>
                 {
                     debug_assert_eq!(*bid, best.batch);
                     let slot = *held_at.entry(*bid).or_insert_with(|| {
                         held.push(cols.clone());
+                        self.pinned += bytes;
                         held.len() - 1
                     });
                     Some((slot, best.row))
@@ -1015,6 +1048,10 @@ impl Merge {
             sources.push(null.as_ref());
             columns.push(interleave(&sources, &indices)?);
         }
+        // The spine batch and the view batches only it pointed into are done.
+        drop(held);
+        self.pinned = 0;
+        self.reserve()?;
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
             columns,

@@ -828,3 +828,94 @@ fn the_join_node_reports_its_rows_and_compute_time() {
         m.iter().filter_map(|x| x.partition()).collect();
     assert_eq!(partitions.len(), 3, "{m}");
 }
+
+/// A pool without a limit that records each consumer's bytes now and at peak.
+#[derive(Debug, Default)]
+struct RecordingPool {
+    bytes: std::sync::Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl RecordingPool {
+    fn add(&self, r: &MemoryReservation, n: usize) {
+        let mut b = self.bytes.lock().unwrap();
+        let e = b.entry(r.consumer().name().to_string()).or_default();
+        e.0 += n;
+        e.1 = e.1.max(e.0);
+    }
+}
+
+impl std::fmt::Display for RecordingPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "recording")
+    }
+}
+
+impl MemoryPool for RecordingPool {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn grow(&self, r: &MemoryReservation, n: usize) {
+        self.add(r, n);
+    }
+    fn shrink(&self, r: &MemoryReservation, n: usize) {
+        let mut b = self.bytes.lock().unwrap();
+        b.get_mut(r.consumer().name()).unwrap().0 -= n;
+    }
+    fn try_grow(&self, r: &MemoryReservation, n: usize) -> datafusion::common::Result<()> {
+        self.add(r, n);
+        Ok(())
+    }
+    fn reserved(&self) -> usize {
+        self.bytes.lock().unwrap().values().map(|v| v.0).sum()
+    }
+}
+
+#[test]
+fn the_join_registers_the_batches_it_holds_with_the_memory_pool() {
+    let (spine, view) = large_case(10_000, 30_000);
+    let pool = Arc::new(RecordingPool::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(5_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            2,
+        )
+        .unwrap();
+        let rt_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
+            .build_arc()
+            .unwrap();
+        let session =
+            SessionContext::new_with_config_rt(SessionConfig::new().with_batch_size(512), rt_env);
+        let mut stream = execute(plan, session.task_ctx()).unwrap();
+        while let Some(b) = stream.next().await {
+            b.unwrap();
+        }
+    });
+    let bytes = pool.bytes.lock().unwrap();
+    for p in 0..2 {
+        let (now, peak) = bytes
+            .get(&format!("PitJoinExec[{p}]"))
+            .copied()
+            .unwrap_or_default();
+        // At least a spine batch with its key rows and a view batch of strings.
+        assert!(peak > 512 * 16, "partition {p}: peak {peak} B");
+        assert_eq!(now, 0, "partition {p} still holds {now} B");
+    }
+}
