@@ -1,4 +1,4 @@
-//! `--engine memory|datafusion`, `--memory-limit SIZE`, `--partitions N` for
+//! `--engine memory|datafusion`, `--memory-limit SIZE`, `--partitions N`, `--batch-size N` for
 //! `training_from_parquet`, and the DataFusion run (feature `datafusion`).
 
 use std::path::PathBuf;
@@ -23,19 +23,21 @@ pub struct EngineArgs {
     pub memory_limit: Option<usize>,
     /// `--partitions`.
     pub partitions: Option<usize>,
+    /// `--batch-size`: rows per batch inside the plan (default 8192).
+    pub batch_size: Option<usize>,
     /// `--ballista URL`: run the plan on a Ballista cluster (`crate::ballista_args`).
     pub ballista: Option<String>,
 }
 
 /// The usage text of the engine flags.
-pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--ballista df://HOST:PORT]";
+pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--batch-size ROWS] [--ballista df://HOST:PORT]";
 
 impl EngineArgs {
     /// Whether `flag` is one of the engine flags (it takes a value).
     pub fn accepts(flag: &str) -> bool {
         matches!(
             flag,
-            "--engine" | "--memory-limit" | "--partitions" | "--ballista"
+            "--engine" | "--memory-limit" | "--partitions" | "--batch-size" | "--ballista"
         )
     }
 
@@ -67,6 +69,15 @@ impl EngineArgs {
                 }
                 self.partitions = Some(n);
             }
+            "--batch-size" => {
+                let n: usize = value.parse().map_err(|_| {
+                    format!("--batch-size: expected a positive integer, got '{value}'")
+                })?;
+                if n == 0 {
+                    return Err("--batch-size: must be at least 1".to_string());
+                }
+                self.batch_size = Some(n);
+            }
             "--ballista" => self.ballista = Some(value.to_owned()),
             other => return Err(format!("not an engine flag: '{other}'")),
         }
@@ -76,12 +87,17 @@ impl EngineArgs {
     /// Rejects flags that only the DataFusion engine uses when the memory engine runs.
     ///
     /// # Errors
-    /// `--memory-limit` or `--partitions` given with `--engine memory`.
+    /// `--memory-limit`, `--partitions` or `--batch-size` given with `--engine memory`.
     pub fn check(&self) -> Result<(), String> {
         if self.engine == Engine::Memory
-            && (self.memory_limit.is_some() || self.partitions.is_some())
+            && (self.memory_limit.is_some()
+                || self.partitions.is_some()
+                || self.batch_size.is_some())
         {
-            return Err("--memory-limit and --partitions need --engine datafusion".to_string());
+            return Err(
+                "--memory-limit, --partitions and --batch-size need --engine datafusion"
+                    .to_string(),
+            );
         }
         if self.engine == Engine::Memory && self.ballista.is_some() {
             return Err("--ballista needs --engine datafusion".to_string());
@@ -162,6 +178,9 @@ pub fn run_datafusion(
     let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
     if let Some(n) = args.partitions {
         config = config.with_partitions(n);
+    }
+    if let Some(n) = args.batch_size {
+        config = config.with_batch_size(n);
     }
     let n = config.partitions;
     let mut eviews = Vec::with_capacity(views.len());
@@ -287,5 +306,16 @@ mod tests {
         );
         assert!(a.set("--engine", "spark").is_err());
         assert!(a.set("--partitions", "0").is_err());
+        assert!(a.set("--batch-size", "0").is_err());
+        assert!(a.set("--batch-size", "x").is_err());
+        let mut b = EngineArgs::default();
+        b.set("--batch-size", "32768").unwrap();
+        assert!(
+            b.check().is_err(),
+            "batch size without the datafusion engine"
+        );
+        b.set("--engine", "datafusion").unwrap();
+        assert!(b.check().is_ok());
+        assert_eq!(b.batch_size, Some(32768));
     }
 }
