@@ -495,6 +495,10 @@ impl OnlineStore for RedisOnlineStore {
         OnlineCapabilities::default()
             .with_native_ttl(self.settings.native_ttl)
             .with_tiles(true)
+            // Every read path ends at `ReadOptions::timeout`: a single HMGET
+            // through fred's per-command timeout, pipelines, tile reads and
+            // the first connect under `with_deadline`.
+            .with_enforces_read_timeout(true)
     }
 
     async fn write(
