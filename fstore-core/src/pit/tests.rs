@@ -1158,3 +1158,47 @@ proptest! {
         prop_assert!(log.id_splits.load(Ordering::Relaxed) > 0, "slotting split by key-id range ran");
     }
 }
+
+/// Several views on several threads: the small view is slotted as one range by
+/// one worker while the others run the big views' key ranges (each split), and
+/// every cell matches the naive reference.
+#[test]
+fn small_view_slotted_whole_beside_split_big_views() {
+    let case = BigCase {
+        seed: 0x5eed_0001,
+        n_keys: 700,
+        n_spine: 1000,
+        rows: [9000, 9000, 9000, 1500],
+        ttl: [Some(300), None, Some(50), None],
+        created: [true, false, true, true],
+        cutoff: true,
+    };
+    let forced = Tuning {
+        part_chunk: 150,
+        parallel_work: 0,
+        max_threads: 3,
+        piece_rows: 200,
+        profile: None,
+        log: PathLog::default(),
+    };
+    check_big(&case, &forced).unwrap();
+    let log = &forced.log;
+    assert!(
+        log.threaded.load(Ordering::Relaxed) > 0,
+        "threaded path ran"
+    );
+    assert_eq!(
+        log.id_splits.load(Ordering::Relaxed),
+        3,
+        "the three big views were split by key-id range"
+    );
+    assert_eq!(
+        log.pooled_whole.load(Ordering::Relaxed),
+        1,
+        "the small view was slotted as one range"
+    );
+    assert!(
+        log.mid_flushes.load(Ordering::Relaxed) > 0,
+        "mid-buffer flush ran"
+    );
+}
