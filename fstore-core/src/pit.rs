@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
-    Array, ArrayRef, RecordBatch, RecordBatchOptions, cast::AsArray, new_null_array,
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, cast::AsArray, new_null_array,
 };
 use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
 
@@ -215,8 +215,115 @@ fn join_tuned(
     options: &PitOptions,
     tuning: &Tuning,
 ) -> Result<RecordBatch> {
-    let started = Instant::now();
     let spine_batch = concat_spine(spine)?;
+    let fields = output_fields(spine_batch.schema_ref(), views, options)?;
+    let (rows, chosen) = choose(&spine_batch, spine_timestamp_column, views, options, tuning)?;
+    let threads = threads_for(views, spine_batch.num_rows(), tuning);
+    let started = Instant::now();
+    let per_view = gather(views, &rows, &chosen, threads)?;
+    tuning.record(|p| &mut p.gather, started.elapsed());
+    let mut columns: Vec<ArrayRef> = spine_batch.columns().to_vec();
+    columns.extend(per_view.into_iter().flatten());
+    let out_schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        spine_batch.schema_ref().metadata().clone(),
+    ));
+    Ok(RecordBatch::try_new_with_options(
+        out_schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(spine_batch.num_rows())),
+    )?)
+}
+
+/// The chosen feature rows of [`point_in_time_join`], without gathering any
+/// feature value: for each view, one entry per spine row (in spine order), the
+/// global index of the chosen row across the view's batches (batch 0 first),
+/// null where the join gives nulls. For late materialization: read the keys
+/// and times, choose, then read the feature values of just the chosen rows.
+///
+/// The views' [`PitView::features`] are not used (they may be empty, and the
+/// batches need only the join-key and timestamp columns).
+///
+/// # Errors
+/// As [`point_in_time_join`], except output name clashes (there are no
+/// output columns).
+pub fn point_in_time_rows(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<Vec<UInt32Array>> {
+    rows_tuned(
+        spine,
+        spine_timestamp_column,
+        views,
+        options,
+        &Tuning::default(),
+    )
+}
+
+/// [`point_in_time_rows`], also returning where it spent its time (the
+/// profile's `gather` stays zero).
+///
+/// # Errors
+/// As [`point_in_time_rows`].
+pub fn point_in_time_rows_profiled(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<(Vec<UInt32Array>, JoinProfile)> {
+    let tuning = Tuning {
+        profile: Some(std::sync::Mutex::new(JoinProfile::default())),
+        ..Tuning::default()
+    };
+    let rows = rows_tuned(spine, spine_timestamp_column, views, options, &tuning)?;
+    let profile = tuning
+        .profile
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    Ok((rows, profile))
+}
+
+/// [`point_in_time_rows`] with explicit thresholds.
+fn rows_tuned(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+    tuning: &Tuning,
+) -> Result<Vec<UInt32Array>> {
+    let views: Vec<PitView<'_>> = views
+        .iter()
+        .map(|v| PitView {
+            features: Vec::new(),
+            ..v.clone()
+        })
+        .collect();
+    let spine_batch = concat_spine(spine)?;
+    let (_, chosen) = choose(
+        &spine_batch,
+        spine_timestamp_column,
+        &views,
+        options,
+        tuning,
+    )?;
+    Ok(chosen
+        .into_iter()
+        .map(|c| c.into_iter().map(|g| (g != NONE).then_some(g)).collect())
+        .collect())
+}
+
+/// Validates the inputs, indexes the spine and picks each view's row per
+/// spine row ([`NONE`]: none).
+fn choose<'b>(
+    spine_batch: &RecordBatch,
+    spine_timestamp_column: &str,
+    views: &[PitView<'b>],
+    options: &PitOptions,
+    tuning: &Tuning,
+) -> Result<(Vec<ViewRows<'b>>, Vec<Vec<u32>>)> {
+    let started = Instant::now();
     let n_spine = spine_batch.num_rows();
     if n_spine >= NONE as usize {
         return Err(Error::invalid(format!(
@@ -225,15 +332,13 @@ fn join_tuned(
         )));
     }
     let schema = spine_batch.schema();
-    let ts = Arc::clone(column(&spine_batch, spine_timestamp_column).map_err(|_| {
+    let ts = Arc::clone(column(spine_batch, spine_timestamp_column).map_err(|_| {
         Error::invalid(format!(
             "the spine has no timestamp column '{spine_timestamp_column}'"
         ))
     })?);
     let spine_t = timestamp_micros(ts.as_ref(), spine_timestamp_column, options.assume_utc)
         .map_err(|e| context(e, "spine"))?;
-
-    let fields = output_fields(&schema, views, options)?;
     for v in views {
         validate_view(v, &schema, options)?;
     }
@@ -245,7 +350,7 @@ fn join_tuned(
         let g = match groups.iter().position(|g| g.keys == v.join_keys) {
             Some(g) => g,
             None => {
-                groups.push(SpineGroup::build(&spine_batch, &v.join_keys, &spine_t)?);
+                groups.push(SpineGroup::build(spine_batch, &v.join_keys, &spine_t)?);
                 groups.len() - 1
             }
         };
@@ -258,15 +363,22 @@ fn join_tuned(
         options,
         tuning,
     };
-    let per_view = run_views(views, &groups, &group_of, &ctx)?;
-    let mut columns: Vec<ArrayRef> = spine_batch.columns().to_vec();
-    columns.extend(per_view.into_iter().flatten());
-    let out_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    Ok(RecordBatch::try_new_with_options(
-        out_schema,
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(n_spine)),
-    )?)
+    run_views(views, &groups, &group_of, &ctx)
+}
+
+/// Threads for a join of `views` with `n_spine` spine rows: all cores (up to
+/// the tuning's bound) from [`PARALLEL_WORK`] rows, else one.
+fn threads_for(views: &[PitView<'_>], n_spine: usize, tuning: &Tuning) -> usize {
+    let work: usize = views
+        .iter()
+        .flat_map(|v| v.batches.iter().map(|b| b.num_rows()))
+        .sum::<usize>()
+        + n_spine;
+    if work >= tuning.parallel_work {
+        tuning.max_threads.max(1)
+    } else {
+        1
+    }
 }
 
 /// Prefixes an [`Error::InvalidInput`] message with where it happened.
@@ -475,7 +587,8 @@ struct JoinCtx<'a> {
     tuning: &'a Tuning,
 }
 
-/// Joins every view: returns each view's feature columns, one row per spine row.
+/// Picks, for every view, the chosen global feature row of each spine row
+/// ([`NONE`]: none); also returns the views' rows as read (for the gather).
 ///
 /// # Algorithm
 /// A feature row with key id `k`, event `e` and created `c` becomes *available*
@@ -506,22 +619,13 @@ struct JoinCtx<'a> {
 /// over them, with no sharing. Each worker reuses its buffers from task to
 /// task (fresh ones cost a page fault per 4 KiB). The output columns are
 /// gathered one feature per task.
-fn run_views(
-    views: &[PitView<'_>],
+fn run_views<'b>(
+    views: &[PitView<'b>],
     groups: &[SpineGroup],
     group_of: &[usize],
     ctx: &JoinCtx<'_>,
-) -> Result<Vec<Vec<ArrayRef>>> {
-    let work: usize = views
-        .iter()
-        .flat_map(|v| v.batches.iter().map(|b| b.num_rows()))
-        .sum::<usize>()
-        + ctx.spine_t.len();
-    let threads = if work >= ctx.tuning.parallel_work {
-        ctx.tuning.max_threads.max(1)
-    } else {
-        1
-    };
+) -> Result<(Vec<ViewRows<'b>>, Vec<Vec<u32>>)> {
+    let threads = threads_for(views, ctx.spine_t.len(), ctx.tuning);
     #[cfg(test)]
     if threads > 1 {
         ctx.tuning.log.threaded.fetch_add(1, Ordering::Relaxed);
@@ -645,7 +749,7 @@ fn run_views(
     }
     // Largest first, so the last tasks to finish are small ones.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
-    let _mid_flushes = run_jobs(jobs, threads, ctx.tuning.part_chunk);
+    let _mid_flushes = run_jobs(jobs, threads, ctx.tuning);
     drop(pieces);
     #[cfg(test)]
     ctx.tuning
@@ -665,10 +769,7 @@ fn run_views(
         })
         .collect();
     ctx.tuning.record(|p| &mut p.slotting, started.elapsed());
-    let started = Instant::now();
-    let out = gather(views, &rows, &chosen, threads);
-    ctx.tuning.record(|p| &mut p.gather, started.elapsed());
-    out
+    Ok((rows, chosen))
 }
 
 /// How many key-id ranges a view's slotting is split into: none on one thread;
@@ -763,7 +864,7 @@ struct Scratch {
 
 /// Runs the slotting tasks on up to `threads` threads, handing them out in
 /// order; returns the number of mid-buffer flushes.
-fn run_jobs(jobs: Vec<Job<'_, '_>>, threads: usize, chunk: usize) -> usize {
+fn run_jobs(jobs: Vec<Job<'_, '_>>, threads: usize, tuning: &Tuning) -> usize {
     let threads = threads.min(jobs.len()).max(1);
     let queue = std::sync::Mutex::new(jobs.into_iter());
     let worker = || {
@@ -775,7 +876,7 @@ fn run_jobs(jobs: Vec<Job<'_, '_>>, threads: usize, chunk: usize) -> usize {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .next();
             let Some(job) = job else { break };
-            flushes += slot_range(job, chunk, &mut scratch);
+            flushes += slot_range(job, tuning, &mut scratch);
         }
         flushes
     };
@@ -794,7 +895,7 @@ fn run_jobs(jobs: Vec<Job<'_, '_>>, threads: usize, chunk: usize) -> usize {
 /// Slots the feature rows of keys `job.lo..job.hi` and runs the running maximum
 /// over their spine rows, writing the chosen global row of each slot into
 /// `job.out`; returns the number of mid-buffer flushes.
-fn slot_range(job: Job<'_, '_>, chunk: usize, scratch: &mut Scratch) -> usize {
+fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize {
     let Job {
         plan,
         lo,
@@ -816,7 +917,7 @@ fn slot_range(job: Job<'_, '_>, chunk: usize, scratch: &mut Scratch) -> usize {
     let mut best = best;
     best.clear();
     best.resize(out.len(), Best::EMPTY);
-    let mut part = Partitioner::new(n_parts, shift, chunk, rows.total, buf, sorted);
+    let mut part = Partitioner::new(n_parts, shift, tuning.part_chunk, rows.total, buf, sorted);
     let mut place = |p: &Pending| {
         let id = p.id as usize;
         let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
@@ -848,15 +949,13 @@ fn slot_range(job: Job<'_, '_>, chunk: usize, scratch: &mut Scratch) -> usize {
                 continue; // another range's key, or NONE (null / not in the spine)
             }
             let r = piece.start + i;
-            part.push(
-                Pending {
-                    id,
-                    seq: (base_seq + i) as u32,
-                    event: events[r],
-                    created: created.as_ref().map_or(i64::MIN, |c| c[r]),
-                },
-                &mut place,
-            );
+            let p = Pending {
+                id,
+                seq: (base_seq + i) as u32,
+                event: events[r],
+                created: created.as_ref().map_or(i64::MIN, |c| c[r]),
+            };
+            part.push(p, &mut place);
         }
     }
     part.flush(&mut place);

@@ -1102,6 +1102,14 @@ fn check_big(case: &BigCase, tuning: &Tuning) -> std::result::Result<(), TestCas
     let out = join_tuned(&spine, "t", &views, &opts, tuning)
         .map_err(|e| TestCaseError::fail(format!("join: {e}")))?;
     prop_assert_eq!(out.num_rows(), case.n_spine);
+    // The rows-only entry point picks exactly the reference's rows.
+    let rows = point_in_time_rows(&spine, "t", &views, &opts)
+        .map_err(|e| TestCaseError::fail(format!("rows: {e}")))?;
+    prop_assert_eq!(rows.len(), 4);
+    for (vi, r) in rows.iter().enumerate() {
+        let want = arrow_array::UInt32Array::from(expected[vi].clone());
+        prop_assert_eq!(r, &want, "chosen rows of view v{}", vi);
+    }
     for vi in 0..4 {
         let idx = arrow_array::UInt32Array::from(expected[vi].clone());
         for (name, src) in &sources[vi] {
