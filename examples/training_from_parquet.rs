@@ -412,11 +412,10 @@ fn print_profile(
     let s = |d: Duration| d.as_secs_f64();
     eprintln!(
         "profile: join (wall, all views): spine index {:.3} s, key densification {:.3} s, \
-         slotting + running max {:.3} s, gather (row numbers) {:.3} s",
+         slotting + running max {:.3} s",
         s(join.spine_index),
         s(join.key_lookup),
-        s(join.slotting),
-        s(join.gather)
+        s(join.slotting)
     );
     eprintln!("profile: decode cost per column (one thread, whole file, after the run):");
     let named =
