@@ -12,7 +12,10 @@
 //!   spine row `(k, t)` merges the tiles in `[floor_r(t − W), floor_r(t))`
 //!   (binary search) and folds the head events in `[floor_r(t), t]`. With the
 //!   created-time cutoff, a tile holding an event created after `t` is folded
-//!   event by event instead.
+//!   event by event instead. `count`, `sum`, `mean`, `min` and `max` over
+//!   numeric columns take a fast path (`fast.rs`): the features sharing one
+//!   column and hop are computed together from plain accumulators, with the
+//!   same fold and merge operations in the same order (bit-identical results).
 //! * Online: materialization writes the same tiles; push merges delta tiles
 //!   into the stored ones; a read at `now` merges the tiles in
 //!   `[floor_r(now − W), floor_r(now)]`. The head tile holds every event of
@@ -47,6 +50,7 @@
 //! opaquely under `(view, entity key, feature, tile start)`
 //! ([`crate::Tile`]).
 
+mod fast;
 mod sketch;
 mod state;
 
@@ -125,16 +129,35 @@ fn input_type(rv: &ResolvedView, a: &Aggregation) -> Result<ValueType> {
 }
 
 /// Options of [`aggregate`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct AggOptions {
     /// Only events with `created_ts <= t` count for spine time `t` ([semantics §5](crate::docs::semantics)).
     pub created_cutoff: bool,
     /// Treat naive timestamps as UTC instead of rejecting them.
     pub assume_utc: bool,
+    /// Compute `count`, `sum`, `mean`, `min`, `max` on the numeric fast path
+    /// (default `true`; the results are the same either way — `false` exists
+    /// so tests can compare both paths).
+    pub fast_path: bool,
+}
+
+impl Default for AggOptions {
+    fn default() -> Self {
+        Self {
+            created_cutoff: false,
+            assume_utc: false,
+            fast_path: true,
+        }
+    }
 }
 
 impl AggOptions {
+    /// Sets `fast_path`.
+    pub fn with_fast_path(mut self, v: bool) -> Self {
+        self.fast_path = v;
+        self
+    }
     /// Sets `created_cutoff`.
     pub fn with_created_cutoff(mut self, v: bool) -> Self {
         self.created_cutoff = v;
@@ -370,10 +393,34 @@ pub fn aggregate(
         .collect();
     order.sort_unstable_by_key(|&i| (spine_groups[i as usize], spine_ts[i as usize]));
 
+    // Numeric functions take the fast path (same results, see `fast`).
+    let (fast_feats, generic): (Vec<usize>, Vec<usize>) =
+        (0..view.aggregations.len()).partition(|&k| {
+            let (a, input) = &view.aggregations[k];
+            opts.fast_path && fast::eligible(a.function, input)
+        });
+    let mut results: Vec<Option<Result<ArrayRef>>> =
+        (0..view.aggregations.len()).map(|_| None).collect();
+    if !fast_feats.is_empty() {
+        for (k, col) in fast::run(
+            &view.name,
+            &view.aggregations,
+            &fast_feats,
+            &h,
+            view.batches,
+            &spine_ts,
+            &spine_groups,
+            &order,
+            cutoff,
+        )? {
+            results[k] = Some(Ok(col));
+        }
+    }
+
     // Each input column is extracted once per kind of event the functions
     // need, in sorted event order, and shared by the features using it.
     let mut events: HashMap<(String, u8), Vec<Ev>> = HashMap::new();
-    for (a, input) in &view.aggregations {
+    for (a, input) in generic.iter().map(|&k| &view.aggregations[k]) {
         let key = (a.column.clone(), ev_kind(a.function));
         if let std::collections::hash_map::Entry::Vacant(e) = events.entry(key) {
             e.insert(sorted_events(&h, &extract_all(view.batches, a, input)?));
@@ -446,9 +493,8 @@ pub fn aggregate(
     let n_aggs = view.aggregations.len();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(n_aggs);
-    let mut results: Vec<Option<Result<ArrayRef>>> = (0..n_aggs).map(|_| None).collect();
-    if threads > 1 && spine_ts.len().saturating_mul(n_aggs) >= 1 << 16 {
+        .min(generic.len());
+    if threads > 1 && spine_ts.len().saturating_mul(generic.len()) >= 1 << 16 {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done: Vec<Vec<(usize, Result<ArrayRef>)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
@@ -456,11 +502,11 @@ pub fn aggregate(
                     s.spawn(|| {
                         let mut mine = Vec::new();
                         loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(agg) = view.aggregations.get(k) else {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&k) = generic.get(i) else {
                                 break;
                             };
-                            mine.push((k, one(agg)));
+                            mine.push((k, one(&view.aggregations[k])));
                         }
                         mine
                     })
@@ -475,8 +521,8 @@ pub fn aggregate(
             results[k] = Some(r);
         }
     } else {
-        for (k, agg) in view.aggregations.iter().enumerate() {
-            results[k] = Some(one(agg));
+        for &k in &generic {
+            results[k] = Some(one(&view.aggregations[k]));
         }
     }
     let mut out = Vec::with_capacity(n_aggs);
