@@ -59,7 +59,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 
-use crate::codec::{ColumnBuilder, encode_entity_keys};
+use crate::codec::{ColumnBuilder, encode_entity_keys, encode_sorted_keys_into};
 use crate::error::{Error, Result};
 use crate::model::{AggFunction, Aggregation, JoinKey, ResolvedView, Value, ValueType};
 use crate::online::{Tile, TileWrite};
@@ -193,51 +193,74 @@ impl History {
         assume_utc: bool,
     ) -> Result<Self> {
         let mut groups: HashMap<Vec<u8>, u32> = HashMap::new();
-        let mut recs: Vec<(u32, i64, i64, u32)> = Vec::new();
-        let mut row = 0u32;
+        // per event in row order: group, event time, created time
+        let mut grp: Vec<u32> = Vec::new();
+        let mut ts: Vec<i64> = Vec::new();
+        let mut created: Vec<i64> = Vec::new();
+        let mut sorted_keys: Vec<&JoinKey> = join_keys.iter().collect();
+        sorted_keys.sort_by(|a, b| a.name.cmp(&b.name));
+        let (mut cols, mut keys) = (Vec::new(), Vec::new());
         for b in batches {
-            let keys = encode_entity_keys(b, join_keys)?;
+            // key buffers are reused across batches: no allocation per event
+            encode_sorted_keys_into(b, &sorted_keys, &mut cols, &mut keys)?;
             let col = b.column_by_name(ev_col).ok_or_else(|| {
                 Error::invalid(format!(
                     "event history is missing event timestamp column '{ev_col}'"
                 ))
             })?;
-            let ts = timestamp_micros(col.as_ref(), ev_col, assume_utc)?;
-            let created = match created_col {
+            ts.extend(timestamp_micros(col.as_ref(), ev_col, assume_utc)?);
+            match created_col {
                 Some(c) => {
                     let col = b.column_by_name(c).ok_or_else(|| {
                         Error::invalid(format!(
                             "event history is missing created timestamp column '{c}'"
                         ))
                     })?;
-                    Some(timestamp_micros(col.as_ref(), c, assume_utc)?)
+                    created.extend(timestamp_micros(col.as_ref(), c, assume_utc)?);
                 }
-                None => None,
-            };
-            recs.reserve(keys.len());
-            for (i, k) in keys.into_iter().enumerate() {
-                let next = groups.len() as u32;
-                let g = *groups.entry(k).or_insert(next);
-                let c = created.as_ref().map_or(i64::MIN, |c| c[i]);
-                recs.push((g, ts[i], c, row));
-                row = row
-                    .checked_add(1)
-                    .ok_or_else(|| Error::invalid("event history has more than 2^32 rows"))?;
+                None => created.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
+            }
+            grp.reserve(b.num_rows());
+            for k in &keys[..b.num_rows()] {
+                let g = match groups.get(k.as_slice()) {
+                    Some(g) => *g,
+                    None => {
+                        let g = groups.len() as u32;
+                        groups.insert(k.clone(), g);
+                        g
+                    }
+                };
+                grp.push(g);
             }
         }
-        recs.sort_unstable();
+        if u32::try_from(grp.len()).is_err() {
+            return Err(Error::invalid("event history has more than 2^32 rows"));
+        }
+        // counting sort by group (rows stay in row order), then each group by
+        // (event_ts, created_ts, row)
         let mut off = vec![0usize; groups.len() + 1];
-        for r in &recs {
-            off[r.0 as usize + 1] += 1;
+        for g in &grp {
+            off[*g as usize + 1] += 1;
         }
         for g in 0..groups.len() {
             off[g + 1] += off[g];
         }
+        let mut next = off.clone();
+        let mut recs: Vec<(i64, i64, u32)> = vec![(0, 0, 0); grp.len()];
+        for (row, g) in grp.iter().enumerate() {
+            let p = &mut next[*g as usize];
+            recs[*p] = (ts[row], created[row], row as u32);
+            *p += 1;
+        }
+        drop((grp, ts, created));
+        for g in 0..groups.len() {
+            recs[off[g]..off[g + 1]].sort_unstable();
+        }
         Ok(Self {
             groups,
-            ts: recs.iter().map(|r| r.1).collect(),
-            created: recs.iter().map(|r| r.2).collect(),
-            row: recs.iter().map(|r| r.3).collect(),
+            ts: recs.iter().map(|r| r.0).collect(),
+            created: recs.iter().map(|r| r.1).collect(),
+            row: recs.iter().map(|r| r.2).collect(),
             off,
         })
     }
