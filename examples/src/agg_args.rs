@@ -11,6 +11,9 @@
 //! * Output column `COLUMN_FUNCTION_WINDOW` (e.g. `amount_sum_7d`), or
 //!   `VIEW__COLUMN_FUNCTION_WINDOW` with `--full-feature-names`, after the
 //!   point-in-time columns, in `--agg` order.
+//! * A view named by an `--agg` contributes only its aggregations: its plain
+//!   columns are not point-in-time joined unless its `--view` lists some with
+//!   `features=f1+f2` ([`joins_plain_features`], [`plain_features`]).
 //!
 //! ```
 //! use fstore_examples::agg_args::parse_agg;
@@ -332,6 +335,54 @@ pub fn append_aggregations(
     )?)
 }
 
+/// Whether a `--view` is point-in-time joined: always with `features=`
+/// (`has_selection`), otherwise only when no `--agg` names it (nobody asked
+/// for the plain columns of a view that serves aggregations).
+pub fn joins_plain_features(view: &str, has_selection: bool, aggs: &[AggArg]) -> bool {
+    has_selection || !aggs.iter().any(|a| a.view == view)
+}
+
+/// The plain features a joined `--view` contributes: without `selected`,
+/// every column of the file (`schema`) that is not a key or time column
+/// (`not_feature`), in file order; with `selected` (`features=`), those
+/// columns in that order.
+///
+/// # Errors
+/// A selected name that is a key or time column, or not a column of the file,
+/// naming the view and the column.
+pub fn plain_features(
+    view: &str,
+    path: &Path,
+    selected: Option<&[String]>,
+    schema: &Schema,
+    not_feature: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Field>, String> {
+    let Some(names) = selected else {
+        return Ok(schema
+            .fields()
+            .iter()
+            .filter(|f| !not_feature(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect());
+    };
+    names
+        .iter()
+        .map(|n| {
+            if not_feature(n) {
+                return Err(format!(
+                    "--view '{view}': features= names '{n}', a key or time column"
+                ));
+            }
+            schema.field_with_name(n).cloned().map_err(|_| {
+                format!(
+                    "--view '{view}': features= names '{n}', not a column of {}",
+                    path.display()
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,5 +658,41 @@ mod tests {
             );
             assert!(e.contains(needle), "{specs:?}: {e}");
         }
+    }
+
+    #[test]
+    fn only_views_without_aggregations_or_with_a_selection_are_joined() {
+        let aggs = vec![parse_agg("txn:amount:sum:7d").unwrap()];
+        assert!(!joins_plain_features("txn", false, &aggs));
+        assert!(joins_plain_features("txn", true, &aggs));
+        assert!(joins_plain_features("driver", false, &aggs));
+        assert!(joins_plain_features("txn", false, &[]));
+    }
+
+    #[test]
+    fn plain_features_default_to_the_file_order_and_follow_a_selection() {
+        let schema = Schema::new(vec![
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("event_ts", DataType::Int64, false),
+            Field::new("merchant", DataType::Utf8, true),
+        ]);
+        let not_feature = |n: &str| n == "user_id" || n == "event_ts";
+        let names = |f: Vec<Field>| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        let p = Path::new("txn.parquet");
+        let all = plain_features("txn", p, None, &schema, &not_feature).unwrap();
+        assert_eq!(names(all), ["amount", "merchant"]);
+        let sel = ["merchant".to_string(), "amount".to_string()];
+        let some = plain_features("txn", p, Some(&sel), &schema, &not_feature).unwrap();
+        assert_eq!(names(some), ["merchant", "amount"]);
+        let e =
+            plain_features("txn", p, Some(&["price".into()]), &schema, &not_feature).unwrap_err();
+        assert!(
+            e.contains("'txn'") && e.contains("'price'") && e.contains("txn.parquet"),
+            "{e}"
+        );
+        let e = plain_features("txn", p, Some(&["event_ts".into()]), &schema, &not_feature)
+            .unwrap_err();
+        assert!(e.contains("'event_ts'") && e.contains("key or time"), "{e}");
     }
 }
