@@ -57,9 +57,12 @@ mod state;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{Field, Schema};
 
-use crate::codec::{ColumnBuilder, encode_entity_keys, encode_sorted_keys_into};
+use crate::codec::{ColumnBuilder, cast_key_column, encode_entity_keys, encode_sorted_keys_into};
 use crate::error::{Error, Result};
 use crate::model::{AggFunction, Aggregation, JoinKey, ResolvedView, Value, ValueType};
 use crate::online::{Tile, TileWrite};
@@ -170,6 +173,32 @@ impl AggOptions {
     }
 }
 
+/// murmur3's 64-bit finaliser as the hasher of integer keys (no untrusted-input
+/// concern in a batch computation; SipHash is needlessly slow here).
+#[derive(Default, Clone, Copy)]
+struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        let mut k = self.0;
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 ^= v as u64;
+    }
+}
+
+type MixBuild = std::hash::BuildHasherDefault<MixHasher>;
+
 fn floor_to(t: i64, r: i64) -> i64 {
     t.div_euclid(r).saturating_mul(r)
 }
@@ -200,9 +229,60 @@ impl History {
         let mut sorted_keys: Vec<&JoinKey> = join_keys.iter().collect();
         sorted_keys.sort_by(|a, b| a.name.cmp(&b.name));
         let (mut cols, mut keys) = (Vec::new(), Vec::new());
+        // one integer join key: events are grouped by its value, the key bytes
+        // are encoded once per group at the end
+        let int_key = match join_keys {
+            [k] if matches!(k.value_type, ValueType::Int32 | ValueType::Int64) => Some(k),
+            _ => None,
+        };
+        let mut int_groups: HashMap<i64, u32, MixBuild> = HashMap::default();
+        let mut distinct: Vec<i64> = Vec::new();
         for b in batches {
-            // key buffers are reused across batches: no allocation per event
-            encode_sorted_keys_into(b, &sorted_keys, &mut cols, &mut keys)?;
+            if let Some(k) = int_key {
+                let col = b.column_by_name(&k.name).ok_or_else(|| {
+                    Error::invalid(format!("join key column '{}' is missing", k.name))
+                })?;
+                let col = cast_key_column(col, &k.name, &k.value_type)?;
+                if col.null_count() > 0 {
+                    let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
+                    return Err(Error::invalid(format!(
+                        "join key column '{}' is null at row {row}",
+                        k.name
+                    )));
+                }
+                grp.reserve(col.len());
+                let mut push = |v: i64| {
+                    let next = int_groups.len() as u32;
+                    let g = *int_groups.entry(v).or_insert_with(|| {
+                        distinct.push(v);
+                        next
+                    });
+                    grp.push(g);
+                };
+                if let Some(a) = col.as_primitive_opt::<Int32Type>() {
+                    a.values().iter().for_each(|v| push(i64::from(*v)));
+                } else {
+                    col.as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .for_each(|v| push(*v));
+                }
+            } else {
+                // key buffers are reused across batches: no allocation per event
+                encode_sorted_keys_into(b, &sorted_keys, &mut cols, &mut keys)?;
+                grp.reserve(b.num_rows());
+                for k in &keys[..b.num_rows()] {
+                    let g = match groups.get(k.as_slice()) {
+                        Some(g) => *g,
+                        None => {
+                            let g = groups.len() as u32;
+                            groups.insert(k.clone(), g);
+                            g
+                        }
+                    };
+                    grp.push(g);
+                }
+            }
             let col = b.column_by_name(ev_col).ok_or_else(|| {
                 Error::invalid(format!(
                     "event history is missing event timestamp column '{ev_col}'"
@@ -220,18 +300,21 @@ impl History {
                 }
                 None => created.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
             }
-            grp.reserve(b.num_rows());
-            for k in &keys[..b.num_rows()] {
-                let g = match groups.get(k.as_slice()) {
-                    Some(g) => *g,
-                    None => {
-                        let g = groups.len() as u32;
-                        groups.insert(k.clone(), g);
-                        g
-                    }
-                };
-                grp.push(g);
-            }
+        }
+        if let Some(k) = int_key {
+            let col: ArrayRef = if k.value_type == ValueType::Int32 {
+                Arc::new(Int32Array::from_iter_values(
+                    distinct.iter().map(|v| *v as i32),
+                ))
+            } else {
+                Arc::new(Int64Array::from(distinct))
+            };
+            let schema = Schema::new(vec![Field::new(&k.name, col.data_type().clone(), false)]);
+            let b = RecordBatch::try_new(Arc::new(schema), vec![col])?;
+            groups = encode_entity_keys(&b, join_keys)?
+                .into_iter()
+                .zip(0u32..)
+                .collect();
         }
         if u32::try_from(grp.len()).is_err() {
             return Err(Error::invalid("event history has more than 2^32 rows"));

@@ -457,3 +457,53 @@ proptest! {
         check(&ev, &spine, cutoff, split).map_err(TestCaseError::fail)?;
     }
 }
+
+/// `b` with its `id` column as strings (`k<id>`).
+fn with_string_ids(b: &RecordBatch) -> RecordBatch {
+    let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let s: arrow_array::StringArray = ids.iter().map(|v| v.map(|v| format!("k{v}"))).collect();
+    let mut cols = b.columns().to_vec();
+    cols[0] = Arc::new(s);
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[0] = Field::new("id", DataType::Utf8, fields[0].is_nullable());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+    /// Histories keyed by strings (key bytes per event) group exactly as the
+    /// same histories keyed by integers (grouped by value).
+    #[test]
+    fn string_keys_give_the_integer_keys_results(
+        ev in proptest::collection::vec(wide_event(false), 500..1_500),
+        spine in proptest::collection::vec(
+            (proptest::option::weighted(0.95, 0i64..45), (0i64..20_100).prop_map(|m| m * MIN)),
+            500..1_500),
+    ) {
+        let (b1, b2) = ev.split_at(ev.len() / 2);
+        let int_batches = vec![events_batch(b1), events_batch(b2)];
+        let str_batches: Vec<RecordBatch> = int_batches.iter().map(with_string_ids).collect();
+        let run = |batches: &[RecordBatch], key: ValueType, spine: RecordBatch| {
+            let view = AggView {
+                name: "txn".into(),
+                join_keys: vec![JoinKey::new("id", key)],
+                event_timestamp_column: "event_timestamp".into(),
+                created_timestamp_column: Some("created".into()),
+                aggregations: all_aggs(),
+                batches,
+            };
+            aggregate(&[spine], "ts", &view, &AggOptions::default()).unwrap()
+        };
+        let sp = spine_batch(&spine);
+        let ints = run(&int_batches, ValueType::Int64, sp.clone());
+        let strs = run(&str_batches, ValueType::String, with_string_ids(&sp));
+        for ((a, _), (x, y)) in all_aggs().iter().zip(ints.iter().zip(&strs)) {
+            prop_assert_eq!(x.as_ref(), y.as_ref(), "{}", a.name);
+        }
+    }
+}
