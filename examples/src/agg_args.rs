@@ -32,7 +32,6 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use fstore_core::agg::{AggOptions, AggView, aggregate};
 use fstore_core::{AggFunction, Aggregation, JoinKey, ValueType};
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,27 +165,14 @@ pub struct AggRunOptions {
 }
 
 /// Reads the columns `names` of a Parquet file (all row groups).
+/// The columns `names` of a Parquet file, row groups read in parallel, in
+/// file order.
 fn read_columns(path: &Path, names: &[String]) -> Result<Vec<RecordBatch>, BoxError> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", path.display()))?;
-    let schema = Arc::clone(b.schema());
-    let idx = names
-        .iter()
-        .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| format!("{}: no column '{c}'", path.display()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mask = ProjectionMask::roots(b.parquet_schema(), idx);
-    let batches = b
-        .with_projection(mask)
-        .with_batch_size(1 << 16)
-        .build()?
-        .collect::<Result<Vec<_>, _>>()
+    let file = crate::parquet_io::ParquetFile::open(path)?;
+    let tasks = crate::parquet_io::whole_file(&file, Some(names))?;
+    let batches = crate::parquet_io::read_tasks(&tasks)
         .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(batches)
+    Ok(batches.into_iter().flatten().collect())
 }
 
 /// Computes every `--agg` over `spine` and returns `out` with one column
