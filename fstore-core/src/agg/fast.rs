@@ -436,14 +436,24 @@ pub(super) fn run(
         bounds.push(e);
         j = e;
     }
+    // times and groups in sorted order: the row loops read them sequentially
+    let ord_ts: Vec<i64> = order.iter().map(|&i| spine_ts[i as usize]).collect();
+    let ord_g: Vec<u32> = order
+        .iter()
+        .map(|&i| spine_groups[i as usize].unwrap_or(u32::MAX))
+        .collect();
     let chunk = |range: std::ops::Range<usize>| -> ChunkOut {
-        let rows = &order[range];
+        let rows = SortedRows {
+            row: &order[range.clone()],
+            ts: &ord_ts[range.clone()],
+            group: &ord_g[range],
+        };
+        let n = rows.row.len();
         let mut out = ChunkOut {
             outs: fast
                 .iter()
                 .map(|&k| {
                     let a = &aggs[k].0;
-                    let n = rows.len();
                     // values over no event: count 0, the others null
                     if float_output(&aggs[k]) {
                         Out::F(vec![0.0; n], vec![false; n])
@@ -463,16 +473,14 @@ pub(super) fn run(
                 set,
                 c,
                 h,
-                spine_ts,
-                spine_groups,
                 cutoff,
             };
             if set.feats.iter().all(|f| f.2 == AggFunction::Count) || !col_specs[set.column].1 {
-                ctx.run::<CountAcc>(rows, &mut out);
+                ctx.run::<CountAcc>(&rows, &mut out);
             } else if numeric(&aggs[k0].1) == Some(true) {
-                ctx.run::<IntAcc>(rows, &mut out);
+                ctx.run::<IntAcc>(&rows, &mut out);
             } else {
-                ctx.run::<FloatAcc>(rows, &mut out);
+                ctx.run::<FloatAcc>(&rows, &mut out);
             }
         }
         out
@@ -571,13 +579,18 @@ struct SetRun<'a> {
     set: &'a Set,
     c: &'a Column,
     h: &'a History,
-    spine_ts: &'a [i64],
-    spine_groups: &'a [Option<u32>],
     cutoff: bool,
 }
 
+/// A chunk of spine rows in `(group, t)` order: spine row, time, group.
+struct SortedRows<'a> {
+    row: &'a [u32],
+    ts: &'a [i64],
+    group: &'a [u32],
+}
+
 impl SetRun<'_> {
-    fn run<A: Acc>(&self, rows: &[u32], out: &mut ChunkOut) {
+    fn run<A: Acc>(&self, rows: &SortedRows<'_>, out: &mut ChunkOut) {
         let (set, h, c, cutoff) = (self.set, self.h, self.c, self.cutoff);
         let r = set.r;
         let mut tiles: Tiles<A> = Tiles::new();
@@ -590,13 +603,8 @@ impl SetRun<'_> {
                 acc.add(c, p);
             }
         };
-        for (j, &i) in rows.iter().enumerate() {
-            let i = i as usize;
-            let Some(g) = self.spine_groups[i] else {
-                continue;
-            };
+        for (j, (&t, &g)) in rows.ts.iter().zip(rows.group).enumerate() {
             let g = g as usize;
-            let t = self.spine_ts[i];
             if g != tiled {
                 tiles.fill(h, c, r, g);
                 tiled = g;
@@ -634,6 +642,7 @@ impl SetRun<'_> {
                     }
                     if acc.write(f, &mut out.outs[s], j).is_err() {
                         let a = &self.aggs[k].0;
+                        let i = rows.row[j];
                         out.errors[s] =
                             Some(overflow(self.view_name, a, &format!("at spine row {i}")));
                     }
