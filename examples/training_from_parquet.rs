@@ -30,13 +30,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{RecordBatch, RecordBatchOptions, cast::AsArray, types::UInt32Type};
-use arrow_schema::{DataType, Field};
-use fstore_core::pit::{PitOptions, PitView, point_in_time_join, point_in_time_join_profiled};
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::Field;
+use fstore_core::pit::{
+    PitOptions, PitView, point_in_time_join, point_in_time_rows, point_in_time_rows_profiled,
+};
 use fstore_examples::agg_args;
 use fstore_examples::parquet_io::{
-    self, BoxError, Chosen, ParquetFile, read_tasks, selected_rows, whole_file, with_row_numbers,
-    write_parquet,
+    self, BoxError, Chosen, ParquetFile, read_tasks, selected_rows, whole_file, write_parquet,
 };
 
 const USAGE: &str = "usage: training_from_parquet --spine SPINE.parquet --timestamp-column COL \
@@ -284,47 +285,36 @@ fn run() -> Result<(), BoxError> {
     if spine.is_empty() {
         spine.push(RecordBatch::new_empty(Arc::clone(spine_file.schema())));
     }
-    let row_col = |i: usize| format!("\u{1}fstore_row_{i}");
-    let key_batches = per_file
-        .enumerate()
-        .map(|(i, b)| with_row_numbers(b, &row_col(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let key_batches: Vec<Vec<RecordBatch>> = per_file.collect();
     let read_keys_time = t0.elapsed();
 
-    // The join proper, over keys and times; its only "feature" is the row number.
+    // The join proper, over keys and times: the chosen row of each view per spine row.
     let t1 = Instant::now();
     let views: Vec<PitView<'_>> = pit_views
         .iter()
         .zip(&key_batches)
-        .enumerate()
-        .map(|(i, (v, b))| {
-            pit_view(
-                v,
-                vec![Field::new(row_col(i), DataType::UInt32, false)],
-                &b[..],
-            )
-        })
+        .map(|(v, b)| pit_view(v, Vec::new(), &b[..]))
         .collect();
     let profile = parquet_io::profiling();
-    let (joined, join_profile) = if profile {
-        let (j, p) = point_in_time_join_profiled(&spine, ts, &views, &args.options)?;
+    let (chosen_rows, join_profile) = if profile {
+        let (j, p) = point_in_time_rows_profiled(&spine, ts, &views, &args.options)?;
         (j, Some(p))
     } else {
-        (point_in_time_join(&spine, ts, &views, &args.options)?, None)
+        (point_in_time_rows(&spine, ts, &views, &args.options)?, None)
     };
     drop(views);
     drop(key_batches);
+    let spine = arrow_select::concat::concat_batches(spine_file.schema(), &spine)?;
     let join_time = t1.elapsed();
 
     // Phase 2: read only the chosen rows' feature columns, then place them.
     let t2 = Instant::now();
-    let n_spine = joined.num_rows();
-    let n_spine_cols = spine[0].num_columns();
+    let n_spine = spine.num_rows();
     let mut sorted_rows = Vec::with_capacity(files.len());
     let mut tasks = Vec::new();
     let mut task_view = Vec::new();
     for (i, (f, feats)) in files.iter().zip(&features).enumerate() {
-        let chosen = joined.column(n_spine_cols + i).as_primitive::<UInt32Type>();
+        let chosen = &chosen_rows[i];
         let mut seen = vec![false; f.rows()];
         for r in chosen.iter().flatten() {
             if let Some(s) = seen.get_mut(r as usize) {
@@ -352,13 +342,13 @@ fn run() -> Result<(), BoxError> {
         .iter()
         .enumerate()
         .map(|(i, feats)| Chosen {
-            rows: joined.column(n_spine_cols + i).as_primitive::<UInt32Type>(),
+            rows: &chosen_rows[i],
             sorted: &sorted_rows[i],
             values: &selected[i],
             features: feats,
         })
         .collect();
-    let mut columns = joined.columns()[..n_spine_cols].to_vec();
+    let mut columns = spine.columns().to_vec();
     columns.extend(parquet_io::place_features(&chosen)?);
     drop(chosen);
     drop(selected);
@@ -386,7 +376,14 @@ fn run() -> Result<(), BoxError> {
         created_cutoff: args.options.created_cutoff,
         assume_utc: args.options.assume_utc,
     };
-    let out = agg_args::append_aggregations(out, &spine, ts, &sources, &args.aggs, agg_opts)?;
+    let out = agg_args::append_aggregations(
+        out,
+        std::slice::from_ref(&spine),
+        ts,
+        &sources,
+        &args.aggs,
+        agg_opts,
+    )?;
     let agg_time = t_agg.elapsed();
 
     let t4 = Instant::now();
@@ -442,11 +439,10 @@ fn print_profile(
     let s = |d: Duration| d.as_secs_f64();
     eprintln!(
         "profile: join (wall, all views): spine index {:.3} s, key densification {:.3} s, \
-         slotting + running max {:.3} s, gather (row numbers) {:.3} s",
+         slotting + running max {:.3} s",
         s(join.spine_index),
         s(join.key_lookup),
-        s(join.slotting),
-        s(join.gather)
+        s(join.slotting)
     );
     eprintln!("profile: decode cost per column (one thread, whole file, after the run):");
     let named =
@@ -463,6 +459,7 @@ fn print_profile(
 }
 
 fn main() {
+    parquet_io::prefer_heap_reuse();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(2);

@@ -54,9 +54,12 @@ done
 #   spill test under a 16 MiB pool and the Parquet in/out tests. Adds DataFusion
 #   55 (parquet feature only) to the build: about 6-10 min on a busy 2-core
 #   machine, cold; the tests themselves take ~10 s.
+# - `fstore-offline-delta/datafusion` (only turns on fstore-core/datafusion for
+#   the Delta crate): its test of a spine read from a pinned Delta table version
+#   and a result committed to a Delta table (tests/training_delta_ends.rs).
 # The other optional features (Scylla `tls`, Delta `gcs`/`azure`) have no
 # server here: clippy and rustdoc in .ci/run compile them, nothing runs them
 # (README, "What the tests do not run").
 echo "== cargo test --workspace"
 cargo test --workspace --no-fail-fast \
-  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3,fstore-examples/delta,fstore-core/datafusion "$@"
+  --features fstore-online-redis/tls,fstore-online-dynamo/aws-config,fstore-offline-delta/s3,fstore-offline-delta/datafusion,fstore-examples/delta,fstore-core/datafusion "$@"

@@ -783,6 +783,23 @@ pub(crate) struct DecoderIndex {
     wide_cols: usize,
     /// The UTC time zone of timestamp columns, shared (no allocation per column).
     tz: Arc<str>,
+    /// The expected payload layout when every stored feature is 8 bytes wide
+    /// and every requested one goes to the shared slab (see
+    /// [`PayloadDecoder::push_template`]); `None` otherwise.
+    template: Option<Vec<TemplateEntry>>,
+}
+
+/// One payload entry as the writer lays it out for a view whose features are
+/// all 8 bytes wide: the name's length byte and bytes, then `tag` and 8 value
+/// bytes (or [`T_NULL`] and nothing).
+#[derive(Debug)]
+struct TemplateEntry {
+    /// Length byte + name bytes.
+    header: Box<[u8]>,
+    /// The one value tag accepted besides `T_NULL`: the declared type's.
+    tag: u8,
+    /// The slab column of a requested feature (`None`: not requested).
+    col: Option<usize>,
 }
 
 impl DecoderIndex {
@@ -795,7 +812,7 @@ impl DecoderIndex {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         let (mut wide_cols, mut builders) = (0, 0);
-        let sinks = requested
+        let sinks: Vec<Sink> = requested
             .iter()
             .map(|f| {
                 if wide_tag(&f.value_type).is_some() {
@@ -807,7 +824,9 @@ impl DecoderIndex {
                 }
             })
             .collect();
+        let template = Self::template(requested, stored_order, &by_name, &sinks);
         Self {
+            template,
             names: requested.iter().map(|f| f.name.clone()).collect(),
             types: requested.iter().map(|f| f.value_type.clone()).collect(),
             stored: stored_order
@@ -819,6 +838,49 @@ impl DecoderIndex {
             wide_cols,
             tz: Arc::from(UTC),
         }
+    }
+
+    /// The template of [`DecoderIndex::template`]: only when every stored
+    /// feature is 8 bytes wide with a distinct name of at most 255 bytes,
+    /// every requested feature is 8 bytes wide, and a requested feature that
+    /// is stored is declared with the stored type's tag.
+    fn template(
+        requested: &[FeatureField],
+        stored: &[FeatureField],
+        by_name: &HashMap<String, usize>,
+        sinks: &[Sink],
+    ) -> Option<Vec<TemplateEntry>> {
+        if stored.len() > usize::from(u16::MAX)
+            || sinks.iter().any(|s| matches!(s, Sink::Builder(_)))
+        {
+            return None;
+        }
+        let mut names = std::collections::HashSet::with_capacity(stored.len());
+        stored
+            .iter()
+            .map(|f| {
+                let len = u8::try_from(f.name.len()).ok()?;
+                if !names.insert(f.name.as_str()) {
+                    return None;
+                }
+                let stored_tag = wide_tag(&f.value_type)?;
+                let (tag, col) = match by_name.get(&f.name) {
+                    Some(&i) => match sinks[i] {
+                        Sink::Wide(c) => (wide_tag(&requested[i].value_type)?, Some(c)),
+                        Sink::Builder(_) => return None,
+                    },
+                    None => (stored_tag, None),
+                };
+                let mut header = Vec::with_capacity(1 + f.name.len());
+                header.push(len);
+                header.extend_from_slice(f.name.as_bytes());
+                Some(TemplateEntry {
+                    header: header.into(),
+                    tag,
+                    col,
+                })
+            })
+            .collect()
     }
 
     /// The requested column of the `k`-th payload entry, named `name`: the
@@ -989,6 +1051,13 @@ impl PayloadDecoder {
                 self.rows
             )));
         }
+        if let Some(p) = payload
+            && self.rows > 0
+            && self.push_template(p)
+        {
+            self.row += 1;
+            return Ok(());
+        }
         self.seen.iter_mut().for_each(|s| *s = false);
         if let Some(p) = payload {
             let mut r = Reader::new(p, "feature payload");
@@ -1038,6 +1107,67 @@ impl PayloadDecoder {
         }
         self.row += 1;
         Ok(())
+    }
+
+    /// The fast path of [`PayloadDecoder::push_row`] for views of 8-byte
+    /// features written in the view's order (what the writer does): each
+    /// entry's length, name and tag are compared with the expected bytes and
+    /// its 8 value bytes copied. Any difference (another order, a missing or
+    /// extra entry, another tag, truncated or trailing bytes) undoes this
+    /// row's writes and returns `false`, and the full decoder reads the row:
+    /// whatever it accepts, the result is the full decoder's.
+    fn push_template(&mut self, p: &[u8]) -> bool {
+        let Some(t) = self.index.template.as_deref() else {
+            return false;
+        };
+        let [PAYLOAD_VERSION, n0, n1, ..] = *p else {
+            return false;
+        };
+        if usize::from(u16::from_le_bytes([n0, n1])) != t.len() {
+            return false;
+        }
+        let (rows, row) = (self.rows, self.row);
+        let (wide, valid) = (&mut self.wide, &mut self.wide_valid);
+        let mut pos = 3;
+        let mut ok = true;
+        for e in t {
+            let h = e.header.len();
+            ok = match p.get(pos..pos + h + 1) {
+                Some(b) if same_bytes(&b[..h], &e.header) => {
+                    pos += h + 1;
+                    match b[h] {
+                        T_NULL => true,
+                        tag if tag == e.tag => match p.get(pos..pos + 8) {
+                            Some(v) => {
+                                if let Some(c) = e.col {
+                                    let mut a = [0u8; 8];
+                                    a.copy_from_slice(v);
+                                    wide[c * rows + row] = u64::from_le_bytes(a);
+                                    valid[c * rows + row] = true;
+                                }
+                                pos += 8;
+                                true
+                            }
+                            None => false,
+                        },
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+            if !ok {
+                break;
+            }
+        }
+        if ok && pos == p.len() {
+            return true;
+        }
+        // undo this row's writes: the full decoder starts from a clean row
+        for c in t.iter().filter_map(|e| e.col) {
+            wide[c * rows + row] = 0;
+            valid[c * rows + row] = false;
+        }
+        false
     }
 
     /// The columns, in requested order, with as many rows as were pushed.
@@ -1661,6 +1791,145 @@ mod decode_props {
             let keys = valid_keys();
             let bytes = mutate(&keys[which], &edits, cut, insert);
             check_key(&bytes)?;
+        }
+    }
+
+    /// A view of 8-byte features only (the template fast path's case).
+    fn wide_features() -> Vec<FeatureField> {
+        vec![
+            FeatureField::new("l", ValueType::Int64),
+            FeatureField::new("d", ValueType::Float64),
+            FeatureField::new("t", ValueType::Timestamp),
+            FeatureField::new("d2", ValueType::Float64),
+        ]
+    }
+
+    /// Payloads of [`wide_features`] as the writer encodes them (values and nulls).
+    fn wide_payloads() -> Vec<Vec<u8>> {
+        let fs = wide_features();
+        let schema = Arc::new(Schema::new(
+            fs.iter().map(FeatureField::to_arrow).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(i64::MIN), None, Some(3)])),
+                Arc::new(Float64Array::from(vec![None, Some(2.5), Some(-0.0)])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1), None, Some(-5)])
+                        .with_timezone(UTC),
+                ),
+                Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1e300), None])),
+            ],
+        )
+        .expect("fixture batch");
+        encode_payloads(&batch, &fs).expect("fixture payloads")
+    }
+
+    /// Requests a reader of [`wide_features`] may make: everything, a
+    /// projection in another order with a feature that is not stored, and
+    /// one declaring another 8-byte type (so every stored tag mismatches).
+    fn wide_readers() -> Vec<Vec<FeatureField>> {
+        let all = wide_features();
+        vec![
+            all.clone(),
+            vec![
+                all[3].clone(),
+                FeatureField::new("new", ValueType::Int64),
+                all[0].clone(),
+            ],
+            vec![
+                FeatureField::new("l", ValueType::Float64),
+                FeatureField::new("d", ValueType::Int64),
+            ],
+        ]
+    }
+
+    /// Decodes `rows` with a decoder whose template is kept or removed.
+    fn decode_rows(
+        rows: &[Option<&[u8]>],
+        requested: &[FeatureField],
+        template: bool,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut index = DecoderIndex::new(requested, &wide_features());
+        if !template {
+            index.template = None;
+        }
+        let mut dec = PayloadDecoder::with_index(Arc::new(index), rows.len());
+        for r in rows {
+            dec.push_row(*r)?;
+        }
+        Ok(dec.finish())
+    }
+
+    /// The property: with and without the template, the same columns (by
+    /// value, nulls included) or both an `InvalidInput`; and the full
+    /// decoder's own property ([`check_payload`]'s) holds.
+    fn check_template(rows: &[Option<&[u8]>]) -> std::result::Result<(), TestCaseError> {
+        for fs in wide_readers() {
+            let fast = decode_rows(rows, &fs, true);
+            let full = decode_rows(rows, &fs, false);
+            match (fast, full) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(a.len(), fs.len());
+                    for (x, y) in a.iter().zip(&b) {
+                        prop_assert_eq!(x.to_data(), y.to_data());
+                    }
+                }
+                (Err(Error::InvalidInput(_)), Err(Error::InvalidInput(_))) => {}
+                (a, b) => prop_assert!(false, "template {a:?} vs full decoder {b:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The template is built for an all-8-byte view and takes what the
+    /// writer writes (so the property below reaches it), in every row; it
+    /// is not built when a stored or requested feature is not 8 bytes wide.
+    #[test]
+    fn template_takes_what_the_writer_writes() {
+        for fs in wide_readers() {
+            let index = Arc::new(DecoderIndex::new(&fs, &wide_features()));
+            assert!(index.template.is_some(), "{fs:?}");
+            let payloads = wide_payloads();
+            let mut dec = PayloadDecoder::with_index(index, payloads.len());
+            for p in &payloads {
+                let reader_types_match = fs[..2] != wide_readers()[2][..];
+                assert_eq!(dec.push_template(p), reader_types_match, "{fs:?}");
+                dec.row += 1;
+            }
+        }
+        let mixed = features();
+        assert!(DecoderIndex::new(&mixed[2..3], &mixed).template.is_none());
+        assert!(
+            DecoderIndex::new(&mixed[5..6], &wide_features())
+                .template
+                .is_none()
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// [semantics §10](crate::docs::semantics) through the fast path: corrupt payloads of an
+        /// all-8-byte view (edits, truncation, insertion, in any row of a
+        /// request beside valid rows) decode exactly as the full decoder
+        /// decodes them, or are an `InvalidInput`.
+        #[test]
+        fn template_decodes_like_the_full_decoder(
+            which in 0usize..3,
+            at_row in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), wire_byte()), 0..4),
+            cut in proptest::option::weighted(0.3, any::<usize>()),
+            insert in proptest::option::weighted(0.3, (any::<usize>(), proptest::collection::vec(wire_byte(), 1..6))),
+        ) {
+            let payloads = wide_payloads();
+            let bad = mutate(&payloads[which], &edits, cut, insert);
+            let mut rows: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+            rows.push(None);
+            rows[at_row] = Some(&bad);
+            check_template(&rows)?;
+            check_payload(&bad)?;
         }
     }
 

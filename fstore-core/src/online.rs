@@ -65,6 +65,13 @@ pub struct OnlineCapabilities {
     /// The backend stores aggregation tiles ([`OnlineStore::write_tiles`],
     /// [`OnlineStore::merge_tiles`], [`OnlineStore::read_tiles`]).
     pub tiles: bool,
+    /// [`OnlineStore::read`] and [`OnlineStore::read_tiles`] end with
+    /// [`crate::Error::Timeout`] once [`ReadOptions::timeout`] has passed, on
+    /// every path (connecting included). The facade then adds no timer of its
+    /// own around them (one timer per read instead of two); stores that do
+    /// not declare this get the facade's timer. The testkit's
+    /// `online_read_deadline` checks the claim against a frozen server.
+    pub enforces_read_timeout: bool,
 }
 
 impl OnlineCapabilities {
@@ -86,6 +93,11 @@ impl OnlineCapabilities {
     /// Sets `tiles`.
     pub fn with_tiles(mut self, v: bool) -> Self {
         self.tiles = v;
+        self
+    }
+    /// Sets `enforces_read_timeout`.
+    pub fn with_enforces_read_timeout(mut self, v: bool) -> Self {
+        self.enforces_read_timeout = v;
         self
     }
 }

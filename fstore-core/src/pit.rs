@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
-    Array, ArrayRef, RecordBatch, RecordBatchOptions, cast::AsArray, new_null_array,
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, cast::AsArray, new_null_array,
 };
 use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
 
@@ -202,6 +202,9 @@ pub(crate) struct PathLog {
     threaded: AtomicUsize,
     /// Views whose slotting was split into more than one key-id range.
     id_splits: AtomicUsize,
+    /// Views slotted as one range by one worker while other workers ran
+    /// other views' tasks (several views, several threads).
+    pooled_whole: AtomicUsize,
 }
 
 /// [`point_in_time_join`] with explicit thresholds.
@@ -212,8 +215,115 @@ fn join_tuned(
     options: &PitOptions,
     tuning: &Tuning,
 ) -> Result<RecordBatch> {
-    let started = Instant::now();
     let spine_batch = concat_spine(spine)?;
+    let fields = output_fields(spine_batch.schema_ref(), views, options)?;
+    let (rows, chosen) = choose(&spine_batch, spine_timestamp_column, views, options, tuning)?;
+    let threads = threads_for(views, spine_batch.num_rows(), tuning);
+    let started = Instant::now();
+    let per_view = gather(views, &rows, &chosen, threads)?;
+    tuning.record(|p| &mut p.gather, started.elapsed());
+    let mut columns: Vec<ArrayRef> = spine_batch.columns().to_vec();
+    columns.extend(per_view.into_iter().flatten());
+    let out_schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        spine_batch.schema_ref().metadata().clone(),
+    ));
+    Ok(RecordBatch::try_new_with_options(
+        out_schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(spine_batch.num_rows())),
+    )?)
+}
+
+/// The chosen feature rows of [`point_in_time_join`], without gathering any
+/// feature value: for each view, one entry per spine row (in spine order), the
+/// global index of the chosen row across the view's batches (batch 0 first),
+/// null where the join gives nulls. For late materialization: read the keys
+/// and times, choose, then read the feature values of just the chosen rows.
+///
+/// The views' [`PitView::features`] are not used (they may be empty, and the
+/// batches need only the join-key and timestamp columns).
+///
+/// # Errors
+/// As [`point_in_time_join`], except output name clashes (there are no
+/// output columns).
+pub fn point_in_time_rows(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<Vec<UInt32Array>> {
+    rows_tuned(
+        spine,
+        spine_timestamp_column,
+        views,
+        options,
+        &Tuning::default(),
+    )
+}
+
+/// [`point_in_time_rows`], also returning where it spent its time (the
+/// profile's `gather` stays zero).
+///
+/// # Errors
+/// As [`point_in_time_rows`].
+pub fn point_in_time_rows_profiled(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+) -> Result<(Vec<UInt32Array>, JoinProfile)> {
+    let tuning = Tuning {
+        profile: Some(std::sync::Mutex::new(JoinProfile::default())),
+        ..Tuning::default()
+    };
+    let rows = rows_tuned(spine, spine_timestamp_column, views, options, &tuning)?;
+    let profile = tuning
+        .profile
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    Ok((rows, profile))
+}
+
+/// [`point_in_time_rows`] with explicit thresholds.
+fn rows_tuned(
+    spine: &[RecordBatch],
+    spine_timestamp_column: &str,
+    views: &[PitView<'_>],
+    options: &PitOptions,
+    tuning: &Tuning,
+) -> Result<Vec<UInt32Array>> {
+    let views: Vec<PitView<'_>> = views
+        .iter()
+        .map(|v| PitView {
+            features: Vec::new(),
+            ..v.clone()
+        })
+        .collect();
+    let spine_batch = concat_spine(spine)?;
+    let (_, chosen) = choose(
+        &spine_batch,
+        spine_timestamp_column,
+        &views,
+        options,
+        tuning,
+    )?;
+    Ok(chosen
+        .into_iter()
+        .map(|c| c.into_iter().map(|g| (g != NONE).then_some(g)).collect())
+        .collect())
+}
+
+/// Validates the inputs, indexes the spine and picks each view's row per
+/// spine row ([`NONE`]: none).
+fn choose<'b>(
+    spine_batch: &RecordBatch,
+    spine_timestamp_column: &str,
+    views: &[PitView<'b>],
+    options: &PitOptions,
+    tuning: &Tuning,
+) -> Result<(Vec<ViewRows<'b>>, Vec<Vec<u32>>)> {
+    let started = Instant::now();
     let n_spine = spine_batch.num_rows();
     if n_spine >= NONE as usize {
         return Err(Error::invalid(format!(
@@ -222,15 +332,13 @@ fn join_tuned(
         )));
     }
     let schema = spine_batch.schema();
-    let ts = Arc::clone(column(&spine_batch, spine_timestamp_column).map_err(|_| {
+    let ts = Arc::clone(column(spine_batch, spine_timestamp_column).map_err(|_| {
         Error::invalid(format!(
             "the spine has no timestamp column '{spine_timestamp_column}'"
         ))
     })?);
     let spine_t = timestamp_micros(ts.as_ref(), spine_timestamp_column, options.assume_utc)
         .map_err(|e| context(e, "spine"))?;
-
-    let fields = output_fields(&schema, views, options)?;
     for v in views {
         validate_view(v, &schema, options)?;
     }
@@ -242,7 +350,7 @@ fn join_tuned(
         let g = match groups.iter().position(|g| g.keys == v.join_keys) {
             Some(g) => g,
             None => {
-                groups.push(SpineGroup::build(&spine_batch, &v.join_keys, &spine_t)?);
+                groups.push(SpineGroup::build(spine_batch, &v.join_keys, &spine_t)?);
                 groups.len() - 1
             }
         };
@@ -255,15 +363,22 @@ fn join_tuned(
         options,
         tuning,
     };
-    let per_view = run_views(views, &groups, &group_of, &ctx)?;
-    let mut columns: Vec<ArrayRef> = spine_batch.columns().to_vec();
-    columns.extend(per_view.into_iter().flatten());
-    let out_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    Ok(RecordBatch::try_new_with_options(
-        out_schema,
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(n_spine)),
-    )?)
+    run_views(views, &groups, &group_of, &ctx)
+}
+
+/// Threads for a join of `views` with `n_spine` spine rows: all cores (up to
+/// the tuning's bound) from [`PARALLEL_WORK`] rows, else one.
+fn threads_for(views: &[PitView<'_>], n_spine: usize, tuning: &Tuning) -> usize {
+    let work: usize = views
+        .iter()
+        .flat_map(|v| v.batches.iter().map(|b| b.num_rows()))
+        .sum::<usize>()
+        + n_spine;
+    if work >= tuning.parallel_work {
+        tuning.max_threads.max(1)
+    } else {
+        1
+    }
 }
 
 /// Prefixes an [`Error::InvalidInput`] message with where it happened.
@@ -472,35 +587,397 @@ struct JoinCtx<'a> {
     tuning: &'a Tuning,
 }
 
-/// Runs [`join_view`] for every view. With enough work, each view runs on all
-/// cores (key lookups by row range, slotting by key-id range, gathering by
-/// feature), one view after another: every core stays busy whatever the number
-/// of views (three views on two cores used to leave one core idle).
-fn run_views(
-    views: &[PitView<'_>],
+/// Picks, for every view, the chosen global feature row of each spine row
+/// ([`NONE`]: none); also returns the views' rows as read (for the gather).
+///
+/// # Algorithm
+/// A feature row with key id `k`, event `e` and created `c` becomes *available*
+/// at time `a = e` (or `a = max(e, c)` with the created cutoff): it is a candidate
+/// for spine row (k, t) iff `a <= t` (and the ttl holds). The spine rows of key
+/// `k` are sorted by t (`group`); a binary search finds the first of them with
+/// `t >= a`, and the row is kept in that slot if it outranks the slot's current
+/// row by `(event, created)` (rows arrive in write order, so a tie goes to the
+/// later row). A running maximum over each key's slots then gives, for every
+/// spine row, the greatest `(event, created, write order)` among the rows
+/// available at its t; the ttl is checked on that row alone (every other
+/// candidate has an earlier event). Rows are slotted in chunks of up to
+/// [`PART_CHUNK`], each chunk stably partitioned by key-id range first
+/// ([`Partitioner`]) so the random accesses of a partition stay in cache. Cost:
+/// O(F log k + S), memory O(S + F/8 + PART_CHUNK); feature values are never
+/// copied.
+///
+/// # Parallelism
+/// With enough work, every phase runs the tasks of all views together on all
+/// cores, so no core waits for a view to finish: key ids are looked up by
+/// pieces of rows; each view's key ids are split into contiguous ranges holding
+/// about as many spine rows each — as many ranges as its share of all rows
+/// calls for ([`ranges_for`]: a view holding most rows gets one per thread, one
+/// of several comparable views one or two) — and a queue hands the
+/// (view, range) tasks out largest first; a key's slots all lie in one range,
+/// so each task slots the rows of its own keys (reading its view's pieces in
+/// write order, so ties resolve as on one thread) and runs the running maximum
+/// over them, with no sharing. Each worker reuses its buffers from task to
+/// task (fresh ones cost a page fault per 4 KiB). The output columns are
+/// gathered one feature per task.
+fn run_views<'b>(
+    views: &[PitView<'b>],
     groups: &[SpineGroup],
     group_of: &[usize],
     ctx: &JoinCtx<'_>,
-) -> Result<Vec<Vec<ArrayRef>>> {
-    let work: usize = views
-        .iter()
-        .flat_map(|v| v.batches.iter().map(|b| b.num_rows()))
-        .sum::<usize>()
-        + ctx.spine_t.len();
-    let threads = if work >= ctx.tuning.parallel_work {
-        ctx.tuning.max_threads.max(1)
-    } else {
-        1
-    };
+) -> Result<(Vec<ViewRows<'b>>, Vec<Vec<u32>>)> {
+    let threads = threads_for(views, ctx.spine_t.len(), ctx.tuning);
     #[cfg(test)]
     if threads > 1 {
         ctx.tuning.log.threaded.fetch_add(1, Ordering::Relaxed);
     }
-    views
+    let rows = views
+        .iter()
+        .map(|v| prepare_view(v, ctx.options))
+        .collect::<Result<Vec<_>>>()?;
+
+    // Key ids, by pieces of at most `piece_rows` rows of every view, in parallel.
+    let started = Instant::now();
+    let piece_rows = ctx.tuning.piece_rows.max(1);
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (vi, v) in views.iter().enumerate() {
+        for (bi, b) in v.batches.iter().enumerate() {
+            let mut s = 0;
+            while s < b.num_rows() {
+                let len = piece_rows.min(b.num_rows() - s);
+                spans.push((vi, bi, s, len));
+                s += len;
+            }
+        }
+    }
+    let pieces: Vec<Piece> = par_map(spans.len(), threads, |i| {
+        let (vi, bi, start, len) = spans[i];
+        let key_cols = &rows[vi].key_cols[bi];
+        let ids = if key_cols.is_empty() {
+            vec![0; len]
+        } else {
+            let cols: Vec<ArrayRef> = key_cols.iter().map(|c| c.slice(start, len)).collect();
+            let refs: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
+            groups[group_of[vi]]
+                .index
+                .lookup(&refs, &views[vi].join_keys)?
+        };
+        Ok(Piece {
+            view: vi,
+            batch: bi,
+            start,
+            ids,
+        })
+    })?;
+    drop(spans);
+    ctx.tuning.record(|p| &mut p.key_lookup, started.elapsed());
+    let started = Instant::now();
+
+    // Per view: its pieces (contiguous, in write order) and its key-id ranges.
+    let mut sorted_chosen: Vec<Vec<u32>> = views
         .iter()
         .zip(group_of)
-        .map(|(v, &g)| join_view(v, &groups[g], ctx, threads))
-        .collect()
+        .map(|(_, &g)| vec![NONE; groups[g].order.len()])
+        .collect();
+    let weights: Vec<usize> = rows
+        .iter()
+        .zip(group_of)
+        .map(|(r, &g)| r.total + groups[g].order.len())
+        .collect();
+    let all: usize = weights.iter().sum();
+    let mut jobs: Vec<Job<'_, '_>> = Vec::new();
+    let mut first_piece = 0;
+    for (vi, out) in sorted_chosen.iter_mut().enumerate() {
+        let group = &groups[group_of[vi]];
+        let n_ids = group.index.n_ids;
+        let n_pieces = pieces[first_piece..].partition_point(|p| p.view == vi);
+        let my_pieces = &pieces[first_piece..first_piece + n_pieces];
+        first_piece += n_pieces;
+        let n_ranges = ranges_for(weights[vi], all, threads, n_ids);
+        let n_slots = group.order.len();
+        let mut bounds: Vec<usize> = (0..=n_ranges)
+            .map(|j| {
+                let target = n_slots * j / n_ranges;
+                group.start[..n_ids]
+                    .partition_point(|&s| (s as usize) < target)
+                    .min(n_ids)
+            })
+            .collect();
+        bounds[n_ranges] = n_ids;
+        bounds.dedup();
+        #[cfg(test)]
+        {
+            let log = &ctx.tuning.log;
+            if bounds.len() > 2 {
+                log.id_splits.fetch_add(1, Ordering::Relaxed);
+            } else if threads > 1 && views.len() > 1 {
+                log.pooled_whole.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Rows are buffered and partitioned by key-id range before slotting, so
+        // each partition's slots, spine times and group starts stay cache-resident.
+        let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
+        let plan = SlotPlan {
+            rows: &rows[vi],
+            group,
+            pieces: my_pieces,
+            ttl: views[vi].ttl.map(duration_micros),
+            cutoff: ctx.options.created_cutoff && views[vi].created_timestamp_column.is_some(),
+            shift,
+            n_parts: (n_ids >> shift) + 1,
+        };
+        #[cfg(test)]
+        ctx.tuning
+            .log
+            .max_shift
+            .fetch_max(plan.shift, Ordering::Relaxed);
+        // Per range: its spine slots, as disjoint mutable slices.
+        let mut rest: &mut [u32] = out;
+        for w in bounds.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            let len = (group.start[hi] - group.start[lo]) as usize;
+            let (mine, after) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = after;
+            let size = rows[vi].total / (bounds.len() - 1) + len;
+            jobs.push(Job {
+                plan,
+                lo,
+                hi,
+                out: mine,
+                size,
+            });
+        }
+    }
+    // Largest first, so the last tasks to finish are small ones.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
+    let _mid_flushes = run_jobs(jobs, threads, ctx.tuning);
+    drop(pieces);
+    #[cfg(test)]
+    ctx.tuning
+        .log
+        .mid_flushes
+        .fetch_add(_mid_flushes, Ordering::Relaxed);
+
+    let chosen: Vec<Vec<u32>> = sorted_chosen
+        .into_iter()
+        .zip(group_of)
+        .map(|(sorted, &g)| {
+            let mut chosen = vec![NONE; ctx.spine_t.len()];
+            for (&row, &seq) in groups[g].order.iter().zip(&sorted) {
+                chosen[row as usize] = seq;
+            }
+            chosen
+        })
+        .collect();
+    ctx.tuning.record(|p| &mut p.slotting, started.elapsed());
+    Ok((rows, chosen))
+}
+
+/// How many key-id ranges a view's slotting is split into: none on one thread;
+/// otherwise about twice its share of all rows (`weight / all`) times the
+/// threads, at least one and at most one per thread (and per key). A view
+/// holding most of the rows is split across every thread; of several
+/// comparable views each gets one or two ranges, so the queue can balance them.
+fn ranges_for(weight: usize, all: usize, threads: usize, n_ids: usize) -> usize {
+    if threads <= 1 || all == 0 {
+        return 1;
+    }
+    (2 * threads * weight)
+        .div_ceil(all)
+        .clamp(1, threads)
+        .min(n_ids.max(1))
+}
+
+/// One view's feature rows as the join reads them: row offsets of its batches,
+/// key columns and times (validated up front).
+struct ViewRows<'b> {
+    /// Global row index of each batch's first row, plus the total.
+    offsets: Vec<usize>,
+    /// Number of feature rows.
+    total: usize,
+    key_cols: Vec<Vec<ArrayRef>>,
+    times: Vec<Times<'b>>,
+}
+
+fn prepare_view<'b>(view: &PitView<'b>, options: &PitOptions) -> Result<ViewRows<'b>> {
+    let where_ = |bi: usize| format!("view '{}', feature batch {bi}", view.name);
+    let mut offsets = Vec::with_capacity(view.batches.len() + 1);
+    let mut total = 0usize;
+    let mut key_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(view.batches.len());
+    let mut times_: Vec<Times<'b>> = Vec::with_capacity(view.batches.len());
+    for (bi, batch) in view.batches.iter().enumerate() {
+        offsets.push(total);
+        total += batch.num_rows();
+        if total >= NONE as usize {
+            return Err(Error::invalid(format!(
+                "view '{}' has more than {} feature rows",
+                view.name,
+                NONE - 1
+            )));
+        }
+        key_cols.push(
+            view.join_keys
+                .iter()
+                .map(|k| column(batch, k).cloned())
+                .collect::<Result<Vec<ArrayRef>>>()?,
+        );
+        times_.push(times(view, batch, options).map_err(|e| context(e, &where_(bi)))?);
+    }
+    offsets.push(total);
+    Ok(ViewRows {
+        offsets,
+        total,
+        key_cols,
+        times: times_,
+    })
+}
+
+/// What every slotting task of one view shares.
+#[derive(Clone, Copy)]
+struct SlotPlan<'a, 'b> {
+    rows: &'a ViewRows<'b>,
+    group: &'a SpineGroup,
+    /// The view's pieces, in write order.
+    pieces: &'a [Piece],
+    ttl: Option<i64>,
+    cutoff: bool,
+    shift: u32,
+    n_parts: usize,
+}
+
+/// One slotting task: the key ids `lo..hi` of one view and their spine slots.
+struct Job<'a, 'b> {
+    plan: SlotPlan<'a, 'b>,
+    lo: usize,
+    hi: usize,
+    out: &'a mut [u32],
+    /// Rough cost (feature rows of the range, estimated, plus its slots).
+    size: usize,
+}
+
+/// A worker's buffers, reused from task to task.
+#[derive(Default)]
+struct Scratch {
+    buf: Vec<Pending>,
+    sorted: Vec<Pending>,
+    best: Vec<Best>,
+}
+
+/// Runs the slotting tasks on up to `threads` threads, handing them out in
+/// order; returns the number of mid-buffer flushes.
+fn run_jobs(jobs: Vec<Job<'_, '_>>, threads: usize, tuning: &Tuning) -> usize {
+    let threads = threads.min(jobs.len()).max(1);
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    let worker = || {
+        let mut scratch = Scratch::default();
+        let mut flushes = 0;
+        loop {
+            let job = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next();
+            let Some(job) = job else { break };
+            flushes += slot_range(job, tuning, &mut scratch);
+        }
+        flushes
+    };
+    if threads == 1 {
+        return worker();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum()
+    })
+}
+
+/// Slots the feature rows of keys `job.lo..job.hi` and runs the running maximum
+/// over their spine rows, writing the chosen global row of each slot into
+/// `job.out`; returns the number of mid-buffer flushes.
+fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize {
+    let Job {
+        plan,
+        lo,
+        hi,
+        out,
+        size: _,
+    } = job;
+    let SlotPlan {
+        rows,
+        group,
+        pieces,
+        ttl,
+        cutoff,
+        shift,
+        n_parts,
+    } = plan;
+    let base = group.start[lo] as usize;
+    let Scratch { buf, sorted, best } = std::mem::take(scratch);
+    let mut best = best;
+    best.clear();
+    best.resize(out.len(), Best::EMPTY);
+    let mut part = Partitioner::new(n_parts, shift, tuning.part_chunk, rows.total, buf, sorted);
+    let mut place = |p: &Pending| {
+        let id = p.id as usize;
+        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+        let spine_times = &group.order_t[start..end];
+        let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
+            return;
+        };
+        let (event, created) = (p.event, p.created);
+        let avail = if cutoff { event.max(created) } else { event };
+        // cheap filter: never available, or too old for every spine row of k
+        if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
+            return;
+        }
+        let slot = &mut best[start - base + spine_times.partition_point(|&t| t < avail)];
+        if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
+            *slot = Best {
+                event,
+                created,
+                seq: p.seq,
+            };
+        }
+    };
+    let (lo32, hi32) = (lo as u32, hi as u32);
+    for piece in pieces {
+        let (events, created) = &rows.times[piece.batch];
+        let base_seq = rows.offsets[piece.batch] + piece.start;
+        for (i, &id) in piece.ids.iter().enumerate() {
+            if id < lo32 || id >= hi32 {
+                continue; // another range's key, or NONE (null / not in the spine)
+            }
+            let r = piece.start + i;
+            let p = Pending {
+                id,
+                seq: (base_seq + i) as u32,
+                event: events[r],
+                created: created.as_ref().map_or(i64::MIN, |c| c[r]),
+            };
+            part.push(p, &mut place);
+        }
+    }
+    part.flush(&mut place);
+    let flushes = part.mid_flushes();
+    let (buf, sorted) = part.into_buffers();
+    // Running maximum over each key's spine rows (in time order), ttl check.
+    for id in lo..hi {
+        let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
+        let mut cur = Best::EMPTY;
+        for p in start..end {
+            let b = best[p - base];
+            if b.rank() > cur.rank() {
+                cur = b;
+            }
+            let t = group.order_t[p];
+            if cur.seq != NONE && ttl.is_none_or(|d| cur.event >= t.saturating_sub(d)) {
+                out[p - base] = cur.seq;
+            }
+        }
+    }
+    *scratch = Scratch { buf, sorted, best };
+    flushes
 }
 
 /// `f` over `0..n` on up to `threads` threads; results in index order. The
@@ -607,18 +1084,33 @@ struct Partitioner {
 }
 
 impl Partitioner {
-    fn new(n_parts: usize, shift: u32, chunk: usize, rows: impl Iterator<Item = usize>) -> Self {
+    /// A partitioner reusing `buf` and `sorted` (cleared) as its buffers;
+    /// `rows` bounds how many rows will be pushed.
+    fn new(
+        n_parts: usize,
+        shift: u32,
+        chunk: usize,
+        rows: usize,
+        mut buf: Vec<Pending>,
+        sorted: Vec<Pending>,
+    ) -> Self {
         let chunk = chunk.max(1);
-        let cap = rows.sum::<usize>().min(chunk);
+        buf.clear();
+        buf.reserve(rows.min(chunk));
         Self {
             shift,
             chunk,
             #[cfg(test)]
             mid_flushes: 0,
-            buf: Vec::with_capacity(cap),
-            sorted: Vec::new(),
+            buf,
+            sorted,
             cursor: vec![0; n_parts + 1],
         }
+    }
+
+    /// The buffers, for reuse by the next partitioner.
+    fn into_buffers(self) -> (Vec<Pending>, Vec<Pending>) {
+        (self.buf, self.sorted)
     }
 
     /// Passes run because the buffer was full (counted in tests only).
@@ -668,244 +1160,14 @@ impl Partitioner {
 
 /// A run of feature rows whose key ids were looked up together.
 struct Piece {
+    /// View index.
+    view: usize,
     /// Batch index.
     batch: usize,
     /// First row of the piece in its batch.
     start: usize,
     /// Key id of each row ([`NONE`]: null key or not in the spine).
     ids: Vec<u32>,
-}
-
-/// Joins one view on `threads` threads: returns its feature columns, one row
-/// per spine row.
-///
-/// # Algorithm
-/// A feature row with key id `k`, event `e` and created `c` becomes *available*
-/// at time `a = e` (or `a = max(e, c)` with the created cutoff): it is a candidate
-/// for spine row (k, t) iff `a <= t` (and the ttl holds). The spine rows of key
-/// `k` are sorted by t (`group`); a binary search finds the first of them with
-/// `t >= a`, and the row is kept in that slot if it outranks the slot's current
-/// row by `(event, created)` (rows arrive in write order, so a tie goes to the
-/// later row). A running maximum over each key's slots then gives, for every
-/// spine row, the greatest `(event, created, write order)` among the rows
-/// available at its t; the ttl is checked on that row alone (every other
-/// candidate has an earlier event). Rows are slotted in chunks of up to
-/// [`PART_CHUNK`], each chunk stably partitioned by key-id range first
-/// ([`Partitioner`]) so the random accesses of a partition stay in cache. Cost:
-/// O(F log k + S), memory O(S + F/8 + PART_CHUNK); feature values are never
-/// copied.
-///
-/// # Parallelism
-/// Key ids are looked up by pieces of rows in parallel. The key ids are then
-/// split into `threads` contiguous ranges holding about as many spine rows each;
-/// a key's slots all lie in one range, so each thread slots the rows of its own
-/// keys (reading every piece in write order, so ties resolve as on one thread)
-/// and runs the running maximum over them, with no sharing. The output columns
-/// are gathered one feature per task.
-fn join_view(
-    view: &PitView<'_>,
-    group: &SpineGroup,
-    ctx: &JoinCtx<'_>,
-    threads: usize,
-) -> Result<Vec<ArrayRef>> {
-    let ttl = view.ttl.map(duration_micros);
-    let cutoff = ctx.options.created_cutoff && view.created_timestamp_column.is_some();
-    let n_ids = group.index.n_ids;
-    let where_ = |bi: usize| format!("view '{}', feature batch {bi}", view.name);
-
-    // Row offsets, key columns and times of every batch (validated up front).
-    let mut offsets = Vec::with_capacity(view.batches.len() + 1);
-    let mut total = 0usize;
-    let mut key_cols: Vec<Vec<ArrayRef>> = Vec::with_capacity(view.batches.len());
-    let mut batch_times: Vec<Times<'_>> = Vec::with_capacity(view.batches.len());
-    for (bi, batch) in view.batches.iter().enumerate() {
-        offsets.push(total);
-        total += batch.num_rows();
-        if total >= NONE as usize {
-            return Err(Error::invalid(format!(
-                "view '{}' has more than {} feature rows",
-                view.name,
-                NONE - 1
-            )));
-        }
-        key_cols.push(
-            view.join_keys
-                .iter()
-                .map(|k| column(batch, k).cloned())
-                .collect::<Result<Vec<ArrayRef>>>()?,
-        );
-        batch_times.push(times(view, batch, ctx.options).map_err(|e| context(e, &where_(bi)))?);
-    }
-    offsets.push(total);
-
-    // Key ids, by pieces of at most `piece_rows` rows, in parallel.
-    let started = Instant::now();
-    let piece_rows = ctx.tuning.piece_rows.max(1);
-    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-    for (bi, b) in view.batches.iter().enumerate() {
-        let mut s = 0;
-        while s < b.num_rows() {
-            let len = piece_rows.min(b.num_rows() - s);
-            spans.push((bi, s, len));
-            s += len;
-        }
-    }
-    let pieces: Vec<Piece> = par_map(spans.len(), threads, |i| {
-        let (bi, start, len) = spans[i];
-        let ids = if key_cols[bi].is_empty() {
-            vec![0; len]
-        } else {
-            let cols: Vec<ArrayRef> = key_cols[bi].iter().map(|c| c.slice(start, len)).collect();
-            let refs: Vec<&dyn Array> = cols.iter().map(|c| c.as_ref()).collect();
-            group.index.lookup(&refs, &view.join_keys)?
-        };
-        Ok(Piece {
-            batch: bi,
-            start,
-            ids,
-        })
-    })?;
-    drop(spans);
-    ctx.tuning.record(|p| &mut p.key_lookup, started.elapsed());
-    let started = Instant::now();
-
-    // Key-id ranges with about the same number of spine rows each.
-    let n_slots = group.order.len();
-    let ranges = threads.min(n_ids).max(1);
-    let mut bounds: Vec<usize> = (0..=ranges)
-        .map(|j| {
-            let target = n_slots * j / ranges;
-            group.start[..n_ids]
-                .partition_point(|&s| (s as usize) < target)
-                .min(n_ids)
-        })
-        .collect();
-    bounds[ranges] = n_ids;
-    bounds.dedup();
-    #[cfg(test)]
-    if bounds.len() > 2 {
-        ctx.tuning.log.id_splits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    // Per range: its spine slots, as disjoint mutable slices.
-    let mut sorted_chosen = vec![NONE; n_slots];
-    let mut jobs: Vec<(usize, usize, &mut [u32])> = Vec::new();
-    let mut rest: &mut [u32] = &mut sorted_chosen;
-    for w in bounds.windows(2) {
-        let (lo, hi) = (w[0], w[1]);
-        let len = (group.start[hi] - group.start[lo]) as usize;
-        let (mine, after) = std::mem::take(&mut rest).split_at_mut(len);
-        rest = after;
-        jobs.push((lo, hi, mine));
-    }
-    // Rows are buffered and partitioned by key-id range before slotting, so each
-    // partition's slots, spine times and group starts stay cache-resident.
-    let shift = (usize::BITS - n_ids.leading_zeros()).saturating_sub(PART_BITS);
-    let n_parts = (n_ids >> shift) + 1;
-    let slot_range = |lo: usize, hi: usize, out: &mut [u32]| -> usize {
-        let base = group.start[lo] as usize;
-        let mut best = vec![Best::EMPTY; out.len()];
-        let mut part = Partitioner::new(
-            n_parts,
-            shift,
-            ctx.tuning.part_chunk,
-            std::iter::once(total),
-        );
-        let mut place = |p: &Pending| {
-            let id = p.id as usize;
-            let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
-            let spine_times = &group.order_t[start..end];
-            let (Some(&lo_t), Some(&hi_t)) = (spine_times.first(), spine_times.last()) else {
-                return;
-            };
-            let (event, created) = (p.event, p.created);
-            let avail = if cutoff { event.max(created) } else { event };
-            // cheap filter: never available, or too old for every spine row of k
-            if avail > hi_t || ttl.is_some_and(|d| event < lo_t.saturating_sub(d)) {
-                return;
-            }
-            let slot = &mut best[start - base + spine_times.partition_point(|&t| t < avail)];
-            if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
-                *slot = Best {
-                    event,
-                    created,
-                    seq: p.seq,
-                };
-            }
-        };
-        let (lo32, hi32) = (lo as u32, hi as u32);
-        for piece in &pieces {
-            let (events, created) = &batch_times[piece.batch];
-            let base_seq = offsets[piece.batch] + piece.start;
-            for (i, &id) in piece.ids.iter().enumerate() {
-                if id < lo32 || id >= hi32 {
-                    continue; // another range's key, or NONE (null / not in the spine)
-                }
-                let r = piece.start + i;
-                part.push(
-                    Pending {
-                        id,
-                        seq: (base_seq + i) as u32,
-                        event: events[r],
-                        created: created.as_ref().map_or(i64::MIN, |c| c[r]),
-                    },
-                    &mut place,
-                );
-            }
-        }
-        part.flush(&mut place);
-        // Running maximum over each key's spine rows (in time order), ttl check.
-        for id in lo..hi {
-            let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
-            let mut cur = Best::EMPTY;
-            for p in start..end {
-                let b = best[p - base];
-                if b.rank() > cur.rank() {
-                    cur = b;
-                }
-                let t = group.order_t[p];
-                if cur.seq != NONE && ttl.is_none_or(|d| cur.event >= t.saturating_sub(d)) {
-                    out[p - base] = cur.seq;
-                }
-            }
-        }
-        part.mid_flushes()
-    };
-    let slot_range = &slot_range;
-    let _mid_flushes: usize = if jobs.len() == 1 {
-        jobs.into_iter()
-            .map(|(lo, hi, out)| slot_range(lo, hi, out))
-            .sum()
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|(lo, hi, out)| s.spawn(move || slot_range(lo, hi, out)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .sum()
-        })
-    };
-    drop(pieces);
-    #[cfg(test)]
-    {
-        let log = &ctx.tuning.log;
-        log.max_shift.fetch_max(shift, Ordering::Relaxed);
-        log.mid_flushes.fetch_add(_mid_flushes, Ordering::Relaxed);
-    }
-
-    let mut chosen = vec![NONE; ctx.spine_t.len()];
-    for (&row, &seq) in group.order.iter().zip(&sorted_chosen) {
-        chosen[row as usize] = seq;
-    }
-    drop(sorted_chosen);
-    ctx.tuning.record(|p| &mut p.slotting, started.elapsed());
-    let started = Instant::now();
-    let out = gather(view, &chosen, &offsets, threads);
-    ctx.tuning.record(|p| &mut p.gather, started.elapsed());
-    out
 }
 
 /// Timestamps of `a` in UTC microseconds, borrowed when already in microseconds.
@@ -937,29 +1199,39 @@ fn times<'b>(
     Ok((events, created))
 }
 
-/// Builds the view's output columns from the chosen global row per spine row,
-/// one feature per task on up to `threads` threads.
+/// Builds every view's output columns from the chosen global row per spine
+/// row (`chosen[view]`), one feature per task on up to `threads` threads.
 fn gather(
-    view: &PitView<'_>,
-    chosen: &[u32],
-    offsets: &[usize],
+    views: &[PitView<'_>],
+    rows: &[ViewRows<'_>],
+    chosen: &[Vec<u32>],
     threads: usize,
-) -> Result<Vec<ArrayRef>> {
-    let null_source = view.batches.len();
-    let indices: Vec<(usize, usize)> = chosen
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let indices: Vec<Vec<(usize, usize)>> = par_map(views.len(), threads, |vi| {
+        let null_source = views[vi].batches.len();
+        let offsets = &rows[vi].offsets;
+        Ok(chosen[vi]
+            .iter()
+            .map(|&g| {
+                if g == NONE {
+                    (null_source, 0)
+                } else {
+                    let g = g as usize;
+                    let b = offsets.partition_point(|&o| o <= g).saturating_sub(1);
+                    (b, g - offsets[b])
+                }
+            })
+            .collect())
+    })?;
+    let tasks: Vec<(usize, usize)> = views
         .iter()
-        .map(|&g| {
-            if g == NONE {
-                (null_source, 0)
-            } else {
-                let g = g as usize;
-                let b = offsets.partition_point(|&o| o <= g).saturating_sub(1);
-                (b, g - offsets[b])
-            }
-        })
+        .enumerate()
+        .flat_map(|(vi, v)| (0..v.features.len()).map(move |fi| (vi, fi)))
         .collect();
-    par_map(view.features.len(), threads, |i| {
-        let f = &view.features[i];
+    let mut columns = par_map(tasks.len(), threads, |i| {
+        let (vi, fi) = tasks[i];
+        let view = &views[vi];
+        let f = &view.features[fi];
         let null = new_null_array(f.data_type(), 1);
         let mut sources = view
             .batches
@@ -967,6 +1239,14 @@ fn gather(
             .map(|b| column(b, f.name()).map(|c| c.as_ref()))
             .collect::<Result<Vec<&dyn Array>>>()?;
         sources.push(null.as_ref());
-        Ok(arrow_select::interleave::interleave(&sources, &indices)?)
-    })
+        Ok(arrow_select::interleave::interleave(
+            &sources,
+            &indices[vi],
+        )?)
+    })?
+    .into_iter();
+    Ok(views
+        .iter()
+        .map(|v| columns.by_ref().take(v.features.len()).collect())
+        .collect())
 }

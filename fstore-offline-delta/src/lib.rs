@@ -28,7 +28,8 @@
 //! Configuration: [`DeltaOfflineStoreBuilder`] (typed [`DeltaConfigKey`]s,
 //! `from_env()` reads `FSTORE_DELTA_*`, storage options pass through to
 //! delta-rs). Maintenance: [`DeltaOfflineStore::compact`],
-//! [`DeltaOfflineStore::vacuum`].
+//! [`DeltaOfflineStore::vacuum`]. Training sets built out of memory can read
+//! their spine from a Delta table ([`DeltaSpine`]) and land in one ([`DeltaSink`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
@@ -41,11 +42,13 @@ mod parquet;
 mod registry;
 mod scan;
 mod store;
+mod training;
 
 pub use config::{BACKEND, DeltaConfigKey, DeltaOfflineStoreBuilder};
 pub use maintenance::{CompactReport, VacuumReport};
 pub use registry::DeltaRegistry;
 pub use store::DeltaOfflineStore;
+pub use training::{DeltaSink, DeltaSpine};
 
 pub use arrow_array;
 pub use arrow_schema;

@@ -721,6 +721,8 @@ impl OnlineStore for DynamoOnlineStore {
             .with_max_read_batch(MAX_BATCH_GET)
             .with_max_write_batch(1)
             .with_native_ttl(self.settings.native_ttl)
+            // `read` and `read_tiles` run under `with_deadline(opts.timeout)`.
+            .with_enforces_read_timeout(true)
             .with_tiles(true)
     }
 

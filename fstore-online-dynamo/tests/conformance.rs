@@ -718,3 +718,24 @@ async fn server_unprocessed_keys_at_the_response_cap_are_fetched() {
         "no unprocessed keys seen: {used:?}"
     );
 }
+
+/// The read deadline through a connection that stops answering
+/// (`fstore_core::testkit::online_read_deadline`): the store declares
+/// `enforces_read_timeout`, so the facade relies on the store's own timer;
+/// the SDK's request timeout (10 s) is far above the 300 ms deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_deadline_through_a_frozen_connection() {
+    let Some(ep) = endpoint() else { return };
+    let upstream = ep
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = fstore_core::testkit::FreezableProxy::start(upstream).await;
+    let s = builder(&format!("http://127.0.0.1:{}", proxy.port()), &table("dl"))
+        .with_request_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    s.ensure_tables().await.unwrap();
+    assert!(s.capabilities().enforces_read_timeout);
+    fstore_core::testkit::online_read_deadline(Arc::new(s), &proxy).await;
+}

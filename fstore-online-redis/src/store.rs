@@ -202,7 +202,10 @@ impl RedisOnlineStore {
         }
 
         let what = format!("read of {} keys", keys.len());
-        with_deadline(self.read_deadline(opts), &what, async {
+        // Boxed: the pipelined read's state is large, and inline it would
+        // make every read's future (boxed and copied per call by
+        // `async_trait`) as large, the 1-entity HMGET's too.
+        Box::pin(with_deadline(self.read_deadline(opts), &what, async {
             let mut groups: Vec<Group<'_>> = Vec::new();
             let mut by_key: HashMap<&[u8], usize> = HashMap::with_capacity(keys.len());
             let mut slots = Vec::with_capacity(keys.len());
@@ -253,7 +256,7 @@ impl RedisOnlineStore {
                 out.push(decode_at(&replies[s.group], s.view, k, keys.len())?);
             }
             Ok(out)
-        })
+        }))
         .await
     }
 
@@ -495,6 +498,10 @@ impl OnlineStore for RedisOnlineStore {
         OnlineCapabilities::default()
             .with_native_ttl(self.settings.native_ttl)
             .with_tiles(true)
+            // Every read path ends at `ReadOptions::timeout`: a single HMGET
+            // through fred's per-command timeout, pipelines, tile reads and
+            // the first connect under `with_deadline`.
+            .with_enforces_read_timeout(true)
     }
 
     async fn write(
@@ -542,13 +549,14 @@ impl OnlineStore for RedisOnlineStore {
             // deadline itself (fred's command timeout); a pipeline gets an
             // outer deadline.
             Some(conn) => self.read_on(conn, keys, opts).await,
-            // First call: the connect counts against the read's deadline too.
+            // First call: the connect counts against the read's deadline too
+            // (boxed: connecting's state would otherwise enlarge every read's).
             None => {
                 let what = format!("read of {} keys", keys.len());
-                with_deadline(self.read_deadline(opts), &what, async {
+                Box::pin(with_deadline(self.read_deadline(opts), &what, async {
                     let conn = self.conn().await?;
                     self.read_on(conn, keys, opts).await
-                })
+                }))
                 .await
             }
         }

@@ -812,3 +812,25 @@ async fn large_reads_are_chunked_and_oversized_reads_refused() {
         s.delete_view(v.name()).await.unwrap();
     }
 }
+
+/// The read deadline through a connection that stops answering
+/// (`fstore_core::testkit::online_read_deadline`): the store declares
+/// `enforces_read_timeout`, so the facade relies on the store's own timer;
+/// the store's configured command timeout (10 s) is far above the 300 ms
+/// deadline, so only the per-read deadline can end the calls in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_deadline_through_a_frozen_connection() {
+    let Some(url) = server_url("FSTORE_TEST_REDIS_URL") else {
+        return;
+    };
+    let proxy =
+        fstore_core::testkit::FreezableProxy::start(url.trim_start_matches("redis://")).await;
+    let s = RedisOnlineStoreBuilder::new()
+        .with_url(format!("redis://127.0.0.1:{}", proxy.port()))
+        .with_key_prefix(unique("dl"))
+        .with_command_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert!(s.capabilities().enforces_read_timeout);
+    fstore_core::testkit::online_read_deadline(Arc::new(s), &proxy).await;
+}

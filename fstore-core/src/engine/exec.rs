@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt64Array, new_null_array,
@@ -27,6 +28,9 @@ use datafusion::physical_expr::{
     PhysicalExpr, PhysicalSortRequirement,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -480,6 +484,10 @@ pub struct PitJoinConfig {
 ///
 /// Output: the spine's columns, then the features (nullable), in the spine's
 /// partitioning and in no particular order.
+///
+/// Metrics (per partition): `output_rows`, `elapsed_compute` (the merge itself,
+/// without the time spent waiting for either input) and `view_rows` (feature
+/// rows read).
 #[derive(Debug)]
 pub struct PitJoinExec {
     spine: Arc<dyn ExecutionPlan>,
@@ -487,6 +495,7 @@ pub struct PitJoinExec {
     config: PitJoinConfig,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl PitJoinExec {
@@ -555,6 +564,7 @@ impl PitJoinExec {
             config,
             schema,
             cache,
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -655,6 +665,10 @@ impl ExecutionPlan for PitJoinExec {
         vec![false, false]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
@@ -690,7 +704,7 @@ impl ExecutionPlan for PitJoinExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let spine = self.spine.execute(partition, Arc::clone(&context))?;
         let view = self.view.execute(partition, context)?;
-        let merge = Merge::try_new(self, view)?;
+        let merge = Merge::try_new(self, view, partition)?;
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         builder.spawn(async move { merge.run(spine, tx).await });
@@ -707,6 +721,12 @@ struct ViewBatch {
     created: Int64Array,
     wseq: UInt64Array,
     features: Vec<ArrayRef>,
+}
+
+/// What a [`PitJoinExec`] partition reports.
+struct MergeMetrics {
+    baseline: BaselineMetrics,
+    view_rows: Count,
 }
 
 /// The best row of the current key so far.
@@ -736,10 +756,17 @@ struct Merge {
     key: Option<OwnedRow>,
     best: Option<Best>,
     best_batch: Option<(u64, Vec<ArrayRef>)>,
+    metrics: MergeMetrics,
+    /// Time spent waiting for the view input during the current spine batch.
+    waited: Duration,
 }
 
 impl Merge {
-    fn try_new(node: &PitJoinExec, view: SendableRecordBatchStream) -> DfResult<Self> {
+    fn try_new(
+        node: &PitJoinExec,
+        view: SendableRecordBatchStream,
+        partition: usize,
+    ) -> DfResult<Self> {
         let ss = node.spine.schema();
         let vs = node.view.schema();
         let idx = |s: &Schema, c: &str| s.index_of(c).map_err(DataFusionError::from);
@@ -799,6 +826,11 @@ impl Merge {
             key: None,
             best: None,
             best_batch: None,
+            metrics: MergeMetrics {
+                baseline: BaselineMetrics::new(&node.metrics, partition),
+                view_rows: MetricBuilder::new(&node.metrics).counter("view_rows", partition),
+            },
+            waited: Duration::ZERO,
         })
     }
 
@@ -813,13 +845,17 @@ impl Merge {
             if self.done {
                 return Ok(false);
             }
-            match self.view.next().await {
+            let waiting = Instant::now();
+            let next = self.view.next().await;
+            self.waited += waiting.elapsed();
+            match next {
                 None => {
                     self.done = true;
                     self.cur = None;
                 }
                 Some(batch) => {
                     let batch = batch?;
+                    self.metrics.view_rows.add(batch.num_rows());
                     let cols: Vec<ArrayRef> = self
                         .view_keys
                         .iter()
@@ -867,11 +903,19 @@ impl Merge {
         tx: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     ) -> DfResult<()> {
         while let Some(batch) = spine.next().await {
+            let start = Instant::now();
+            self.waited = Duration::ZERO;
             let out = self.join_batch(batch?).await?;
+            let baseline = &self.metrics.baseline;
+            baseline
+                .elapsed_compute()
+                .add_duration(start.elapsed().saturating_sub(self.waited));
+            baseline.record_output(out.num_rows());
             if tx.send(Ok(out)).await.is_err() {
                 return Ok(()); // the consumer hung up
             }
         }
+        self.metrics.baseline.done();
         Ok(())
     }
 

@@ -31,6 +31,7 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,8 +107,9 @@ pub struct EngineConfig {
     pub partitions: usize,
     /// Rows per batch inside the plan. Default 8192.
     pub batch_size: usize,
-    /// Memory pool limit in bytes (operators that spill share half of it fairly;
-    /// merges of spill files may use the rest); `None` = unbounded.
+    /// Memory pool limit in bytes (operators that spill share half of it, divided
+    /// among those running; merges of spill files may use the rest); `None` =
+    /// unbounded.
     pub memory_limit: Option<usize>,
     /// Where sorts and repartitions spill; `None` = the OS temporary directory.
     pub spill_dir: Option<PathBuf>,
@@ -156,9 +158,9 @@ impl EngineConfig {
     }
 
     /// A DataFusion session with this config: batch size, target partitions, a
-    /// memory pool of `memory_limit` bytes (half shared fairly by the operators
-    /// that spill; the merges of spill files, which cannot, may use all that is
-    /// left), spilling to
+    /// memory pool of `memory_limit` bytes (half shared by the operators that
+    /// spill, divided among those holding memory; the merges of spill files,
+    /// which cannot spill, may use all that is left), spilling to
     /// `spill_dir` with at most `spill_merge_fan_in` files per merge pass.
     ///
     /// # Errors
@@ -207,13 +209,21 @@ impl EngineConfig {
 }
 
 /// The engine's memory pool. Operators that can spill (sorts, repartitions) share
-/// half of the limit fairly: each spills when it reaches its share of that half.
-/// Operators that cannot spill (the merges of spill files, one batch per open
-/// file) may use whatever the whole limit has left, so they always have at least
-/// half of it. The total never exceeds the limit. With one shared pool, sorts
-/// that filled it early starve the merges that start later; with a fixed half
-/// for the merges, concurrent merges failed while the spill half stood idle
-/// (a CI run: merges at 8 of 8 MB, sorts at 3.3 of 8 MB).
+/// half of the limit: each may grow to that half divided by the spilling
+/// consumers that are *active* (hold memory) counting itself, and spills when it
+/// reaches that share. A consumer below its base share (the half divided by every
+/// registered spilling consumer, idle or not) always gets up to it, as in a fair
+/// pool, so one that starts while the others hold the whole half can still take
+/// its first batch; the others spill at their next allocation, being above the new
+/// share. Idle consumers (the later views' sorts, the final sort, empty
+/// repartition buffers) thus take nothing from the running sorts. Operators that
+/// cannot spill (the merges of spill files, one batch per open file) may use
+/// whatever the whole limit has left. The total never exceeds the limit.
+/// With one shared pool, sorts that filled it early starve the merges that start
+/// later; with a fixed half for the merges, concurrent merges failed while the
+/// spill half stood idle (a CI run: merges at 8 of 8 MB, sorts at 3.3 of 8 MB);
+/// with the half divided over every registered consumer, sorts of data that fit
+/// the limit spilled gigabytes (M shape, 4 GiB: ~28 registered, ~3 running).
 #[derive(Debug)]
 struct SplitPool {
     state: std::sync::Mutex<PoolState>,
@@ -224,7 +234,30 @@ struct SplitPool {
 struct PoolState {
     spillable: usize,
     unspillable: usize,
+    /// Registered spilling consumers.
     spillers: usize,
+    /// Bytes held by each spilling consumer that holds any (by consumer id: a
+    /// consumer's reservations may be split, its share is for all of them).
+    held: HashMap<usize, usize>,
+}
+
+impl PoolState {
+    fn add_spillable(&mut self, id: usize, bytes: usize) {
+        if bytes > 0 {
+            self.spillable += bytes;
+            *self.held.entry(id).or_default() += bytes;
+        }
+    }
+
+    fn remove_spillable(&mut self, id: usize, bytes: usize) {
+        self.spillable = self.spillable.saturating_sub(bytes);
+        if let Some(h) = self.held.get_mut(&id) {
+            *h = h.saturating_sub(bytes);
+            if *h == 0 {
+                self.held.remove(&id);
+            }
+        }
+    }
 }
 
 impl SplitPool {
@@ -236,9 +269,24 @@ impl SplitPool {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        // The state is two counters updated in one statement each: a panic
-        // elsewhere cannot leave them half-written, so a poisoned lock is usable.
+        // Each update is a few counter changes that cannot panic halfway: a panic
+        // elsewhere cannot leave the state half-written, so a poisoned lock is usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes a spilling consumer holding `held` may still take: up to its base
+    /// share (half of the limit over every registered spilling consumer), or up
+    /// to its share among the active ones while the spill half has room; never
+    /// past the whole limit.
+    fn spill_available(&self, s: &PoolState, id: usize, held: usize) -> usize {
+        let half = self.limit / 2;
+        let free = self.limit.saturating_sub(s.spillable + s.unspillable);
+        let base = (half / s.spillers.max(1)).saturating_sub(held);
+        let active = s.held.len() + usize::from(!s.held.contains_key(&id));
+        let extra = (half / active)
+            .saturating_sub(held)
+            .min(half.saturating_sub(s.spillable));
+        base.max(extra).min(free)
     }
 
     fn exhausted(
@@ -267,8 +315,11 @@ impl std::fmt::Display for SplitPool {
         let s = self.state();
         write!(
             f,
-            "fstore-engine(limit: {}, spillable: {}, unspillable: {})",
-            self.limit, s.spillable, s.unspillable
+            "fstore-engine(limit: {}, spillable: {} in {} consumers, unspillable: {})",
+            self.limit,
+            s.spillable,
+            s.held.len(),
+            s.unspillable
         )
     }
 }
@@ -291,7 +342,7 @@ impl MemoryPool for SplitPool {
     fn grow(&self, r: &MemoryReservation, additional: usize) {
         let mut s = self.state();
         if r.consumer().can_spill() {
-            s.spillable += additional;
+            s.add_spillable(r.consumer().id(), additional);
         } else {
             s.unspillable += additional;
         }
@@ -299,22 +350,23 @@ impl MemoryPool for SplitPool {
     fn shrink(&self, r: &MemoryReservation, shrink: usize) {
         let mut s = self.state();
         if r.consumer().can_spill() {
-            s.spillable = s.spillable.saturating_sub(shrink);
+            s.remove_spillable(r.consumer().id(), shrink);
         } else {
             s.unspillable = s.unspillable.saturating_sub(shrink);
         }
     }
     fn try_grow(&self, r: &MemoryReservation, additional: usize) -> datafusion::common::Result<()> {
         let mut s = self.state();
-        let free = self.limit.saturating_sub(s.spillable + s.unspillable);
         if r.consumer().can_spill() {
-            let share = (self.limit / 2) / s.spillers.max(1);
-            let available = share.saturating_sub(r.size()).min(free);
+            let id = r.consumer().id();
+            let held = s.held.get(&id).copied().unwrap_or(0);
+            let available = self.spill_available(&s, id, held);
             if additional > available {
                 return Err(self.exhausted(r, additional, available));
             }
-            s.spillable += additional;
+            s.add_spillable(id, additional);
         } else {
+            let free = self.limit.saturating_sub(s.spillable + s.unspillable);
             if additional > free {
                 return Err(self.exhausted(r, additional, free));
             }

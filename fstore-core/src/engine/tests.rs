@@ -697,12 +697,13 @@ fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
         .with_can_spill(true)
         .register(&pool);
     let merge = MemoryConsumer::new("merge").register(&pool);
-    // Two spilling operators share half of the limit: 250 bytes each.
+    // Two running spilling operators share half of the limit: 250 bytes each.
+    sort_a.try_grow(50).unwrap();
     sort_b.try_grow(250).unwrap();
     let err = sort_b.try_grow(1).unwrap_err().to_string();
     assert!(err.contains("sort b") && err.contains("can spill"), "{err}");
     // A merge cannot spill: it may take everything the sorts left, beyond half.
-    merge.try_grow(700).unwrap();
+    merge.try_grow(650).unwrap();
     assert_eq!(pool.reserved(), 950);
     let err = merge.try_grow(51).unwrap_err().to_string();
     assert!(
@@ -717,4 +718,113 @@ fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
     sort_b.free();
     merge.try_grow(250).unwrap();
     assert_eq!(pool.reserved(), 1000);
+}
+
+#[test]
+fn the_spill_half_is_shared_by_the_consumers_holding_memory_not_the_idle_ones() {
+    let pool: Arc<dyn MemoryPool> = Arc::new(SplitPool::new(1000));
+    let sorts: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            MemoryConsumer::new(format!("sort {n}"))
+                .with_can_spill(true)
+                .register(&pool)
+        })
+        .collect();
+    let [a, b, c, _idle] = &sorts[..] else {
+        unreachable!()
+    };
+    let merge = MemoryConsumer::new("merge").register(&pool);
+    // Four registered, one running: it gets the whole half, not a quarter of it.
+    a.try_grow(500).unwrap();
+    assert!(a.try_grow(1).is_err());
+    // A second one starts while the half is full: it still gets its base share
+    // (half over the four registered) from what the limit has left ...
+    b.try_grow(125).unwrap();
+    assert!(b.try_grow(1).is_err());
+    // ... and the first, now above half over the two running, spills at its next
+    // allocation.
+    assert!(a.try_grow(1).is_err());
+    a.free();
+    // Another starts: two running, the half has room again, each may grow to 250.
+    c.try_grow(100).unwrap();
+    b.try_grow(125).unwrap();
+    assert!(b.try_grow(1).is_err());
+    // Two reservations of one consumer hold one share between them.
+    let c2 = c.new_empty();
+    c.try_grow(100).unwrap();
+    c2.try_grow(50).unwrap();
+    assert!(c2.try_grow(1).is_err());
+    assert_eq!(pool.reserved(), 500);
+    c.free();
+    c2.free();
+    // The non-spilling merges still may use the rest, and the total holds.
+    merge.try_grow(750).unwrap();
+    assert!(merge.try_grow(1).is_err());
+    assert!(b.try_grow(1).is_err());
+    assert_eq!(pool.reserved(), 1000);
+}
+
+/// Every [`PitJoinExec`] node of `plan`.
+fn join_nodes(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut out: Vec<Arc<dyn ExecutionPlan>> =
+        plan.children().into_iter().flat_map(join_nodes).collect();
+    if plan.downcast_ref::<PitJoinExec>().is_some() {
+        out.push(Arc::clone(plan));
+    }
+    out
+}
+
+#[test]
+fn the_join_node_reports_its_rows_and_compute_time() {
+    let (spine, view) = large_case(10_000, 30_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(5_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
+        };
+        let plan = pit_join_plan(
+            memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            3,
+        )
+        .unwrap();
+        let session = EngineConfig::default()
+            .with_partitions(3)
+            .with_batch_size(512)
+            .session()
+            .unwrap();
+        let mut stream = execute(Arc::clone(&plan), session.task_ctx()).unwrap();
+        let mut rows = 0;
+        while let Some(b) = stream.next().await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows, 10_000);
+        plan
+    });
+    let joins = join_nodes(&plan);
+    assert_eq!(joins.len(), 1);
+    let m = joins[0].metrics().expect("PitJoinExec reports metrics");
+    assert_eq!(m.output_rows(), Some(10_000));
+    assert_eq!(
+        m.sum_by_name("view_rows").map(|v| v.as_usize()),
+        Some(30_000)
+    );
+    assert!(m.elapsed_compute().is_some_and(|ns| ns > 0), "{m}");
+    // Per partition: three partitions reported.
+    let partitions: std::collections::BTreeSet<_> =
+        m.iter().filter_map(|x| x.partition()).collect();
+    assert_eq!(partitions.len(), 3, "{m}");
 }

@@ -1102,6 +1102,14 @@ fn check_big(case: &BigCase, tuning: &Tuning) -> std::result::Result<(), TestCas
     let out = join_tuned(&spine, "t", &views, &opts, tuning)
         .map_err(|e| TestCaseError::fail(format!("join: {e}")))?;
     prop_assert_eq!(out.num_rows(), case.n_spine);
+    // The rows-only entry point picks exactly the reference's rows.
+    let rows = point_in_time_rows(&spine, "t", &views, &opts)
+        .map_err(|e| TestCaseError::fail(format!("rows: {e}")))?;
+    prop_assert_eq!(rows.len(), 4);
+    for (vi, r) in rows.iter().enumerate() {
+        let want = arrow_array::UInt32Array::from(expected[vi].clone());
+        prop_assert_eq!(r, &want, "chosen rows of view v{}", vi);
+    }
     for vi in 0..4 {
         let idx = arrow_array::UInt32Array::from(expected[vi].clone());
         for (name, src) in &sources[vi] {
@@ -1157,4 +1165,48 @@ proptest! {
         prop_assert!(log.threaded.load(Ordering::Relaxed) > 0, "threaded path ran");
         prop_assert!(log.id_splits.load(Ordering::Relaxed) > 0, "slotting split by key-id range ran");
     }
+}
+
+/// Several views on several threads: the small view is slotted as one range by
+/// one worker while the others run the big views' key ranges (each split), and
+/// every cell matches the naive reference.
+#[test]
+fn small_view_slotted_whole_beside_split_big_views() {
+    let case = BigCase {
+        seed: 0x5eed_0001,
+        n_keys: 700,
+        n_spine: 1000,
+        rows: [9000, 9000, 9000, 1500],
+        ttl: [Some(300), None, Some(50), None],
+        created: [true, false, true, true],
+        cutoff: true,
+    };
+    let forced = Tuning {
+        part_chunk: 150,
+        parallel_work: 0,
+        max_threads: 3,
+        piece_rows: 200,
+        profile: None,
+        log: PathLog::default(),
+    };
+    check_big(&case, &forced).unwrap();
+    let log = &forced.log;
+    assert!(
+        log.threaded.load(Ordering::Relaxed) > 0,
+        "threaded path ran"
+    );
+    assert_eq!(
+        log.id_splits.load(Ordering::Relaxed),
+        3,
+        "the three big views were split by key-id range"
+    );
+    assert_eq!(
+        log.pooled_whole.load(Ordering::Relaxed),
+        1,
+        "the small view was slotted as one range"
+    );
+    assert!(
+        log.mid_flushes.load(Ordering::Relaxed) > 0,
+        "mid-buffer flush ran"
+    );
 }

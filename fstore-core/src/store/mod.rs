@@ -172,6 +172,9 @@ pub struct FeatureStore {
     online: Arc<DynOnlineStore>,
     on_demand: HashMap<String, OnDemandFunction>,
     online_timeout: Duration,
+    /// The online store ends reads at their `ReadOptions::timeout` itself
+    /// ([`crate::OnlineCapabilities::enforces_read_timeout`]): no second timer.
+    online_enforces_timeout: bool,
     registry_ttl: Duration,
     cache: Arc<SnapshotCache>,
     /// A background registry refresh is running (serving never waits for one).
@@ -287,6 +290,7 @@ impl FeatureStoreBuilder {
                 .unwrap_or_else(|| Arc::new(InMemoryOnlineStore::new())),
         );
         let online_backend = online.backend();
+        let online_enforces_timeout = online.capabilities().enforces_read_timeout;
         Ok(FeatureStore {
             registry: InstrumentedRegistry::wrap(
                 self.registry
@@ -299,6 +303,7 @@ impl FeatureStoreBuilder {
             online,
             on_demand,
             online_timeout: self.online_timeout.unwrap_or(Duration::from_secs(1)),
+            online_enforces_timeout,
             registry_ttl: self.registry_ttl.unwrap_or(Duration::from_secs(1)),
             cache: Arc::default(),
             refreshing: Arc::default(),
@@ -329,6 +334,7 @@ impl FeatureStore {
             online: InstrumentedOnline::wrap(Arc::new(InMemoryOnlineStore::new())),
             on_demand: HashMap::new(),
             online_timeout: Duration::from_secs(1),
+            online_enforces_timeout: false,
             registry_ttl: Duration::from_secs(1),
             cache: Arc::default(),
             refreshing: Arc::default(),

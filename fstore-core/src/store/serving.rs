@@ -668,9 +668,13 @@ impl FeatureStore {
     async fn read_agg_tiles(&self, keys: &[OnlineKey]) -> Result<Vec<Vec<crate::online::Tile>>> {
         let backend = self.online.backend();
         let opts = ReadOptions::default().with_timeout(self.online_timeout);
-        match tokio::time::timeout(self.online_timeout, self.online.read_tiles(keys, &opts)).await {
-            Ok(Ok(t)) if t.len() == keys.len() => Ok(t),
-            Ok(Ok(t)) => Err(Error::backend_msg(
+        let read = self.online.read_tiles(keys, &opts);
+        match self
+            .under_online_timeout("tile read", keys.len(), read)
+            .await
+        {
+            Ok(t) if t.len() == keys.len() => Ok(t),
+            Ok(t) => Err(Error::backend_msg(
                 backend,
                 format!(
                     "read_tiles returned {} entries for {} keys",
@@ -678,16 +682,44 @@ impl FeatureStore {
                     keys.len()
                 ),
             )),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Timeout {
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `read` (an online read of `n` keys) under the online timeout: when the
+    /// store ends reads at `ReadOptions::timeout` itself
+    /// ([`crate::OnlineCapabilities::enforces_read_timeout`]) no timer is
+    /// added here (one per read is enough), else `tokio::time::timeout`.
+    /// Either way running out is [`Error::Timeout`] naming the limit.
+    async fn under_online_timeout<T>(
+        &self,
+        what: &str,
+        n: usize,
+        read: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = self.online_timeout;
+        let res = if self.online_enforces_timeout {
+            read.await
+        } else {
+            match tokio::time::timeout(limit, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend: self.online.backend(),
+                        message: format!("online {what} of {n} keys exceeded {limit:?}"),
+                    });
+                }
+            }
+        };
+        res.map_err(|e| match e {
+            Error::Timeout { backend, message } => Error::Timeout {
                 backend,
                 message: format!(
-                    "tile read of {} keys exceeded {:?}",
-                    keys.len(),
-                    self.online_timeout
+                    "online {what} of {n} keys timed out (online timeout {limit:?}): {message}"
                 ),
-            }),
-        }
+            },
+            other => other,
+        })
     }
 
     /// One online read with timeout, circuit breaker and last-known-good
@@ -699,23 +731,14 @@ impl FeatureStore {
         let err = if allowed {
             let ticket = self.lkg.as_ref().map(|c| c.ticket());
             let opts = ReadOptions::default().with_timeout(self.online_timeout);
-            let res = match tokio::time::timeout(self.online_timeout, self.online.read(keys, &opts))
-                .await
-            {
-                Ok(Ok(rows)) if rows.len() == keys.len() => Ok(rows),
-                Ok(Ok(rows)) => Err(Error::backend_msg(
+            let read = self.online.read(keys, &opts);
+            let res = match self.under_online_timeout("read", keys.len(), read).await {
+                Ok(rows) if rows.len() == keys.len() => Ok(rows),
+                Ok(rows) => Err(Error::backend_msg(
                     backend,
                     format!("read returned {} rows for {} keys", rows.len(), keys.len()),
                 )),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(Error::Timeout {
-                    backend,
-                    message: format!(
-                        "online read of {} keys exceeded {:?}",
-                        keys.len(),
-                        self.online_timeout
-                    ),
-                }),
+                Err(e) => Err(e),
             };
             match res {
                 Ok(rows) => {

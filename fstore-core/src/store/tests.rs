@@ -442,6 +442,9 @@ struct Faulty {
     /// Every read sleeps this long first (ms), ignoring `ReadOptions::timeout`:
     /// a hung backend only the facade's own timeout can cut short.
     read_delay_ms: std::sync::atomic::AtomicU64,
+    /// Declares `enforces_read_timeout` and keeps it: a delayed read ends
+    /// at `ReadOptions::timeout` with its own `Timeout`.
+    enforces_deadline: bool,
 }
 
 impl Faulty {
@@ -452,7 +455,15 @@ impl Faulty {
             down: std::sync::atomic::AtomicBool::new(false),
             reads: AtomicUsize::new(0),
             read_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            enforces_deadline: false,
         })
+    }
+
+    /// A store that enforces the read deadline itself.
+    fn enforcing() -> Arc<Self> {
+        let mut s = Arc::into_inner(Self::new(usize::MAX)).expect("sole owner");
+        s.enforces_deadline = true;
+        Arc::new(s)
     }
 }
 
@@ -465,7 +476,7 @@ impl OnlineStore for Faulty {
         "faulty:1".into()
     }
     fn capabilities(&self) -> OnlineCapabilities {
-        OnlineCapabilities::default()
+        OnlineCapabilities::default().with_enforces_read_timeout(self.enforces_deadline)
     }
     async fn write(
         &self,
@@ -485,9 +496,18 @@ impl OnlineStore for Faulty {
     }
     async fn read(&self, keys: &[OnlineKey], opts: &ReadOptions) -> Result<Vec<Option<OnlineRow>>> {
         self.reads.fetch_add(1, AtomicOrdering::SeqCst);
-        let delay = self.read_delay_ms.load(AtomicOrdering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        let delay = Duration::from_millis(self.read_delay_ms.load(AtomicOrdering::SeqCst));
+        match opts.timeout {
+            Some(t) if self.enforces_deadline && delay > t => {
+                // a little late, like a real client's timer
+                tokio::time::sleep(t + Duration::from_millis(50)).await;
+                return Err(Error::Timeout {
+                    backend: "faulty",
+                    message: "no reply before the read's deadline".into(),
+                });
+            }
+            _ if !delay.is_zero() => tokio::time::sleep(delay).await,
+            _ => {}
         }
         if self.down.load(AtomicOrdering::SeqCst) {
             return Err(Error::Unavailable {
@@ -808,6 +828,58 @@ async fn facade_timeout_fires_on_a_hung_backend() {
     cached.get_online_features(&req).await.unwrap();
     backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
     let r = cached.get_online_features(&req).await.unwrap();
+    assert_eq!(
+        r.feature("score").unwrap().statuses(),
+        vec![FeatureStatus::Stale],
+        "timed-out read served from the cache"
+    );
+}
+
+/// A store that ends reads at `ReadOptions::timeout` itself
+/// (`enforces_read_timeout`): the facade adds no timer, and a read past the
+/// deadline is still a `Timeout` naming the online timeout, answered from
+/// the last-known-good cache when there is one.
+#[tokio::test]
+async fn store_enforced_deadline_is_the_facade_timeout() {
+    let backend = Faulty::enforcing();
+    let fs = FeatureStore::builder()
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .with_last_known_good_cache(10)
+        .build()
+        .unwrap();
+    let plain = FeatureStore::builder()
+        .with_registry(Arc::clone(fs.registry()))
+        .with_online(Arc::clone(&backend) as _)
+        .with_online_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    fs.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    fs.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let req = OnlineRequest::new(
+        FeatureSelection::refs(["v:score"]).unwrap(),
+        entity_batch(&[1]),
+    )
+    .with_now(from_micros(S));
+    fs.get_online_features(&req).await.unwrap();
+    backend.read_delay_ms.store(20_000, AtomicOrdering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = plain.get_online_features(&req).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout { backend: "faulty", message }
+            if message.contains("100ms") && message.contains("no reply before")),
+        "the store's timeout, naming the online timeout, got {err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let r = fs.get_online_features(&req).await.unwrap();
     assert_eq!(
         r.feature("score").unwrap().statuses(),
         vec![FeatureStatus::Stale],

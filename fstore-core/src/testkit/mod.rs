@@ -27,6 +27,7 @@
 mod agg;
 pub mod bench;
 mod cases;
+mod deadline;
 mod env;
 mod fixtures;
 mod fuzz;
@@ -44,6 +45,7 @@ pub use cases::{
     Capability, Case, OnlineSuite, RegistryCase, offline_cases, online_cases, registry_cases,
     run_offline_cases, run_registry_cases,
 };
+pub use deadline::{FreezableProxy, online_read_deadline};
 pub(crate) use env::parity_cases;
 pub use env::server_url;
 pub use fixtures::{
