@@ -336,8 +336,24 @@ impl History {
             *p += 1;
         }
         drop((grp, ts, created));
-        for g in 0..groups.len() {
-            recs[off[g]..off[g + 1]].sort_unstable();
+        // the per-group sorts on all cores (halves cut at a group boundary)
+        let sort_groups =
+            |recs: &mut [(i64, i64, u32)], base: usize, gs: std::ops::Range<usize>| {
+                for g in gs {
+                    recs[off[g] - base..off[g + 1] - base].sort_unstable();
+                }
+            };
+        let n_groups = groups.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 1 && recs.len() >= 1 << 12 {
+            let mid = off.partition_point(|o| *o < recs.len() / 2).min(n_groups);
+            let (a, b) = recs.split_at_mut(off[mid]);
+            std::thread::scope(|s| {
+                s.spawn(|| sort_groups(a, 0, 0..mid));
+                sort_groups(b, off[mid], mid..n_groups);
+            });
+        } else {
+            sort_groups(&mut recs, 0, 0..n_groups);
         }
         Ok(Self {
             groups,
