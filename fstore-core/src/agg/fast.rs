@@ -595,6 +595,11 @@ impl SetRun<'_> {
         let r = set.r;
         let mut tiles: Tiles<A> = Tiles::new();
         let mut tiled = usize::MAX;
+        // Cursors: rows of a group come by ascending t, so every bound below
+        // (head, tail of each window, t) only moves forward within a group.
+        let nw = set.windows.len();
+        let (mut a1, mut e1) = (0usize, 0usize);
+        let (mut a0, mut e0) = (vec![0usize; nw], vec![0usize; nw]);
         let fold = |acc: &mut A, from: usize, to: usize, t: i64| {
             for p in from..to {
                 if cutoff && h.created[p] > t {
@@ -608,6 +613,9 @@ impl SetRun<'_> {
             if g != tiled {
                 tiles.fill(h, c, r, g);
                 tiled = g;
+                (a1, e1) = (0, h.off[g]);
+                a0.fill(0);
+                e0.fill(h.off[g]);
                 // as the generic path: an overflow in any tile of the group
                 if tiles.acc.iter().any(A::overflowed) {
                     for &(k, s, f, _) in &set.feats {
@@ -620,22 +628,31 @@ impl SetRun<'_> {
                 }
             }
             let head = floor_to(t, r);
-            let a1 = tiles.start.partition_point(|s| *s < head);
-            let ev_ts = &h.ts[h.off[g]..h.off[g + 1]];
-            let e1 = h.off[g] + ev_ts.partition_point(|x| *x <= t);
+            let end = h.off[g + 1];
+            while a1 < tiles.start.len() && tiles.start[a1] < head {
+                a1 += 1;
+            }
+            while e1 < end && h.ts[e1] <= t {
+                e1 += 1;
+            }
             for (wi, w) in set.windows.iter().enumerate() {
                 let lo = w.map_or(i64::MIN, |w| floor_to(t.saturating_sub(w), r));
-                let a0 = tiles.start.partition_point(|s| *s < lo);
+                while a0[wi] < tiles.start.len() && tiles.start[a0[wi]] < lo {
+                    a0[wi] += 1;
+                }
+                let from = head.max(lo);
+                while e0[wi] < end && h.ts[e0[wi]] < from {
+                    e0[wi] += 1;
+                }
                 let mut acc = A::default();
-                for k in a0..a1 {
+                for k in a0[wi]..a1 {
                     if cutoff && tiles.max_created[k] > t {
                         fold(&mut acc, tiles.lo[k], tiles.hi[k], t);
                     } else {
                         acc.merge(&tiles.acc[k]);
                     }
                 }
-                let e0 = h.off[g] + ev_ts.partition_point(|x| *x < head.max(lo));
-                fold(&mut acc, e0, e1, t);
+                fold(&mut acc, e0[wi], e1, t);
                 for &(k, s, f, fw) in &set.feats {
                     if fw != wi || out.errors[s].is_some() {
                         continue;
