@@ -137,6 +137,7 @@ def check(ours, *peers):
     for p in peers:
         t = pq.read_table(p)
         assert t.num_rows == o.num_rows, f"{p}: {t.num_rows} rows, ours {o.num_rows}"
+        assert t.column_names == o.column_names, f"{p}: columns {t.column_names}, ours {o.column_names}"
         for c in ["user_id", "ts"]:
             a = o[c].cast("int64").to_numpy()
             b = t[c].cast("int64").to_numpy()

@@ -9,8 +9,9 @@
 #
 # Prints wall time and peak RSS (from /usr/bin/time) per tool and the ratios
 # peer / ours, after checking the three outputs cell by cell (floats within
-# the relative 1e-9 of semantics §11). fstore also runs the point-in-time
-# join of the view's `amount` (one extra output column the peers skip).
+# the relative 1e-9 of semantics §11). All three write the same columns
+# (user_id, ts, the 12 aggregations): a view named by an --agg is not
+# point-in-time joined unless its --view asks for plain features.
 set -euo pipefail
 RUNS=${RUNS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

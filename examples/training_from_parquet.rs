@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example training_from_parquet -- \
 //!     --spine spine.parquet --timestamp-column ts \
-//!     --view name=V,path=P.parquet,keys=k1+k2,event=event_ts[,created=created_ts][,ttl=SECONDS] \
+//!     --view name=V,path=P.parquet,keys=k1+k2,event=event_ts[,created=created_ts][,ttl=SECONDS][,features=f1+f2] \
 //!     [--view …] [--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] …] \
 //!     [--full-feature-names] [--created-cutoff] [--assume-utc] --out out.parquet
 //! ```
@@ -12,8 +12,11 @@
 //! [`fstore_examples::agg_args`]), e.g. `--agg txn:amount:sum:7d:1h`.
 //!
 //! A view's features are every column of its file that is not one of its key,
-//! event or created columns, in file order. The feature rows' write order (the
-//! last tie-break of the join) is the file's row order.
+//! event or created columns, in file order; `features=f1+f2` selects some, in
+//! that order. A view named by an `--agg` contributes only its aggregations
+//! unless `features=` asks for plain columns too (it is then not point-in-time
+//! joined at all). The feature rows' write order (the last tie-break of the
+//! join) is the file's row order.
 //!
 //! Reading is late-materialising and parallel (one task per row group, on all
 //! cores): phase 1 reads the spine and only the key and time columns of each view,
@@ -38,7 +41,8 @@ use fstore_examples::parquet_io::{
 };
 
 const USAGE: &str = "usage: training_from_parquet --spine SPINE.parquet --timestamp-column COL \
---view name=V,path=P.parquet,keys=k1+k2,event=EVENT[,created=CREATED][,ttl=SECONDS] [--view ...] \
+--view name=V,path=P.parquet,keys=k1+k2,event=EVENT[,created=CREATED][,ttl=SECONDS][,features=F1+F2] \
+[--view ...] \
 [--agg VIEW:COLUMN:FUNCTION:WINDOW[:HOP] ...] \
 [--full-feature-names] [--created-cutoff] [--assume-utc] --out OUT.parquet";
 
@@ -50,6 +54,9 @@ struct ViewArg {
     event: String,
     created: Option<String>,
     ttl: Option<Duration>,
+    /// `features=`: the plain features to join (default: all, or none for a
+    /// view named by an `--agg`).
+    features: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +73,7 @@ struct Args {
 fn parse_view(spec: &str) -> Result<ViewArg, String> {
     let (mut name, mut path, mut keys, mut event, mut created, mut ttl) =
         (None, None, None, None, None, None);
+    let mut features = None;
     for part in spec.split(',') {
         let (k, v) = part
             .split_once('=')
@@ -79,6 +87,13 @@ fn parse_view(spec: &str) -> Result<ViewArg, String> {
             "keys" => keys = Some(v.split('+').map(str::to_string).collect::<Vec<_>>()),
             "event" => event = Some(v.to_string()),
             "created" => created = Some(v.to_string()),
+            "features" => {
+                let f: Vec<String> = v.split('+').map(str::to_string).collect();
+                if f.iter().any(String::is_empty) {
+                    return Err(format!("--view: empty feature name in '{spec}'"));
+                }
+                features = Some(f);
+            }
             "ttl" => {
                 let secs: f64 = v
                     .parse()
@@ -104,6 +119,7 @@ fn parse_view(spec: &str) -> Result<ViewArg, String> {
         event: need(event, "event", spec)?,
         created,
         ttl,
+        features,
     })
 }
 
@@ -139,6 +155,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         return Err("--spine, --timestamp-column and --out are required".to_string());
     }
     args.engine.check()?;
+    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion
+        && let Some(v) = args.views.iter().find(|v| v.features.is_some())
+    {
+        return Err(format!(
+            "--view '{}': features= runs on the memory engine only (drop it or use --engine memory)",
+            v.name
+        ));
+    }
     if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion
         && !args.aggs.is_empty()
     {
@@ -180,17 +204,22 @@ fn run() -> Result<(), BoxError> {
         return Ok(());
     }
     let total = Instant::now();
+    // Views named by an --agg without features= are not joined: nobody asked
+    // for their plain columns.
+    let pit_views: Vec<&ViewArg> = args
+        .views
+        .iter()
+        .filter(|v| agg_args::joins_plain_features(&v.name, v.features.is_some(), &args.aggs))
+        .collect();
 
     // Phase 1: the spine, and only the key and time columns of the views.
     let t0 = Instant::now();
     let spine_file = ParquetFile::open(spine_path)?;
-    let files = args
-        .views
+    let files = pit_views
         .iter()
         .map(|v| ParquetFile::open(&v.path))
         .collect::<Result<Vec<_>, _>>()?;
-    let key_columns: Vec<Vec<String>> = args
-        .views
+    let key_columns: Vec<Vec<String>> = pit_views
         .iter()
         .map(|v| {
             let mut c = v.keys.clone();
@@ -199,22 +228,22 @@ fn run() -> Result<(), BoxError> {
             c
         })
         .collect();
-    let features: Vec<Vec<Field>> = args
-        .views
+    let features: Vec<Vec<Field>> = pit_views
         .iter()
         .zip(&files)
         .map(|(v, f)| {
             let not_feature = |n: &str| {
                 v.keys.iter().any(|k| k == n) || v.event == n || v.created.as_deref() == Some(n)
             };
-            f.schema()
-                .fields()
-                .iter()
-                .filter(|f| !not_feature(f.name()))
-                .map(|f| f.as_ref().clone())
-                .collect()
+            agg_args::plain_features(
+                &v.name,
+                &v.path,
+                v.features.as_deref(),
+                f.schema(),
+                &not_feature,
+            )
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     // Validate the real request (names, types, time zones) on empty inputs: the
     // join's own checks, and the output schema it would produce.
     let empty_spine = [RecordBatch::new_empty(Arc::clone(spine_file.schema()))];
@@ -231,8 +260,7 @@ fn run() -> Result<(), BoxError> {
         features,
         batches,
     };
-    let dry: Vec<PitView<'_>> = args
-        .views
+    let dry: Vec<PitView<'_>> = pit_views
         .iter()
         .zip(&features)
         .zip(&empty_views)
@@ -262,8 +290,7 @@ fn run() -> Result<(), BoxError> {
 
     // The join proper, over keys and times: the chosen row of each view per spine row.
     let t1 = Instant::now();
-    let views: Vec<PitView<'_>> = args
-        .views
+    let views: Vec<PitView<'_>> = pit_views
         .iter()
         .zip(&key_batches)
         .map(|(v, b)| pit_view(v, Vec::new(), &b[..]))
@@ -364,7 +391,7 @@ fn run() -> Result<(), BoxError> {
     let write_time = t4.elapsed();
 
     println!("spine rows:    {n_spine}");
-    for ((v, f), rows) in args.views.iter().zip(&files).zip(&sorted_rows) {
+    for ((v, f), rows) in pit_views.iter().zip(&files).zip(&sorted_rows) {
         println!(
             "view {:<14} {} feature rows, {} distinct rows chosen",
             v.name,
@@ -395,7 +422,7 @@ fn run() -> Result<(), BoxError> {
     println!("write time:    {:.3} s", write_time.as_secs_f64());
     println!("total time:    {:.3} s", total.elapsed().as_secs_f64());
     if let Some(p) = join_profile {
-        print_profile(&p, &spine_file, &args.views, &files)?;
+        print_profile(&p, &spine_file, &pit_views, &files)?;
     }
     Ok(())
 }
@@ -406,7 +433,7 @@ fn run() -> Result<(), BoxError> {
 fn print_profile(
     join: &fstore_core::pit::JoinProfile,
     spine: &ParquetFile,
-    views: &[ViewArg],
+    views: &[&ViewArg],
     files: &[ParquetFile],
 ) -> Result<(), BoxError> {
     let s = |d: Duration| d.as_secs_f64();

@@ -11,6 +11,9 @@
 //! * Output column `COLUMN_FUNCTION_WINDOW` (e.g. `amount_sum_7d`), or
 //!   `VIEW__COLUMN_FUNCTION_WINDOW` with `--full-feature-names`, after the
 //!   point-in-time columns, in `--agg` order.
+//! * A view named by an `--agg` contributes only its aggregations: its plain
+//!   columns are not point-in-time joined unless its `--view` lists some with
+//!   `features=f1+f2` ([`joins_plain_features`], [`plain_features`]).
 //!
 //! ```
 //! use fstore_examples::agg_args::parse_agg;
@@ -29,7 +32,6 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use fstore_core::agg::{AggOptions, AggView, aggregate};
 use fstore_core::{AggFunction, Aggregation, JoinKey, ValueType};
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -163,27 +165,14 @@ pub struct AggRunOptions {
 }
 
 /// Reads the columns `names` of a Parquet file (all row groups).
+/// The columns `names` of a Parquet file, row groups read in parallel, in
+/// file order.
 fn read_columns(path: &Path, names: &[String]) -> Result<Vec<RecordBatch>, BoxError> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", path.display()))?;
-    let schema = Arc::clone(b.schema());
-    let idx = names
-        .iter()
-        .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| format!("{}: no column '{c}'", path.display()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mask = ProjectionMask::roots(b.parquet_schema(), idx);
-    let batches = b
-        .with_projection(mask)
-        .with_batch_size(1 << 16)
-        .build()?
-        .collect::<Result<Vec<_>, _>>()
+    let file = crate::parquet_io::ParquetFile::open(path)?;
+    let tasks = crate::parquet_io::whole_file(&file, Some(names))?;
+    let batches = crate::parquet_io::read_tasks(&tasks)
         .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(batches)
+    Ok(batches.into_iter().flatten().collect())
 }
 
 /// Computes every `--agg` over `spine` and returns `out` with one column
@@ -330,6 +319,54 @@ pub fn append_aggregations(
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+/// Whether a `--view` is point-in-time joined: always with `features=`
+/// (`has_selection`), otherwise only when no `--agg` names it (nobody asked
+/// for the plain columns of a view that serves aggregations).
+pub fn joins_plain_features(view: &str, has_selection: bool, aggs: &[AggArg]) -> bool {
+    has_selection || !aggs.iter().any(|a| a.view == view)
+}
+
+/// The plain features a joined `--view` contributes: without `selected`,
+/// every column of the file (`schema`) that is not a key or time column
+/// (`not_feature`), in file order; with `selected` (`features=`), those
+/// columns in that order.
+///
+/// # Errors
+/// A selected name that is a key or time column, or not a column of the file,
+/// naming the view and the column.
+pub fn plain_features(
+    view: &str,
+    path: &Path,
+    selected: Option<&[String]>,
+    schema: &Schema,
+    not_feature: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Field>, String> {
+    let Some(names) = selected else {
+        return Ok(schema
+            .fields()
+            .iter()
+            .filter(|f| !not_feature(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect());
+    };
+    names
+        .iter()
+        .map(|n| {
+            if not_feature(n) {
+                return Err(format!(
+                    "--view '{view}': features= names '{n}', a key or time column"
+                ));
+            }
+            schema.field_with_name(n).cloned().map_err(|_| {
+                format!(
+                    "--view '{view}': features= names '{n}', not a column of {}",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -607,5 +644,41 @@ mod tests {
             );
             assert!(e.contains(needle), "{specs:?}: {e}");
         }
+    }
+
+    #[test]
+    fn only_views_without_aggregations_or_with_a_selection_are_joined() {
+        let aggs = vec![parse_agg("txn:amount:sum:7d").unwrap()];
+        assert!(!joins_plain_features("txn", false, &aggs));
+        assert!(joins_plain_features("txn", true, &aggs));
+        assert!(joins_plain_features("driver", false, &aggs));
+        assert!(joins_plain_features("txn", false, &[]));
+    }
+
+    #[test]
+    fn plain_features_default_to_the_file_order_and_follow_a_selection() {
+        let schema = Schema::new(vec![
+            Field::new("user_id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("event_ts", DataType::Int64, false),
+            Field::new("merchant", DataType::Utf8, true),
+        ]);
+        let not_feature = |n: &str| n == "user_id" || n == "event_ts";
+        let names = |f: Vec<Field>| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        let p = Path::new("txn.parquet");
+        let all = plain_features("txn", p, None, &schema, &not_feature).unwrap();
+        assert_eq!(names(all), ["amount", "merchant"]);
+        let sel = ["merchant".to_string(), "amount".to_string()];
+        let some = plain_features("txn", p, Some(&sel), &schema, &not_feature).unwrap();
+        assert_eq!(names(some), ["merchant", "amount"]);
+        let e =
+            plain_features("txn", p, Some(&["price".into()]), &schema, &not_feature).unwrap_err();
+        assert!(
+            e.contains("'txn'") && e.contains("'price'") && e.contains("txn.parquet"),
+            "{e}"
+        );
+        let e = plain_features("txn", p, Some(&["event_ts".into()]), &schema, &not_feature)
+            .unwrap_err();
+        assert!(e.contains("'event_ts'") && e.contains("key or time"), "{e}");
     }
 }

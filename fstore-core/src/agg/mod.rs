@@ -12,7 +12,10 @@
 //!   spine row `(k, t)` merges the tiles in `[floor_r(t − W), floor_r(t))`
 //!   (binary search) and folds the head events in `[floor_r(t), t]`. With the
 //!   created-time cutoff, a tile holding an event created after `t` is folded
-//!   event by event instead.
+//!   event by event instead. `count`, `sum`, `mean`, `min` and `max` over
+//!   numeric columns take a fast path (`fast.rs`): the features sharing one
+//!   column and hop are computed together from plain accumulators, with the
+//!   same fold and merge operations in the same order (bit-identical results).
 //! * Online: materialization writes the same tiles; push merges delta tiles
 //!   into the stored ones; a read at `now` merges the tiles in
 //!   `[floor_r(now − W), floor_r(now)]`. The head tile holds every event of
@@ -47,15 +50,19 @@
 //! opaquely under `(view, entity key, feature, tile start)`
 //! ([`crate::Tile`]).
 
+mod fast;
 mod sketch;
 mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{Field, Schema};
 
-use crate::codec::{ColumnBuilder, encode_entity_keys};
+use crate::codec::{ColumnBuilder, cast_key_column, encode_entity_keys, encode_sorted_keys_into};
 use crate::error::{Error, Result};
 use crate::model::{AggFunction, Aggregation, JoinKey, ResolvedView, Value, ValueType};
 use crate::online::{Tile, TileWrite};
@@ -125,16 +132,35 @@ fn input_type(rv: &ResolvedView, a: &Aggregation) -> Result<ValueType> {
 }
 
 /// Options of [`aggregate`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct AggOptions {
     /// Only events with `created_ts <= t` count for spine time `t` ([semantics §5](crate::docs::semantics)).
     pub created_cutoff: bool,
     /// Treat naive timestamps as UTC instead of rejecting them.
     pub assume_utc: bool,
+    /// Compute `count`, `sum`, `mean`, `min`, `max` on the numeric fast path
+    /// (default `true`; the results are the same either way — `false` exists
+    /// so tests can compare both paths).
+    pub fast_path: bool,
+}
+
+impl Default for AggOptions {
+    fn default() -> Self {
+        Self {
+            created_cutoff: false,
+            assume_utc: false,
+            fast_path: true,
+        }
+    }
 }
 
 impl AggOptions {
+    /// Sets `fast_path`.
+    pub fn with_fast_path(mut self, v: bool) -> Self {
+        self.fast_path = v;
+        self
+    }
     /// Sets `created_cutoff`.
     pub fn with_created_cutoff(mut self, v: bool) -> Self {
         self.created_cutoff = v;
@@ -146,6 +172,32 @@ impl AggOptions {
         self
     }
 }
+
+/// murmur3's 64-bit finaliser as the hasher of integer keys (no untrusted-input
+/// concern in a batch computation; SipHash is needlessly slow here).
+#[derive(Default, Clone, Copy)]
+struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        let mut k = self.0;
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 ^= v as u64;
+    }
+}
+
+type MixBuild = std::hash::BuildHasherDefault<MixHasher>;
 
 fn floor_to(t: i64, r: i64) -> i64 {
     t.div_euclid(r).saturating_mul(r)
@@ -170,51 +222,144 @@ impl History {
         assume_utc: bool,
     ) -> Result<Self> {
         let mut groups: HashMap<Vec<u8>, u32> = HashMap::new();
-        let mut recs: Vec<(u32, i64, i64, u32)> = Vec::new();
-        let mut row = 0u32;
+        // per event in row order: group, event time, created time
+        let mut grp: Vec<u32> = Vec::new();
+        let mut ts: Vec<i64> = Vec::new();
+        let mut created: Vec<i64> = Vec::new();
+        let mut sorted_keys: Vec<&JoinKey> = join_keys.iter().collect();
+        sorted_keys.sort_by(|a, b| a.name.cmp(&b.name));
+        let (mut cols, mut keys) = (Vec::new(), Vec::new());
+        // one integer join key: events are grouped by its value, the key bytes
+        // are encoded once per group at the end
+        let int_key = match join_keys {
+            [k] if matches!(k.value_type, ValueType::Int32 | ValueType::Int64) => Some(k),
+            _ => None,
+        };
+        let mut int_groups: HashMap<i64, u32, MixBuild> = HashMap::default();
+        let mut distinct: Vec<i64> = Vec::new();
         for b in batches {
-            let keys = encode_entity_keys(b, join_keys)?;
+            if let Some(k) = int_key {
+                let col = b.column_by_name(&k.name).ok_or_else(|| {
+                    Error::invalid(format!("join key column '{}' is missing", k.name))
+                })?;
+                let col = cast_key_column(col, &k.name, &k.value_type)?;
+                if col.null_count() > 0 {
+                    let row = (0..col.len()).find(|i| col.is_null(*i)).unwrap_or(0);
+                    return Err(Error::invalid(format!(
+                        "join key column '{}' is null at row {row}",
+                        k.name
+                    )));
+                }
+                grp.reserve(col.len());
+                let mut push = |v: i64| {
+                    let next = int_groups.len() as u32;
+                    let g = *int_groups.entry(v).or_insert_with(|| {
+                        distinct.push(v);
+                        next
+                    });
+                    grp.push(g);
+                };
+                if let Some(a) = col.as_primitive_opt::<Int32Type>() {
+                    a.values().iter().for_each(|v| push(i64::from(*v)));
+                } else {
+                    col.as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .for_each(|v| push(*v));
+                }
+            } else {
+                // key buffers are reused across batches: no allocation per event
+                encode_sorted_keys_into(b, &sorted_keys, &mut cols, &mut keys)?;
+                grp.reserve(b.num_rows());
+                for k in &keys[..b.num_rows()] {
+                    let g = match groups.get(k.as_slice()) {
+                        Some(g) => *g,
+                        None => {
+                            let g = groups.len() as u32;
+                            groups.insert(k.clone(), g);
+                            g
+                        }
+                    };
+                    grp.push(g);
+                }
+            }
             let col = b.column_by_name(ev_col).ok_or_else(|| {
                 Error::invalid(format!(
                     "event history is missing event timestamp column '{ev_col}'"
                 ))
             })?;
-            let ts = timestamp_micros(col.as_ref(), ev_col, assume_utc)?;
-            let created = match created_col {
+            ts.extend(timestamp_micros(col.as_ref(), ev_col, assume_utc)?);
+            match created_col {
                 Some(c) => {
                     let col = b.column_by_name(c).ok_or_else(|| {
                         Error::invalid(format!(
                             "event history is missing created timestamp column '{c}'"
                         ))
                     })?;
-                    Some(timestamp_micros(col.as_ref(), c, assume_utc)?)
+                    created.extend(timestamp_micros(col.as_ref(), c, assume_utc)?);
                 }
-                None => None,
-            };
-            recs.reserve(keys.len());
-            for (i, k) in keys.into_iter().enumerate() {
-                let next = groups.len() as u32;
-                let g = *groups.entry(k).or_insert(next);
-                let c = created.as_ref().map_or(i64::MIN, |c| c[i]);
-                recs.push((g, ts[i], c, row));
-                row = row
-                    .checked_add(1)
-                    .ok_or_else(|| Error::invalid("event history has more than 2^32 rows"))?;
+                None => created.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
             }
         }
-        recs.sort_unstable();
+        if let Some(k) = int_key {
+            let col: ArrayRef = if k.value_type == ValueType::Int32 {
+                Arc::new(Int32Array::from_iter_values(
+                    distinct.iter().map(|v| *v as i32),
+                ))
+            } else {
+                Arc::new(Int64Array::from(distinct))
+            };
+            let schema = Schema::new(vec![Field::new(&k.name, col.data_type().clone(), false)]);
+            let b = RecordBatch::try_new(Arc::new(schema), vec![col])?;
+            groups = encode_entity_keys(&b, join_keys)?
+                .into_iter()
+                .zip(0u32..)
+                .collect();
+        }
+        if u32::try_from(grp.len()).is_err() {
+            return Err(Error::invalid("event history has more than 2^32 rows"));
+        }
+        // counting sort by group (rows stay in row order), then each group by
+        // (event_ts, created_ts, row)
         let mut off = vec![0usize; groups.len() + 1];
-        for r in &recs {
-            off[r.0 as usize + 1] += 1;
+        for g in &grp {
+            off[*g as usize + 1] += 1;
         }
         for g in 0..groups.len() {
             off[g + 1] += off[g];
         }
+        let mut next = off.clone();
+        let mut recs: Vec<(i64, i64, u32)> = vec![(0, 0, 0); grp.len()];
+        for (row, g) in grp.iter().enumerate() {
+            let p = &mut next[*g as usize];
+            recs[*p] = (ts[row], created[row], row as u32);
+            *p += 1;
+        }
+        drop((grp, ts, created));
+        // the per-group sorts on all cores (halves cut at a group boundary)
+        let sort_groups =
+            |recs: &mut [(i64, i64, u32)], base: usize, gs: std::ops::Range<usize>| {
+                for g in gs {
+                    recs[off[g] - base..off[g + 1] - base].sort_unstable();
+                }
+            };
+        let n_groups = groups.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 1 && recs.len() >= 1 << 12 {
+            let mid = off.partition_point(|o| *o < recs.len() / 2).min(n_groups);
+            let (a, b) = recs.split_at_mut(off[mid]);
+            std::thread::scope(|s| {
+                s.spawn(|| sort_groups(a, 0, 0..mid));
+                sort_groups(b, off[mid], mid..n_groups);
+            });
+        } else {
+            sort_groups(&mut recs, 0, 0..n_groups);
+        }
         Ok(Self {
             groups,
-            ts: recs.iter().map(|r| r.1).collect(),
-            created: recs.iter().map(|r| r.2).collect(),
-            row: recs.iter().map(|r| r.3).collect(),
+            ts: recs.iter().map(|r| r.0).collect(),
+            created: recs.iter().map(|r| r.1).collect(),
+            row: recs.iter().map(|r| r.2).collect(),
             off,
         })
     }
@@ -370,10 +515,34 @@ pub fn aggregate(
         .collect();
     order.sort_unstable_by_key(|&i| (spine_groups[i as usize], spine_ts[i as usize]));
 
+    // Numeric functions take the fast path (same results, see `fast`).
+    let (fast_feats, generic): (Vec<usize>, Vec<usize>) =
+        (0..view.aggregations.len()).partition(|&k| {
+            let (a, input) = &view.aggregations[k];
+            opts.fast_path && fast::eligible(a.function, input)
+        });
+    let mut results: Vec<Option<Result<ArrayRef>>> =
+        (0..view.aggregations.len()).map(|_| None).collect();
+    if !fast_feats.is_empty() {
+        for (k, col) in fast::run(
+            &view.name,
+            &view.aggregations,
+            &fast_feats,
+            &h,
+            view.batches,
+            &spine_ts,
+            &spine_groups,
+            &order,
+            cutoff,
+        )? {
+            results[k] = Some(Ok(col));
+        }
+    }
+
     // Each input column is extracted once per kind of event the functions
     // need, in sorted event order, and shared by the features using it.
     let mut events: HashMap<(String, u8), Vec<Ev>> = HashMap::new();
-    for (a, input) in &view.aggregations {
+    for (a, input) in generic.iter().map(|&k| &view.aggregations[k]) {
         let key = (a.column.clone(), ev_kind(a.function));
         if let std::collections::hash_map::Entry::Vacant(e) = events.entry(key) {
             e.insert(sorted_events(&h, &extract_all(view.batches, a, input)?));
@@ -446,9 +615,8 @@ pub fn aggregate(
     let n_aggs = view.aggregations.len();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(n_aggs);
-    let mut results: Vec<Option<Result<ArrayRef>>> = (0..n_aggs).map(|_| None).collect();
-    if threads > 1 && spine_ts.len().saturating_mul(n_aggs) >= 1 << 16 {
+        .min(generic.len());
+    if threads > 1 && spine_ts.len().saturating_mul(generic.len()) >= 1 << 16 {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done: Vec<Vec<(usize, Result<ArrayRef>)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
@@ -456,11 +624,11 @@ pub fn aggregate(
                     s.spawn(|| {
                         let mut mine = Vec::new();
                         loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(agg) = view.aggregations.get(k) else {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&k) = generic.get(i) else {
                                 break;
                             };
-                            mine.push((k, one(agg)));
+                            mine.push((k, one(&view.aggregations[k])));
                         }
                         mine
                     })
@@ -475,8 +643,8 @@ pub fn aggregate(
             results[k] = Some(r);
         }
     } else {
-        for (k, agg) in view.aggregations.iter().enumerate() {
-            results[k] = Some(one(agg));
+        for &k in &generic {
+            results[k] = Some(one(&view.aggregations[k]));
         }
     }
     let mut out = Vec::with_capacity(n_aggs);
