@@ -143,7 +143,7 @@ pub struct OfflineCapabilities {
     /// `as_of_version` scans reproduce an older state.
     pub time_travel: bool,
     /// The store runs historical retrieval itself (feature `datafusion`):
-    /// [`crate::FeatureStore::historical_to`] hands the request to
+    /// `FeatureStore::historical_to` hands the request to
     /// `OfflineStore::historical_to` instead of scanning and joining (Feast's
     /// offline stores do the same).
     pub runs_join: bool,
