@@ -986,7 +986,8 @@ impl Merge {
             let k = rows.row(i);
             let t = times.value(i);
             while self.ready().await? {
-                let vb = self.cur.as_ref().expect("ready");
+                // `ready` returned true: a current batch is there.
+                let Some(vb) = self.cur.as_ref() else { break };
                 let p = self.pos;
                 let vk = vb.keys.row(p);
                 let take = match vk.cmp(&k) {

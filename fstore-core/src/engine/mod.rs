@@ -188,7 +188,7 @@ impl EngineConfig {
             // The top consumers are named when an allocation fails.
             rt = rt.with_memory_pool(Arc::new(TrackConsumersPool::new(
                 SplitPool::new(limit),
-                std::num::NonZeroUsize::new(8).expect("8 > 0"),
+                std::num::NonZeroUsize::new(8).unwrap_or(std::num::NonZeroUsize::MIN),
             )));
         }
         let mut disk = DiskManagerBuilder::default();
@@ -551,7 +551,9 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         ))];
         pfiles.push(pf);
     }
-    let schema = schema.expect("at least one file");
+    let Some(schema) = schema else {
+        return Err(Error::invalid("no Parquet files given"));
+    };
     let n = partitions.clamp(1, pfiles.len());
     let per = pfiles.len().div_ceil(n);
     let groups: Vec<FileGroup> = pfiles
