@@ -306,48 +306,14 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `f` over `0..n` on all cores; results in index order, first error wins.
+/// `f` over `0..n` on all cores (core's task pool); results in index order,
+/// first error wins.
 fn par_map<R: Send>(
     n: usize,
     f: impl Fn(usize) -> Result<R, BoxError> + Sync,
 ) -> Result<Vec<R>, BoxError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(n)
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<R, BoxError>>> = (0..n).map(|_| None).collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            break;
-                        }
-                        mine.push((i, f(i)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(mine) => {
-                    for (i, r) in mine {
-                        slots[i] = Some(r);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    });
-    slots
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("internal: a task did not run".into())))
-        .collect()
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    fstore_core::pit::par_map(n, threads, f)
 }
 
 /// One view's chosen rows and the feature values read for them.

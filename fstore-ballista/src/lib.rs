@@ -44,7 +44,8 @@ pub use ballista_scheduler::config::SchedulerConfig;
 pub use client::{BallistaSession, ClientOptions, connect, connect_with, datafusion_error};
 pub use codec::FstorePhysicalCodec;
 pub use server::{
-    EXECUTORS_REGISTERED, executor_config, run_executor, run_scheduler, scheduler_config,
+    EXECUTORS_REGISTERED, block_on_service, executor_config, init_logging, run_executor,
+    run_scheduler, scheduler_config,
 };
 
 /// Backend id used in errors.

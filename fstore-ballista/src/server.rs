@@ -128,3 +128,30 @@ pub async fn run_executor(config: ExecutorProcessConfig) -> Result<()> {
             e => Error::backend(BACKEND, "executor failed", e),
         })
 }
+
+/// Runs a scheduler or executor future ([`run_scheduler`], [`run_executor`]) to
+/// its end on a multi-threaded Tokio runtime with 32 MiB thread stacks, as
+/// Ballista's own binaries do (deep plans are (de)serialized recursively).
+///
+/// # Errors
+/// The runtime cannot be built; the service's own error.
+pub fn block_on_service(service: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(32 * 1024 * 1024)
+        .build()
+        .map_err(|e| Error::backend(BACKEND, "tokio runtime", e))?
+        .block_on(service)
+}
+
+/// Logs to stderr without colours, filtered by `RUST_LOG` (default `info`): the
+/// scheduler's and executor's binaries call it first.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}

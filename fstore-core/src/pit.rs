@@ -649,7 +649,7 @@ fn run_views<'b>(
             }
         }
     }
-    let pieces: Vec<Piece> = par_map(spans.len(), threads, |i| {
+    let pieces: Vec<Piece> = par_map::<_, Error>(spans.len(), threads, |i| {
         let (vi, bi, start, len) = spans[i];
         let key_cols = &rows[vi].key_cols[bi];
         let ids = if key_cols.is_empty() {
@@ -980,19 +980,25 @@ fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize
     flushes
 }
 
-/// `f` over `0..n` on up to `threads` threads; results in index order. The
-/// first error (lowest index) wins.
-fn par_map<R: Send>(
+/// `f` over `0..n` on up to `threads` scoped threads (each takes the next index
+/// until none is left); results in index order, the first error (lowest index)
+/// wins, a panic in `f` is resumed on the caller. The join's own task pool,
+/// public so that callers doing the join's I/O (e.g. reading and placing
+/// feature columns) share it.
+///
+/// # Errors
+/// The first `Err` that `f` returned.
+pub fn par_map<R: Send, E: Send + From<Error>>(
     n: usize,
     threads: usize,
-    f: impl Fn(usize) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
+    f: impl Fn(usize) -> std::result::Result<R, E> + Sync,
+) -> std::result::Result<Vec<R>, E> {
     let threads = threads.min(n).max(1);
     if threads == 1 {
         return (0..n).map(f).collect();
     }
     let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
+    let mut slots: Vec<Option<std::result::Result<R, E>>> = (0..n).map(|_| None).collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -1022,7 +1028,7 @@ fn par_map<R: Send>(
     });
     slots
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: a join task did not run"))))
+        .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: a task did not run").into())))
         .collect()
 }
 
@@ -1207,7 +1213,7 @@ fn gather(
     chosen: &[Vec<u32>],
     threads: usize,
 ) -> Result<Vec<Vec<ArrayRef>>> {
-    let indices: Vec<Vec<(usize, usize)>> = par_map(views.len(), threads, |vi| {
+    let indices: Vec<Vec<(usize, usize)>> = par_map::<_, Error>(views.len(), threads, |vi| {
         let null_source = views[vi].batches.len();
         let offsets = &rows[vi].offsets;
         Ok(chosen[vi]
@@ -1228,7 +1234,7 @@ fn gather(
         .enumerate()
         .flat_map(|(vi, v)| (0..v.features.len()).map(move |fi| (vi, fi)))
         .collect();
-    let mut columns = par_map(tasks.len(), threads, |i| {
+    let mut columns = par_map::<_, Error>(tasks.len(), threads, |i| {
         let (vi, fi) = tasks[i];
         let view = &views[vi];
         let f = &view.features[fi];

@@ -50,7 +50,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() {
-    init_logging();
+    fstore_ballista::init_logging();
     let args = Args::parse();
     let external = args.external_host.clone().unwrap_or_else(|| {
         if args.bind_host == "0.0.0.0" {
@@ -72,24 +72,9 @@ fn main() {
     }
     config.work_dir = args.work_dir;
     config.memory_pool_size = args.memory_pool_size;
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(32 * 1024 * 1024)
-        .build()
-        .map_err(|e| fstore_core::Error::backend(fstore_ballista::BACKEND, "tokio runtime", e))
-        .and_then(|rt| rt.block_on(fstore_ballista::run_executor(config)));
+    let result = fstore_ballista::block_on_service(fstore_ballista::run_executor(config));
     if let Err(e) = result {
         eprintln!("fstore-ballista-executor: {e}");
         std::process::exit(1);
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
 }

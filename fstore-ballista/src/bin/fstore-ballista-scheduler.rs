@@ -26,7 +26,7 @@ struct Args {
 }
 
 fn main() {
-    init_logging();
+    fstore_ballista::init_logging();
     let args = Args::parse();
     let external = args.external_host.clone().unwrap_or_else(|| {
         if args.bind_host == "0.0.0.0" {
@@ -36,25 +36,9 @@ fn main() {
         }
     });
     let config = fstore_ballista::scheduler_config(&args.bind_host, args.port, &external);
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Ballista's own scheduler binary uses 32 MiB stacks (deep plans are serialized recursively).
-        .thread_stack_size(32 * 1024 * 1024)
-        .build()
-        .map_err(|e| fstore_core::Error::backend(fstore_ballista::BACKEND, "tokio runtime", e))
-        .and_then(|rt| rt.block_on(fstore_ballista::run_scheduler(config)));
+    let result = fstore_ballista::block_on_service(fstore_ballista::run_scheduler(config));
     if let Err(e) = result {
         eprintln!("fstore-ballista-scheduler: {e}");
         std::process::exit(1);
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
 }
