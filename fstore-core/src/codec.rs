@@ -997,6 +997,16 @@ pub(crate) struct PooledColumn {
 /// Output arrays of a view's 8-byte columns, reused between requests.
 pub(crate) type ColumnPool = Vec<PooledColumn>;
 
+/// The whole 8-byte slab `wide` as one array of `T` with validity `nulls`,
+/// built once into `cache`.
+fn whole<'a, T: ArrowPrimitiveType>(
+    cache: &'a mut Option<PrimitiveArray<T>>,
+    wide: &arrow_buffer::Buffer,
+    nulls: Option<&NullBuffer>,
+) -> &'a PrimitiveArray<T> {
+    cache.get_or_insert_with(|| PrimitiveArray::new(wide.clone().into(), nulls.cloned()))
+}
+
 /// `a` in `slot`'s allocation when nobody else holds it, else in a new one.
 fn pooled<T: ArrowPrimitiveType>(
     slot: &mut Option<Arc<PrimitiveArray<T>>>,
@@ -1244,19 +1254,20 @@ impl PayloadDecoder {
     /// The columns, in requested order, with as many rows as were pushed.
     pub(crate) fn finish(self) -> Vec<ArrayRef> {
         let mut out = Vec::with_capacity(self.index.types.len());
-        self.finish_into(|c| out.push(c), None);
+        let _ = self.finish_into(|c| out.push(c), None);
         out
     }
 
     /// Gives the columns, in requested order, to `out`; 8-byte columns reuse
     /// the arrays of `pool` where nobody else holds them (see [`PooledColumn`];
     /// `pool` is grown to one slot per 8-byte column). Returns the
-    /// working memory for the next decoder.
+    /// working memory for the next decoder and whether any column may hold
+    /// a null (`false`: none does).
     pub(crate) fn finish_into(
         self,
         mut out: impl FnMut(ArrayRef),
         mut pool: Option<&mut ColumnPool>,
-    ) -> DecoderScratch {
+    ) -> (DecoderScratch, bool) {
         let len = self.row;
         let stride = self.rows;
         let wide = arrow_buffer::Buffer::from_vec(self.wide);
@@ -1265,6 +1276,16 @@ impl PayloadDecoder {
         {
             p.resize_with(self.index.wide_cols, PooledColumn::default);
         }
+        // Columns are slices of whole-slab arrays (one per type, without and
+        // with the slab's validity), so no column is validated or given a
+        // bitmap of its own.
+        let col_nulls = |c: usize| self.wide_valid[c * stride..c * stride + len].contains(&false);
+        let slab_nulls = (stride > 0 && (0..self.index.wide_cols).any(col_nulls))
+            .then(|| NullBuffer::from(&self.wide_valid[..]));
+        let mut f64s: [Option<PrimitiveArray<Float64Type>>; 2] = [None, None];
+        let mut i64s: [Option<PrimitiveArray<Int64Type>>; 2] = [None, None];
+        let mut tss: [Option<PrimitiveArray<TimestampMicrosecondType>>; 2] = [None, None];
+        let may_have_nulls = slab_nulls.is_some() || !self.builders.is_empty();
         let mut builders = self.builders.into_iter();
         for i in 0..self.index.types.len() {
             let sink = if stride == 0 {
@@ -1280,43 +1301,46 @@ impl PayloadDecoder {
                 }
                 Sink::Wide(c) => {
                     let at = c * stride;
-                    let valid = &self.wide_valid[at..at + len];
-                    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
-                    let values = wide.slice_with_length(at * 8, len * 8);
+                    let k = usize::from(slab_nulls.is_some() && col_nulls(c));
+                    let nulls = if k == 1 { slab_nulls.as_ref() } else { None };
                     let slot = pool.as_deref_mut().map(|p| &mut p[c]);
                     let col: ArrayRef = match (&self.index.types[i], slot) {
-                        (ValueType::Float64, Some(s)) => {
-                            pooled(&mut s.f64, PrimitiveArray::new(values.into(), nulls))
-                        }
-                        (ValueType::Float64, None) => {
-                            Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
+                        (ValueType::Float64, slot) => {
+                            let a = whole(&mut f64s[k], &wide, nulls).slice(at, len);
+                            match slot {
+                                Some(s) => pooled(&mut s.f64, a),
+                                None => Arc::new(a),
+                            }
                         }
                         (ValueType::Timestamp, slot) => {
-                            let a = PrimitiveArray::<TimestampMicrosecondType>::new(
-                                values.into(),
-                                nulls,
-                            )
-                            .with_timezone(Arc::clone(&self.index.tz));
+                            let a = tss[k]
+                                .get_or_insert_with(|| {
+                                    PrimitiveArray::new(wide.clone().into(), nulls.cloned())
+                                        .with_timezone(Arc::clone(&self.index.tz))
+                                })
+                                .slice(at, len);
                             match slot {
                                 Some(s) => pooled(&mut s.ts, a),
                                 None => Arc::new(a),
                             }
                         }
-                        (_, Some(s)) => {
-                            pooled(&mut s.i64, PrimitiveArray::new(values.into(), nulls))
-                        }
-                        (_, None) => {
-                            Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls))
+                        (_, slot) => {
+                            let a = whole(&mut i64s[k], &wide, nulls).slice(at, len);
+                            match slot {
+                                Some(s) => pooled(&mut s.i64, a),
+                                None => Arc::new(a),
+                            }
                         }
                     };
                     out(col);
                 }
             }
         }
-        DecoderScratch {
+        let scratch = DecoderScratch {
             seen: self.seen,
             wide_valid: self.wide_valid,
-        }
+        };
+        (scratch, may_have_nulls)
     }
 }
 

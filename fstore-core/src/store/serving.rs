@@ -369,6 +369,9 @@ pub(crate) struct Prepared {
     served: Vec<(String, [metrics::Key; 6])>,
     /// Per output: its index in `served`.
     served_of: Vec<usize>,
+    /// Per read view (plain, then aggregation): its index in `served`
+    /// (`None`: no output of its own, only on-demand inputs).
+    view_served: Vec<Option<usize>>,
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
     /// Working memory of finished small requests, reused by the next ones.
@@ -415,6 +418,10 @@ struct Scratch {
     served: Vec<[u64; 6]>,
     /// Per read view: counts of its row statuses.
     row_counts: Vec<[u64; 7]>,
+    /// Per read view: whether a decoded column may hold a null.
+    view_nulls: Vec<bool>,
+    /// Per read view: its outputs with a value in every row.
+    full_outputs: Vec<u64>,
 }
 
 /// Writes key `used` of `keys` (reusing its buffers) and counts it.
@@ -599,10 +606,17 @@ impl Prepared {
             };
             served_of.push(i);
         }
+        let view_served = views
+            .iter()
+            .map(|v| &v.name)
+            .chain(agg_views.iter().map(|v| &v.name))
+            .map(|name| served.iter().position(|(v, _)| v == name))
+            .collect();
         Ok(Self {
             version: snap.version,
             served,
             served_of,
+            view_served,
             key_groups,
             views,
             agg_views,
@@ -1000,6 +1014,8 @@ impl FeatureStore {
             view_cols,
             served,
             row_counts,
+            view_nulls,
+            full_outputs,
         } = &mut scratch;
 
         // Keys: one encoding per join-key group (sorted by name when
@@ -1076,6 +1092,8 @@ impl FeatureStore {
         if pools.len() < p.views.len() {
             pools.resize_with(p.views.len(), ColumnPool::new);
         }
+        view_nulls.clear();
+        view_nulls.resize(read_views, true);
         for (vi, v) in p.views.iter().enumerate() {
             let cutoff = v.ttl.map(|t| now.saturating_sub(t));
             let mut dec = PayloadDecoder::with_scratch(
@@ -1106,7 +1124,7 @@ impl FeatureStore {
             }
             let pool = reuse_columns.then_some(&mut pools[vi]);
             let cols = &mut view_cols[vi];
-            decoders[vi] = dec.finish_into(|c| cols.push(Some(c)), pool);
+            (decoders[vi], view_nulls[vi]) = dec.finish_into(|c| cols.push(Some(c)), pool);
         }
 
         // Aggregation features: window(now) merged from the tiles.
@@ -1161,7 +1179,8 @@ impl FeatureStore {
         }));
         served.clear();
         served.resize(p.served.len(), [0; 6]);
-        let mut counting = (usize::MAX, [0u64; 6]);
+        full_outputs.clear();
+        full_outputs.resize(read_views, 0);
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(entities.num_columns() + p.outputs.len());
         cols.extend(entities.columns().iter().cloned());
         let mut raw_nulls = Vec::new();
@@ -1178,7 +1197,10 @@ impl FeatureStore {
                 }
                 Source::OnDemand { od, col } => Arc::clone(&od_cols[od][col]),
             };
-            let missing = col.logical_null_count();
+            let missing = match o.source {
+                Source::View { view, .. } if !view_nulls[view] => 0,
+                _ => col.logical_null_count(),
+            };
             let nulls = if missing > 0 {
                 col.logical_nulls()
             } else {
@@ -1212,22 +1234,40 @@ impl FeatureStore {
                     _ => {}
                 }
             }
-            let c = served_counts(o, &out_rows, row_counts, nulls.as_ref(), missing as u64);
-            let s = p.served_of[oi];
-            if s != counting.0 {
-                if let Some(acc) = served.get_mut(counting.0) {
-                    acc.iter_mut().zip(counting.1).for_each(|(a, x)| *a += x);
+            match o.source {
+                // counted per view below
+                Source::View { view, .. } if missing == 0 => full_outputs[view] += 1,
+                _ => {
+                    let c = served_counts(o, &out_rows, row_counts, nulls.as_ref(), missing as u64);
+                    served[p.served_of[oi]]
+                        .iter_mut()
+                        .zip(c)
+                        .for_each(|(a, x)| *a += x);
                 }
-                counting = (s, [0; 6]);
             }
-            counting.1.iter_mut().zip(c).for_each(|(a, x)| *a += x);
             if let Some(b) = nulls {
                 raw_nulls.push((oi, b));
             }
             cols.push(out);
         }
-        if let Some(acc) = served.get_mut(counting.0) {
-            acc.iter_mut().zip(counting.1).for_each(|(a, x)| *a += x);
+        // An output with a value in every row has its view's row statuses.
+        for ((k, rc), s) in full_outputs
+            .iter()
+            .zip(row_counts.iter())
+            .zip(&p.view_served)
+        {
+            if let (1.., Some(s)) = (*k, s) {
+                let st = |r: RowStatus| rc[r as usize] * k;
+                let c = [
+                    st(RowStatus::Found),
+                    0,
+                    st(RowStatus::NotFound),
+                    st(RowStatus::Expired),
+                    st(RowStatus::Stale) + st(RowStatus::StaleAbsent),
+                    st(RowStatus::Unavailable),
+                ];
+                served[*s].iter_mut().zip(c).for_each(|(a, x)| *a += x);
+            }
         }
         // The response holds the only other references to pooled arrays.
         view_cols.iter_mut().for_each(Vec::clear);
