@@ -997,16 +997,6 @@ pub(crate) struct PooledColumn {
 /// Output arrays of a view's 8-byte columns, reused between requests.
 pub(crate) type ColumnPool = Vec<PooledColumn>;
 
-/// The whole 8-byte slab `wide` as one array of `T` with validity `nulls`,
-/// built once into `cache`.
-fn whole<'a, T: ArrowPrimitiveType>(
-    cache: &'a mut Option<PrimitiveArray<T>>,
-    wide: &arrow_buffer::Buffer,
-    nulls: Option<&NullBuffer>,
-) -> &'a PrimitiveArray<T> {
-    cache.get_or_insert_with(|| PrimitiveArray::new(wide.clone().into(), nulls.cloned()))
-}
-
 /// `a` in `slot`'s allocation when nobody else holds it, else in a new one.
 fn pooled<T: ArrowPrimitiveType>(
     slot: &mut Option<Arc<PrimitiveArray<T>>>,
@@ -1276,15 +1266,11 @@ impl PayloadDecoder {
         {
             p.resize_with(self.index.wide_cols, PooledColumn::default);
         }
-        // Columns are slices of whole-slab arrays (one per type, without and
-        // with the slab's validity), so no column is validated or given a
-        // bitmap of its own.
+        // One validity bitmap for the slab, sliced by the columns with a
+        // null (the others have none).
         let col_nulls = |c: usize| self.wide_valid[c * stride..c * stride + len].contains(&false);
         let slab_nulls = (stride > 0 && (0..self.index.wide_cols).any(col_nulls))
             .then(|| NullBuffer::from(&self.wide_valid[..]));
-        let mut f64s: [Option<PrimitiveArray<Float64Type>>; 2] = [None, None];
-        let mut i64s: [Option<PrimitiveArray<Int64Type>>; 2] = [None, None];
-        let mut tss: [Option<PrimitiveArray<TimestampMicrosecondType>>; 2] = [None, None];
         let may_have_nulls = slab_nulls.is_some() || !self.builders.is_empty();
         let mut builders = self.builders.into_iter();
         for i in 0..self.index.types.len() {
@@ -1301,35 +1287,35 @@ impl PayloadDecoder {
                 }
                 Sink::Wide(c) => {
                     let at = c * stride;
-                    let k = usize::from(slab_nulls.is_some() && col_nulls(c));
-                    let nulls = if k == 1 { slab_nulls.as_ref() } else { None };
+                    let nulls = slab_nulls
+                        .as_ref()
+                        .filter(|_| col_nulls(c))
+                        .map(|n| n.slice(at, len));
+                    let values = wide.slice_with_length(at * 8, len * 8);
                     let slot = pool.as_deref_mut().map(|p| &mut p[c]);
                     let col: ArrayRef = match (&self.index.types[i], slot) {
-                        (ValueType::Float64, slot) => {
-                            let a = whole(&mut f64s[k], &wide, nulls).slice(at, len);
-                            match slot {
-                                Some(s) => pooled(&mut s.f64, a),
-                                None => Arc::new(a),
-                            }
+                        (ValueType::Float64, Some(s)) => {
+                            pooled(&mut s.f64, PrimitiveArray::new(values.into(), nulls))
+                        }
+                        (ValueType::Float64, None) => {
+                            Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
                         }
                         (ValueType::Timestamp, slot) => {
-                            let a = tss[k]
-                                .get_or_insert_with(|| {
-                                    PrimitiveArray::new(wide.clone().into(), nulls.cloned())
-                                        .with_timezone(Arc::clone(&self.index.tz))
-                                })
-                                .slice(at, len);
+                            let a = PrimitiveArray::<TimestampMicrosecondType>::new(
+                                values.into(),
+                                nulls,
+                            )
+                            .with_timezone(Arc::clone(&self.index.tz));
                             match slot {
                                 Some(s) => pooled(&mut s.ts, a),
                                 None => Arc::new(a),
                             }
                         }
-                        (_, slot) => {
-                            let a = whole(&mut i64s[k], &wide, nulls).slice(at, len);
-                            match slot {
-                                Some(s) => pooled(&mut s.i64, a),
-                                None => Arc::new(a),
-                            }
+                        (_, Some(s)) => {
+                            pooled(&mut s.i64, PrimitiveArray::new(values.into(), nulls))
+                        }
+                        (_, None) => {
+                            Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls))
                         }
                     };
                     out(col);
