@@ -1002,4 +1002,4 @@ pub(crate) fn column_of(a: &OnlineAgg, values: &[Option<Value>]) -> ArrayRef {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
