@@ -364,7 +364,7 @@ impl<A: Acc> Tiles<A> {
             let k = self.start.len() - 1;
             self.acc[k].add(c, p);
             self.hi[k] = p + 1;
-            self.max_created[k] = self.max_created[k].max(h.created[p]);
+            self.max_created[k] = self.max_created[k].max(h.created(p));
         }
     }
 }
@@ -640,7 +640,7 @@ impl SetRun<'_> {
         let (mut a0, mut e0) = (vec![0usize; nw], vec![0usize; nw]);
         let fold = |acc: &mut A, from: usize, to: usize, t: i64| {
             for p in from..to {
-                if cutoff && h.created[p] > t {
+                if cutoff && h.created(p) > t {
                     continue;
                 }
                 acc.add(c, p);
