@@ -6,6 +6,7 @@
 # floor_r(t - W) <= event_ts <= t, whole process, interleaved, median of RUNS.
 #
 #   bench/compare_agg.sh              (data generated once, seeded, in bench/data/S-agg)
+#   FSTORE_BIN=/path/to/training_from_parquet RUNS=9 bench/compare_agg.sh
 #
 # Prints wall time and peak RSS (from /usr/bin/time) per tool and the ratios
 # peer / ours, after checking the three outputs cell by cell (floats within
@@ -30,8 +31,14 @@ if [ ! -x /usr/bin/time ]; then
     apt-get update -qq && apt-get install -y -qq time
 fi
 
-cargo build --release -q -p fstore-examples --example training_from_parquet
-BIN=$CARGO_TARGET_DIR/release/examples/training_from_parquet
+# FSTORE_BIN=path: a training_from_parquet already built (e.g. a kept copy); else
+# the release build of this checkout.
+if [ -n "${FSTORE_BIN:-}" ]; then
+    BIN=$FSTORE_BIN
+else
+    cargo build --release -q -p fstore-examples --example training_from_parquet
+    BIN=$CARGO_TARGET_DIR/release/examples/training_from_parquet
+fi
 DATA=bench/data/S-agg
 if [ ! -f "$DATA/spine.parquet" ]; then
     echo "generating S-agg into $DATA ..."

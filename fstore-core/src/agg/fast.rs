@@ -114,23 +114,33 @@ impl Column {
                 }
             }
         }
-        let perm = |v: &[bool]| h.row.iter().map(|&r| v[r as usize]).collect();
         Ok(Self {
-            valid: perm(&valid),
-            ints: h
-                .row
-                .iter()
-                .filter_map(|&r| ints.get(r as usize))
-                .copied()
-                .collect(),
-            floats: h
-                .row
-                .iter()
-                .filter_map(|&r| floats.get(r as usize))
-                .copied()
-                .collect(),
+            valid: gather(&h.row, &valid),
+            ints: gather(&h.row, &ints),
+            floats: gather(&h.row, &floats),
         })
     }
+}
+
+/// `v` permuted to the history's sorted order (`v[rows[p]]` at `p`; empty
+/// when `v` is), on all cores for large histories.
+fn gather<T: Copy + Default + Send + Sync>(rows: &[u32], v: &[T]) -> Vec<T> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![T::default(); rows.len()];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = rows.len().div_ceil(threads).max(1 << 12);
+    std::thread::scope(|s| {
+        for (o, r) in out.chunks_mut(per).zip(rows.chunks(per)) {
+            s.spawn(move || {
+                for (x, &i) in o.iter_mut().zip(r) {
+                    *x = v[i as usize];
+                }
+            });
+        }
+    });
+    out
 }
 
 /// One output column in sorted spine order.
@@ -354,7 +364,7 @@ impl<A: Acc> Tiles<A> {
             let k = self.start.len() - 1;
             self.acc[k].add(c, p);
             self.hi[k] = p + 1;
-            self.max_created[k] = self.max_created[k].max(h.created[p]);
+            self.max_created[k] = self.max_created[k].max(h.created(p));
         }
     }
 }
@@ -528,15 +538,15 @@ pub(super) fn run(
             }
         }
     }
+    if let Some(e) = first_err.iter_mut().find_map(Option::take) {
+        return Err(e);
+    }
     let n = spine_ts.len();
-    let mut out = Vec::with_capacity(fast.len());
-    for (i, &k) in fast.iter().enumerate() {
-        if let Some(e) = first_err[i].take() {
-            return Err(e);
-        }
+    // rows without a known key keep the value over no event (count 0, others null)
+    let build = |i: usize| -> ArrayRef {
+        let k = fast[i];
         let chunks = results.iter().map(|c| &c.outs[i]).zip(bounds.windows(2));
-        // rows without a known key keep the value over no event (count 0, others null)
-        let col: ArrayRef = if float_output(&aggs[k]) {
+        if float_output(&aggs[k]) {
             let (mut v, mut ok) = (vec![0.0; n], vec![false; n]);
             for (c, r) in chunks {
                 if let Out::F(cv, cok) = c {
@@ -557,10 +567,38 @@ pub(super) fn run(
                 }
             }
             Arc::new(Int64Array::new(v.into(), nulls(ok)))
-        };
-        out.push((k, col));
+        }
+    };
+    // the columns are independent: built on all cores
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut built: Vec<(usize, ArrayRef)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(fast.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= fast.len() {
+                            break;
+                        }
+                        mine.push((i, build(i)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    if built.len() != fast.len() {
+        return Err(Error::invalid(format!(
+            "aggregations of view '{view_name}': worker thread panicked"
+        )));
     }
-    Ok(out)
+    built.sort_by_key(|(i, _)| *i);
+    Ok(built.into_iter().map(|(i, col)| (fast[i], col)).collect())
 }
 
 fn float_output((a, input): &(Aggregation, ValueType)) -> bool {
@@ -602,7 +640,7 @@ impl SetRun<'_> {
         let (mut a0, mut e0) = (vec![0usize; nw], vec![0usize; nw]);
         let fold = |acc: &mut A, from: usize, to: usize, t: i64| {
             for p in from..to {
-                if cutoff && h.created[p] > t {
+                if cutoff && h.created(p) > t {
                     continue;
                 }
                 acc.add(c, p);

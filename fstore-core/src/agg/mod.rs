@@ -210,6 +210,7 @@ struct History {
     /// as `groups`, without encoding keys).
     int_groups: Option<HashMap<i64, u32, MixBuild>>,
     ts: Vec<i64>,
+    /// Empty without a created column (see [`History::created`]).
     created: Vec<i64>,
     row: Vec<u32>,
     /// Sorted positions of group `g`: `off[g]..off[g + 1]`.
@@ -380,8 +381,12 @@ impl History {
         for g in 0..n_groups {
             off[g + 1] = off[g] + runs.iter().map(|(o, _)| o[g + 1] - o[g]).sum::<usize>();
         }
-        let (mut out_ts, mut out_created, mut out_row) =
-            (vec![0i64; n], vec![0i64; n], vec![0u32; n]);
+        // without a created column, no created vector (every event's is i64::MIN)
+        let (mut out_ts, mut out_created, mut out_row) = (
+            vec![0i64; n],
+            vec![0i64; if has_created { n } else { 0 }],
+            vec![0u32; n],
+        );
         let sort_groups =
             |gs: std::ops::Range<usize>, ts: &mut [i64], created: &mut [i64], row: &mut [u32]| {
                 let base = off[gs.start];
@@ -394,7 +399,12 @@ impl History {
                     buf.sort_unstable();
                     let at = off[g] - base;
                     for (j, r) in buf.iter().enumerate() {
-                        (ts[at + j], created[at + j], row[at + j]) = (r.0, r.1, r.2);
+                        (ts[at + j], row[at + j]) = (r.0, r.2);
+                    }
+                    if has_created {
+                        for (j, r) in buf.iter().enumerate() {
+                            created[at + j] = r.1;
+                        }
                     }
                 }
             };
@@ -415,7 +425,8 @@ impl History {
             for w in cuts.windows(2) {
                 let len = off[w[1]] - off[w[0]];
                 let (a, b) = std::mem::take(&mut ts_r).split_at_mut(len);
-                let (c, d) = std::mem::take(&mut cr_r).split_at_mut(len);
+                let (c, d) =
+                    std::mem::take(&mut cr_r).split_at_mut(if has_created { len } else { 0 });
                 let (e, f) = std::mem::take(&mut row_r).split_at_mut(len);
                 (ts_r, cr_r, row_r) = (b, d, f);
                 parts.push((w[0]..w[1], a, c, e));
@@ -436,6 +447,13 @@ impl History {
             row: out_row,
             off,
         })
+    }
+
+    /// The created time of the event at sorted position `p` (`i64::MIN`
+    /// without a created column).
+    #[inline]
+    fn created(&self, p: usize) -> i64 {
+        self.created.get(p).copied().unwrap_or(i64::MIN)
     }
 
     fn n_groups(&self) -> usize {
@@ -523,10 +541,10 @@ impl Tiles {
                 }
                 let k = t.start.len() - 1;
                 t.state[k]
-                    .add(&evs[p], h.ts[p], h.created[p])
+                    .add(&evs[p], h.ts[p], h.created(p))
                     .map_err(|_| overflow(view, a, "within one hop tile"))?;
                 t.hi[k] = p + 1;
-                t.max_created[k] = t.max_created[k].max(h.created[p]);
+                t.max_created[k] = t.max_created[k].max(h.created(p));
             }
             t.off.push(t.start.len());
         }
@@ -607,10 +625,15 @@ pub fn aggregate(
 
     // Spine rows with a key, sorted by (group, t): consecutive rows share a
     // group's tiles and events (cache-friendly); results go back to spine order.
-    let mut order: Vec<u32> = (0..spine_ts.len() as u32)
-        .filter(|&i| spine_groups[i as usize].is_some())
+    // (sorted as packed records: no lookups while sorting)
+    let mut keyed: Vec<(u32, i64, u32)> = spine_groups
+        .iter()
+        .zip(&spine_ts)
+        .zip(0u32..)
+        .filter_map(|((g, t), i)| g.map(|g| (g, *t, i)))
         .collect();
-    order.sort_unstable_by_key(|&i| (spine_groups[i as usize], spine_ts[i as usize]));
+    keyed.sort_unstable();
+    let order: Vec<u32> = keyed.into_iter().map(|k| k.2).collect();
 
     // Numeric functions take the fast path (same results, see `fast`).
     let (fast_feats, generic): (Vec<usize>, Vec<usize>) =
@@ -675,10 +698,10 @@ pub fn aggregate(
             #[allow(clippy::needless_range_loop)]
             let fold = |st: &mut State, from: usize, to: usize| -> Result<()> {
                 for p in from..to {
-                    if cutoff && h.created[p] > t {
+                    if cutoff && h.created(p) > t {
                         continue;
                     }
-                    st.add(&evs[p], h.ts[p], h.created[p])
+                    st.add(&evs[p], h.ts[p], h.created(p))
                         .map_err(|_| overflow(&view.name, a, &format!("at spine row {i}")))?;
                 }
                 Ok(())

@@ -50,8 +50,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::exec::external;
-use super::{EngineConfig, ORDINAL_COLUMN, RESERVED_PREFIX, SEQ_COLUMN, WRITE_SEQ_COLUMN};
+use super::{EngineConfig, ORDINAL_COLUMN, RESERVED_PREFIX};
 use super::{execute, from_df, memory_plan};
 use crate::agg::{AggOptions, AggView};
 use crate::error::{Error, Result};
@@ -59,6 +58,17 @@ use crate::model::{Aggregation, JoinKey, ValueType};
 
 /// Bits of the row counter inside a sequence value (as the PIT join's).
 const SEQ_ROW_BITS: u32 = 40;
+
+/// Spine row sequence (`UInt64`) of the aggregation plan: the spine order the
+/// output is sorted back into.
+pub const AGG_SEQ_COLUMN: &str = "__fstore_agg_seq";
+/// Event sequence (`UInt64`) of the aggregation plan: the events' write order.
+pub const AGG_WRITE_SEQ_COLUMN: &str = "__fstore_agg_wseq";
+
+/// Wraps an fstore error for DataFusion ([`from_df`] unwraps it again).
+fn external(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
 
 /// One aggregation feature of an [`AggEngineView`]: the aggregation, the type
 /// of its input column and the output column name.
@@ -343,8 +353,8 @@ impl AggJoinConfig {
 /// The aggregations of one view for the spine rows of one hash partition
 /// ([semantics §11](crate::docs::semantics)).
 ///
-/// Child 0 is the spine (with [`SEQ_COLUMN`]), child 1 the view's events (with
-/// [`WRITE_SEQ_COLUMN`], their write order), both hash-partitioned alike by the
+/// Child 0 is the spine (with [`AGG_SEQ_COLUMN`]), child 1 the view's events (with
+/// [`AGG_WRITE_SEQ_COLUMN`], their write order), both hash-partitioned alike by the
 /// join keys (one partition without keys). Per partition it collects both
 /// inputs — memory registered with the task's pool as consumer
 /// `AggJoinExec[partition]`, which cannot spill: a pool that refuses is an
@@ -383,10 +393,10 @@ impl AggJoinExec {
                 config.view
             )))
         };
-        ss.index_of(SEQ_COLUMN)
-            .map_err(|_| missing("spine", SEQ_COLUMN))?;
-        vs.index_of(WRITE_SEQ_COLUMN)
-            .map_err(|_| missing("view", WRITE_SEQ_COLUMN))?;
+        ss.index_of(AGG_SEQ_COLUMN)
+            .map_err(|_| missing("spine", AGG_SEQ_COLUMN))?;
+        vs.index_of(AGG_WRITE_SEQ_COLUMN)
+            .map_err(|_| missing("view", AGG_WRITE_SEQ_COLUMN))?;
         for k in &config.join_keys {
             let st = ss
                 .field_with_name(&k.name)
@@ -619,11 +629,11 @@ impl ExecutionPlan for AggJoinExec {
     }
 }
 
-/// `events` as one batch ordered by [`WRITE_SEQ_COLUMN`] (the input's write
+/// `events` as one batch ordered by [`AGG_WRITE_SEQ_COLUMN`] (the input's write
 /// order; repartitioning interleaves the input partitions).
 fn in_write_order(schema: &SchemaRef, events: &[RecordBatch]) -> DfResult<RecordBatch> {
     let all = datafusion::arrow::compute::concat_batches(schema, events)?;
-    let seq = all.column(schema.index_of(WRITE_SEQ_COLUMN)?);
+    let seq = all.column(schema.index_of(AGG_WRITE_SEQ_COLUMN)?);
     let idx = datafusion::arrow::compute::sort_to_indices(seq, None, None)?;
     Ok(datafusion::arrow::compute::take_record_batch(&all, &idx)?)
 }
@@ -684,7 +694,7 @@ pub fn aggregation_plan(
         AggSequenceExec::try_new(
             spine,
             SequenceConfig {
-                column: SEQ_COLUMN.to_string(),
+                column: AGG_SEQ_COLUMN.to_string(),
             },
         )
         .map_err(from_df)?,
@@ -694,7 +704,7 @@ pub fn aggregation_plan(
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|f| f != SEQ_COLUMN)
+        .filter(|f| f != AGG_SEQ_COLUMN)
         .collect();
     let mut out_names: Vec<String> = Vec::new();
     for v in views {
@@ -726,7 +736,7 @@ pub fn aggregation_plan(
             AggSequenceExec::try_new(
                 projected,
                 SequenceConfig {
-                    column: WRITE_SEQ_COLUMN.to_string(),
+                    column: AGG_WRITE_SEQ_COLUMN.to_string(),
                 },
             )
             .map_err(from_df)?,
@@ -758,7 +768,7 @@ pub fn aggregation_plan(
     }
     // Back to spine order: sort each partition by sequence, merge them.
     let seq = LexOrdering::new([PhysicalSortExpr::new(
-        col(SEQ_COLUMN, &current.schema())?,
+        col(AGG_SEQ_COLUMN, &current.schema())?,
         Default::default(),
     )])
     .ok_or_else(|| Error::invalid("internal: empty sort order"))?;
