@@ -45,6 +45,12 @@ use super::exec::{
 };
 use crate::pit::{PitOptions, PitView};
 
+/// Working memory of the pure join per collected row (spine and feature rows),
+/// registered before it runs: keys and times copied in write order (~24 B for
+/// an `Int64` key), the key index and the spine's grouping (~16 B), the chosen
+/// rows and gather indices (~24 B per spine row).
+pub(crate) const WORK_BYTES_PER_ROW: usize = 64;
+
 /// The config of a [`PitHashJoinExec`]: everything besides its two children.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PitHashJoinConfig {
@@ -76,7 +82,8 @@ pub struct PitHashJoinConfig {
 /// rows, then its feature rows, registering them with the task's memory pool as
 /// consumer `PitHashJoinExec[partition]` (it cannot spill), orders the feature
 /// rows by their write sequence ([`WRITE_SEQ_COLUMN`]) and runs the pure join
-/// ([`crate::pit::point_in_time_rows`]) on keys and times; then it gathers the
+/// ([`crate::pit::point_in_time_rows`]) on keys and times (registering an
+/// estimate of its working memory first); then it gathers the
 /// chosen rows' features, emits the spine batches with them, and gives its
 /// permit back. A partition the pool cannot hold is an error naming the view,
 /// the partition and the sizes.
@@ -322,6 +329,14 @@ impl Job {
         let spine = self.collect(spine, true).await?;
         let view = self.collect(view, false).await?;
         self.metrics.collect_time.add_elapsed(collecting);
+        // The join's own working memory, estimated per row: the keys and times
+        // copied in write order, the key index, the spine's grouping, the chosen
+        // rows and the gather indices.
+        let rows: usize = spine.iter().chain(&view).map(|b| b.num_rows()).sum();
+        let work = rows.saturating_mul(WORK_BYTES_PER_ROW);
+        if let Err(e) = self.reservation.try_grow(work) {
+            return Err(self.too_big("the join's working memory", rows, work, e));
+        }
         let started = Instant::now();
         let (sources, indices) = self.choose(&spine, &view)?;
         let mut compute = started.elapsed();
@@ -364,7 +379,9 @@ impl Job {
             // buffer between their columns.
             let bytes = self.counter.count_batch(&batch);
             if let Err(e) = self.reservation.try_grow(bytes) {
-                return Err(self.too_big(spine, &out, bytes, e));
+                let rows = out.iter().map(RecordBatch::num_rows).sum();
+                let side = if spine { "spine rows" } else { "feature rows" };
+                return Err(self.too_big(side, rows, bytes, e));
             }
             self.metrics.collected_bytes.add(bytes);
             if spine {
@@ -378,25 +395,17 @@ impl Job {
     }
 
     /// The error of a partition that does not fit in the memory pool.
-    fn too_big(
-        &self,
-        spine: bool,
-        held: &[RecordBatch],
-        more: usize,
-        e: DataFusionError,
-    ) -> DataFusionError {
-        let rows: usize = held.iter().map(|b| b.num_rows()).sum();
+    /// `what`: what was being added (`rows` of it so far, `more` bytes).
+    fn too_big(&self, what: &str, rows: usize, more: usize, e: DataFusionError) -> DataFusionError {
         DataFusionError::ResourcesExhausted(format!(
             "view '{}': hash partition {} of {} does not fit in the engine's memory: it holds \
-             {} bytes ({} rows of its {} side so far) and needs {more} more ({e}); use more \
-             partitions (--partitions), fewer partitions joining at once, a larger memory limit, \
-             or the sort-merge join (--join sort)",
+             {} bytes and needs {more} more for {what} ({rows} rows so far) ({e}); use more \
+             partitions (--partitions), fewer partitions joining at once (--join-concurrency), \
+             a larger memory limit, or the sort-merge join (--join sort)",
             self.config.view,
             self.partition,
             self.partitions,
             self.reservation.size(),
-            rows,
-            if spine { "spine" } else { "feature-row" },
         ))
     }
 

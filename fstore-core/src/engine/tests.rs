@@ -16,6 +16,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pit::{PitOptions, PitView};
+use hash::WORK_BYTES_PER_ROW;
 
 fn ts(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampSecondArray::from(v).with_timezone("UTC"))
@@ -353,10 +354,11 @@ fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
     assert!(spilled > 0, "nothing spilled under a 16 MiB pool");
     assert_same_cells(&got.unwrap(), &want);
 
-    // The hash join: partitions small enough for the pool (~6 MB each), one
-    // joining at a time; the queues of the others spill in the repartitions.
+    // The hash join: partitions small enough for the pool (~3 MB each, plus the
+    // join's working memory), one joining at a time; the queues of the others
+    // spill in the repartitions.
     let config = EngineConfig::default()
-        .with_partitions(32)
+        .with_partitions(64)
         .with_join(JoinAlgorithm::Hash)
         .with_hash_concurrency(1);
     let (got, want, plan) = run_large_under_small_pool(config, 32 << 20);
@@ -1134,7 +1136,7 @@ fn at_most_the_configured_hash_partitions_collect_at_once() {
 #[test]
 fn the_hash_join_registers_what_it_collects_and_reports_its_metrics() {
     let pool = Arc::new(ConcurrencyPool::default());
-    let plan = run_hash_join_with_pool(3, 3, Arc::clone(&pool) as _);
+    let plan = run_hash_join_with_pool(3, 1, Arc::clone(&pool) as _);
     let (held, _, peak) = &*pool.state.lock().unwrap();
     // 60k feature rows of ~40-byte strings in three partitions: the largest
     // share held at once is at least one partition's feature rows.
@@ -1164,4 +1166,21 @@ fn the_hash_join_registers_what_it_collects_and_reports_its_metrics() {
     let partitions: std::collections::BTreeSet<_> =
         m.iter().filter_map(|x| x.partition()).collect();
     assert_eq!(partitions.len(), 3, "{m}");
+    // One partition at a time: the peak is the largest partition's collected
+    // batches plus the join's working memory for its rows.
+    let of = |name: &str, p: usize| {
+        m.iter()
+            .filter(|x| x.partition() == Some(p) && x.value().name() == name)
+            .map(|x| x.value().as_usize())
+            .sum::<usize>()
+    };
+    let need = partitions
+        .iter()
+        .map(|&p| {
+            of("collected_bytes", p)
+                + WORK_BYTES_PER_ROW * (of("spine_rows", p) + of("view_rows", p))
+        })
+        .max()
+        .unwrap();
+    assert_eq!(*peak, need, "{m}");
 }
