@@ -59,6 +59,19 @@ struct ViewArg {
     features: Option<Vec<String>>,
 }
 
+impl ViewArg {
+    /// The view as the aggregations read it.
+    fn agg_source(&self) -> agg_args::AggSource<'_> {
+        agg_args::AggSource {
+            name: &self.name,
+            path: &self.path,
+            keys: &self.keys,
+            event: &self.event,
+            created: self.created.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Args {
     spine: Option<PathBuf>,
@@ -163,15 +176,6 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             v.name
         ));
     }
-    if args.engine.engine == fstore_examples::engine_args::Engine::DataFusion
-        && !args.aggs.is_empty()
-    {
-        return Err(
-            "--agg runs on the memory engine only; the datafusion engine does not compute \
-             window aggregations yet (drop --agg or use --engine memory)"
-                .to_string(),
-        );
-    }
     Ok(args)
 }
 
@@ -193,6 +197,21 @@ fn run() -> Result<(), BoxError> {
                 ttl: v.ttl,
             })
             .collect();
+        if !args.aggs.is_empty() {
+            let sources: Vec<agg_args::AggSource<'_>> =
+                args.views.iter().map(ViewArg::agg_source).collect();
+            agg_args::run_datafusion(
+                spine_path,
+                ts,
+                &views,
+                &sources,
+                &args.aggs,
+                &args.options,
+                out_path,
+                &args.engine,
+            )?;
+            return Ok(());
+        }
         fstore_examples::engine_args::run_datafusion(
             spine_path,
             ts,
@@ -360,17 +379,8 @@ fn run() -> Result<(), BoxError> {
     let assemble_time = t3.elapsed();
 
     let t_agg = Instant::now();
-    let sources: Vec<agg_args::AggSource<'_>> = args
-        .views
-        .iter()
-        .map(|v| agg_args::AggSource {
-            name: &v.name,
-            path: &v.path,
-            keys: &v.keys,
-            event: &v.event,
-            created: v.created.as_deref(),
-        })
-        .collect();
+    let sources: Vec<agg_args::AggSource<'_>> =
+        args.views.iter().map(ViewArg::agg_source).collect();
     let agg_opts = agg_args::AggRunOptions {
         full_feature_names: args.options.full_feature_names,
         created_cutoff: args.options.created_cutoff,

@@ -14,6 +14,8 @@
 //! * A view named by an `--agg` contributes only its aggregations: its plain
 //!   columns are not point-in-time joined unless its `--view` lists some with
 //!   `features=f1+f2` ([`joins_plain_features`], [`plain_features`]).
+//! * With `--engine datafusion`, [`run_datafusion`] computes them with the
+//!   engine's aggregation plan (same columns, same values).
 //!
 //! ```
 //! use fstore_examples::agg_args::parse_agg;
@@ -202,99 +204,24 @@ pub fn append_aggregations(
         .map(|f| f.as_ref().clone())
         .collect();
     let mut columns: Vec<ArrayRef> = out.columns().to_vec();
-    let mut taken: std::collections::HashSet<String> =
-        fields.iter().map(|f| f.name().clone()).collect();
-    for a in aggs {
-        if !taken.insert(a.output_name(opts.full_feature_names)) {
-            return Err(format!(
-                "--agg '{}': output column '{}' is already taken (use --full-feature-names or another window)",
-                a.spec,
-                a.output_name(opts.full_feature_names)
-            )
-            .into());
-        }
-        if !sources.iter().any(|s| s.name == a.view) {
-            return Err(format!("--agg '{}': no --view named '{}'", a.spec, a.view).into());
-        }
-    }
+    check_names(
+        fields.iter().map(|f| f.name().as_str()),
+        sources,
+        aggs,
+        opts,
+    )?;
     let mut results: Vec<Option<ArrayRef>> = vec![None; aggs.len()];
     for src in sources {
-        let mine: Vec<usize> = (0..aggs.len())
-            .filter(|&i| aggs[i].view == src.name)
-            .collect();
-        if mine.is_empty() {
+        let Some(r) = resolve(src, aggs)? else {
             continue;
-        }
-        let mut names: Vec<String> = src.keys.to_vec();
-        names.push(src.event.to_owned());
-        names.extend(src.created.map(str::to_owned));
-        let file_schema = {
-            let f = File::open(src.path)
-                .map_err(|e| format!("cannot open {}: {e}", src.path.display()))?;
-            Arc::clone(ParquetRecordBatchReaderBuilder::try_new(f)?.schema())
         };
-        let mut typed = Vec::with_capacity(mine.len());
-        for &i in &mine {
-            let a = &aggs[i];
-            let col = &a.aggregation.column;
-            if names[..src.keys.len() + 1 + usize::from(src.created.is_some())].contains(col) {
-                return Err(format!(
-                    "--agg '{}': column '{col}' is a key or time column of view '{}'",
-                    a.spec, src.name
-                )
-                .into());
-            }
-            let field = file_schema.field_with_name(col).map_err(|_| {
-                format!(
-                    "--agg '{}': view '{}' ({}) has no column '{col}'",
-                    a.spec,
-                    src.name,
-                    src.path.display()
-                )
-            })?;
-            let input = ValueType::from_arrow(field.data_type()).ok_or_else(|| {
-                format!(
-                    "--agg '{}': column '{col}' has unsupported type {}",
-                    a.spec,
-                    field.data_type()
-                )
-            })?;
-            a.aggregation
-                .validate(src.name, Some(&input))
-                .map_err(|e| format!("--agg '{}': {e}", a.spec))?;
-            if !names.contains(col) {
-                names.push(col.clone());
-            }
-            typed.push((a.aggregation.clone(), input));
-        }
-        let join_keys = src
-            .keys
-            .iter()
-            .map(|k| {
-                let f = file_schema.field_with_name(k).map_err(|_| {
-                    format!(
-                        "view '{}' ({}): no key column '{k}'",
-                        src.name,
-                        src.path.display()
-                    )
-                })?;
-                let t = ValueType::from_arrow(f.data_type()).ok_or_else(|| {
-                    format!(
-                        "view '{}': key column '{k}' has unsupported type {}",
-                        src.name,
-                        f.data_type()
-                    )
-                })?;
-                Ok(JoinKey::new(k.clone(), t))
-            })
-            .collect::<Result<Vec<_>, BoxError>>()?;
-        let batches = read_columns(src.path, &names)?;
+        let batches = read_columns(src.path, &r.columns)?;
         let view = AggView {
             name: src.name.to_owned(),
-            join_keys,
+            join_keys: r.join_keys,
             event_timestamp_column: src.event.to_owned(),
             created_timestamp_column: src.created.map(str::to_owned),
-            aggregations: typed,
+            aggregations: r.typed,
             batches: &batches,
         };
         let agg_opts = AggOptions::default()
@@ -302,7 +229,7 @@ pub fn append_aggregations(
             .with_assume_utc(opts.assume_utc);
         let arrays = aggregate(spine, timestamp_column, &view, &agg_opts)
             .map_err(|e| format!("--agg over view '{}': {e}", src.name))?;
-        for (&i, arr) in mine.iter().zip(arrays) {
+        for (&i, arr) in r.mine.iter().zip(arrays) {
             results[i] = Some(arr);
         }
     }
@@ -319,6 +246,310 @@ pub fn append_aggregations(
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+/// Every `--agg` names a `--view` and an output column not taken by `existing`
+/// or another `--agg`.
+fn check_names<'a>(
+    existing: impl Iterator<Item = &'a str>,
+    sources: &[AggSource<'_>],
+    aggs: &[AggArg],
+    opts: AggRunOptions,
+) -> Result<(), BoxError> {
+    let mut taken: std::collections::HashSet<String> = existing.map(str::to_owned).collect();
+    for a in aggs {
+        if !taken.insert(a.output_name(opts.full_feature_names)) {
+            return Err(format!(
+                "--agg '{}': output column '{}' is already taken (use --full-feature-names or another window)",
+                a.spec,
+                a.output_name(opts.full_feature_names)
+            )
+            .into());
+        }
+        if !sources.iter().any(|s| s.name == a.view) {
+            return Err(format!("--agg '{}': no --view named '{}'", a.spec, a.view).into());
+        }
+    }
+    Ok(())
+}
+
+/// The `--agg`s of one view, checked against its file's schema.
+struct Resolved {
+    /// Indices into the `--agg` list.
+    mine: Vec<usize>,
+    /// The view's keys, typed from the file.
+    join_keys: Vec<JoinKey>,
+    /// Each aggregation with its input column's type.
+    typed: Vec<(Aggregation, ValueType)>,
+    /// The columns to read: keys, times, inputs.
+    columns: Vec<String>,
+}
+
+/// Resolves the `--agg`s over `src` (`None` when there are none).
+fn resolve(src: &AggSource<'_>, aggs: &[AggArg]) -> Result<Option<Resolved>, BoxError> {
+    let mine: Vec<usize> = (0..aggs.len())
+        .filter(|&i| aggs[i].view == src.name)
+        .collect();
+    if mine.is_empty() {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = src.keys.to_vec();
+    names.push(src.event.to_owned());
+    names.extend(src.created.map(str::to_owned));
+    let file_schema = {
+        let f =
+            File::open(src.path).map_err(|e| format!("cannot open {}: {e}", src.path.display()))?;
+        Arc::clone(ParquetRecordBatchReaderBuilder::try_new(f)?.schema())
+    };
+    let mut typed = Vec::with_capacity(mine.len());
+    for &i in &mine {
+        let a = &aggs[i];
+        let col = &a.aggregation.column;
+        if names[..src.keys.len() + 1 + usize::from(src.created.is_some())].contains(col) {
+            return Err(format!(
+                "--agg '{}': column '{col}' is a key or time column of view '{}'",
+                a.spec, src.name
+            )
+            .into());
+        }
+        let field = file_schema.field_with_name(col).map_err(|_| {
+            format!(
+                "--agg '{}': view '{}' ({}) has no column '{col}'",
+                a.spec,
+                src.name,
+                src.path.display()
+            )
+        })?;
+        let input = ValueType::from_arrow(field.data_type()).ok_or_else(|| {
+            format!(
+                "--agg '{}': column '{col}' has unsupported type {}",
+                a.spec,
+                field.data_type()
+            )
+        })?;
+        a.aggregation
+            .validate(src.name, Some(&input))
+            .map_err(|e| format!("--agg '{}': {e}", a.spec))?;
+        if !names.contains(col) {
+            names.push(col.clone());
+        }
+        typed.push((a.aggregation.clone(), input));
+    }
+    let join_keys = src
+        .keys
+        .iter()
+        .map(|k| {
+            let f = file_schema.field_with_name(k).map_err(|_| {
+                format!(
+                    "view '{}' ({}): no key column '{k}'",
+                    src.name,
+                    src.path.display()
+                )
+            })?;
+            let t = ValueType::from_arrow(f.data_type()).ok_or_else(|| {
+                format!(
+                    "view '{}': key column '{k}' has unsupported type {}",
+                    src.name,
+                    f.data_type()
+                )
+            })?;
+            Ok(JoinKey::new(k.clone(), t))
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
+    Ok(Some(Resolved {
+        mine,
+        join_keys,
+        typed,
+        columns: names,
+    }))
+}
+
+/// `training_from_parquet --engine datafusion` with `--agg`: the views that no
+/// `--agg` names are point-in-time joined by the engine's join
+/// ([`fstore_core::engine::pit_join_plan`]; features: every column that is not a
+/// key or time column), then every `--agg` is computed by the engine's
+/// aggregation plan ([`fstore_core::engine::agg::aggregation_plan`]: hash
+/// partitions by the view's keys, the in-memory aggregation per partition) and
+/// the result streamed to `out` (temporary name, renamed at the end), in spine
+/// order, with the memory engine's columns. Prints the rows written and the
+/// time; returns the rows.
+///
+/// Runs on the local engine only: fstore's Ballista codec does not encode the
+/// aggregation nodes.
+///
+/// # Errors
+/// Those of [`append_aggregations`] (names, types); the engine's; `--ballista`
+/// given.
+#[cfg(feature = "datafusion")]
+#[allow(clippy::too_many_arguments)]
+pub fn run_datafusion(
+    spine: &Path,
+    ts: &str,
+    views: &[crate::engine_args::ViewSpec],
+    sources: &[AggSource<'_>],
+    aggs: &[AggArg],
+    options: &fstore_core::pit::PitOptions,
+    out: &Path,
+    args: &crate::engine_args::EngineArgs,
+) -> Result<u64, BoxError> {
+    use fstore_core::engine::agg::{AggEngineView, AggFeature, aggregation_plan};
+    use fstore_core::engine::{self, EngineConfig, EngineView};
+    if args.ballista.is_some() {
+        return Err(
+            "--agg runs on the local datafusion engine only (fstore's Ballista codec \
+                    does not encode the aggregation nodes): drop --ballista"
+                .into(),
+        );
+    }
+    let start = std::time::Instant::now();
+    let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
+    if let Some(n) = args.partitions {
+        config = config.with_partitions(n);
+    }
+    if let Some(n) = args.batch_size {
+        config = config.with_batch_size(n);
+    }
+    let n = config.partitions;
+    // The point-in-time join of the views no --agg names (as without --agg).
+    let mut eviews = Vec::new();
+    for v in views
+        .iter()
+        .filter(|v| joins_plain_features(&v.name, false, aggs))
+    {
+        let input = engine::parquet_plan(std::slice::from_ref(&v.path), n)?;
+        let not_feature = |c: &str| {
+            v.keys.iter().any(|k| k == c)
+                || c == v.event
+                || v.created.as_deref() == Some(c)
+                || c.starts_with(engine::RESERVED_PREFIX)
+        };
+        let features = input
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !not_feature(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        eviews.push(EngineView {
+            name: v.name.clone(),
+            join_keys: v.keys.clone(),
+            event_timestamp_column: v.event.clone(),
+            created_timestamp_column: v.created.clone(),
+            ttl: v.ttl,
+            features,
+            input,
+        });
+    }
+    let spine_plan = engine::parquet_plan(&[spine.to_path_buf()], n)?;
+    let joined = if eviews.is_empty() {
+        spine_plan
+    } else {
+        engine::pit_join_plan(spine_plan, ts, &eviews, options, n)?
+    };
+    let opts = AggRunOptions {
+        full_feature_names: options.full_feature_names,
+        created_cutoff: options.created_cutoff,
+        assume_utc: options.assume_utc,
+    };
+    let joined_schema = joined.schema();
+    check_names(
+        joined_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !n.starts_with(engine::RESERVED_PREFIX)),
+        sources,
+        aggs,
+        opts,
+    )?;
+    let mut agg_views = Vec::new();
+    for src in sources {
+        let Some(r) = resolve(src, aggs)? else {
+            continue;
+        };
+        agg_views.push(AggEngineView {
+            name: src.name.to_owned(),
+            join_keys: r.join_keys,
+            event_timestamp_column: src.event.to_owned(),
+            created_timestamp_column: src.created.map(str::to_owned),
+            features: r
+                .mine
+                .iter()
+                .zip(r.typed)
+                .map(|(&i, (aggregation, input_type))| AggFeature {
+                    aggregation,
+                    input_type,
+                    output: aggs[i].output_name(opts.full_feature_names),
+                })
+                .collect(),
+            input: engine::parquet_plan(std::slice::from_ref(&src.path.to_path_buf()), n)?,
+        });
+    }
+    let agg_opts = AggOptions::default()
+        .with_created_cutoff(opts.created_cutoff)
+        .with_assume_utc(opts.assume_utc);
+    let plan = aggregation_plan(joined, ts, &agg_views, &agg_opts, n)?;
+    // Columns in --agg order (the views' features come grouped by view).
+    let ps = plan.schema();
+    let mut order: Vec<usize> = (0..ps.fields().len() - aggs.len()).collect();
+    for a in aggs {
+        order.push(ps.index_of(&a.output_name(opts.full_feature_names))?);
+    }
+    let proj = order
+        .iter()
+        .map(
+            |&i| fstore_core::datafusion::physical_plan::projection::ProjectionExpr {
+                expr: Arc::new(
+                    fstore_core::datafusion::physical_expr::expressions::Column::new(
+                        ps.field(i).name(),
+                        i,
+                    ),
+                ),
+                alias: ps.field(i).name().clone(),
+            },
+        )
+        .collect::<Vec<_>>();
+    let plan: Arc<dyn fstore_core::datafusion::physical_plan::ExecutionPlan> = Arc::new(
+        fstore_core::datafusion::physical_plan::projection::ProjectionExec::try_new(proj, plan)?,
+    );
+    let session = config.session()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        engine::write_parquet(engine::execute(Arc::clone(&plan), session.task_ctx())?, out).await
+    })?;
+    println!(
+        "engine:        datafusion, {n} partitions, memory limit {:?}, {} aggregations",
+        args.memory_limit,
+        aggs.len()
+    );
+    println!("output:        {rows} rows -> {}", out.display());
+    println!("total time:    {:.3} s", start.elapsed().as_secs_f64());
+    Ok(rows)
+}
+
+/// Without the `datafusion` feature: an error saying how to build it.
+///
+/// # Errors
+/// Always.
+#[cfg(not(feature = "datafusion"))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_datafusion(
+    _spine: &Path,
+    _ts: &str,
+    _views: &[crate::engine_args::ViewSpec],
+    _sources: &[AggSource<'_>],
+    _aggs: &[AggArg],
+    _options: &fstore_core::pit::PitOptions,
+    _out: &Path,
+    _args: &crate::engine_args::EngineArgs,
+) -> Result<u64, BoxError> {
+    Err(
+        "--engine datafusion: this binary was built without the `datafusion` feature \
+         (cargo run -p fstore-examples --features datafusion --example training_from_parquet)"
+            .into(),
+    )
 }
 
 /// Whether a `--view` is point-in-time joined: always with `features=`

@@ -206,6 +206,9 @@ fn floor_to(t: i64, r: i64) -> i64 {
 /// Events sorted by `(key group, event_ts, created_ts, row)`.
 struct History {
     groups: HashMap<Vec<u8>, u32>,
+    /// With a single integer join key: its values' groups (the same groups
+    /// as `groups`, without encoding keys).
+    int_groups: Option<HashMap<i64, u32, MixBuild>>,
     ts: Vec<i64>,
     created: Vec<i64>,
     row: Vec<u32>,
@@ -289,16 +292,14 @@ impl History {
                 ))
             })?;
             ts.extend(timestamp_micros(col.as_ref(), ev_col, assume_utc)?);
-            match created_col {
-                Some(c) => {
-                    let col = b.column_by_name(c).ok_or_else(|| {
-                        Error::invalid(format!(
-                            "event history is missing created timestamp column '{c}'"
-                        ))
-                    })?;
-                    created.extend(timestamp_micros(col.as_ref(), c, assume_utc)?);
-                }
-                None => created.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
+            // without a created column every event's is i64::MIN (filled below)
+            if let Some(c) = created_col {
+                let col = b.column_by_name(c).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "event history is missing created timestamp column '{c}'"
+                    ))
+                })?;
+                created.extend(timestamp_micros(col.as_ref(), c, assume_utc)?);
             }
         }
         if let Some(k) = int_key {
@@ -319,47 +320,120 @@ impl History {
         if u32::try_from(grp.len()).is_err() {
             return Err(Error::invalid("event history has more than 2^32 rows"));
         }
-        // counting sort by group (rows stay in row order), then each group by
-        // (event_ts, created_ts, row)
-        let mut off = vec![0usize; groups.len() + 1];
-        for g in &grp {
-            off[*g as usize + 1] += 1;
-        }
-        for g in 0..groups.len() {
-            off[g + 1] += off[g];
-        }
-        let mut next = off.clone();
-        let mut recs: Vec<(i64, i64, u32)> = vec![(0, 0, 0); grp.len()];
-        for (row, g) in grp.iter().enumerate() {
-            let p = &mut next[*g as usize];
-            recs[*p] = (ts[row], created[row], row as u32);
-            *p += 1;
-        }
+        // Counting sort by group, then each group by (event_ts, created_ts,
+        // row), on all cores: each thread sorts a contiguous run of rows by
+        // group into its own buffer; then each thread takes a range of groups,
+        // gathers each group's records from every run (in row order), sorts
+        // them and writes its disjoint slice of the output.
+        let n = grp.len();
+        let n_groups = groups.len();
+        let threads = if n >= 1 << 12 {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        } else {
+            1
+        };
+        let per = n.div_ceil(threads).max(1);
+        let has_created = !created.is_empty();
+        type Rec = (i64, i64, u32);
+        let run = |rows: std::ops::Range<usize>| -> (Vec<usize>, Vec<Rec>) {
+            let mut off = vec![0usize; n_groups + 1];
+            for g in &grp[rows.clone()] {
+                off[*g as usize + 1] += 1;
+            }
+            for g in 0..n_groups {
+                off[g + 1] += off[g];
+            }
+            let mut next = off.clone();
+            let mut recs: Vec<Rec> = vec![(0, 0, 0); rows.len()];
+            for row in rows {
+                let p = &mut next[grp[row] as usize];
+                let c = if has_created { created[row] } else { i64::MIN };
+                recs[*p] = (ts[row], c, row as u32);
+                *p += 1;
+            }
+            (off, recs)
+        };
+        let ranges: Vec<std::ops::Range<usize>> = (0..threads)
+            .map(|t| (t * per).min(n)..((t + 1) * per).min(n))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let runs: Vec<(Vec<usize>, Vec<Rec>)> = if ranges.len() > 1 {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ranges
+                    .iter()
+                    .map(|r| {
+                        let r = r.clone();
+                        s.spawn(move || run(r))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .map_err(|_| Error::invalid("event history: worker thread panicked"))?
+        } else {
+            ranges.iter().map(|r| run(r.clone())).collect()
+        };
         drop((grp, ts, created));
-        // the per-group sorts on all cores (halves cut at a group boundary)
+        let mut off = vec![0usize; n_groups + 1];
+        for g in 0..n_groups {
+            off[g + 1] = off[g] + runs.iter().map(|(o, _)| o[g + 1] - o[g]).sum::<usize>();
+        }
+        let (mut out_ts, mut out_created, mut out_row) =
+            (vec![0i64; n], vec![0i64; n], vec![0u32; n]);
         let sort_groups =
-            |recs: &mut [(i64, i64, u32)], base: usize, gs: std::ops::Range<usize>| {
+            |gs: std::ops::Range<usize>, ts: &mut [i64], created: &mut [i64], row: &mut [u32]| {
+                let base = off[gs.start];
+                let mut buf: Vec<Rec> = Vec::new();
                 for g in gs {
-                    recs[off[g] - base..off[g + 1] - base].sort_unstable();
+                    buf.clear();
+                    for (o, recs) in &runs {
+                        buf.extend_from_slice(&recs[o[g]..o[g + 1]]);
+                    }
+                    buf.sort_unstable();
+                    let at = off[g] - base;
+                    for (j, r) in buf.iter().enumerate() {
+                        (ts[at + j], created[at + j], row[at + j]) = (r.0, r.1, r.2);
+                    }
                 }
             };
-        let n_groups = groups.len();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if threads > 1 && recs.len() >= 1 << 12 {
-            let mid = off.partition_point(|o| *o < recs.len() / 2).min(n_groups);
-            let (a, b) = recs.split_at_mut(off[mid]);
+        // groups cut into ranges of about equal events
+        let mut cuts = vec![0usize];
+        for t in 1..threads {
+            let c = off.partition_point(|o| *o < t * per).min(n_groups);
+            if c > *cuts.last().unwrap_or(&0) {
+                cuts.push(c);
+            }
+        }
+        cuts.push(n_groups);
+        cuts.dedup();
+        if cuts.len() > 2 {
+            let mut parts = Vec::new();
+            let (mut ts_r, mut cr_r, mut row_r) =
+                (&mut out_ts[..], &mut out_created[..], &mut out_row[..]);
+            for w in cuts.windows(2) {
+                let len = off[w[1]] - off[w[0]];
+                let (a, b) = std::mem::take(&mut ts_r).split_at_mut(len);
+                let (c, d) = std::mem::take(&mut cr_r).split_at_mut(len);
+                let (e, f) = std::mem::take(&mut row_r).split_at_mut(len);
+                (ts_r, cr_r, row_r) = (b, d, f);
+                parts.push((w[0]..w[1], a, c, e));
+            }
             std::thread::scope(|s| {
-                s.spawn(|| sort_groups(a, 0, 0..mid));
-                sort_groups(b, off[mid], mid..n_groups);
+                for (gs, a, c, e) in parts {
+                    s.spawn(|| sort_groups(gs, a, c, e));
+                }
             });
         } else {
-            sort_groups(&mut recs, 0, 0..n_groups);
+            sort_groups(0..n_groups, &mut out_ts, &mut out_created, &mut out_row);
         }
         Ok(Self {
             groups,
-            ts: recs.iter().map(|r| r.0).collect(),
-            created: recs.iter().map(|r| r.1).collect(),
-            row: recs.iter().map(|r| r.2).collect(),
+            int_groups: int_key.map(|_| int_groups),
+            ts: out_ts,
+            created: out_created,
+            row: out_row,
             off,
         })
     }
@@ -478,9 +552,14 @@ pub fn aggregate(
     view: &AggView<'_>,
     opts: &AggOptions,
 ) -> Result<Vec<ArrayRef>> {
-    // spine keys and times
+    // spine keys and times; a single integer key is looked up by value
+    let int_key = match view.join_keys.as_slice() {
+        [k] if matches!(k.value_type, ValueType::Int32 | ValueType::Int64) => Some(k),
+        _ => None,
+    };
     let mut spine_ts: Vec<i64> = Vec::new();
     let mut spine_keys: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut spine_ints: Vec<Option<i64>> = Vec::new();
     for b in spine {
         let col = b.column_by_name(timestamp_column).ok_or_else(|| {
             Error::invalid(format!(
@@ -492,7 +571,19 @@ pub fn aggregate(
             timestamp_column,
             opts.assume_utc,
         )?);
-        spine_keys.extend(spine_key_bytes(b, &view.join_keys)?);
+        if let Some(k) = int_key {
+            let col = b.column_by_name(&k.name).ok_or_else(|| {
+                Error::invalid(format!("spine is missing join key column '{}'", k.name))
+            })?;
+            let col = cast_key_column(col, &k.name, &k.value_type)?;
+            if let Some(a) = col.as_primitive_opt::<Int32Type>() {
+                spine_ints.extend(a.iter().map(|v| v.map(i64::from)));
+            } else {
+                spine_ints.extend(col.as_primitive::<Int64Type>().iter());
+            }
+        } else {
+            spine_keys.extend(spine_key_bytes(b, &view.join_keys)?);
+        }
     }
     let h = History::build(
         view.batches,
@@ -501,11 +592,17 @@ pub fn aggregate(
         view.created_timestamp_column.as_deref(),
         opts.assume_utc,
     )?;
-    let spine_groups: Vec<Option<u32>> = spine_keys
-        .iter()
-        .map(|k| k.as_ref().and_then(|k| h.groups.get(k).copied()))
-        .collect();
-    drop(spine_keys);
+    let spine_groups: Vec<Option<u32>> = match &h.int_groups {
+        Some(m) => spine_ints
+            .iter()
+            .map(|v| v.and_then(|v| m.get(&v).copied()))
+            .collect(),
+        None => spine_keys
+            .iter()
+            .map(|k| k.as_ref().and_then(|k| h.groups.get(k).copied()))
+            .collect(),
+    };
+    drop((spine_keys, spine_ints));
     let cutoff = opts.created_cutoff && view.created_timestamp_column.is_some();
 
     // Spine rows with a key, sorted by (group, t): consecutive rows share a
@@ -905,4 +1002,4 @@ pub(crate) fn column_of(a: &OnlineAgg, values: &[Option<Value>]) -> ArrayRef {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -18,19 +18,19 @@ use crate::model::{AggFunction, Aggregation};
 const MIN: i64 = 60_000_000;
 
 #[derive(Debug, Clone)]
-struct E {
-    key: i64,
-    ts: i64,
-    created: i64,
-    amount: Option<i64>,
-    price: Option<f64>,
+pub(crate) struct E {
+    pub(crate) key: i64,
+    pub(crate) ts: i64,
+    pub(crate) created: i64,
+    pub(crate) amount: Option<i64>,
+    pub(crate) price: Option<f64>,
 }
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-fn events_batch(ev: &[E]) -> RecordBatch {
+pub(crate) fn events_batch(ev: &[E]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
@@ -62,7 +62,7 @@ fn events_batch(ev: &[E]) -> RecordBatch {
     .unwrap()
 }
 
-fn spine_batch(rows: &[(Option<i64>, i64)]) -> RecordBatch {
+pub(crate) fn spine_batch(rows: &[(Option<i64>, i64)]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
@@ -248,7 +248,7 @@ fn check(ev: &[E], spine: &[(Option<i64>, i64)], cutoff: bool, split: usize) -> 
     Ok(())
 }
 
-fn event() -> impl Strategy<Value = E> {
+pub(crate) fn event() -> impl Strategy<Value = E> {
     (
         0i64..3,
         // minutes with many exact hop/window boundaries, plus odd microseconds

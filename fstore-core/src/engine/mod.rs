@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agg;
 mod exec;
 mod hash;
 #[cfg(test)]
