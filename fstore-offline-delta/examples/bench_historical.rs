@@ -80,9 +80,10 @@ fn cpu_secs() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The median of `xs` (NaN when there are none, e.g. a peer that could not run).
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn reset_peak() {
@@ -315,7 +316,10 @@ async fn main() -> fstore_core::Result<()> {
     // The Parquet path on the same rows: each view's live files as one file,
     // `training_from_parquet` (whole process) when FSTORE_BENCH_PARQUET_BIN
     // names its binary.
-    if let Ok(bin) = std::env::var("FSTORE_BENCH_PARQUET_BIN") {
+    if let Some(bin) = std::env::var("FSTORE_BENCH_PARQUET_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+    {
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("--spine").arg(&spine_path).args([
             "--timestamp-column",
@@ -367,7 +371,13 @@ async fn main() -> fstore_core::Result<()> {
         let mut wall = Vec::new();
         for _ in 0..runs {
             let t0 = Instant::now();
-            let out = cmd.output().expect("run training_from_parquet");
+            let out = match cmd.output() {
+                Ok(out) => out,
+                Err(e) => {
+                    println!("training_from_parquet could not be started: {e}");
+                    break;
+                }
+            };
             wall.push(t0.elapsed().as_secs_f64());
             if !out.status.success() {
                 println!(
