@@ -15,7 +15,7 @@
 //! events (registered with the memory pool; it cannot spill), restores the
 //! events' write order (the last tie-break of `first`/`last`/`last_n`) from the
 //! write sequence, and runs the in-memory [`crate::agg::aggregate`] on them —
-//! one implementation of §11 for both engines, so they cannot drift. The
+//! one implementation of semantics §11 for both engines, so they cannot drift. The
 //! repartitions spill under the pool's limit; the final sort by sequence
 //! restores spine order.
 //!
@@ -911,7 +911,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// For every function of §11, the engine's column equals the in-memory
+        /// For every function of semantics §11, the engine's column equals the in-memory
         /// one bit for bit (same code on the same events per key, in the same
         /// order), the spine columns come back unchanged and in spine order,
         /// whatever the partitions and batch sizes.
