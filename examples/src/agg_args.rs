@@ -409,6 +409,12 @@ pub fn run_datafusion(
     if let Some(n) = args.batch_size {
         config = config.with_batch_size(n);
     }
+    if let Some(j) = &args.join {
+        config = config.with_join(j.parse()?);
+    }
+    if let Some(k) = args.join_concurrency {
+        config = config.with_hash_concurrency(k);
+    }
     let n = config.partitions;
     // The point-in-time join of the views no --agg names (as without --agg).
     let mut eviews = Vec::new();
@@ -444,7 +450,7 @@ pub fn run_datafusion(
     let joined = if eviews.is_empty() {
         spine_plan
     } else {
-        engine::pit_join_plan(spine_plan, ts, &eviews, options, n)?
+        engine::pit_join_plan_with(spine_plan, ts, &eviews, options, &config)?
     };
     let opts = AggRunOptions {
         full_feature_names: options.full_feature_names,

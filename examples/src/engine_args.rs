@@ -27,17 +27,27 @@ pub struct EngineArgs {
     pub batch_size: Option<usize>,
     /// `--ballista URL`: run the plan on a Ballista cluster (`crate::ballista_args`).
     pub ballista: Option<String>,
+    /// `--join hash|sort`: the DataFusion engine's join (default hash).
+    pub join: Option<String>,
+    /// `--join-concurrency N`: hash partitions joining at once (default: the cores).
+    pub join_concurrency: Option<usize>,
 }
 
 /// The usage text of the engine flags.
-pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--batch-size ROWS] [--ballista df://HOST:PORT]";
+pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--batch-size ROWS] [--join hash|sort] [--join-concurrency N] [--ballista df://HOST:PORT]";
 
 impl EngineArgs {
     /// Whether `flag` is one of the engine flags (it takes a value).
     pub fn accepts(flag: &str) -> bool {
         matches!(
             flag,
-            "--engine" | "--memory-limit" | "--partitions" | "--batch-size" | "--ballista"
+            "--engine"
+                | "--memory-limit"
+                | "--partitions"
+                | "--batch-size"
+                | "--ballista"
+                | "--join"
+                | "--join-concurrency"
         )
     }
 
@@ -79,6 +89,21 @@ impl EngineArgs {
                 self.batch_size = Some(n);
             }
             "--ballista" => self.ballista = Some(value.to_owned()),
+            "--join" => {
+                if value != "hash" && value != "sort" {
+                    return Err(format!("--join: expected hash or sort, got '{value}'"));
+                }
+                self.join = Some(value.to_owned());
+            }
+            "--join-concurrency" => {
+                let n: usize = value.parse().map_err(|_| {
+                    format!("--join-concurrency: expected a positive integer, got '{value}'")
+                })?;
+                if n == 0 {
+                    return Err("--join-concurrency: must be at least 1".to_string());
+                }
+                self.join_concurrency = Some(n);
+            }
             other => return Err(format!("not an engine flag: '{other}'")),
         }
         Ok(())
@@ -87,15 +112,19 @@ impl EngineArgs {
     /// Rejects flags that only the DataFusion engine uses when the memory engine runs.
     ///
     /// # Errors
-    /// `--memory-limit`, `--partitions` or `--batch-size` given with `--engine memory`.
+    /// `--memory-limit`, `--partitions`, `--batch-size`, `--join` or
+    /// `--join-concurrency` given with `--engine memory`.
     pub fn check(&self) -> Result<(), String> {
         if self.engine == Engine::Memory
             && (self.memory_limit.is_some()
                 || self.partitions.is_some()
-                || self.batch_size.is_some())
+                || self.batch_size.is_some()
+                || self.join.is_some()
+                || self.join_concurrency.is_some())
         {
             return Err(
-                "--memory-limit, --partitions and --batch-size need --engine datafusion"
+                "--memory-limit, --partitions, --batch-size, --join and --join-concurrency \
+                 need --engine datafusion"
                     .to_string(),
             );
         }
@@ -182,6 +211,12 @@ pub fn run_datafusion(
     if let Some(n) = args.batch_size {
         config = config.with_batch_size(n);
     }
+    if let Some(j) = &args.join {
+        config = config.with_join(j.parse()?);
+    }
+    if let Some(k) = args.join_concurrency {
+        config = config.with_hash_concurrency(k);
+    }
     let n = config.partitions;
     let mut eviews = Vec::with_capacity(views.len());
     for v in views {
@@ -210,12 +245,12 @@ pub fn run_datafusion(
             input,
         });
     }
-    let plan = engine::pit_join_plan(
+    let plan = engine::pit_join_plan_with(
         engine::parquet_plan(&[spine.to_path_buf()], n)?,
         ts,
         &eviews,
         options,
-        n,
+        &config,
     )?;
     let rows = if let Some(url) = &args.ballista {
         crate::ballista_args::run_on_cluster(url, plan, &config, out)?
@@ -243,8 +278,8 @@ pub fn run_datafusion(
         rows
     };
     println!(
-        "engine:        datafusion, {n} partitions, memory limit {:?}",
-        args.memory_limit
+        "engine:        datafusion, {n} partitions, {:?} join, memory limit {:?}",
+        config.join, args.memory_limit
     );
     println!("output:        {rows} rows -> {}", out.display());
     println!("total time:    {:.3} s", start.elapsed().as_secs_f64());
@@ -317,5 +352,17 @@ mod tests {
         b.set("--engine", "datafusion").unwrap();
         assert!(b.check().is_ok());
         assert_eq!(b.batch_size, Some(32768));
+        let mut c = EngineArgs::default();
+        c.set("--join", "sort").unwrap();
+        assert!(c.check().is_err(), "--join without the datafusion engine");
+        c.set("--engine", "datafusion").unwrap();
+        c.set("--join-concurrency", "2").unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(
+            (c.join.as_deref(), c.join_concurrency),
+            (Some("sort"), Some(2))
+        );
+        assert!(c.set("--join", "nested-loop").is_err());
+        assert!(c.set("--join-concurrency", "0").is_err());
     }
 }

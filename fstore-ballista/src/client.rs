@@ -108,7 +108,7 @@ impl BallistaSession {
         // The static planner cuts the plan at its repartitions and runs it as
         // built. Ballista's adaptive planner re-plans stages from runtime
         // statistics (partition counts, join strategies) and knows nothing of
-        // PitJoinExec, whose two inputs must stay hash-partitioned alike.
+        // PitJoinExec / PitHashJoinExec, whose two inputs must stay hash-partitioned alike.
         let config = config
             .upgrade_for_ballista()
             .with_ballista_adaptive_query_planner(false);

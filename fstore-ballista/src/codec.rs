@@ -7,15 +7,18 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use fstore_core::engine::{PitJoinConfig, PitJoinExec, PitPrepareExec, PrepareConfig};
+use fstore_core::engine::{
+    PitHashJoinConfig, PitHashJoinExec, PitJoinConfig, PitJoinExec, PitPrepareExec, PrepareConfig,
+};
 
 /// First byte of an encoded node: which codec wrote the rest.
 const BALLISTA: u8 = 0;
 const PIT_PREPARE: u8 = 1;
 const PIT_JOIN: u8 = 2;
+const PIT_HASH_JOIN: u8 = 3;
 
 /// The `PhysicalExtensionCodec` of an fstore cluster: fstore's engine nodes
-/// ([`PitPrepareExec`], [`PitJoinExec`]) as a tag byte and their JSON config,
+/// ([`PitPrepareExec`], [`PitJoinExec`], [`PitHashJoinExec`]) as a tag byte and their JSON config,
 /// anything else (Ballista's shuffle nodes) through Ballista's own codec.
 ///
 /// The client, the scheduler and every executor must use it (the client encodes
@@ -85,6 +88,16 @@ impl PhysicalExtensionCodec for FstorePhysicalCodec {
                     config,
                 )?))
             }
+            PIT_HASH_JOIN => {
+                let config: PitHashJoinConfig = serde_json::from_slice(body)
+                    .map_err(|e| codec_error("PitHashJoinExec config", e))?;
+                let io = one_input(inputs, 2, "PitHashJoinExec")?;
+                Ok(Arc::new(PitHashJoinExec::try_new(
+                    Arc::clone(&io[0]),
+                    Arc::clone(&io[1]),
+                    config,
+                )?))
+            }
             other => Err(codec_error("decode", format!("unknown node tag {other}"))),
         }
     }
@@ -102,6 +115,10 @@ impl PhysicalExtensionCodec for FstorePhysicalCodec {
         } else if let Some(j) = node.downcast_ref::<PitJoinExec>() {
             buf.push(PIT_JOIN);
             serde_json::to_writer(buf, j.config()).map_err(|e| codec_error("PitJoinExec config", e))
+        } else if let Some(j) = node.downcast_ref::<PitHashJoinExec>() {
+            buf.push(PIT_HASH_JOIN);
+            serde_json::to_writer(buf, j.config())
+                .map_err(|e| codec_error("PitHashJoinExec config", e))
         } else {
             buf.push(BALLISTA);
             self.inner.try_encode(node, buf, proto_converter)

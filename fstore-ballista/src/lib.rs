@@ -13,8 +13,8 @@
 //!   them; a deployment that needs more of Ballista's options builds its own
 //!   [`SchedulerConfig`] / [`ExecutorProcessConfig`] and passes it in.
 //!
-//! fstore's join is a physical plan with two custom nodes (`PitPrepareExec`,
-//! `PitJoinExec`). The client encodes it with [`FstorePhysicalCodec`], the
+//! fstore's join is a physical plan with custom nodes (`PitPrepareExec`, and
+//! `PitHashJoinExec` or `PitJoinExec`). The client encodes it with [`FstorePhysicalCodec`], the
 //! scheduler decodes it, cuts it into stages at its hash repartitions and encodes
 //! each stage again, and the executors decode the stages: every process of a
 //! cluster must register the same codec, which is why fstore ships its own

@@ -16,7 +16,9 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field};
-use fstore_core::engine::{EngineView, parquet_plan, pit_join_plan};
+use fstore_core::engine::{
+    EngineConfig, EngineView, JoinAlgorithm, parquet_plan, pit_join_plan_with,
+};
 use fstore_core::pit::{PitOptions, PitView, point_in_time_join};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
@@ -635,24 +637,27 @@ async fn historical_retrieval_on_the_cluster_equals_the_pure_join() {
                 input: parquet_plan(&txn_files, SCAN_PARTITIONS).expect("txn scan"),
             },
         ];
-        let plan = pit_join_plan(
-            parquet_plan(&spine_files, SCAN_PARTITIONS).expect("spine scan"),
-            "ts",
-            &views,
-            &options,
-            4,
-        )
-        .expect("plan");
-        let schema = plan.schema();
-        let batches: Vec<RecordBatch> = session
-            .execute(plan)
-            .await
-            .expect("submit")
-            .try_collect()
-            .await
-            .expect("job on the cluster");
-        let got = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
-        assert_same_cells(&got, &want);
+        // Both join algorithms (the hash join is the default).
+        for join in [JoinAlgorithm::Hash, JoinAlgorithm::Sort] {
+            let plan = pit_join_plan_with(
+                parquet_plan(&spine_files, SCAN_PARTITIONS).expect("spine scan"),
+                "ts",
+                &views,
+                &options,
+                &EngineConfig::default().with_partitions(4).with_join(join),
+            )
+            .expect("plan");
+            let schema = plan.schema();
+            let batches: Vec<RecordBatch> = session
+                .execute(plan)
+                .await
+                .expect("submit")
+                .try_collect()
+                .await
+                .expect("job on the cluster");
+            let got = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
+            assert_same_cells(&got, &want);
+        }
     }
     let tasks = cluster.tasks_per_executor();
     assert!(

@@ -786,7 +786,24 @@ pub(crate) struct DecoderIndex {
     /// The expected payload layout when every stored feature is 8 bytes wide
     /// and every requested one goes to the shared slab (see
     /// [`PayloadDecoder::push_template`]); `None` otherwise.
-    template: Option<Vec<TemplateEntry>>,
+    template: Option<Template>,
+}
+
+/// The payload layout of a view whose features are all 8 bytes wide (see
+/// [`PayloadDecoder::push_template`]).
+#[derive(Debug)]
+struct Template {
+    /// The entries in the writer's order.
+    entries: Vec<TemplateEntry>,
+    /// The whole payload of a row with a value in every entry, value bytes
+    /// zeroed: such a row is checked in one pass over its bytes.
+    image: Vec<u8>,
+    /// Per byte of `image`: `0xFF` where a payload must equal it (version,
+    /// entry count, lengths, names, tags), `0` for value bytes.
+    mask: Vec<u8>,
+    /// Per requested entry: the offset of its 8 value bytes in the payload
+    /// and its slab column.
+    values: Vec<(usize, usize)>,
 }
 
 /// One payload entry as the writer lays it out for a view whose features are
@@ -849,7 +866,7 @@ impl DecoderIndex {
         stored: &[FeatureField],
         by_name: &HashMap<String, usize>,
         sinks: &[Sink],
-    ) -> Option<Vec<TemplateEntry>> {
+    ) -> Option<Template> {
         if stored.len() > usize::from(u16::MAX)
             || sinks.iter().any(|s| matches!(s, Sink::Builder(_)))
         {
@@ -880,7 +897,8 @@ impl DecoderIndex {
                     col,
                 })
             })
-            .collect()
+            .collect::<Option<Vec<_>>>()
+            .map(Template::new)
     }
 
     /// The requested column of the `k`-th payload entry, named `name`: the
@@ -895,6 +913,47 @@ impl DecoderIndex {
                 Ok(self.by_name.get(name).copied())
             }
         }
+    }
+}
+
+impl Template {
+    fn new(entries: Vec<TemplateEntry>) -> Self {
+        let count = u16::try_from(entries.len()).unwrap_or(u16::MAX);
+        let mut image = vec![PAYLOAD_VERSION];
+        image.extend_from_slice(&count.to_le_bytes());
+        let mut values = Vec::new();
+        for e in &entries {
+            image.extend_from_slice(&e.header);
+            image.push(e.tag);
+            if let Some(c) = e.col {
+                values.push((image.len(), c));
+            }
+            image.extend_from_slice(&[0; 8]);
+        }
+        let mut mask = vec![0xFF; image.len()];
+        let mut at = 3;
+        for e in &entries {
+            at += e.header.len() + 1;
+            mask[at..at + 8].fill(0);
+            at += 8;
+        }
+        Self {
+            entries,
+            image,
+            mask,
+            values,
+        }
+    }
+
+    /// Whether `p` is laid out exactly as [`Template::image`] (any value
+    /// bytes): one branch-free pass over the bytes.
+    fn matches_image(&self, p: &[u8]) -> bool {
+        p.len() == self.image.len()
+            && p.iter()
+                .zip(&self.image)
+                .zip(&self.mask)
+                .fold(0u8, |acc, ((a, b), m)| acc | ((a ^ b) & m))
+                == 0
     }
 }
 
@@ -1110,23 +1169,35 @@ impl PayloadDecoder {
     }
 
     /// The fast path of [`PayloadDecoder::push_row`] for views of 8-byte
-    /// features written in the view's order (what the writer does): each
+    /// features written in the view's order (what the writer does). A row
+    /// with a value in every entry is checked against [`Template::image`] in
+    /// one pass and its value bytes copied. Otherwise each
     /// entry's length, name and tag are compared with the expected bytes and
     /// its 8 value bytes copied. Any difference (another order, a missing or
     /// extra entry, another tag, truncated or trailing bytes) undoes this
     /// row's writes and returns `false`, and the full decoder reads the row:
     /// whatever it accepts, the result is the full decoder's.
     fn push_template(&mut self, p: &[u8]) -> bool {
-        let Some(t) = self.index.template.as_deref() else {
+        let Some(t) = self.index.template.as_ref() else {
             return false;
         };
+        let (rows, row) = (self.rows, self.row);
+        if t.matches_image(p) {
+            for &(at, c) in &t.values {
+                if let Some(v) = p.get(at..at + 8).and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+                    self.wide[c * rows + row] = u64::from_le_bytes(v);
+                    self.wide_valid[c * rows + row] = true;
+                }
+            }
+            return true;
+        }
+        let t = &t.entries;
         let [PAYLOAD_VERSION, n0, n1, ..] = *p else {
             return false;
         };
         if usize::from(u16::from_le_bytes([n0, n1])) != t.len() {
             return false;
         }
-        let (rows, row) = (self.rows, self.row);
         let (wide, valid) = (&mut self.wide, &mut self.wide_valid);
         let mut pos = 3;
         let mut ok = true;
@@ -1173,19 +1244,20 @@ impl PayloadDecoder {
     /// The columns, in requested order, with as many rows as were pushed.
     pub(crate) fn finish(self) -> Vec<ArrayRef> {
         let mut out = Vec::with_capacity(self.index.types.len());
-        self.finish_into(&mut out, None);
+        let _ = self.finish_into(|c| out.push(c), None);
         out
     }
 
-    /// Appends the columns, in requested order, to `out`; 8-byte columns reuse
+    /// Gives the columns, in requested order, to `out`; 8-byte columns reuse
     /// the arrays of `pool` where nobody else holds them (see [`PooledColumn`];
     /// `pool` is grown to one slot per 8-byte column). Returns the
-    /// working memory for the next decoder.
+    /// working memory for the next decoder and whether any column may hold
+    /// a null (`false`: none does).
     pub(crate) fn finish_into(
         self,
-        out: &mut Vec<ArrayRef>,
+        mut out: impl FnMut(ArrayRef),
         mut pool: Option<&mut ColumnPool>,
-    ) -> DecoderScratch {
+    ) -> (DecoderScratch, bool) {
         let len = self.row;
         let stride = self.rows;
         let wide = arrow_buffer::Buffer::from_vec(self.wide);
@@ -1194,6 +1266,12 @@ impl PayloadDecoder {
         {
             p.resize_with(self.index.wide_cols, PooledColumn::default);
         }
+        // One validity bitmap for the slab, sliced by the columns with a
+        // null (the others have none).
+        let col_nulls = |c: usize| self.wide_valid[c * stride..c * stride + len].contains(&false);
+        let slab_nulls = (stride > 0 && (0..self.index.wide_cols).any(col_nulls))
+            .then(|| NullBuffer::from(&self.wide_valid[..]));
+        let may_have_nulls = slab_nulls.is_some() || !self.builders.is_empty();
         let mut builders = self.builders.into_iter();
         for i in 0..self.index.types.len() {
             let sink = if stride == 0 {
@@ -1204,13 +1282,15 @@ impl PayloadDecoder {
             match sink {
                 Sink::Builder(_) => {
                     if let Some(c) = builders.next() {
-                        out.push(c.finish());
+                        out(c.finish());
                     }
                 }
                 Sink::Wide(c) => {
                     let at = c * stride;
-                    let valid = &self.wide_valid[at..at + len];
-                    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+                    let nulls = slab_nulls
+                        .as_ref()
+                        .filter(|_| col_nulls(c))
+                        .map(|n| n.slice(at, len));
                     let values = wide.slice_with_length(at * 8, len * 8);
                     let slot = pool.as_deref_mut().map(|p| &mut p[c]);
                     let col: ArrayRef = match (&self.index.types[i], slot) {
@@ -1238,14 +1318,15 @@ impl PayloadDecoder {
                             Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls))
                         }
                     };
-                    out.push(col);
+                    out(col);
                 }
             }
         }
-        DecoderScratch {
+        let scratch = DecoderScratch {
             seen: self.seen,
             wide_valid: self.wide_valid,
-        }
+        };
+        (scratch, may_have_nulls)
     }
 }
 
@@ -1804,7 +1885,8 @@ mod decode_props {
         ]
     }
 
-    /// Payloads of [`wide_features`] as the writer encodes them (values and nulls).
+    /// Payloads of [`wide_features`] as the writer encodes them: three rows
+    /// with a null each, then one with every value.
     fn wide_payloads() -> Vec<Vec<u8>> {
         let fs = wide_features();
         let schema = Arc::new(Schema::new(
@@ -1813,13 +1895,28 @@ mod decode_props {
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from(vec![Some(i64::MIN), None, Some(3)])),
-                Arc::new(Float64Array::from(vec![None, Some(2.5), Some(-0.0)])),
+                Arc::new(Int64Array::from(vec![
+                    Some(i64::MIN),
+                    None,
+                    Some(3),
+                    Some(-1),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    None,
+                    Some(2.5),
+                    Some(-0.0),
+                    Some(0.5),
+                ])),
                 Arc::new(
-                    TimestampMicrosecondArray::from(vec![Some(1), None, Some(-5)])
+                    TimestampMicrosecondArray::from(vec![Some(1), None, Some(-5), Some(7)])
                         .with_timezone(UTC),
                 ),
-                Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1e300), None])),
+                Arc::new(Float64Array::from(vec![
+                    Some(f64::NAN),
+                    Some(1e300),
+                    None,
+                    Some(f64::MIN_POSITIVE),
+                ])),
             ],
         )
         .expect("fixture batch");
@@ -1886,6 +1983,8 @@ mod decode_props {
     /// The template is built for an all-8-byte view and takes what the
     /// writer writes (so the property below reaches it), in every row; it
     /// is not built when a stored or requested feature is not 8 bytes wide.
+    /// A row with every value passes the one-pass image check; rows with a
+    /// null take the entry-by-entry path.
     #[test]
     fn template_takes_what_the_writer_writes() {
         for fs in wide_readers() {
@@ -1893,8 +1992,14 @@ mod decode_props {
             assert!(index.template.is_some(), "{fs:?}");
             let payloads = wide_payloads();
             let mut dec = PayloadDecoder::with_index(index, payloads.len());
-            for p in &payloads {
+            for (i, p) in payloads.iter().enumerate() {
                 let reader_types_match = fs[..2] != wide_readers()[2][..];
+                let t = dec.index.template.as_ref().expect("template");
+                assert_eq!(
+                    t.matches_image(p),
+                    reader_types_match && i == 3,
+                    "{fs:?} row {i}"
+                );
                 assert_eq!(dec.push_template(p), reader_types_match, "{fs:?}");
                 dec.row += 1;
             }
@@ -1917,8 +2022,8 @@ mod decode_props {
         /// decodes them, or are an `InvalidInput`.
         #[test]
         fn template_decodes_like_the_full_decoder(
-            which in 0usize..3,
-            at_row in 0usize..3,
+            which in 0usize..4,
+            at_row in 0usize..4,
             edits in proptest::collection::vec((any::<usize>(), wire_byte()), 0..4),
             cut in proptest::option::weighted(0.3, any::<usize>()),
             insert in proptest::option::weighted(0.3, (any::<usize>(), proptest::collection::vec(wire_byte(), 1..6))),

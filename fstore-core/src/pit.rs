@@ -917,7 +917,7 @@ fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize
     let mut best = best;
     best.clear();
     best.resize(out.len(), Best::EMPTY);
-    let mut part = Partitioner::new(n_parts, shift, tuning.part_chunk, rows.total, buf, sorted);
+    let mut part = Partitioner::new(n_parts, shift, tuning.part_chunk, buf, sorted);
     let mut place = |p: &Pending| {
         let id = p.id as usize;
         let (start, end) = (group.start[id] as usize, group.start[id + 1] as usize);
@@ -932,7 +932,8 @@ fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize
             return;
         }
         let slot = &mut best[start - base + spine_times.partition_point(|&t| t < avail)];
-        if slot.seq == NONE || (event, created) >= (slot.event, slot.created) {
+        // An empty slot (`Best::EMPTY`, the least times) takes any row.
+        if (event, created) >= (slot.event, slot.created) {
             *slot = Best {
                 event,
                 created,
@@ -940,22 +941,44 @@ fn slot_range(job: Job<'_, '_>, tuning: &Tuning, scratch: &mut Scratch) -> usize
             };
         }
     };
-    let (lo32, hi32) = (lo as u32, hi as u32);
+    // Key ids `lo..hi` (NONE, u32::MAX, wraps above every range).
+    let (lo32, width) = (lo as u32, (hi - lo) as u32);
     for piece in pieces {
         let (events, created) = &rows.times[piece.batch];
-        let base_seq = rows.offsets[piece.batch] + piece.start;
-        for (i, &id) in piece.ids.iter().enumerate() {
-            if id < lo32 || id >= hi32 {
-                continue; // another range's key, or NONE (null / not in the spine)
+        let base_seq = (rows.offsets[piece.batch] + piece.start) as u32;
+        let ids = &piece.ids[..];
+        let events = &events[piece.start..piece.start + ids.len()];
+        let keep = |id: u32| id.wrapping_sub(lo32) < width;
+        match created {
+            None => part.append(
+                ids.len(),
+                |i| {
+                    let p = Pending {
+                        id: ids[i],
+                        seq: base_seq + i as u32,
+                        event: events[i],
+                        created: i64::MIN,
+                    };
+                    (p, keep(p.id))
+                },
+                &mut place,
+            ),
+            Some(created) => {
+                let created = &created[piece.start..piece.start + ids.len()];
+                part.append(
+                    ids.len(),
+                    |i| {
+                        let p = Pending {
+                            id: ids[i],
+                            seq: base_seq + i as u32,
+                            event: events[i],
+                            created: created[i],
+                        };
+                        (p, keep(p.id))
+                    },
+                    &mut place,
+                );
             }
-            let r = piece.start + i;
-            let p = Pending {
-                id,
-                seq: (base_seq + i) as u32,
-                event: events[r],
-                created: created.as_ref().map_or(i64::MIN, |c| c[r]),
-            };
-            part.push(p, &mut place);
         }
     }
     part.flush(&mut place);
@@ -1077,6 +1100,11 @@ struct Pending {
 /// Buffers [`Pending`] rows and hands them out grouped by `id >> shift`, each
 /// group in arrival order (a stable counting sort), so the write-order tie-break
 /// is unchanged and each group's random accesses stay within a small id range.
+///
+/// Rows are appended without a branch per row ([`Partitioner::append`]): every
+/// candidate is written at the end of the buffer and the end moves only for
+/// the rows kept, so a range test that is true for about half the rows (a view
+/// split into key-id ranges) costs no mispredicted branches.
 struct Partitioner {
     shift: u32,
     /// Rows buffered before a partitioning pass.
@@ -1084,31 +1112,32 @@ struct Partitioner {
     /// Passes run because the buffer was full (tests only).
     #[cfg(test)]
     mid_flushes: usize,
+    /// `buf[..len]` are the buffered rows; `buf.len()` is the room written so
+    /// far (grown as needed, never beyond `chunk`, reused across tasks).
     buf: Vec<Pending>,
+    len: usize,
+    /// The partitioned copy of `buf[..len]` (its first `len` entries).
     sorted: Vec<Pending>,
     cursor: Vec<usize>,
 }
 
 impl Partitioner {
-    /// A partitioner reusing `buf` and `sorted` (cleared) as its buffers;
-    /// `rows` bounds how many rows will be pushed.
+    /// A partitioner reusing `buf` and `sorted` as its buffers (their contents
+    /// are overwritten).
     fn new(
         n_parts: usize,
         shift: u32,
         chunk: usize,
-        rows: usize,
-        mut buf: Vec<Pending>,
+        buf: Vec<Pending>,
         sorted: Vec<Pending>,
     ) -> Self {
-        let chunk = chunk.max(1);
-        buf.clear();
-        buf.reserve(rows.min(chunk));
         Self {
             shift,
-            chunk,
+            chunk: chunk.max(1),
             #[cfg(test)]
             mid_flushes: 0,
             buf,
+            len: 0,
             sorted,
             cursor: vec![0; n_parts + 1],
         }
@@ -1127,40 +1156,67 @@ impl Partitioner {
         0
     }
 
+    /// Offers the candidates `row(0..n)` in order: `row(i)` gives the row and
+    /// whether to keep it. Kept rows are buffered (a full buffer is
+    /// partitioned and placed first); the others are dropped.
     #[inline]
-    fn push(&mut self, p: Pending, place: &mut impl FnMut(&Pending)) {
-        self.buf.push(p);
-        if self.buf.len() >= self.chunk {
-            #[cfg(test)]
-            {
-                self.mid_flushes += 1;
+    fn append(
+        &mut self,
+        n: usize,
+        mut row: impl FnMut(usize) -> (Pending, bool),
+        place: &mut impl FnMut(&Pending),
+    ) {
+        let mut i = 0;
+        while i < n {
+            if self.len >= self.chunk {
+                #[cfg(test)]
+                {
+                    self.mid_flushes += 1;
+                }
+                self.flush(place);
             }
-            self.flush(place);
+            let take = (n - i).min(self.chunk - self.len);
+            let need = self.len + take;
+            if self.buf.len() < need {
+                let grown = need.max(2 * self.buf.len()).min(self.chunk);
+                self.buf.resize(grown, Pending::default());
+            }
+            let mut len = self.len;
+            let room = &mut self.buf[..need];
+            for j in i..i + take {
+                let (p, keep) = row(j);
+                room[len] = p;
+                len += usize::from(keep);
+            }
+            self.len = len;
+            i += take;
         }
     }
 
     fn flush(&mut self, place: &mut impl FnMut(&Pending)) {
+        let rows = &self.buf[..self.len];
         if self.cursor.len() <= 2 {
-            self.buf.iter().for_each(&mut *place);
-            self.buf.clear();
+            rows.iter().for_each(&mut *place);
+            self.len = 0;
             return;
         }
         self.cursor.iter_mut().for_each(|c| *c = 0);
-        for p in &self.buf {
+        for p in rows {
             self.cursor[(p.id >> self.shift) as usize + 1] += 1;
         }
         for i in 1..self.cursor.len() {
             self.cursor[i] += self.cursor[i - 1];
         }
-        self.sorted.clear();
-        self.sorted.resize(self.buf.len(), Pending::default());
-        for p in &self.buf {
+        if self.sorted.len() < rows.len() {
+            self.sorted.resize(rows.len(), Pending::default());
+        }
+        for p in rows {
             let c = &mut self.cursor[(p.id >> self.shift) as usize];
             self.sorted[*c] = *p;
             *c += 1;
         }
-        self.sorted.iter().for_each(&mut *place);
-        self.buf.clear();
+        self.sorted[..rows.len()].iter().for_each(&mut *place);
+        self.len = 0;
     }
 }
 

@@ -66,6 +66,20 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) of this process so far, in seconds (Linux;
+/// `/proc/self/stat` counts clock ticks of 10 ms).
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -181,9 +195,10 @@ async fn main() -> fstore_core::Result<()> {
     let runs = args.get(2).copied().unwrap_or(1).max(1);
     reset_peak();
     let base_rss = peak_rss_mib();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_secs());
     let res = store.get_historical_features(&req).await?;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - c0;
     let peak = peak_rss_mib();
     let scanned: u64 = res.rows_scanned.values().sum();
     let total = (rows_per_view * VIEWS) as u64;
@@ -192,7 +207,7 @@ async fn main() -> fstore_core::Result<()> {
         .column_by_name("view0__f0")
         .map_or(0, |c| c.len() - c.null_count());
     println!(
-        "fstore/delta get_historical_features: {secs:.3}s, peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
+        "fstore/delta get_historical_features: {secs:.3}s (CPU {cpu:.2}s), peak RSS {peak:.0} MiB (+{:.0} over {base_rss:.0} before), \
          rows scanned {scanned} of {total} ({:.1}%), output {} rows, view0.f0 non-null {non_null}",
         peak - base_rss,
         100.0 * scanned as f64 / total as f64,
@@ -201,6 +216,23 @@ async fn main() -> fstore_core::Result<()> {
 
     // DuckDB on the same live Parquet files.
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    if std::env::var_os("FSTORE_BENCH_NO_PEER").is_some() {
+        // fstore alone (for profilers): the remaining runs back to back.
+        let mut ours = vec![secs];
+        for _ in 1..runs {
+            let (t0, c0) = (Instant::now(), cpu_secs());
+            store.get_historical_features(&req).await?;
+            let wall = t0.elapsed().as_secs_f64();
+            println!("fstore/delta: {wall:.3}s, CPU {:.2}s", cpu_secs() - c0);
+            ours.push(wall);
+        }
+        println!(
+            "fstore/delta median {:.3}s (runs {ours:.3?})",
+            median(&mut ours)
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(());
+    }
     if !python.exists() {
         println!(
             "duckdb: skipped ({} missing; python3 -m venv bench/.venv && bench/.venv/bin/pip install duckdb)",
@@ -250,9 +282,11 @@ async fn main() -> fstore_core::Result<()> {
     let mut ours = vec![secs];
     for i in 0..runs {
         if i > 0 {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), cpu_secs());
             store.get_historical_features(&req).await?;
-            ours.push(t0.elapsed().as_secs_f64());
+            let wall = t0.elapsed().as_secs_f64();
+            println!("fstore/delta: {wall:.3}s, CPU {:.2}s", cpu_secs() - c0);
+            ours.push(wall);
         }
         let out = std::process::Command::new(&python)
             .arg(&script)

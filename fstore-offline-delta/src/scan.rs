@@ -1,12 +1,16 @@
 //! Scans: file and row-group pruning by event time, projection, streaming in
 //! write order.
 
+use std::borrow::Cow;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{BooleanArray, RecordBatch, new_null_array};
-use arrow_schema::{Schema, SchemaRef};
-use fstore_core::time::{timestamp_micros, to_micros};
+use arrow_buffer::BooleanBuffer;
+use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
+use fstore_core::time::{check_timestamp_type, reject_nulls, timestamp_micros, to_micros};
 use fstore_core::{ResolvedView, ScanRequest, TimeRange};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -201,7 +205,16 @@ impl ScanCtx {
             (0..parquet_schema.num_columns())
                 .find(|i| parquet_schema.column(*i).path().parts() == [name])
         };
-        let ev_leaf = leaf_of(&self.ev_col);
+        // Statistics are compared with microsecond bounds: only for a column
+        // stored in microseconds (the canonical type; other units are converted
+        // row by row in `finish`).
+        let micros_in_file = matches!(
+            file_schema
+                .field_with_name(&self.ev_col)
+                .map(|f| f.data_type()),
+            Ok(DataType::Timestamp(TimeUnit::Microsecond, _))
+        );
+        let ev_leaf = leaf_of(&self.ev_col).filter(|_| micros_in_file);
         let row_groups: Vec<usize> = (0..meta.num_row_groups())
             .filter(|rg| {
                 let Some(leaf) = ev_leaf else { return true };
@@ -240,7 +253,15 @@ impl ScanCtx {
                 ),
             )
         })?;
-        let ev = timestamp_micros(ev.as_ref(), &self.ev_col, true)?;
+        // Borrowed when already in microseconds (the canonical type).
+        let ev: Cow<'_, [i64]> = match ev.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                check_timestamp_type(ev.data_type(), &self.ev_col, true)?;
+                reject_nulls(ev.as_ref(), &self.ev_col, "timestamp")?;
+                Cow::Borrowed(ev.as_primitive::<TimestampMicrosecondType>().values())
+            }
+            _ => Cow::Owned(timestamp_micros(ev.as_ref(), &self.ev_col, true)?),
+        };
         let cols = self
             .out_schema
             .fields()
@@ -256,13 +277,15 @@ impl ScanCtx {
             })
             .collect::<CoreResult<Vec<_>>>()?;
         let projected = RecordBatch::try_new(Arc::clone(&self.out_schema), cols)?;
-        if ev.iter().all(|t| self.range.contains_micros(*t)) {
+        // The range as inclusive bounds: two integer comparisons per row.
+        let (lo, hi) = bounds(&self.range);
+        let inside = |t: i64| lo <= t && t <= hi;
+        if ev.iter().all(|&t| inside(t)) {
             return Ok(projected);
         }
-        let mask = BooleanArray::from(
-            ev.iter()
-                .map(|t| self.range.contains_micros(*t))
-                .collect::<Vec<_>>(),
+        let mask = BooleanArray::new(
+            BooleanBuffer::collect_bool(ev.len(), |i| inside(ev[i])),
+            None,
         );
         Ok(arrow_select::filter::filter_record_batch(
             &projected, &mask,

@@ -454,6 +454,66 @@ fn prepare_batch(
     }
 }
 
+/// The output schema of a join node (the spine's columns, then each feature,
+/// nullable, under its output name), after checking that both children carry
+/// the keys with the same types, the engine columns and the features, and have
+/// the same number of partitions.
+pub(crate) fn join_schema(
+    spine: &Arc<dyn ExecutionPlan>,
+    view: &Arc<dyn ExecutionPlan>,
+    view_name: &str,
+    join_keys: &[String],
+    features: &[(String, String)],
+    node: &str,
+) -> DfResult<SchemaRef> {
+    let ss = spine.schema();
+    let vs = view.schema();
+    let missing = |side: &str, c: &str| {
+        external(Error::invalid(format!(
+            "view '{}': the {side} input of the join has no column '{c}'",
+            view_name
+        )))
+    };
+    for k in join_keys {
+        let st = ss.field_with_name(k).map_err(|_| missing("spine", k))?;
+        let vt = vs.field_with_name(k).map_err(|_| missing("view", k))?;
+        if st.data_type() != vt.data_type() {
+            return Err(external(Error::invalid(format!(
+                "join key '{k}' type mismatch: the spine has {}, view '{}' has {}",
+                st.data_type(),
+                view_name,
+                vt.data_type()
+            ))));
+        }
+    }
+    for c in [SEQ_COLUMN, TIME_COLUMN] {
+        ss.index_of(c).map_err(|_| missing("spine", c))?;
+    }
+    for c in [WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN, AVAIL_COLUMN] {
+        vs.index_of(c).map_err(|_| missing("view", c))?;
+    }
+    let mut fields: Vec<Arc<Field>> = ss.fields().iter().cloned().collect();
+    for (col, out) in features {
+        let f = vs.field_with_name(col).map_err(|_| missing("view", col))?;
+        fields.push(Arc::new(
+            Field::new(out, f.data_type().clone(), true).with_metadata(f.metadata().clone()),
+        ));
+    }
+    let (np_s, np_v) = (
+        spine.output_partitioning().partition_count(),
+        view.output_partitioning().partition_count(),
+    );
+    if np_s != np_v {
+        return Err(DataFusionError::Plan(format!(
+            "{node}: the spine has {np_s} partitions, the view {np_v}"
+        )));
+    }
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        ss.metadata().clone(),
+    )))
+}
+
 /// The config of a [`PitJoinExec`]: everything besides its two children.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PitJoinConfig {
@@ -511,49 +571,14 @@ impl PitJoinExec {
         view: Arc<dyn ExecutionPlan>,
         config: PitJoinConfig,
     ) -> DfResult<Self> {
-        let ss = spine.schema();
-        let vs = view.schema();
-        let missing = |side: &str, c: &str| {
-            external(Error::invalid(format!(
-                "view '{}': the {side} input of the join has no column '{c}'",
-                config.view
-            )))
-        };
-        for k in &config.join_keys {
-            let st = ss.field_with_name(k).map_err(|_| missing("spine", k))?;
-            let vt = vs.field_with_name(k).map_err(|_| missing("view", k))?;
-            if st.data_type() != vt.data_type() {
-                return Err(external(Error::invalid(format!(
-                    "join key '{k}' type mismatch: the spine has {}, view '{}' has {}",
-                    st.data_type(),
-                    config.view,
-                    vt.data_type()
-                ))));
-            }
-        }
-        for c in [SEQ_COLUMN, TIME_COLUMN] {
-            ss.index_of(c).map_err(|_| missing("spine", c))?;
-        }
-        for c in [WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN, AVAIL_COLUMN] {
-            vs.index_of(c).map_err(|_| missing("view", c))?;
-        }
-        let mut fields: Vec<Arc<Field>> = ss.fields().iter().cloned().collect();
-        for (col, out) in &config.features {
-            let f = vs.field_with_name(col).map_err(|_| missing("view", col))?;
-            fields.push(Arc::new(
-                Field::new(out, f.data_type().clone(), true).with_metadata(f.metadata().clone()),
-            ));
-        }
-        let (np_s, np_v) = (
-            spine.output_partitioning().partition_count(),
-            view.output_partitioning().partition_count(),
-        );
-        if np_s != np_v {
-            return Err(DataFusionError::Plan(format!(
-                "PitJoinExec: the spine has {np_s} partitions, the view {np_v}"
-            )));
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, ss.metadata().clone()));
+        let schema = join_schema(
+            &spine,
+            &view,
+            &config.view,
+            &config.join_keys,
+            &config.features,
+            "PitJoinExec",
+        )?;
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             spine.output_partitioning().clone(),

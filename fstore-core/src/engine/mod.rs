@@ -29,6 +29,7 @@
 
 pub mod agg;
 mod exec;
+mod hash;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +75,7 @@ pub use exec::{
     PitPrepareExec, PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_COLUMN, TIME_COLUMN,
     WRITE_SEQ_COLUMN,
 };
+pub use hash::{PitHashJoinConfig, PitHashJoinExec};
 
 /// Backend name in the errors of the engine.
 pub const BACKEND: &str = "datafusion";
@@ -117,6 +119,43 @@ pub struct EngineConfig {
     /// Spill files one merge pass opens under a memory limit (more are merged in
     /// several passes). Default 8.
     pub spill_merge_fan_in: usize,
+    /// How each view is joined. Default [`JoinAlgorithm::Hash`].
+    pub join: JoinAlgorithm,
+    /// With [`JoinAlgorithm::Hash`]: partitions of one join that collect and
+    /// join at once (the others wait in the repartition, spilled to disk under a
+    /// memory limit). Default: the number of cores.
+    pub hash_concurrency: usize,
+}
+
+/// How [`pit_join_plan_with`] joins each view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum JoinAlgorithm {
+    /// Hash-partition both sides (no sort) and join each partition in memory
+    /// with the pure join ([`PitHashJoinExec`]), at most
+    /// [`EngineConfig::hash_concurrency`] partitions at once. Every partition
+    /// (its spine rows and its view's feature rows) must fit in the memory
+    /// pool next to the others joining at once: more partitions make them
+    /// smaller; a partition that does not fit is an error naming the view,
+    /// the partition and the sizes.
+    #[default]
+    Hash,
+    /// Hash-partition and sort both sides (DataFusion's spilling sort), then a
+    /// streaming merge ([`PitJoinExec`]): any partition size, slower.
+    Sort,
+}
+
+impl std::str::FromStr for JoinAlgorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "hash" => Ok(Self::Hash),
+            "sort" => Ok(Self::Sort),
+            other => Err(Error::invalid(format!(
+                "unknown join algorithm '{other}' (expected 'hash' or 'sort')"
+            ))),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -127,6 +166,8 @@ impl Default for EngineConfig {
             memory_limit: None,
             spill_dir: None,
             spill_merge_fan_in: 8,
+            join: JoinAlgorithm::default(),
+            hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -150,6 +191,16 @@ impl EngineConfig {
     /// Sets [`EngineConfig::spill_merge_fan_in`] (at least 2).
     pub fn with_spill_merge_fan_in(mut self, n: usize) -> Self {
         self.spill_merge_fan_in = n.max(2);
+        self
+    }
+    /// Sets [`EngineConfig::join`].
+    pub fn with_join(mut self, join: JoinAlgorithm) -> Self {
+        self.join = join;
+        self
+    }
+    /// Sets [`EngineConfig::hash_concurrency`] (at least 1).
+    pub fn with_hash_concurrency(mut self, n: usize) -> Self {
+        self.hash_concurrency = n.max(1);
         self
     }
     /// Sets [`EngineConfig::spill_dir`].
@@ -217,7 +268,11 @@ impl EngineConfig {
 /// pool, so one that starts while the others hold the whole half can still take
 /// its first batch; the others spill at their next allocation, being above the new
 /// share. Idle consumers (the later views' sorts, the final sort, empty
-/// repartition buffers) thus take nothing from the running sorts. Operators that
+/// repartition buffers) thus take nothing from the running sorts. A spilling
+/// consumer that holds nothing may take its first allocation from whatever the
+/// whole limit has left (DataFusion 55's sort fails when refused with nothing in
+/// memory; with many small consumers the base share can be below one batch).
+/// Operators that
 /// cannot spill (the merges of spill files, one batch per open file) may use
 /// whatever the whole limit has left. The total never exceeds the limit.
 /// With one shared pool, sorts that filled it early starve the merges that start
@@ -361,7 +416,14 @@ impl MemoryPool for SplitPool {
         if r.consumer().can_spill() {
             let id = r.consumer().id();
             let held = s.held.get(&id).copied().unwrap_or(0);
-            let available = self.spill_available(&s, id, held);
+            let available = if held == 0 {
+                // A first allocation: DataFusion 55 fails hard when a sort holding
+                // nothing is refused, and a repartition queue holding nothing
+                // sends the batch on in memory; either takes what the limit has left.
+                self.limit.saturating_sub(s.spillable + s.unspillable)
+            } else {
+                self.spill_available(&s, id, held)
+            };
             if additional > available {
                 return Err(self.exhausted(r, additional, available));
             }
@@ -653,25 +715,33 @@ fn ordering(exprs: Vec<Arc<dyn PhysicalExpr>>) -> Result<LexOrdering> {
 }
 
 /// Hash-partitions `input` by `keys` into `n` partitions (one partition when there
-/// are no keys) and sorts each partition by `keys` then `time`.
-fn partition_and_sort(
+/// are no keys).
+fn partition(
     input: Arc<dyn ExecutionPlan>,
     keys: &[String],
-    time: &str,
     n: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let key_exprs = keys
         .iter()
         .map(|k| col(k, &input))
         .collect::<Result<Vec<_>>>()?;
-    let parted: Arc<dyn ExecutionPlan> = if key_exprs.is_empty() {
+    Ok(if key_exprs.is_empty() {
         Arc::new(CoalescePartitionsExec::new(input))
     } else {
         Arc::new(
-            RepartitionExec::try_new(input, Partitioning::Hash(key_exprs.clone(), n))
-                .map_err(from_df)?,
+            RepartitionExec::try_new(input, Partitioning::Hash(key_exprs, n)).map_err(from_df)?,
         )
-    };
+    })
+}
+
+/// [`partition`], then sorts each partition by `keys` then `time`.
+fn partition_and_sort(
+    input: Arc<dyn ExecutionPlan>,
+    keys: &[String],
+    time: &str,
+    n: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let parted = partition(input, keys, n)?;
     let mut sort_exprs = keys
         .iter()
         .map(|k| col(k, &parted))
@@ -702,7 +772,29 @@ pub fn pit_join_plan(
     options: &PitOptions,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let n = partitions.max(1);
+    pit_join_plan_with(
+        spine,
+        spine_timestamp_column,
+        views,
+        options,
+        &EngineConfig::default().with_partitions(partitions),
+    )
+}
+
+/// [`pit_join_plan`] with the partitions, the join algorithm
+/// ([`EngineConfig::join`]) and the hash join's concurrency of `config` (its
+/// other fields are the session's: see [`EngineConfig::session`]).
+///
+/// # Errors
+/// As [`pit_join_plan`].
+pub fn pit_join_plan_with(
+    spine: Arc<dyn ExecutionPlan>,
+    spine_timestamp_column: &str,
+    views: &[EngineView],
+    options: &PitOptions,
+    config: &EngineConfig,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let n = config.partitions.max(1);
     let spine_schema = without_ordinal(&spine.schema());
     // Schema-level validation by the pure join itself on empty inputs: the same
     // errors, and the output schema, before any heavy work.
@@ -799,30 +891,63 @@ pub fn pit_join_plan(
             })
             .collect();
         out_names.extend(features.iter().map(|(_, o)| o.clone()));
-        let spine_side = partition_and_sort(current, &v.join_keys, TIME_COLUMN, n)?;
-        let view_side = partition_and_sort(prepared, &v.join_keys, AVAIL_COLUMN, n)?;
-        current = Arc::new(
-            PitJoinExec::try_new(
-                spine_side,
-                view_side,
-                PitJoinConfig {
-                    view: v.name.clone(),
-                    join_keys: v.join_keys.clone(),
-                    ttl_micros: v.ttl.map(duration_micros),
-                    features,
-                },
-            )
-            .map_err(from_df)?,
-        );
+        current = match config.join {
+            JoinAlgorithm::Sort => Arc::new(
+                PitJoinExec::try_new(
+                    partition_and_sort(current, &v.join_keys, TIME_COLUMN, n)?,
+                    partition_and_sort(prepared, &v.join_keys, AVAIL_COLUMN, n)?,
+                    PitJoinConfig {
+                        view: v.name.clone(),
+                        join_keys: v.join_keys.clone(),
+                        ttl_micros: v.ttl.map(duration_micros),
+                        features,
+                    },
+                )
+                .map_err(from_df)?,
+            ),
+            JoinAlgorithm::Hash => Arc::new(
+                PitHashJoinExec::try_new(
+                    partition(current, &v.join_keys, n)?,
+                    partition(prepared, &v.join_keys, n)?,
+                    PitHashJoinConfig {
+                        view: v.name.clone(),
+                        join_keys: v.join_keys.clone(),
+                        ttl_micros: v.ttl.map(duration_micros),
+                        created_cutoff: options.created_cutoff
+                            && v.created_timestamp_column.is_some(),
+                        features,
+                        concurrency: config.hash_concurrency.max(1),
+                    },
+                )
+                .map_err(from_df)?,
+            ),
+        };
     }
-    // Back to spine order: sort each partition by sequence, merge them.
+    // Back to spine order.
     let seq = ordering(vec![col(SEQ_COLUMN, &current)?])?;
-    let sorted: Arc<dyn ExecutionPlan> =
-        Arc::new(SortExec::new(seq.clone(), current).with_preserve_partitioning(true));
-    let merged: Arc<dyn ExecutionPlan> = if sorted.output_partitioning().partition_count() > 1 {
-        Arc::new(SortPreservingMergeExec::new(seq, sorted))
-    } else {
-        sorted
+    let several = current.output_partitioning().partition_count() > 1;
+    let merged: Arc<dyn ExecutionPlan> = match config.join {
+        // Sort each partition by sequence, merge them.
+        JoinAlgorithm::Sort => {
+            let sorted: Arc<dyn ExecutionPlan> =
+                Arc::new(SortExec::new(seq.clone(), current).with_preserve_partitioning(true));
+            if several {
+                Arc::new(SortPreservingMergeExec::new(seq, sorted))
+            } else {
+                sorted
+            }
+        }
+        // The partitions finish one after the other: one sort of them all.
+        // (A sort per partition under a merge keeps the merge buffers of every
+        // finished partition until the last one starts.)
+        JoinAlgorithm::Hash => {
+            let one: Arc<dyn ExecutionPlan> = if several {
+                Arc::new(CoalescePartitionsExec::new(current))
+            } else {
+                current
+            };
+            Arc::new(SortExec::new(seq, one))
+        }
     };
     let ms = merged.schema();
     let mut proj = Vec::with_capacity(out_schema.fields().len());
@@ -959,13 +1084,7 @@ pub async fn point_in_time_join(
             input: memory_plan(v.batches, schema, config.partitions)?,
         });
     }
-    let plan = pit_join_plan(
-        spine_plan,
-        spine_timestamp_column,
-        &eviews,
-        options,
-        config.partitions,
-    )?;
+    let plan = pit_join_plan_with(spine_plan, spine_timestamp_column, &eviews, options, config)?;
     let session = config.session()?;
     let schema = plan.schema();
     let mut stream = execute(plan, session.task_ctx())?;

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pit::{PitOptions, PitView};
+use hash::WORK_BYTES_PER_ROW;
 
 fn ts(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampSecondArray::from(v).with_timezone("UTC"))
@@ -161,6 +162,7 @@ proptest! {
         partitions in prop::sample::select(vec![1usize, 2, 7]),
         batch_size in 1usize..5,
         input_chunk in 1usize..7,
+        concurrency in 1usize..4,
     ) {
         // duplicate spine rows, appended (unsorted input: rows are random)
         let mut spine_rows = spine_rows;
@@ -198,9 +200,16 @@ proptest! {
             .with_full_feature_names(full_names)
             .with_created_cutoff(cutoff);
         let want = crate::pit::point_in_time_join(&spine, "t", &views, &opts).unwrap();
-        let config = EngineConfig::default().with_partitions(partitions).with_batch_size(batch_size);
-        let got = run(&spine, &views, &opts, &config).unwrap();
-        assert_same(&got, &want)?;
+        // Both join algorithms; the hash join with 1..=3 partitions joining at once.
+        for join in [JoinAlgorithm::Hash, JoinAlgorithm::Sort] {
+            let config = EngineConfig::default()
+                .with_partitions(partitions)
+                .with_batch_size(batch_size)
+                .with_join(join)
+                .with_hash_concurrency(concurrency);
+            let got = run(&spine, &views, &opts, &config).unwrap();
+            assert_same(&got, &want)?;
+        }
     }
 }
 
@@ -243,13 +252,31 @@ fn spills(plan: &Arc<dyn ExecutionPlan>) -> usize {
         + plan.children().into_iter().map(spills).sum::<usize>()
 }
 
-#[test]
-fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
+/// Sum of `spill_count` over the [`RepartitionExec`] nodes of `plan`.
+fn repartition_spills(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = if plan.downcast_ref::<RepartitionExec>().is_some() {
+        plan.metrics().and_then(|m| m.spill_count()).unwrap_or(0)
+    } else {
+        0
+    };
+    own + plan
+        .children()
+        .into_iter()
+        .map(repartition_spills)
+        .sum::<usize>()
+}
+
+/// Runs the join of `large_case(800k, 1.6M)` (~124 MB of Arrow) under a pool of
+/// `limit` bytes with `config` (partitions, join algorithm): (result, want, plan
+/// after the run).
+fn run_large_under_small_pool(
+    config: EngineConfig,
+    limit: usize,
+) -> (Result<RecordBatch>, RecordBatch, Arc<dyn ExecutionPlan>) {
     let (spine, view) = large_case(800_000, 1_600_000);
     let data_bytes = spine.get_array_memory_size() + view.get_array_memory_size();
-    let limit = 16 << 20;
     assert!(
-        data_bytes > 6 * limit,
+        data_bytes > 3 * limit,
         "data {data_bytes} B vs limit {limit} B"
     );
     let views = [PitView {
@@ -266,8 +293,7 @@ fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig::default()
-        .with_partitions(2)
+    let config = config
         .with_batch_size(1024)
         .with_spill_merge_fan_in(4)
         .with_memory_limit(Some(limit))
@@ -277,7 +303,7 @@ fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
         .enable_all()
         .build()
         .unwrap();
-    let (got, spilled) = rt.block_on(async {
+    let (got, plan) = rt.block_on(async {
         let ev = EngineView {
             name: "v".into(),
             join_keys: vec!["a".into()],
@@ -287,29 +313,74 @@ fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
             features: vec![Field::new("s", DataType::Utf8, true)],
             input: memory_plan(views[0].batches, view.schema(), 2).unwrap(),
         };
-        let plan = pit_join_plan(
+        let plan = pit_join_plan_with(
             memory_plan(&spine_batches, spine.schema(), 2).unwrap(),
             "t",
             &[ev],
             &PitOptions::default(),
-            2,
+            &config,
         )
         .unwrap();
         let session = config.session().unwrap();
-        let mut stream = execute(Arc::clone(&plan), session.task_ctx()).unwrap();
-        let mut out = Vec::new();
-        while let Some(b) = stream.next().await {
-            out.push(b.unwrap());
+        let got = async {
+            let mut stream = execute(Arc::clone(&plan), session.task_ctx())?;
+            let mut out = Vec::new();
+            while let Some(b) = stream.next().await {
+                out.push(b.map_err(from_df)?);
+            }
+            Ok(arrow_select::concat::concat_batches(&plan.schema(), &out)?)
         }
-        (
-            arrow_select::concat::concat_batches(&plan.schema(), &out).unwrap(),
-            spills(&plan),
-        )
+        .await;
+        (got, plan)
     });
-    assert!(spilled > 0, "nothing spilled under a {limit} B pool");
+    (got, want, plan)
+}
+
+fn assert_same_cells(got: &RecordBatch, want: &RecordBatch) {
     assert_eq!(got.num_rows(), want.num_rows());
     for (g, w) in got.columns().iter().zip(want.columns()) {
         assert_eq!(g.to_data(), w.to_data());
+    }
+}
+
+#[test]
+fn memory_limit_far_below_the_data_spills_and_gives_the_same_answer() {
+    // The sort-merge join: the sorts spill.
+    let config = EngineConfig::default()
+        .with_partitions(2)
+        .with_join(JoinAlgorithm::Sort);
+    let (got, want, plan) = run_large_under_small_pool(config, 16 << 20);
+    let spilled = spills(&plan);
+    assert!(spilled > 0, "nothing spilled under a 16 MiB pool");
+    assert_same_cells(&got.unwrap(), &want);
+
+    // The hash join: partitions small enough for the pool (~3 MB each, plus the
+    // join's working memory), one joining at a time; the queues of the others
+    // spill in the repartitions.
+    let config = EngineConfig::default()
+        .with_partitions(64)
+        .with_join(JoinAlgorithm::Hash)
+        .with_hash_concurrency(1);
+    let (got, want, plan) = run_large_under_small_pool(config, 32 << 20);
+    let spilled = repartition_spills(&plan);
+    assert!(spilled > 0, "no repartition spilled under a 32 MiB pool");
+    assert_same_cells(&got.unwrap(), &want);
+}
+
+#[test]
+fn a_hash_partition_too_big_for_the_pool_is_a_clear_error() {
+    // One partition holding everything cannot fit a 32 MiB pool.
+    let config = EngineConfig::default()
+        .with_partitions(1)
+        .with_join(JoinAlgorithm::Hash);
+    let (got, _, _) = run_large_under_small_pool(config, 32 << 20);
+    let msg = got.unwrap_err().to_string();
+    for part in [
+        "view 'v': hash partition 0 of 1 does not fit in the engine's memory",
+        "use more partitions (--partitions)",
+        "--join sort",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in: {msg}");
     }
 }
 
@@ -688,6 +759,30 @@ fn sequences_follow_the_ordinal_not_the_executing_partition() {
 }
 
 #[test]
+fn a_spilling_consumer_holding_nothing_takes_its_first_batch_from_the_rest_of_the_limit() {
+    let pool: Arc<dyn MemoryPool> = Arc::new(SplitPool::new(1000));
+    let spillers: Vec<_> = (0..10)
+        .map(|i| {
+            MemoryConsumer::new(format!("queue {i}"))
+                .with_can_spill(true)
+                .register(&pool)
+        })
+        .collect();
+    let merge = MemoryConsumer::new("merge").register(&pool);
+    // Ten registered: a base share of 50 bytes; the half is full.
+    spillers[0].try_grow(500).unwrap();
+    merge.try_grow(300).unwrap();
+    // A first batch of 150 (three base shares) still fits what the limit has left ...
+    spillers[1].try_grow(150).unwrap();
+    // ... a second one does not (above its share, and the half is full).
+    assert!(spillers[1].try_grow(1).is_err());
+    // A first batch never pushes the total past the limit.
+    assert!(spillers[2].try_grow(51).is_err());
+    spillers[2].try_grow(50).unwrap();
+    assert_eq!(pool.reserved(), 1000);
+}
+
+#[test]
 fn merges_may_use_what_the_spilling_operators_leave_and_the_total_holds() {
     let pool: Arc<dyn MemoryPool> = Arc::new(SplitPool::new(1000));
     let sort_a = MemoryConsumer::new("sort a")
@@ -793,12 +888,14 @@ fn the_join_node_reports_its_rows_and_compute_time() {
             features: vec![Field::new("s", DataType::Utf8, true)],
             input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
         };
-        let plan = pit_join_plan(
+        let plan = pit_join_plan_with(
             memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
             "t",
             &[ev],
             &PitOptions::default(),
-            3,
+            &EngineConfig::default()
+                .with_partitions(3)
+                .with_join(JoinAlgorithm::Sort),
         )
         .unwrap();
         let session = EngineConfig::default()
@@ -889,12 +986,14 @@ fn the_join_registers_the_batches_it_holds_with_the_memory_pool() {
             features: vec![Field::new("s", DataType::Utf8, true)],
             input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
         };
-        let plan = pit_join_plan(
+        let plan = pit_join_plan_with(
             memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
             "t",
             &[ev],
             &PitOptions::default(),
-            2,
+            &EngineConfig::default()
+                .with_partitions(2)
+                .with_join(JoinAlgorithm::Sort),
         )
         .unwrap();
         let rt_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
@@ -918,4 +1017,170 @@ fn the_join_registers_the_batches_it_holds_with_the_memory_pool() {
         assert!(peak > 512 * 16, "partition {p}: peak {peak} B");
         assert_eq!(now, 0, "partition {p} still holds {now} B");
     }
+}
+
+/// A pool without a limit that records the most `PitHashJoinExec[..]`
+/// consumers holding memory at the same time.
+#[derive(Debug, Default)]
+struct ConcurrencyPool {
+    state: std::sync::Mutex<(HashMap<usize, usize>, usize, usize)>,
+}
+
+impl ConcurrencyPool {
+    fn add(&self, r: &MemoryReservation, n: usize) {
+        if !r.consumer().name().starts_with("PitHashJoinExec[") || n == 0 {
+            return;
+        }
+        let mut s = self.state.lock().unwrap();
+        *s.0.entry(r.consumer().id()).or_default() += n;
+        s.1 = s.1.max(s.0.len());
+        s.2 = s.2.max(s.0.values().sum());
+    }
+}
+
+impl std::fmt::Display for ConcurrencyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "concurrency")
+    }
+}
+
+impl MemoryPool for ConcurrencyPool {
+    fn name(&self) -> &str {
+        "concurrency"
+    }
+    fn grow(&self, r: &MemoryReservation, n: usize) {
+        self.add(r, n);
+    }
+    fn shrink(&self, r: &MemoryReservation, n: usize) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(h) = s.0.get_mut(&r.consumer().id()) {
+            *h -= n;
+            if *h == 0 {
+                s.0.remove(&r.consumer().id());
+            }
+        }
+    }
+    fn try_grow(&self, r: &MemoryReservation, n: usize) -> datafusion::common::Result<()> {
+        self.add(r, n);
+        Ok(())
+    }
+    fn reserved(&self) -> usize {
+        self.state.lock().unwrap().0.values().sum()
+    }
+}
+
+/// Runs the hash join of `large_case(20k, 60k)` with `partitions` and
+/// `concurrency` under `pool`; returns the plan after the run.
+fn run_hash_join_with_pool(
+    partitions: usize,
+    concurrency: usize,
+    pool: Arc<dyn MemoryPool>,
+) -> Arc<dyn ExecutionPlan> {
+    let (spine, view) = large_case(20_000, 60_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ev = EngineView {
+            name: "v".into(),
+            join_keys: vec!["a".into()],
+            event_timestamp_column: "event".into(),
+            created_timestamp_column: None,
+            ttl: Some(Duration::from_secs(5_000)),
+            features: vec![Field::new("s", DataType::Utf8, true)],
+            input: memory_plan(&chunks(&view, 1000), view.schema(), 2).unwrap(),
+        };
+        let plan = pit_join_plan_with(
+            memory_plan(&chunks(&spine, 1000), spine.schema(), 2).unwrap(),
+            "t",
+            &[ev],
+            &PitOptions::default(),
+            &EngineConfig::default()
+                .with_partitions(partitions)
+                .with_join(JoinAlgorithm::Hash)
+                .with_hash_concurrency(concurrency),
+        )
+        .unwrap();
+        let rt_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        let session =
+            SessionContext::new_with_config_rt(SessionConfig::new().with_batch_size(512), rt_env);
+        let mut stream = execute(Arc::clone(&plan), session.task_ctx()).unwrap();
+        let mut rows = 0;
+        while let Some(b) = stream.next().await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows, 20_000);
+        plan
+    })
+}
+
+#[test]
+fn at_most_the_configured_hash_partitions_collect_at_once() {
+    for (partitions, concurrency) in [(8, 1), (8, 3)] {
+        let pool = Arc::new(ConcurrencyPool::default());
+        run_hash_join_with_pool(partitions, concurrency, Arc::clone(&pool) as _);
+        let (held, most, _) = &*pool.state.lock().unwrap();
+        assert!(
+            *most >= 1 && *most <= concurrency,
+            "{most} partitions held memory at once, allowed {concurrency}"
+        );
+        assert!(held.is_empty(), "partitions still hold memory: {held:?}");
+    }
+}
+
+#[test]
+fn the_hash_join_registers_what_it_collects_and_reports_its_metrics() {
+    let pool = Arc::new(ConcurrencyPool::default());
+    let plan = run_hash_join_with_pool(3, 1, Arc::clone(&pool) as _);
+    let (held, _, peak) = &*pool.state.lock().unwrap();
+    // 60k feature rows of ~40-byte strings in three partitions: the largest
+    // share held at once is at least one partition's feature rows.
+    assert!(*peak > 60_000 / 3 * 40, "peak {peak} B");
+    assert!(held.is_empty(), "partitions still hold memory: {held:?}");
+    let mut joins = Vec::new();
+    fn walk(p: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        if p.downcast_ref::<PitHashJoinExec>().is_some() {
+            out.push(Arc::clone(p));
+        }
+        for c in p.children() {
+            walk(c, out);
+        }
+    }
+    walk(&plan, &mut joins);
+    assert_eq!(joins.len(), 1);
+    let m = joins[0].metrics().expect("PitHashJoinExec reports metrics");
+    assert_eq!(m.output_rows(), Some(20_000));
+    let sum = |name: &str| m.sum_by_name(name).map(|v| v.as_usize());
+    assert_eq!(sum("view_rows"), Some(60_000));
+    assert_eq!(sum("spine_rows"), Some(20_000));
+    assert!(
+        sum("collected_bytes").is_some_and(|b| b > 60_000 * 40),
+        "{m}"
+    );
+    assert!(m.elapsed_compute().is_some_and(|ns| ns > 0), "{m}");
+    let partitions: std::collections::BTreeSet<_> =
+        m.iter().filter_map(|x| x.partition()).collect();
+    assert_eq!(partitions.len(), 3, "{m}");
+    // One partition at a time: the peak is the largest partition's collected
+    // batches plus the join's working memory for its rows.
+    let of = |name: &str, p: usize| {
+        m.iter()
+            .filter(|x| x.partition() == Some(p) && x.value().name() == name)
+            .map(|x| x.value().as_usize())
+            .sum::<usize>()
+    };
+    let need = partitions
+        .iter()
+        .map(|&p| {
+            of("collected_bytes", p)
+                + WORK_BYTES_PER_ROW * (of("spine_rows", p) + of("view_rows", p))
+        })
+        .max()
+        .unwrap();
+    assert_eq!(*peak, need, "{m}");
 }

@@ -232,7 +232,7 @@ impl FeatureStore {
             .iter()
             .filter(|f| f.name() != engine::ORDINAL_COLUMN)
             .count();
-        let joined = engine::pit_join_plan(spine, ts, &views, &opts, cfg.partitions)?;
+        let joined = engine::pit_join_plan_with(spine, ts, &views, &opts, cfg)?;
         // Spine columns, then the requested features in request order, named as asked.
         let js = joined.schema();
         let mut proj: Vec<ProjectionExpr> = js

@@ -174,8 +174,9 @@ pub struct OnlineResponse {
     pub imputed: u64,
     plan: Arc<Prepared>,
     rows: Rows,
-    /// Per output feature: validity of the value before fallbacks.
-    raw_valid: Vec<Option<NullBuffer>>,
+    /// Validity before fallbacks of the outputs that had a null, by output
+    /// index (ascending); every other output had a value in every row.
+    raw_nulls: Vec<(usize, NullBuffer)>,
 }
 
 impl OnlineResponse {
@@ -196,6 +197,14 @@ impl OnlineResponse {
     /// Number of rows (entities).
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()
+    }
+
+    /// Validity of output `i` before fallbacks (`None`: valid in every row).
+    fn raw_nulls(&self, i: usize) -> Option<&NullBuffer> {
+        self.raw_nulls
+            .binary_search_by_key(&i, |(o, _)| *o)
+            .ok()
+            .map(|k| &self.raw_nulls[k].1)
     }
 }
 
@@ -229,14 +238,17 @@ impl FeatureMetadata<'_> {
         status_of(
             self.out(),
             &self.resp.rows,
-            self.resp.raw_valid[self.i].as_ref(),
+            self.resp.raw_nulls(self.i),
             row,
         )
     }
 
     /// Status per row.
     pub fn statuses(&self) -> Vec<FeatureStatus> {
-        (0..self.resp.num_rows()).map(|r| self.status(r)).collect()
+        let nulls = self.resp.raw_nulls(self.i);
+        (0..self.resp.num_rows())
+            .map(|r| status_of(self.out(), &self.resp.rows, nulls, r))
+            .collect()
     }
 
     /// Event time of the stored row at `row` (`None` when not found; on-demand
@@ -307,6 +319,9 @@ struct Output {
     field: FieldRef,
     /// The `Default` fallback as a one-value array.
     default: Option<ArrayRef>,
+    /// No later output reads the same view column: the response takes the
+    /// decoded column instead of sharing it.
+    last_use: bool,
 }
 
 #[derive(Debug)]
@@ -354,6 +369,9 @@ pub(crate) struct Prepared {
     served: Vec<(String, [metrics::Key; 6])>,
     /// Per output: its index in `served`.
     served_of: Vec<usize>,
+    /// Per read view (plain, then aggregation): its index in `served`
+    /// (`None`: no output of its own, only on-demand inputs).
+    view_served: Vec<Option<usize>>,
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
     /// Working memory of finished small requests, reused by the next ones.
@@ -392,13 +410,18 @@ struct Scratch {
     /// Per read view: its 8-byte output arrays, reused when the response
     /// that held them is gone.
     pools: Vec<ColumnPool>,
-    /// Per read view: the decoded columns (emptied after every request, so
-    /// the pooled arrays are held only by the response).
-    view_cols: Vec<Vec<ArrayRef>>,
+    /// Per read view: the decoded columns (the response takes them, and the
+    /// rest are emptied after every request, so the pooled arrays are held
+    /// only by the response).
+    view_cols: Vec<Vec<Option<ArrayRef>>>,
     /// Per distinct served view: counts by status.
     served: Vec<[u64; 6]>,
     /// Per read view: counts of its row statuses.
-    row_counts: Vec<Option<[u64; 7]>>,
+    row_counts: Vec<[u64; 7]>,
+    /// Per read view: whether a decoded column may hold a null.
+    view_nulls: Vec<bool>,
+    /// Per read view: its outputs with a value in every row.
+    full_outputs: Vec<u64>,
 }
 
 /// Writes key `used` of `keys` (reusing its buffers) and counts it.
@@ -549,7 +572,15 @@ impl Prepared {
                 source,
                 fallback: field.fallback.clone(),
                 default,
+                last_use: true,
             });
+        }
+        for i in 0..outputs.len() {
+            if let Source::View { view, col } = outputs[i].source {
+                outputs[i].last_use = !outputs[i + 1..].iter().any(|o| {
+                    matches!(o.source, Source::View { view: v, col: c } if (v, c) == (view, col))
+                });
+            }
         }
         check_unique_names(outputs.iter().map(|o| o.name.as_str()))?;
         let deprecated = plan
@@ -575,10 +606,17 @@ impl Prepared {
             };
             served_of.push(i);
         }
+        let view_served = views
+            .iter()
+            .map(|v| &v.name)
+            .chain(agg_views.iter().map(|v| &v.name))
+            .map(|name| served.iter().position(|(v, _)| v == name))
+            .collect();
         Ok(Self {
             version: snap.version,
             served,
             served_of,
+            view_served,
             key_groups,
             views,
             agg_views,
@@ -976,6 +1014,8 @@ impl FeatureStore {
             view_cols,
             served,
             row_counts,
+            view_nulls,
+            full_outputs,
         } = &mut scratch;
 
         // Keys: one encoding per join-key group (sorted by name when
@@ -1052,6 +1092,8 @@ impl FeatureStore {
         if pools.len() < p.views.len() {
             pools.resize_with(p.views.len(), ColumnPool::new);
         }
+        view_nulls.clear();
+        view_nulls.resize(read_views, true);
         for (vi, v) in p.views.iter().enumerate() {
             let cutoff = v.ttl.map(|t| now.saturating_sub(t));
             let mut dec = PayloadDecoder::with_scratch(
@@ -1081,7 +1123,8 @@ impl FeatureStore {
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
             let pool = reuse_columns.then_some(&mut pools[vi]);
-            decoders[vi] = dec.finish_into(&mut view_cols[vi], pool);
+            let cols = &mut view_cols[vi];
+            (decoders[vi], view_nulls[vi]) = dec.finish_into(|c| cols.push(Some(c)), pool);
         }
 
         // Aggregation features: window(now) merged from the tiles.
@@ -1100,7 +1143,7 @@ impl FeatureStore {
                     .iter()
                     .map(|&i| a.value_at(&tiles[i], now))
                     .collect::<Result<Vec<_>>>()?;
-                cols.push(crate::agg::column_of(a, &values));
+                cols.push(Some(crate::agg::column_of(a, &values)));
             }
         }
 
@@ -1109,7 +1152,7 @@ impl FeatureStore {
         for o in &p.on_demand {
             let mut inputs = Vec::with_capacity(o.inputs.len() + o.request_fields.len());
             for (name, v, c) in &o.inputs {
-                inputs.push((name.clone(), Arc::clone(&view_cols[*v][*c])));
+                inputs.push((name.clone(), decoded(view_cols, *v, *c, name)?));
             }
             for (name, t) in &o.request_fields {
                 let col = entities.column_by_name(name).ok_or_else(|| {
@@ -1124,19 +1167,46 @@ impl FeatureStore {
             od_cols.push(o.func.run(&o.def, &input)?);
         }
 
-        // Output columns with fallbacks.
+        // Output columns with fallbacks; values served counted by view and
+        // status ([`crate::telemetry::FEATURES_SERVED`]) on the way.
+        row_counts.clear();
+        row_counts.extend((0..read_views).map(|v| {
+            let mut k = [0u64; 7];
+            for st in out_rows.of_view(v) {
+                k[*st as usize] += 1;
+            }
+            k
+        }));
+        served.clear();
+        served.resize(p.served.len(), [0; 6]);
+        full_outputs.clear();
+        full_outputs.resize(read_views, 0);
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(entities.num_columns() + p.outputs.len());
         cols.extend(entities.columns().iter().cloned());
-        let mut raw_valid = Vec::with_capacity(p.outputs.len());
+        let mut raw_nulls = Vec::new();
         let mut imputed = 0u64;
-        for o in &p.outputs {
+        for (oi, o) in p.outputs.iter().enumerate() {
             let col = match o.source {
-                Source::View { view, col } => &view_cols[view][col],
-                Source::OnDemand { od, col } => &od_cols[od][col],
+                Source::View { view, col } if o.last_use => view_cols
+                    .get_mut(view)
+                    .and_then(|v| v.get_mut(col))
+                    .and_then(Option::take)
+                    .ok_or_else(|| missing_column(&o.feature))?,
+                Source::View { view, col } => {
+                    decoded(view_cols, view, col, &o.feature.to_string())?
+                }
+                Source::OnDemand { od, col } => Arc::clone(&od_cols[od][col]),
             };
-            let nulls = col.logical_nulls();
-            let missing = nulls.as_ref().map_or(0, NullBuffer::null_count);
-            let mut out = Arc::clone(col);
+            let missing = match o.source {
+                Source::View { view, .. } if !view_nulls[view] => 0,
+                _ => col.logical_null_count(),
+            };
+            let nulls = if missing > 0 {
+                col.logical_nulls()
+            } else {
+                None
+            };
+            let mut out = col;
             if missing > 0 {
                 match (&o.fallback, &o.default) {
                     (Fallback::Default(_), Some(d)) => {
@@ -1144,7 +1214,7 @@ impl FeatureStore {
                             .as_ref()
                             .map(|b| BooleanArray::new(b.inner().clone(), None));
                         if let Some(mask) = valid {
-                            out = arrow_select::zip::zip(&mask, col, &Scalar::new(d))?;
+                            out = arrow_select::zip::zip(&mask, &out, &Scalar::new(d))?;
                             imputed += missing as u64;
                             crate::telemetry::record_imputations(&o.feature.view, missing as u64);
                         }
@@ -1164,8 +1234,40 @@ impl FeatureStore {
                     _ => {}
                 }
             }
-            raw_valid.push(nulls);
+            match o.source {
+                // counted per view below
+                Source::View { view, .. } if missing == 0 => full_outputs[view] += 1,
+                _ => {
+                    let c = served_counts(o, &out_rows, row_counts, nulls.as_ref(), missing as u64);
+                    served[p.served_of[oi]]
+                        .iter_mut()
+                        .zip(c)
+                        .for_each(|(a, x)| *a += x);
+                }
+            }
+            if let Some(b) = nulls {
+                raw_nulls.push((oi, b));
+            }
             cols.push(out);
+        }
+        // An output with a value in every row has its view's row statuses.
+        for ((k, rc), s) in full_outputs
+            .iter()
+            .zip(row_counts.iter())
+            .zip(&p.view_served)
+        {
+            if let (1.., Some(s)) = (*k, s) {
+                let st = |r: RowStatus| rc[r as usize] * k;
+                let c = [
+                    st(RowStatus::Found),
+                    0,
+                    st(RowStatus::NotFound),
+                    st(RowStatus::Expired),
+                    st(RowStatus::Stale) + st(RowStatus::StaleAbsent),
+                    st(RowStatus::Unavailable),
+                ];
+                served[*s].iter_mut().zip(c).for_each(|(a, x)| *a += x);
+            }
         }
         // The response holds the only other references to pooled arrays.
         view_cols.iter_mut().for_each(Vec::clear);
@@ -1174,7 +1276,11 @@ impl FeatureStore {
                 .imputations
                 .fetch_add(imputed, Ordering::Relaxed);
         }
-        record_served(&p, &out_rows, &raw_valid, served, row_counts);
+        for ((_, keys), c) in p.served.iter().zip(served.iter()) {
+            for (key, k) in keys.iter().zip(c) {
+                crate::telemetry::add_to(key, *k);
+            }
+        }
         if small {
             p.put_scratch(scratch);
         }
@@ -1189,79 +1295,77 @@ impl FeatureStore {
             imputed,
             plan: p,
             rows: out_rows,
-            raw_valid,
+            raw_nulls,
         })
     }
 }
 
-/// Counts the values of a response by view and status
-/// ([`crate::telemetry::FEATURES_SERVED`]): per output, derived from the view's
-/// row statuses and the output's null count (row by row only when the
-/// last-known-good cache answered), then one counter update per (view, status).
-fn record_served(
-    p: &Prepared,
+/// The values of output `o` in a response by status (in
+/// [`FeatureStatus::ALL`] order): derived from its view's row status counts
+/// `row_counts` and its count of nulls before fallbacks (row by row only when
+/// the last-known-good cache answered).
+fn served_counts(
+    o: &Output,
     rows: &Rows,
-    raw_valid: &[Option<NullBuffer>],
-    per_view: &mut Vec<[u64; 6]>,
-    row_counts: &mut Vec<Option<[u64; 7]>>,
-) {
-    let n = rows.n;
-    per_view.clear();
-    per_view.resize(p.served.len(), [0; 6]);
-    row_counts.clear();
-    row_counts.resize(p.views.len() + p.agg_views.len(), None);
-    for (oi, (o, nulls)) in p.outputs.iter().zip(raw_valid).enumerate() {
-        let mut c = [0u64; 6];
-        let nulls_n = nulls.as_ref().map_or(0, NullBuffer::null_count) as u64;
-        match o.source {
-            Source::OnDemand { .. } => {
-                c[1] = nulls_n;
-                c[0] = n as u64 - nulls_n;
-            }
-            Source::View { view, .. } => {
-                let rc = *row_counts[view].get_or_insert_with(|| {
-                    let mut k = [0u64; 7];
-                    for st in rows.of_view(view) {
-                        k[*st as usize] += 1;
-                    }
-                    k
-                });
-                let (found, not_found, expired, stale, stale_absent, unavailable) = (
-                    rc[RowStatus::Found as usize],
-                    rc[RowStatus::NotFound as usize],
-                    rc[RowStatus::Expired as usize],
-                    rc[RowStatus::Stale as usize],
-                    rc[RowStatus::StaleAbsent as usize],
-                    rc[RowStatus::Unavailable as usize],
-                );
-                if stale == 0 {
-                    // rows without a value are null; the other nulls are NullValue
-                    let null_values =
-                        nulls_n.saturating_sub(not_found + expired + stale_absent + unavailable);
-                    c[0] = found.saturating_sub(null_values);
-                    c[1] = null_values;
-                    c[2] = not_found;
-                    c[3] = expired;
-                    c[4] = stale_absent;
-                    c[5] = unavailable;
-                } else {
-                    for row in 0..n {
-                        let st = status_of(o, rows, nulls.as_ref(), row);
-                        c[st as usize] += 1;
-                    }
+    row_counts: &[[u64; 7]],
+    nulls: Option<&NullBuffer>,
+    nulls_n: u64,
+) -> [u64; 6] {
+    let mut c = [0u64; 6];
+    let n = rows.n as u64;
+    match o.source {
+        Source::OnDemand { .. } => {
+            c[1] = nulls_n;
+            c[0] = n - nulls_n;
+        }
+        Source::View { view, .. } => {
+            let rc = row_counts[view];
+            let (found, not_found, expired, stale, stale_absent, unavailable) = (
+                rc[RowStatus::Found as usize],
+                rc[RowStatus::NotFound as usize],
+                rc[RowStatus::Expired as usize],
+                rc[RowStatus::Stale as usize],
+                rc[RowStatus::StaleAbsent as usize],
+                rc[RowStatus::Unavailable as usize],
+            );
+            if stale == 0 {
+                // rows without a value are null; the other nulls are NullValue
+                let null_values =
+                    nulls_n.saturating_sub(not_found + expired + stale_absent + unavailable);
+                c[0] = found.saturating_sub(null_values);
+                c[1] = null_values;
+                c[2] = not_found;
+                c[3] = expired;
+                c[4] = stale_absent;
+                c[5] = unavailable;
+            } else {
+                for row in 0..rows.n {
+                    c[status_of(o, rows, nulls, row) as usize] += 1;
                 }
             }
         }
-        per_view[p.served_of[oi]]
-            .iter_mut()
-            .zip(c)
-            .for_each(|(a, x)| *a += x);
     }
-    for ((_, keys), c) in p.served.iter().zip(per_view.iter()) {
-        for (key, k) in keys.iter().zip(c) {
-            crate::telemetry::add_to(key, *k);
-        }
-    }
+    c
+}
+
+/// Decoded column `col` of read view `view`, shared (an `InvalidInput` naming
+/// `what` if it is missing, which a prepared request rules out).
+fn decoded(
+    view_cols: &[Vec<Option<ArrayRef>>],
+    view: usize,
+    col: usize,
+    what: &str,
+) -> Result<ArrayRef> {
+    view_cols
+        .get(view)
+        .and_then(|v| v.get(col))
+        .and_then(Option::as_ref)
+        .map(Arc::clone)
+        .ok_or_else(|| Error::invalid(format!("feature '{what}' was not decoded")))
+}
+
+fn missing_column(f: &FeatureRef) -> Error {
+    Error::invalid(format!("feature '{f}' was not decoded"))
 }
 
 /// The status of output `o` at `row`, from its view's row status and the

@@ -227,6 +227,83 @@ async fn recorder_sees_documented_metrics_with_exact_counts() {
     }
 }
 
+/// `fstore_features_served_total` per (view, status) equals the tally of the
+/// responses' own statuses: two views read in an interleaved selection, with
+/// present, null, missing and expired rows, and requests whose columns have
+/// no null at all (counted per view, not per feature).
+#[tokio::test(flavor = "current_thread")]
+async fn features_served_counts_equal_the_response_statuses() {
+    let rec = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&rec);
+
+    let store = FeatureStore::in_memory();
+    let (defs, _) = test_definitions("sv_a", None);
+    let (defs_b, _) = test_definitions("sv_b", Some(Duration::from_secs(5)));
+    let defs = defs.with_feature_view(defs_b.feature_views["sv_b"].clone());
+    store.apply(&defs, Default::default()).await.unwrap();
+    let t = 8_000_000;
+    for (view, rows) in [
+        (
+            "sv_a",
+            vec![(1, t, t, Some(1.0)), (2, t, t, None), (3, t, t, Some(3.0))],
+        ),
+        // user 1 is expired at `now` (ttl 5s), user 3 fresh
+        (
+            "sv_b",
+            vec![(1, 1_000_000, 1_000_000, Some(4.0)), (3, t, t, Some(5.0))],
+        ),
+    ] {
+        store
+            .push(view, &feature_batch(&rows), PushTarget::Online)
+            .await
+            .unwrap();
+    }
+    let now = Utc.timestamp_opt(10, 0).unwrap();
+    let interleaved = FeatureSelection::refs([
+        "sv_a:score",
+        "sv_b:score",
+        "sv_a:count",
+        "sv_b:label",
+        "sv_a:emb",
+    ])
+    .unwrap();
+    let plain_a = FeatureSelection::refs(["sv_a:score", "sv_a:count"]).unwrap();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for (sel, ids) in [
+        (&interleaved, &[1, 2, 3, 4][..]),
+        (&interleaved, &[3][..]),
+        (&plain_a, &[1, 3, 1][..]),
+    ] {
+        let resp = store
+            .get_online_features(
+                &OnlineRequest::new(sel.clone(), entity_batch(ids))
+                    .with_now(now)
+                    .with_full_feature_names(true),
+            )
+            .await
+            .unwrap();
+        for f in resp.features() {
+            for st in f.statuses() {
+                let key = format!(
+                    "fstore_features_served_total{{status={st},view={}}}",
+                    f.feature().view
+                );
+                *want.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let got: BTreeMap<String, u64> = collect(&rec)
+        .counters
+        .into_iter()
+        .filter(|(k, v)| k.starts_with("fstore_features_served_total") && *v > 0)
+        .collect();
+    assert_eq!(got, want);
+    // the fixture reaches every status it means to
+    for st in ["Present", "NullValue", "NotFound", "Expired"] {
+        assert!(want.keys().any(|k| k.contains(st)), "{st}: {want:?}");
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn imputations_are_counted_per_view() {
     let rec = DebuggingRecorder::new();
