@@ -3,16 +3,25 @@
 //! for cell, for inputs that need not fit in memory.
 //!
 //! # Plan
+//! [`JoinAlgorithm::Hash`] (the default):
+//! ```text
+//! spine source ─ PitPrepareExec(spine: seq, t)              view source ─ project ─ PitPrepareExec(view: wseq, times; null keys dropped)
+//!   └ per view: RepartitionExec(hash keys, N) ─┐              RepartitionExec(hash keys, N) ─┘
+//!               PitHashJoinExec (collect a partition, pure join in memory; K at once) ─ next view …
+//! CoalescePartitionsExec ─ SortExec(seq) ─ ProjectionExec (drop engine columns)
+//! ```
+//! [`JoinAlgorithm::Sort`]:
 //! ```text
 //! spine source ─ PitPrepareExec(spine: seq, t)                      view source ─ project ─ PitPrepareExec(view: wseq, times; null keys dropped)
 //!   └ per view: RepartitionExec(hash keys, N) ─ SortExec(keys, t) ─┐   RepartitionExec(hash keys, N) ─ SortExec(keys, avail) ─┘
 //!               PitJoinExec (streaming merge per partition) ─ next view …
 //! SortExec(seq, per partition) ─ SortPreservingMergeExec(seq) ─ ProjectionExec (drop engine columns)
 //! ```
-//! DataFusion's repartition and sort do the heavy lifting and spill to disk under
-//! the memory pool of the [`TaskContext`]. The only custom nodes are
-//! [`PitPrepareExec`] and [`PitJoinExec`]; each is rebuilt from its children and a
-//! serde-serializable config, which is what a `PhysicalExtensionCodec` needs.
+//! DataFusion's repartition (and, for the sort join, its sort) do the heavy
+//! lifting and spill to disk under the memory pool of the [`TaskContext`]. The
+//! only custom nodes are [`PitPrepareExec`], [`PitHashJoinExec`] and
+//! [`PitJoinExec`]; each is rebuilt from its children and a serde-serializable
+//! config, which is what a `PhysicalExtensionCodec` needs.
 //!
 //! # Example
 //! ```
