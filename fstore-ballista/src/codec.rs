@@ -7,6 +7,7 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use fstore_core::engine::agg::{AggJoinConfig, AggJoinExec, AggSequenceExec, SequenceConfig};
 use fstore_core::engine::{
     PitHashJoinConfig, PitHashJoinExec, PitJoinConfig, PitJoinExec, PitPrepareExec, PrepareConfig,
 };
@@ -16,9 +17,12 @@ const BALLISTA: u8 = 0;
 const PIT_PREPARE: u8 = 1;
 const PIT_JOIN: u8 = 2;
 const PIT_HASH_JOIN: u8 = 3;
+const AGG_SEQUENCE: u8 = 4;
+const AGG_JOIN: u8 = 5;
 
 /// The `PhysicalExtensionCodec` of an fstore cluster: fstore's engine nodes
-/// ([`PitPrepareExec`], [`PitJoinExec`], [`PitHashJoinExec`]) as a tag byte and their JSON config,
+/// ([`PitPrepareExec`], [`PitJoinExec`], [`PitHashJoinExec`], and the window
+/// aggregations' [`AggSequenceExec`] and [`AggJoinExec`]) as a tag byte and their JSON config,
 /// anything else (Ballista's shuffle nodes) through Ballista's own codec.
 ///
 /// The client, the scheduler and every executor must use it (the client encodes
@@ -98,6 +102,25 @@ impl PhysicalExtensionCodec for FstorePhysicalCodec {
                     config,
                 )?))
             }
+            AGG_SEQUENCE => {
+                let config: SequenceConfig = serde_json::from_slice(body)
+                    .map_err(|e| codec_error("AggSequenceExec config", e))?;
+                let input = &one_input(inputs, 1, "AggSequenceExec")?[0];
+                Ok(Arc::new(AggSequenceExec::try_new(
+                    Arc::clone(input),
+                    config,
+                )?))
+            }
+            AGG_JOIN => {
+                let config: AggJoinConfig = serde_json::from_slice(body)
+                    .map_err(|e| codec_error("AggJoinExec config", e))?;
+                let io = one_input(inputs, 2, "AggJoinExec")?;
+                Ok(Arc::new(AggJoinExec::try_new(
+                    Arc::clone(&io[0]),
+                    Arc::clone(&io[1]),
+                    config,
+                )?))
+            }
             other => Err(codec_error("decode", format!("unknown node tag {other}"))),
         }
     }
@@ -119,6 +142,13 @@ impl PhysicalExtensionCodec for FstorePhysicalCodec {
             buf.push(PIT_HASH_JOIN);
             serde_json::to_writer(buf, j.config())
                 .map_err(|e| codec_error("PitHashJoinExec config", e))
+        } else if let Some(s) = node.downcast_ref::<AggSequenceExec>() {
+            buf.push(AGG_SEQUENCE);
+            serde_json::to_writer(buf, s.config())
+                .map_err(|e| codec_error("AggSequenceExec config", e))
+        } else if let Some(j) = node.downcast_ref::<AggJoinExec>() {
+            buf.push(AGG_JOIN);
+            serde_json::to_writer(buf, j.config()).map_err(|e| codec_error("AggJoinExec config", e))
         } else {
             buf.push(BALLISTA);
             self.inner.try_encode(node, buf, proto_converter)

@@ -16,10 +16,13 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field};
+use fstore_core::agg::{AggOptions, AggView};
+use fstore_core::engine::agg::{AggEngineView, AggFeature, aggregation_plan};
 use fstore_core::engine::{
     EngineConfig, EngineView, JoinAlgorithm, parquet_plan, pit_join_plan_with,
 };
 use fstore_core::pit::{PitOptions, PitView, point_in_time_join};
+use fstore_core::{AggFunction, Aggregation, JoinKey, ValueType};
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 
@@ -548,7 +551,7 @@ fn assert_same_cells(got: &RecordBatch, want: &RecordBatch) {
             .find(|&r| g.slice(r, 1).as_ref() != w.slice(r, 1).as_ref())
             .expect("arrays differ in some row");
         panic!(
-            "column '{}' row {row}: cluster {:?} vs pure join {:?}",
+            "column '{}' row {row}: cluster {:?} vs in memory {:?}",
             field.name(),
             g.slice(row, 1),
             w.slice(row, 1)
@@ -564,8 +567,28 @@ fn assert_same_cells(got: &RecordBatch, want: &RecordBatch) {
 /// files 0 and 2 came back interleaved).
 const SCAN_PARTITIONS: usize = 3;
 
+/// The aggregations of the cluster phase: several functions and windows (with
+/// and without a hop, lifetime), over a float column of a view with created
+/// times and an int column of a view without.
+fn aggregations(column: &str, functions: &[AggFunction]) -> Vec<Aggregation> {
+    let (h, d) = (Duration::from_secs(3_600), Duration::from_secs(86_400));
+    let windows = [(Some(d), None), (Some(7 * d), Some(h)), (None, None)];
+    let mut out = Vec::new();
+    for (w, hop) in windows {
+        for &f in functions {
+            let mut a = Aggregation::new(column, f, w);
+            a.hop = hop;
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Historical retrieval (both PIT join algorithms) and window aggregations run
+/// on the cluster give exactly the in-memory results (`point_in_time_join`,
+/// `fstore_core::agg::aggregate`), cell by cell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn historical_retrieval_on_the_cluster_equals_the_pure_join() {
+async fn historical_retrieval_and_aggregations_on_the_cluster_equal_the_in_memory_results() {
     let cluster = Cluster::start(2);
     let dir = cluster.dir.path().join("pit");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -658,6 +681,125 @@ async fn historical_retrieval_on_the_cluster_equals_the_pure_join() {
             let got = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
             assert_same_cells(&got, &want);
         }
+    }
+
+    // Window aggregations: AggSequenceExec and AggJoinExec cross the wire,
+    // the hash shuffle runs between the executors.
+    let profile_aggs = aggregations(
+        "score",
+        &[
+            AggFunction::Count,
+            AggFunction::Sum,
+            AggFunction::Mean,
+            AggFunction::First,
+            AggFunction::Last,
+            AggFunction::LastN(3),
+            AggFunction::StddevPop,
+        ],
+    );
+    let txn_aggs = aggregations(
+        "amount",
+        &[
+            AggFunction::Count,
+            AggFunction::Sum,
+            AggFunction::Max,
+            AggFunction::Last,
+            AggFunction::ApproxCountDistinct,
+        ],
+    );
+    let profile_keys = vec![JoinKey::new("user_id", ValueType::Int64)];
+    let txn_keys = vec![
+        JoinKey::new("user_id", ValueType::Int64),
+        JoinKey::new("merchant_id", ValueType::String),
+    ];
+    let typed = |aggs: &[Aggregation], t: ValueType| -> Vec<(Aggregation, ValueType)> {
+        aggs.iter().map(|a| (a.clone(), t.clone())).collect()
+    };
+    let features = |aggs: &[Aggregation], t: ValueType| -> Vec<AggFeature> {
+        aggs.iter()
+            .map(|a| AggFeature {
+                aggregation: a.clone(),
+                input_type: t.clone(),
+                output: a.name.clone(),
+            })
+            .collect()
+    };
+    for cutoff in [false, true] {
+        let options = AggOptions::default().with_created_cutoff(cutoff);
+        let memory_views = [
+            AggView {
+                name: "profile".into(),
+                join_keys: profile_keys.clone(),
+                event_timestamp_column: "event_ts".into(),
+                created_timestamp_column: Some("created_ts".into()),
+                aggregations: typed(&profile_aggs, ValueType::Float64),
+                batches: &profile,
+            },
+            AggView {
+                name: "txn".into(),
+                join_keys: txn_keys.clone(),
+                event_timestamp_column: "event_ts".into(),
+                created_timestamp_column: None,
+                aggregations: typed(&txn_aggs, ValueType::Int64),
+                batches: &txn,
+            },
+        ];
+        let spine_all =
+            arrow_select::concat::concat_batches(&spine[0].schema(), &spine).expect("spine");
+        let mut fields: Vec<Field> = spine_all
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns: Vec<ArrayRef> = spine_all.columns().to_vec();
+        for view in &memory_views {
+            let arrays = fstore_core::agg::aggregate(&spine, "ts", view, &options)
+                .expect("in-memory aggregation");
+            for ((a, _), array) in view.aggregations.iter().zip(arrays) {
+                fields.push(Field::new(&a.name, array.data_type().clone(), true));
+                columns.push(array);
+            }
+        }
+        let want = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+            .expect("expected batch");
+
+        let views = [
+            AggEngineView {
+                name: "profile".into(),
+                join_keys: profile_keys.clone(),
+                event_timestamp_column: "event_ts".into(),
+                created_timestamp_column: Some("created_ts".into()),
+                features: features(&profile_aggs, ValueType::Float64),
+                input: parquet_plan(&profile_files, SCAN_PARTITIONS).expect("profile scan"),
+            },
+            AggEngineView {
+                name: "txn".into(),
+                join_keys: txn_keys.clone(),
+                event_timestamp_column: "event_ts".into(),
+                created_timestamp_column: None,
+                features: features(&txn_aggs, ValueType::Int64),
+                input: parquet_plan(&txn_files, SCAN_PARTITIONS).expect("txn scan"),
+            },
+        ];
+        let plan = aggregation_plan(
+            parquet_plan(&spine_files, SCAN_PARTITIONS).expect("spine scan"),
+            "ts",
+            &views,
+            &options,
+            4,
+        )
+        .expect("aggregation plan");
+        let schema = plan.schema();
+        let batches: Vec<RecordBatch> = session
+            .execute(plan)
+            .await
+            .expect("submit")
+            .try_collect()
+            .await
+            .expect("aggregation job on the cluster");
+        let got = arrow_select::concat::concat_batches(&schema, &batches).expect("concat");
+        assert_same_cells(&got, &want);
     }
     let tasks = cluster.tasks_per_executor();
     assert!(
