@@ -374,12 +374,12 @@ fn resolve(src: &AggSource<'_>, aggs: &[AggArg]) -> Result<Option<Resolved>, Box
 /// order, with the memory engine's columns. Prints the rows written and the
 /// time; returns the rows.
 ///
-/// Runs on the local engine only: fstore's Ballista codec does not encode the
-/// aggregation nodes.
+/// With `--ballista URL` the whole plan (join and aggregations) runs on that
+/// Ballista cluster ([`crate::ballista_args::run_on_cluster`]).
 ///
 /// # Errors
-/// Those of [`append_aggregations`] (names, types); the engine's; `--ballista`
-/// given.
+/// Those of [`append_aggregations`] (names, types); the engine's; the
+/// cluster's (`--ballista`).
 #[cfg(feature = "datafusion")]
 #[allow(clippy::too_many_arguments)]
 pub fn run_datafusion(
@@ -394,13 +394,6 @@ pub fn run_datafusion(
 ) -> Result<u64, BoxError> {
     use fstore_core::engine::agg::{AggEngineView, AggFeature, aggregation_plan};
     use fstore_core::engine::{self, EngineConfig, EngineView};
-    if args.ballista.is_some() {
-        return Err(
-            "--agg runs on the local datafusion engine only (fstore's Ballista codec \
-                    does not encode the aggregation nodes): drop --ballista"
-                .into(),
-        );
-    }
     let start = std::time::Instant::now();
     let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
     if let Some(n) = args.partitions {
@@ -518,13 +511,17 @@ pub fn run_datafusion(
     let plan: Arc<dyn fstore_core::datafusion::physical_plan::ExecutionPlan> = Arc::new(
         fstore_core::datafusion::physical_plan::projection::ProjectionExec::try_new(proj, plan)?,
     );
-    let session = config.session()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let rows = rt.block_on(async {
-        engine::write_parquet(engine::execute(Arc::clone(&plan), session.task_ctx())?, out).await
-    })?;
+    let rows = if let Some(url) = &args.ballista {
+        crate::ballista_args::run_on_cluster(url, plan, &config, out)?
+    } else {
+        let session = config.session()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
+        })?
+    };
     println!(
         "engine:        datafusion, {n} partitions, memory limit {:?}, {} aggregations",
         args.memory_limit,
