@@ -70,7 +70,7 @@ impl Bench {
             ))
             .await
             .unwrap();
-        resp.batch.num_rows()
+        resp.batch().num_rows()
     }
 
     async fn prepared(&self, ids: &[i64]) -> usize {
@@ -79,7 +79,7 @@ impl Bench {
             .get_prepared(&self.prepared, &id_batch(ids), None)
             .await
             .unwrap();
-        resp.batch.num_rows()
+        resp.batch().num_rows()
     }
 
     async fn run(&self, side: usize, ids: &[i64]) -> usize {

@@ -109,7 +109,7 @@ impl Sides {
                     .get_online_features(&OnlineRequest::new(self.refs.clone(), id_batch(ids)))
                     .await
                     .unwrap();
-                resp.batch.num_rows()
+                resp.batch().num_rows()
             }
             Side::Prepared => {
                 let resp = self
@@ -117,7 +117,7 @@ impl Sides {
                     .get_prepared(&self.prepared, &id_batch(ids), None)
                     .await
                     .unwrap();
-                resp.batch.num_rows()
+                resp.batch().num_rows()
             }
         }
     }
