@@ -10,7 +10,8 @@
 //! `OnlineStore::read` (the adapter alone), `get_online_features` (as a caller
 //! writes it: a fresh `OnlineRequest` with a clone of the selection) and
 //! `get_prepared` (a `PreparedRequest`), and `get_prepared` followed by
-//! reading every value through the Arrow batch or through the dense accessor
+//! reading every value through the Arrow batch, or `get_prepared_dense` and
+//! reading every value through the dense accessor
 //! (`OnlineResponse::view_values`, no arrays built), rotating call by call
 //! which goes first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
 //! and p50/p99 of 1-entity requests) for each.
@@ -107,12 +108,12 @@ impl Bench {
         batch.num_rows()
     }
 
-    /// `get_prepared`, then every value read through the dense accessor
+    /// `get_prepared_dense`, then every value read through the dense accessor
     /// (no Arrow array is built).
     async fn prepared_dense_values(&self, ids: &[i64]) -> usize {
         let resp = self
             .fs
-            .get_prepared(&self.prepared, &id_batch(ids), None)
+            .get_prepared_dense(&self.prepared, &id_batch(ids), None)
             .await
             .unwrap();
         let mut sum = 0.0;
@@ -154,7 +155,7 @@ const SIDES: [&str; N] = [
     "get_online_features",
     "get_prepared",
     "get_prepared + read all (batch)",
-    "get_prepared + read all (dense)",
+    "get_prepared_dense + read all (dense)",
 ];
 
 /// `callers` tasks each doing `per_caller` 1-entity requests by `side`;

@@ -171,9 +171,10 @@ impl Rows {
 /// The values are kept as decoded: per read view, one column-major block of
 /// its 8-byte columns. [`OnlineResponse::view_values`] and
 /// [`OnlineResponse::column`] read them in place; [`OnlineResponse::batch`]
-/// gives them as Arrow, built on first call when the request did not need the
-/// arrays itself (no null, no on-demand or aggregation feature, every column
-/// 8 bytes wide).
+/// gives them as Arrow: built during the request, except for a
+/// [`FeatureStore::get_prepared_dense`] request that did not need the arrays
+/// itself (no null, no on-demand or aggregation feature, every column 8 bytes
+/// wide), whose batch is built on the first call.
 ///
 /// ```
 /// # use fstore_core::{DenseValues, OnlineResponse};
@@ -315,8 +316,9 @@ fn dense_values(kind: DenseKind, words: &arrow_buffer::Buffer) -> DenseValues<'_
 impl OnlineResponse {
     /// The request's columns, then one column per feature, in output order.
     ///
-    /// Built on the first call when the request did not need the arrays (see
-    /// the type's docs); later calls return the same batch.
+    /// Built during the request, or on the first call after a
+    /// [`FeatureStore::get_prepared_dense`] request that did not need the
+    /// arrays (see the type's docs); later calls return the same batch.
     pub fn batch(&self) -> &RecordBatch {
         self.batch.get_or_init(|| self.build_batch())
     }
@@ -1244,6 +1246,33 @@ impl FeatureStore {
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
     ) -> Result<OnlineResponse> {
+        let p = self.current_plan(prepared).await?;
+        self.serve(p, entities, now, false).await
+    }
+
+    /// [`FeatureStore::get_prepared`] for callers that read the values through
+    /// [`OnlineResponse::view_values`] / [`OnlineResponse::column`]: when the
+    /// request needs no arrays itself (no null, missing or expired value; no
+    /// on-demand or aggregation feature; every column 8 bytes wide), none are
+    /// built until [`OnlineResponse::batch`] is called. Same values, statuses,
+    /// semantics and errors; only where the cost falls differs (a batch built
+    /// later does not reuse the request's pooled arrays, so a caller that
+    /// always wants Arrow should call [`FeatureStore::get_prepared`]).
+    ///
+    /// # Errors
+    /// As [`FeatureStore::get_online_features`].
+    pub async fn get_prepared_dense(
+        &self,
+        prepared: &PreparedRequest,
+        entities: &RecordBatch,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<OnlineResponse> {
+        let p = self.current_plan(prepared).await?;
+        self.serve(p, entities, now, true).await
+    }
+
+    /// The plan of `prepared` at the current registry version.
+    async fn current_plan(&self, prepared: &PreparedRequest) -> Result<Arc<Prepared>> {
         let snap = self.serving_snapshot().await?;
         let mut p = prepared.get();
         if p.version != snap.version {
@@ -1259,7 +1288,7 @@ impl FeatureStore {
                 *g = Arc::clone(&p);
             }
         }
-        self.serve(p, entities, now).await
+        Ok(p)
     }
 
     /// Serves the latest features of many entities from the online store, in as
@@ -1296,7 +1325,7 @@ impl FeatureStore {
             let p = self
                 .prepared_for(&req.features, req.full_feature_names)
                 .await?;
-            self.serve(p, &req.entities, req.now).await
+            self.serve(p, &req.entities, req.now, false).await
         })
         .await
     }
@@ -1318,6 +1347,7 @@ impl FeatureStore {
         p: Arc<Prepared>,
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
+        dense: bool,
     ) -> Result<OnlineResponse> {
         let n = entities.num_rows();
         self.check_entity_count(n)?;
@@ -1451,7 +1481,7 @@ impl FeatureStore {
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
-            let dec = if p.lazy_ok {
+            let dec = if dense && p.lazy_ok {
                 match dec.finish_slab() {
                     Ok((slab, scratch)) => {
                         decoders[vi] = scratch;
@@ -1472,8 +1502,9 @@ impl FeatureStore {
         }
         // Values without a null need no fallback: the arrays wait for
         // `OnlineResponse::batch`. Otherwise they are built now.
-        let lazy = p.lazy_ok && slabs.iter().all(Option::is_some) && !view_nulls.contains(&true);
-        if p.lazy_ok && !lazy {
+        let lazy =
+            dense && p.lazy_ok && slabs.iter().all(Option::is_some) && !view_nulls.contains(&true);
+        if dense && p.lazy_ok && !lazy {
             for ((v, slab), cols) in p.views.iter().zip(&slabs).zip(view_cols.iter_mut()) {
                 if let Some(slab) = slab
                     && cols.is_empty()

@@ -1498,17 +1498,23 @@ async fn dense_access_equals_the_batch_cell_by_cell() {
         }
         let sel = &selections[g.next(selections.len() as u64) as usize];
         let full = g.next(2) == 0;
-        let req = OnlineRequest::new(FeatureSelection::refs(sel.iter().copied()).unwrap(), {
-            let mut q = ids.clone();
-            if nulls {
-                q.push(case * 100 + 99); // never pushed
-            }
-            q.push(ids[0]); // twice
-            entity_batch(&q)
-        })
-        .with_now(from_micros(now))
-        .with_full_feature_names(full);
-        let resp = fs.get_online_features(&req).await.unwrap();
+        let mut q = ids.clone();
+        if nulls {
+            q.push(case * 100 + 99); // never pushed
+        }
+        q.push(ids[0]); // twice
+        let selection = FeatureSelection::refs(sel.iter().copied()).unwrap();
+        let resp = if g.next(4) == 0 {
+            let req = OnlineRequest::new(selection, entity_batch(&q))
+                .with_now(from_micros(now))
+                .with_full_feature_names(full);
+            fs.get_online_features(&req).await.unwrap()
+        } else {
+            let p = fs.prepare(&selection, full).await.unwrap();
+            fs.get_prepared_dense(&p, &entity_batch(&q), Some(from_micros(now)))
+                .await
+                .unwrap()
+        };
         for f in resp.features() {
             seen.extend(f.statuses());
         }

@@ -49,7 +49,7 @@ enum Side {
     Prepared,
     /// `get_prepared`, then every value read through the Arrow batch.
     PreparedBatchValues,
-    /// `get_prepared`, then every value read through the dense accessor.
+    /// `get_prepared_dense`, then every value read through the dense accessor.
     PreparedDenseValues,
 }
 
@@ -70,7 +70,7 @@ const NAMES: [&str; N] = [
     "get_online_features",
     "get_prepared",
     "get_prepared + read all (batch)",
-    "get_prepared + read all (dense)",
+    "get_prepared_dense + read all (dense)",
 ];
 
 impl Sides {
@@ -133,7 +133,7 @@ impl Sides {
             Side::Prepared => {
                 let resp = self
                     .fs
-                    .get_prepared(&self.prepared, &id_batch(ids), None)
+                    .get_prepared_dense(&self.prepared, &id_batch(ids), None)
                     .await
                     .unwrap();
                 resp.batch().num_rows()
