@@ -141,7 +141,7 @@ async fn main() -> fstore_core::Result<()> {
                     .get_online_features(&OnlineRequest::new(features.clone(), entities))
                     .await?;
                 lat.push(t.elapsed());
-                assert_eq!(resp.batch.num_rows(), ENTITIES_PER_REQUEST);
+                assert_eq!(resp.batch().num_rows(), ENTITIES_PER_REQUEST);
             }
             Ok::<_, fstore_core::Error>(lat)
         }));

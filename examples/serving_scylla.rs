@@ -104,6 +104,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let meta = resp.feature("conv_rate").ok_or("no conv_rate")?;
     println!("conv_rate statuses: {:?}", meta.statuses());
-    println!("{:?}", resp.batch);
+    println!("{:?}", resp.batch());
     Ok(())
 }

@@ -114,7 +114,7 @@ async fn measure(s: &Setup, phase: &str) {
                     .await
                     .unwrap();
             let d_e2e = t0.elapsed();
-            assert_eq!(resp.batch.num_rows(), n_ent);
+            assert_eq!(resp.batch().num_rows(), n_ent);
             if it >= 100 {
                 bare.push(d_bare);
                 inst.push(d_inst);

@@ -490,7 +490,7 @@ async fn get(
         println!("{e}");
         for m in resp.features() {
             let col = resp
-                .batch
+                .batch()
                 .column_by_name(m.name())
                 .ok_or_else(|| CliError::msg(format!("response lacks column '{}'", m.name())))?;
             let fmt = ArrayFormatter::try_new(col.as_ref(), &opts)

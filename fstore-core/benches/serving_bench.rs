@@ -9,20 +9,26 @@
 //! 100 features). Sequential p50/p99 and allocations per call of
 //! `OnlineStore::read` (the adapter alone), `get_online_features` (as a caller
 //! writes it: a fresh `OnlineRequest` with a clone of the selection) and
-//! `get_prepared` (a `PreparedRequest`), rotating call by call which goes
-//! first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
+//! `get_prepared` (a `PreparedRequest`), and `get_prepared` followed by
+//! reading every value through the Arrow batch, or `get_prepared_dense` and
+//! reading every value through the dense accessor
+//! (`OnlineResponse::view_values`, no arrays built), rotating call by call
+//! which goes first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
 //! and p50/p99 of 1-entity requests) for each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
 use fstore_core::adapter::{encode_entity_keys, normalize_batch, to_online_rows};
 use fstore_core::testkit::bench::{
     XorShift, float_definitions, id_batch, micros, percentile, view_history,
 };
 use fstore_core::{
-    FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryOnlineStore, InMemoryRegistry,
-    OnlineKey, OnlineStore, PreparedRequest, ReadOptions, WriteOptions,
+    DenseValues, FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryOnlineStore,
+    InMemoryRegistry, OnlineKey, OnlineStore, PreparedRequest, ReadOptions, WriteOptions,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -70,7 +76,7 @@ impl Bench {
             ))
             .await
             .unwrap();
-        resp.batch.num_rows()
+        resp.batch().num_rows()
     }
 
     async fn prepared(&self, ids: &[i64]) -> usize {
@@ -79,19 +85,78 @@ impl Bench {
             .get_prepared(&self.prepared, &id_batch(ids), None)
             .await
             .unwrap();
-        resp.batch.num_rows()
+        resp.batch().num_rows()
+    }
+
+    /// `get_prepared`, then every value read through the Arrow batch.
+    async fn prepared_batch_values(&self, ids: &[i64]) -> usize {
+        let resp = self
+            .fs
+            .get_prepared(&self.prepared, &id_batch(ids), None)
+            .await
+            .unwrap();
+        let batch = resp.batch();
+        let mut sum = 0.0;
+        for c in &batch.columns()[1..] {
+            let a = c.as_primitive::<Float64Type>();
+            sum += match a.nulls() {
+                None => a.values().iter().sum::<f64>(),
+                Some(_) => a.iter().flatten().sum(),
+            };
+        }
+        std::hint::black_box(sum);
+        batch.num_rows()
+    }
+
+    /// `get_prepared_dense`, then every value read through the dense accessor
+    /// (no Arrow array is built).
+    async fn prepared_dense_values(&self, ids: &[i64]) -> usize {
+        let resp = self
+            .fs
+            .get_prepared_dense(&self.prepared, &id_batch(ids), None)
+            .await
+            .unwrap();
+        let mut sum = 0.0;
+        for v in &self.views {
+            let block = resp.view_values(v).expect("a float64 view");
+            let DenseValues::Float64(x) = block.values() else {
+                panic!("float64 view")
+            };
+            sum += match block.validity() {
+                None => x.iter().sum::<f64>(),
+                Some(ok) => x
+                    .iter()
+                    .zip(ok.iter())
+                    .filter(|(_, ok)| *ok)
+                    .map(|(x, _)| x)
+                    .sum(),
+            };
+        }
+        std::hint::black_box(sum);
+        resp.num_rows()
     }
 
     async fn run(&self, side: usize, ids: &[i64]) -> usize {
         match side {
             0 => self.adapter(ids).await,
             1 => self.facade(ids).await,
-            _ => self.prepared(ids).await,
+            2 => self.prepared(ids).await,
+            3 => self.prepared_batch_values(ids).await,
+            _ => self.prepared_dense_values(ids).await,
         }
     }
 }
 
-const SIDES: [&str; 3] = ["OnlineStore::read", "get_online_features", "get_prepared"];
+/// Number of sides.
+const N: usize = 5;
+
+const SIDES: [&str; N] = [
+    "OnlineStore::read",
+    "get_online_features",
+    "get_prepared",
+    "get_prepared + read all (batch)",
+    "get_prepared_dense + read all (dense)",
+];
 
 /// `callers` tasks each doing `per_caller` 1-entity requests by `side`;
 /// (requests/s, all latencies).
@@ -186,15 +251,15 @@ async fn main() {
     );
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for (n_ent, iters) in [(1usize, 20_000usize), (100, 2_000)] {
-        let mut lat: [Vec<Duration>; 3] = Default::default();
-        let mut allocs = [0u64; 3];
-        let mut bytes = [0u64; 3];
+        let mut lat: [Vec<Duration>; N] = Default::default();
+        let mut allocs = [0u64; N];
+        let mut bytes = [0u64; N];
         let warm = iters / 10;
         for it in 0..iters + warm {
             let ids: Vec<i64> = (0..n_ent).map(|_| rng.next_below(ENTITIES)).collect();
             // Rotate which side goes first.
-            for k in 0..3 {
-                let j = (it + k) % 3;
+            for k in 0..N {
+                let j = (it + k) % N;
                 let reg = Region::new(GLOBAL);
                 let t0 = Instant::now();
                 let got = b.run(j, &ids).await;
@@ -209,8 +274,8 @@ async fn main() {
             }
         }
         let n = iters as u64;
-        let mut p = [(0.0, 0.0); 3];
-        for j in 0..3 {
+        let mut p = [(0.0, 0.0); N];
+        for j in 0..N {
             p[j] = (
                 micros(percentile(&mut lat[j], 0.5)),
                 micros(percentile(&mut lat[j], 0.99)),
@@ -224,7 +289,7 @@ async fn main() {
                 bytes[j] / n
             );
         }
-        for j in 1..3 {
+        for j in 1..N {
             println!(
                 "{:<46} {:>8.2}× {:>8.2}×",
                 format!("  {} / adapter", SIDES[j]),
@@ -241,18 +306,18 @@ async fn main() {
     );
     for callers in [8usize, 64] {
         let per = 40_000 / callers;
-        let mut rps = [0.0f64; 3];
-        let mut lat: [Vec<Duration>; 3] = Default::default();
+        let mut rps = [0.0f64; N];
+        let mut lat: [Vec<Duration>; N] = Default::default();
         // Two rounds, each side once per round, rotating which goes first.
         for round in 0..2 {
-            for k in 0..3 {
-                let j = (round + k) % 3;
+            for k in 0..N {
+                let j = (round + k) % N;
                 let (r, l) = concurrent(&b, callers, per, j).await;
                 rps[j] += r / 2.0;
                 lat[j].extend(l);
             }
         }
-        for j in 0..3 {
+        for j in 0..N {
             println!(
                 "{:<46} {:>12.0} {:>9.1} {:>9.1}",
                 format!("{callers} callers: {}", SIDES[j]),

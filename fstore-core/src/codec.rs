@@ -820,6 +820,24 @@ struct TemplateEntry {
 }
 
 impl DecoderIndex {
+    /// The value type of requested column `i`.
+    pub(crate) fn value_type(&self, i: usize) -> Option<&ValueType> {
+        self.types.get(i)
+    }
+
+    /// The slab column of requested column `i` (`None`: not 8 bytes wide).
+    pub(crate) fn wide_col(&self, i: usize) -> Option<usize> {
+        match self.sinks.get(i)? {
+            Sink::Wide(c) => Some(*c),
+            Sink::Builder(_) => None,
+        }
+    }
+
+    /// Number of requested columns.
+    pub(crate) fn num_columns(&self) -> usize {
+        self.types.len()
+    }
+
     /// `requested`: the output columns, in order; `stored_order`: the view's
     /// features as written (a hint only: any order decodes correctly).
     pub(crate) fn new(requested: &[FeatureField], stored_order: &[FeatureField]) -> Self {
@@ -1257,27 +1275,23 @@ impl PayloadDecoder {
         self,
         mut out: impl FnMut(ArrayRef),
         mut pool: Option<&mut ColumnPool>,
-    ) -> (DecoderScratch, bool) {
-        let len = self.row;
-        let stride = self.rows;
-        let wide = arrow_buffer::Buffer::from_vec(self.wide);
+    ) -> (DecoderScratch, bool, Option<Slab>) {
         if let Some(p) = pool.as_deref_mut()
             && p.len() < self.index.wide_cols
         {
             p.resize_with(self.index.wide_cols, PooledColumn::default);
         }
-        // One validity bitmap for the slab, sliced by the columns with a
-        // null (the others have none).
-        let col_nulls = |c: usize| self.wide_valid[c * stride..c * stride + len].contains(&false);
-        let slab_nulls = (stride > 0 && (0..self.index.wide_cols).any(col_nulls))
-            .then(|| NullBuffer::from(&self.wide_valid[..]));
-        let may_have_nulls = slab_nulls.is_some() || !self.builders.is_empty();
-        let mut builders = self.builders.into_iter();
-        for i in 0..self.index.types.len() {
+        let all_wide = self.rows > 0 && self.builders.is_empty();
+        let index = Arc::clone(&self.index);
+        let stride = self.rows;
+        let builders_empty = self.builders.is_empty();
+        let (slab, mut builders, scratch) = self.split();
+        let may_have_nulls = slab.nulls.is_some() || !builders_empty;
+        for i in 0..index.types.len() {
             let sink = if stride == 0 {
                 Sink::Builder(i)
             } else {
-                self.index.sinks[i]
+                index.sinks[i]
             };
             match sink {
                 Sink::Builder(_) => {
@@ -1286,47 +1300,123 @@ impl PayloadDecoder {
                     }
                 }
                 Sink::Wide(c) => {
-                    let at = c * stride;
-                    let nulls = slab_nulls
-                        .as_ref()
-                        .filter(|_| col_nulls(c))
-                        .map(|n| n.slice(at, len));
-                    let values = wide.slice_with_length(at * 8, len * 8);
                     let slot = pool.as_deref_mut().map(|p| &mut p[c]);
-                    let col: ArrayRef = match (&self.index.types[i], slot) {
-                        (ValueType::Float64, Some(s)) => {
-                            pooled(&mut s.f64, PrimitiveArray::new(values.into(), nulls))
-                        }
-                        (ValueType::Float64, None) => {
-                            Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
-                        }
-                        (ValueType::Timestamp, slot) => {
-                            let a = PrimitiveArray::<TimestampMicrosecondType>::new(
-                                values.into(),
-                                nulls,
-                            )
-                            .with_timezone(Arc::clone(&self.index.tz));
-                            match slot {
-                                Some(s) => pooled(&mut s.ts, a),
-                                None => Arc::new(a),
-                            }
-                        }
-                        (_, Some(s)) => {
-                            pooled(&mut s.i64, PrimitiveArray::new(values.into(), nulls))
-                        }
-                        (_, None) => {
-                            Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls))
-                        }
-                    };
-                    out(col);
+                    out(slab.wide_array(&index, i, c, slot));
                 }
             }
         }
+        (scratch, may_have_nulls, all_wide.then_some(slab))
+    }
+
+    /// For a decoder whose every requested column is 8 bytes wide (and a
+    /// known row count): the decoded slab itself, no arrays built.
+    /// Gives the decoder back unchanged when a column is not 8 bytes wide or
+    /// the row count was not known.
+    pub(crate) fn finish_slab(self) -> std::result::Result<(Slab, DecoderScratch), Self> {
+        if self.rows == 0 || !self.builders.is_empty() {
+            return Err(self);
+        }
+        let (slab, _, scratch) = self.split();
+        Ok((slab, scratch))
+    }
+
+    /// The slab, the builders and the working memory.
+    fn split(self) -> (Slab, std::vec::IntoIter<ColumnBuilder>, DecoderScratch) {
+        let len = self.row;
+        let stride = self.rows;
+        let wide_cols = self.index.wide_cols;
+        let col_nulls = |c: usize| self.wide_valid[c * stride..c * stride + len].contains(&false);
+        let has_null: Vec<bool> = if stride > 0 && (0..wide_cols).any(col_nulls) {
+            (0..wide_cols).map(col_nulls).collect()
+        } else {
+            Vec::new()
+        };
+        // One validity bitmap for the slab, sliced by the columns with a
+        // null (the others have none).
+        let nulls = (!has_null.is_empty()).then(|| NullBuffer::from(&self.wide_valid[..]));
+        let slab = Slab {
+            wide: arrow_buffer::Buffer::from_vec(self.wide),
+            nulls,
+            has_null,
+            stride,
+            len,
+        };
         let scratch = DecoderScratch {
             seen: self.seen,
             wide_valid: self.wide_valid,
         };
-        (scratch, may_have_nulls)
+        (slab, self.builders.into_iter(), scratch)
+    }
+}
+
+/// The decoded 8-byte values of one view's requested columns, column-major
+/// (`wide[c * stride + r]`), and their validity when any is null.
+#[derive(Debug, Clone)]
+pub(crate) struct Slab {
+    wide: arrow_buffer::Buffer,
+    /// Validity of the whole slab (`None`: every value is present).
+    nulls: Option<NullBuffer>,
+    /// Per slab column: whether it holds a null (empty when none does).
+    has_null: Vec<bool>,
+    stride: usize,
+    len: usize,
+}
+
+impl Slab {
+    /// Number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The raw 8-byte words of every column (column-major, `len()` rows each).
+    pub(crate) fn words(&self) -> &arrow_buffer::Buffer {
+        &self.wide
+    }
+
+    /// Validity of every column (column-major), `None` when all are valid.
+    pub(crate) fn nulls(&self) -> Option<&NullBuffer> {
+        self.nulls.as_ref()
+    }
+
+    /// Whether slab column `c` holds a null.
+    pub(crate) fn has_null(&self, c: usize) -> bool {
+        self.has_null.get(c).copied().unwrap_or(false)
+    }
+
+    /// The array of requested column `i` (slab column `c`) of `index`, in
+    /// `slot`'s allocation when given and free.
+    pub(crate) fn wide_array(
+        &self,
+        index: &DecoderIndex,
+        i: usize,
+        c: usize,
+        slot: Option<&mut PooledColumn>,
+    ) -> ArrayRef {
+        let (len, at) = (self.len, c * self.stride);
+        let nulls = self
+            .nulls
+            .as_ref()
+            .filter(|_| self.has_null(c))
+            .map(|n| n.slice(at, len));
+        let values = self.wide.slice_with_length(at * 8, len * 8);
+        match (&index.types[i], slot) {
+            (ValueType::Float64, Some(s)) => {
+                pooled(&mut s.f64, PrimitiveArray::new(values.into(), nulls))
+            }
+            (ValueType::Float64, None) => {
+                Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
+            }
+            (ValueType::Timestamp, slot) => {
+                let a = PrimitiveArray::<TimestampMicrosecondType>::new(values.into(), nulls)
+                    .with_timezone(Arc::clone(&index.tz));
+                match slot {
+                    Some(s) => pooled(&mut s.ts, a),
+                    None => Arc::new(a),
+                }
+            }
+            (_, Some(s)) => pooled(&mut s.i64, PrimitiveArray::new(values.into(), nulls)),
+            (_, None) => Arc::new(PrimitiveArray::<Int64Type>::new(values.into(), nulls)),
+        }
     }
 }
 

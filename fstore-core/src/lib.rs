@@ -108,10 +108,11 @@ pub use registry::{
     RegistrySnapshot, RegistryState, Watermark, plan, validate,
 };
 pub use store::{
-    ApplyOptions, ApplyResult, DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureSelection,
-    FeatureStatus, FeatureStore, FeatureStoreBuilder, HistoricalRequest, HistoricalResult,
-    MaterializeOptions, MaterializeProgress, MaterializeReport, OnlineRequest, OnlineResponse,
-    PreparedRequest, PushSummary, PushTarget, ViewMaterializeReport,
+    ApplyOptions, ApplyResult, DEFAULT_MAX_ONLINE_ENTITIES, DenseBlock, DenseColumn, DenseValues,
+    FeatureMetadata, FeatureSelection, FeatureStatus, FeatureStore, FeatureStoreBuilder,
+    HistoricalRequest, HistoricalResult, MaterializeOptions, MaterializeProgress,
+    MaterializeReport, OnlineRequest, OnlineResponse, PreparedRequest, PushSummary, PushTarget,
+    ViewMaterializeReport,
 };
 #[cfg(feature = "datafusion")]
 pub use store::{HistoricalToRequest, HistoricalToResult};

@@ -275,7 +275,7 @@ impl FeatureStore {
         let mut out = Vec::new();
         for m in online.features() {
             let (Some(a), Some(b)) = (
-                online.batch.column_by_name(m.name()),
+                online.batch().column_by_name(m.name()),
                 hist.batch.column_by_name(m.name()),
             ) else {
                 continue;

@@ -626,12 +626,12 @@ async fn late_data_is_materialized_incrementally() {
         .await
         .unwrap();
     for name in ["conv_rate", "trips"] {
-        let a = online.batch.column_by_name(name).unwrap();
+        let a = online.batch().column_by_name(name).unwrap();
         let b = hist.batch.column_by_name(name).unwrap();
         assert_eq!(a.as_ref(), b.as_ref(), "{name}");
     }
     let conv = online
-        .batch
+        .batch()
         .column_by_name("conv_rate")
         .unwrap()
         .as_primitive::<Float64Type>()

@@ -12,8 +12,10 @@
 //! and allocations per call (a counting global allocator) of raw fred `HMGET`
 //! of the fields (one pipeline for 100 entities), `OnlineStore::read` and the
 //! full `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses)
-//! and `FeatureStore::get_prepared` (the same on a `PreparedRequest`),
-//! rotating call by call which side goes first. Then 8 and 64 concurrent
+//! and `FeatureStore::get_prepared` (the same on a `PreparedRequest`), and
+//! `get_prepared` followed by reading every value through the Arrow batch or
+//! through the dense accessor after `get_prepared_dense`
+//! (`OnlineResponse::view_values`, no arrays built), rotating call by call which side goes first. Then 8 and 64 concurrent
 //! callers of 1-entity reads on one `FeatureStore` / one pool: throughput and
 //! p50/p99 per side.
 //! `FSTORE_BENCH_RAW_TIMEOUT_MS=2000` gives raw fred the store's default

@@ -215,7 +215,7 @@ async fn server_killed_mid_materialization_then_rerun_converges() {
         .await
         .unwrap();
     for f in ["score", "label", "count", "emb"] {
-        let on = online_resp.batch.column_by_name(f).unwrap();
+        let on = online_resp.batch().column_by_name(f).unwrap();
         let off = hist.batch.column_by_name(f).unwrap();
         assert_eq!(
             on.as_ref(),

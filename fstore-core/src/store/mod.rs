@@ -31,8 +31,8 @@ pub use materialize::{
     MaterializeOptions, MaterializeProgress, MaterializeReport, ViewMaterializeReport,
 };
 pub use serving::{
-    DEFAULT_MAX_ONLINE_ENTITIES, FeatureMetadata, FeatureStatus, OnlineRequest, OnlineResponse,
-    PreparedRequest,
+    DEFAULT_MAX_ONLINE_ENTITIES, DenseBlock, DenseColumn, DenseValues, FeatureMetadata,
+    FeatureStatus, OnlineRequest, OnlineResponse, PreparedRequest,
 };
 
 /// Which features a request wants.

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, Scalar};
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field as ArrowField, FieldRef, Schema, SchemaRef};
@@ -18,11 +19,11 @@ use chrono::{DateTime, Utc};
 
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{
-    ColumnBuilder, ColumnPool, DecoderIndex, DecoderScratch, PayloadDecoder, cast_column,
+    ColumnBuilder, ColumnPool, DecoderIndex, DecoderScratch, PayloadDecoder, Slab, cast_column,
     encode_sorted_keys_into, payload_context,
 };
 use crate::error::{Error, Result};
-use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value};
+use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value, ValueType};
 use crate::ondemand::{OnDemandFunction, input_batch};
 use crate::online::{OnlineKey, OnlineRow, ReadOptions};
 use crate::registry::RegistrySnapshot;
@@ -166,12 +167,36 @@ impl Rows {
 ///
 /// Statuses are kept compactly (one per view and row, plus each column's
 /// validity before fallbacks) and derived per feature on demand.
+///
+/// The values are kept as decoded: per read view, one column-major block of
+/// its 8-byte columns. [`OnlineResponse::view_values`] and
+/// [`OnlineResponse::column`] read them in place; [`OnlineResponse::batch`]
+/// gives them as Arrow: built during the request, except for a
+/// [`FeatureStore::get_prepared_dense`] request that did not need the arrays
+/// itself (no null, no on-demand or aggregation feature, every column 8 bytes
+/// wide), whose batch is built on the first call.
+///
+/// ```
+/// # use fstore_core::{DenseValues, OnlineResponse};
+/// /// The feature vector of row `row` of view `view`, in the view's order.
+/// fn feature_vector(resp: &OnlineResponse, view: &str, row: usize) -> Option<Vec<f64>> {
+///     let block = resp.view_values(view)?;
+///     let DenseValues::Float64(v) = block.values() else { return None };
+///     let n = block.n_rows();
+///     Some((0..block.features().len()).map(|c| v[c * n + row]).collect())
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct OnlineResponse {
-    /// Values.
-    pub batch: RecordBatch,
     /// Values imputed by `Default` fallbacks in this response.
     pub imputed: u64,
+    /// The values as Arrow, once built.
+    batch: OnceLock<RecordBatch>,
+    schema: SchemaRef,
+    /// The request's columns, while `batch` is unbuilt.
+    entity_cols: Vec<ArrayRef>,
+    /// Per plain read view: its decoded slab when every column is 8 bytes wide.
+    slabs: Vec<Option<Slab>>,
     plan: Arc<Prepared>,
     rows: Rows,
     /// Validity before fallbacks of the outputs that had a null, by output
@@ -179,7 +204,256 @@ pub struct OnlineResponse {
     raw_nulls: Vec<(usize, NullBuffer)>,
 }
 
+/// Borrowed 8-byte values, column-major.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DenseValues<'a> {
+    /// Float64 values.
+    Float64(&'a [f64]),
+    /// Int64 values.
+    Int64(&'a [i64]),
+}
+
+impl DenseValues<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Float64(v) => v.len(),
+            Self::Int64(v) => v.len(),
+        }
+    }
+
+    /// Whether there is no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The values of one read view's features in a response, in place: value of
+/// feature `c`, row `r` at `values[c * n_rows + r]` (see
+/// [`OnlineResponse::view_values`]). A null slot holds an unspecified value;
+/// check [`DenseBlock::is_valid`].
+#[derive(Debug, Clone, Copy)]
+pub struct DenseBlock<'a> {
+    values: DenseValues<'a>,
+    n_rows: usize,
+    features: &'a [String],
+    validity: Option<&'a NullBuffer>,
+}
+
+impl<'a> DenseBlock<'a> {
+    /// All values, column-major (`features().len() * n_rows()`).
+    pub fn values(&self) -> DenseValues<'a> {
+        self.values
+    }
+
+    /// Number of rows (entities).
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Output column names of the view's features, in block order.
+    pub fn features(&self) -> &'a [String] {
+        self.features
+    }
+
+    /// Validity of every value, column-major like [`DenseBlock::values`]
+    /// (`None`: every value is present).
+    pub fn validity(&self) -> Option<&'a NullBuffer> {
+        self.validity
+    }
+
+    /// Whether feature `c` has a value in row `row`.
+    ///
+    /// # Panics
+    /// When `c` or `row` is out of range.
+    pub fn is_valid(&self, c: usize, row: usize) -> bool {
+        assert!(
+            c < self.features.len() && row < self.n_rows,
+            "cell out of range"
+        );
+        self.validity
+            .is_none_or(|v| v.is_valid(c * self.n_rows + row))
+    }
+}
+
+/// The values of one output column, in place (see [`OnlineResponse::column`]).
+/// A null slot holds an unspecified value; check [`DenseColumn::is_valid`].
+#[derive(Debug, Clone)]
+pub struct DenseColumn<'a> {
+    values: DenseValues<'a>,
+    nulls: Option<NullBuffer>,
+}
+
+impl<'a> DenseColumn<'a> {
+    /// One value per row.
+    pub fn values(&self) -> DenseValues<'a> {
+        self.values
+    }
+
+    /// Validity per row (`None`: every row has a value).
+    pub fn nulls(&self) -> Option<&NullBuffer> {
+        self.nulls.as_ref()
+    }
+
+    /// Whether row `row` has a value.
+    ///
+    /// # Panics
+    /// When `row` is out of range.
+    pub fn is_valid(&self, row: usize) -> bool {
+        assert!(row < self.values.len(), "row out of range");
+        self.nulls.as_ref().is_none_or(|n| n.is_valid(row))
+    }
+}
+
+/// `words` as values of `kind`.
+fn dense_values(kind: DenseKind, words: &arrow_buffer::Buffer) -> DenseValues<'_> {
+    match kind {
+        DenseKind::Float64 => DenseValues::Float64(words.typed_data::<f64>()),
+        DenseKind::Int64 => DenseValues::Int64(words.typed_data::<i64>()),
+    }
+}
+
 impl OnlineResponse {
+    /// The request's columns, then one column per feature, in output order.
+    ///
+    /// Built during the request, or on the first call after a
+    /// [`FeatureStore::get_prepared_dense`] request that did not need the
+    /// arrays (see the type's docs); later calls return the same batch.
+    pub fn batch(&self) -> &RecordBatch {
+        self.batch.get_or_init(|| self.build_batch())
+    }
+
+    /// [`OnlineResponse::batch`], owned.
+    pub fn into_batch(self) -> RecordBatch {
+        let _ = self.batch();
+        let Self { batch, .. } = self;
+        batch
+            .into_inner()
+            .unwrap_or_else(|| unreachable!("batch built above"))
+    }
+
+    /// The batch of a response served without arrays: every output is a
+    /// plain 8-byte column of a read view's slab.
+    fn build_batch(&self) -> RecordBatch {
+        let mut cols = Vec::with_capacity(self.entity_cols.len() + self.plan.outputs.len());
+        cols.extend(self.entity_cols.iter().cloned());
+        for o in &self.plan.outputs {
+            let col = match o.source {
+                Source::View { view, col } => {
+                    let v = &self.plan.views[view];
+                    match (
+                        self.slabs.get(view).and_then(Option::as_ref),
+                        v.index.wide_col(col),
+                    ) {
+                        (Some(slab), Some(c)) => slab.wide_array(&v.index, col, c, None),
+                        _ => unreachable!("an unbuilt batch has every output in a slab"),
+                    }
+                }
+                Source::OnDemand { .. } => {
+                    unreachable!("an unbuilt batch has no on-demand output")
+                }
+            };
+            cols.push(col);
+        }
+        // Same schema, columns and row count as the request checked when it
+        // decided not to build them (internal invariant).
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(self.rows.n)),
+        )
+        .unwrap_or_else(|e| unreachable!("lazily built batch: {e}"))
+    }
+
+    /// The values of plain view `view`'s features, in place: one block, no
+    /// Arrow arrays built. `None` when the view is not read by this request,
+    /// when its features are not all float64 (or all int64) — e.g. a string
+    /// feature —, when one of its features is output twice or is only an
+    /// on-demand input, or when a `Default` fallback replaced a value in this
+    /// response (the block holds values before fallbacks; read
+    /// [`OnlineResponse::column`] or [`OnlineResponse::batch`] then).
+    pub fn view_values(&self, view: &str) -> Option<DenseBlock<'_>> {
+        let vi = self.plan.views.iter().position(|v| v.name == view)?;
+        let (kind, names) = self.plan.views[vi].dense.as_ref()?;
+        let slab = self.slabs.get(vi)?.as_ref()?;
+        if self.imputed_in(vi) {
+            return None;
+        }
+        let n = slab.len();
+        let values = match dense_values(*kind, slab.words()) {
+            DenseValues::Float64(v) => DenseValues::Float64(v.get(..names.len() * n)?),
+            DenseValues::Int64(v) => DenseValues::Int64(v.get(..names.len() * n)?),
+        };
+        Some(DenseBlock {
+            values,
+            n_rows: n,
+            features: names,
+            validity: slab.nulls(),
+        })
+    }
+
+    /// The values of output column `name` (after fallbacks, as in
+    /// [`OnlineResponse::batch`]), in place when not built yet. `None` when
+    /// there is no such output or it is not float64 or int64.
+    pub fn column(&self, name: &str) -> Option<DenseColumn<'_>> {
+        let oi = self.plan.outputs.iter().position(|o| o.name == name)?;
+        if self.batch.get().is_none()
+            && let Source::View { view, col } = self.plan.outputs[oi].source
+            && let Some(slab) = self.slabs.get(view).and_then(Option::as_ref)
+        {
+            let index = &self.plan.views.get(view)?.index;
+            let kind = match index.value_type(col)? {
+                ValueType::Float64 => DenseKind::Float64,
+                ValueType::Int64 => DenseKind::Int64,
+                _ => return None,
+            };
+            let c = index.wide_col(col)?;
+            let (n, at) = (slab.len(), c * slab.len());
+            let values = match dense_values(kind, slab.words()) {
+                DenseValues::Float64(v) => DenseValues::Float64(v.get(at..at + n)?),
+                DenseValues::Int64(v) => DenseValues::Int64(v.get(at..at + n)?),
+            };
+            let nulls = slab
+                .nulls()
+                .filter(|_| slab.has_null(c))
+                .map(|b| b.slice(at, n));
+            return Some(DenseColumn { values, nulls });
+        }
+        let batch = self.batch();
+        let col = batch.column(batch.num_columns() - self.plan.outputs.len() + oi);
+        let values = match col.data_type() {
+            DataType::Float64 => DenseValues::Float64(
+                col.as_primitive_opt::<arrow_array::types::Float64Type>()?
+                    .values(),
+            ),
+            DataType::Int64 => DenseValues::Int64(
+                col.as_primitive_opt::<arrow_array::types::Int64Type>()?
+                    .values(),
+            ),
+            _ => return None,
+        };
+        Some(DenseColumn {
+            values,
+            nulls: col.logical_nulls(),
+        })
+    }
+
+    /// Whether the Arrow batch has been built (tests of the lazy path).
+    #[cfg(test)]
+    pub(super) fn batch_built(&self) -> bool {
+        self.batch.get().is_some()
+    }
+
+    /// Whether a `Default` fallback replaced a value of plain view `vi`.
+    fn imputed_in(&self, vi: usize) -> bool {
+        self.imputed > 0
+            && self.raw_nulls.iter().any(|(oi, _)| {
+                let o = &self.plan.outputs[*oi];
+                matches!(o.source, Source::View { view, .. } if view == vi)
+                    && matches!(o.fallback, Fallback::Default(_))
+            })
+    }
+
     /// Status and event time of output column `name`.
     pub fn feature(&self, name: &str) -> Option<FeatureMetadata<'_>> {
         self.plan
@@ -196,7 +470,7 @@ impl OnlineResponse {
 
     /// Number of rows (entities).
     pub fn num_rows(&self) -> usize {
-        self.batch.num_rows()
+        self.rows.n
     }
 
     /// Validity of output `i` before fallbacks (`None`: valid in every row).
@@ -206,6 +480,37 @@ impl OnlineResponse {
             .ok()
             .map(|k| &self.raw_nulls[k].1)
     }
+}
+
+/// The dense plan of plain view `vi` (see [`ReadView::dense`]).
+fn dense_plan(
+    vi: usize,
+    index: &DecoderIndex,
+    outputs: &[Output],
+) -> Option<(DenseKind, Vec<String>)> {
+    let kind = match index.value_type(0)? {
+        ValueType::Float64 => DenseKind::Float64,
+        ValueType::Int64 => DenseKind::Int64,
+        _ => return None,
+    };
+    let mut names = Vec::with_capacity(index.num_columns());
+    for i in 0..index.num_columns() {
+        let same = matches!(
+            (kind, index.value_type(i)?),
+            (DenseKind::Float64, ValueType::Float64) | (DenseKind::Int64, ValueType::Int64)
+        );
+        if !same || index.wide_col(i) != Some(i) {
+            return None;
+        }
+        let mut outs = outputs
+            .iter()
+            .filter(|o| matches!(o.source, Source::View { view, col } if (view, col) == (vi, i)));
+        match (outs.next(), outs.next()) {
+            (Some(o), None) => names.push(o.name.clone()),
+            _ => return None,
+        }
+    }
+    Some((kind, names))
 }
 
 /// Status and event time of one feature of an [`OnlineResponse`], per row.
@@ -331,6 +636,16 @@ struct ReadView {
     index: Arc<DecoderIndex>,
     /// The view's ttl in microseconds.
     ttl: Option<i64>,
+    /// Dense access ([`OnlineResponse::view_values`]): set when every
+    /// requested column is float64 (or every one int64) and is exactly one
+    /// output; the output names in slab column order.
+    dense: Option<(DenseKind, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DenseKind {
+    Float64,
+    Int64,
 }
 
 /// The aggregation features of one view read by a selection.
@@ -372,6 +687,9 @@ pub(crate) struct Prepared {
     /// Per read view (plain, then aggregation): its index in `served`
     /// (`None`: no output of its own, only on-demand inputs).
     view_served: Vec<Option<usize>>,
+    /// Plain views only, all columns 8 bytes wide: a request whose values
+    /// have no null builds no arrays until [`OnlineResponse::batch`].
+    lazy_ok: bool,
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
     /// Working memory of finished small requests, reused by the next ones.
@@ -472,6 +790,7 @@ impl Prepared {
                 group,
                 index: Arc::new(DecoderIndex::new(&fields, &rv.view.features)),
                 ttl: rv.view.ttl.map(duration_micros),
+                dense: None,
             });
         }
         let mut agg_views = Vec::with_capacity(plan.aggs.len());
@@ -583,6 +902,16 @@ impl Prepared {
             }
         }
         check_unique_names(outputs.iter().map(|o| o.name.as_str()))?;
+        for (vi, v) in views.iter_mut().enumerate() {
+            v.dense = dense_plan(vi, &v.index, &outputs);
+        }
+        // Requests on plain views only, every column 8 bytes wide, may leave
+        // the arrays unbuilt (see `OnlineResponse::batch`).
+        let lazy_ok = on_demand.is_empty()
+            && agg_views.is_empty()
+            && views
+                .iter()
+                .all(|v| (0..v.index.num_columns()).all(|i| v.index.wide_col(i).is_some()));
         let deprecated = plan
             .view_names()
             .into_iter()
@@ -623,6 +952,7 @@ impl Prepared {
             on_demand,
             outputs,
             deprecated,
+            lazy_ok,
             schema: RwLock::new(None),
             scratch: Mutex::new(Vec::new()),
         })
@@ -916,6 +1246,33 @@ impl FeatureStore {
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
     ) -> Result<OnlineResponse> {
+        let p = self.current_plan(prepared).await?;
+        self.serve(p, entities, now, false).await
+    }
+
+    /// [`FeatureStore::get_prepared`] for callers that read the values through
+    /// [`OnlineResponse::view_values`] / [`OnlineResponse::column`]: when the
+    /// request needs no arrays itself (no null, missing or expired value; no
+    /// on-demand or aggregation feature; every column 8 bytes wide), none are
+    /// built until [`OnlineResponse::batch`] is called. Same values, statuses,
+    /// semantics and errors; only where the cost falls differs (a batch built
+    /// later does not reuse the request's pooled arrays, so a caller that
+    /// always wants Arrow should call [`FeatureStore::get_prepared`]).
+    ///
+    /// # Errors
+    /// As [`FeatureStore::get_online_features`].
+    pub async fn get_prepared_dense(
+        &self,
+        prepared: &PreparedRequest,
+        entities: &RecordBatch,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<OnlineResponse> {
+        let p = self.current_plan(prepared).await?;
+        self.serve(p, entities, now, true).await
+    }
+
+    /// The plan of `prepared` at the current registry version.
+    async fn current_plan(&self, prepared: &PreparedRequest) -> Result<Arc<Prepared>> {
         let snap = self.serving_snapshot().await?;
         let mut p = prepared.get();
         if p.version != snap.version {
@@ -931,7 +1288,7 @@ impl FeatureStore {
                 *g = Arc::clone(&p);
             }
         }
-        self.serve(p, entities, now).await
+        Ok(p)
     }
 
     /// Serves the latest features of many entities from the online store, in as
@@ -968,7 +1325,7 @@ impl FeatureStore {
             let p = self
                 .prepared_for(&req.features, req.full_feature_names)
                 .await?;
-            self.serve(p, &req.entities, req.now).await
+            self.serve(p, &req.entities, req.now, false).await
         })
         .await
     }
@@ -990,6 +1347,7 @@ impl FeatureStore {
         p: Arc<Prepared>,
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
+        dense: bool,
     ) -> Result<OnlineResponse> {
         let n = entities.num_rows();
         self.check_entity_count(n)?;
@@ -1092,6 +1450,7 @@ impl FeatureStore {
         if pools.len() < p.views.len() {
             pools.resize_with(p.views.len(), ColumnPool::new);
         }
+        let mut slabs: Vec<Option<Slab>> = Vec::with_capacity(p.views.len());
         view_nulls.clear();
         view_nulls.resize(read_views, true);
         for (vi, v) in p.views.iter().enumerate() {
@@ -1122,9 +1481,42 @@ impl FeatureStore {
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
+            let dec = if dense && p.lazy_ok {
+                match dec.finish_slab() {
+                    Ok((slab, scratch)) => {
+                        decoders[vi] = scratch;
+                        view_nulls[vi] = slab.nulls().is_some();
+                        slabs.push(Some(slab));
+                        continue;
+                    }
+                    Err(dec) => dec,
+                }
+            } else {
+                dec
+            };
             let pool = reuse_columns.then_some(&mut pools[vi]);
             let cols = &mut view_cols[vi];
-            (decoders[vi], view_nulls[vi]) = dec.finish_into(|c| cols.push(Some(c)), pool);
+            let slab;
+            (decoders[vi], view_nulls[vi], slab) = dec.finish_into(|c| cols.push(Some(c)), pool);
+            slabs.push(slab);
+        }
+        // Values without a null need no fallback: the arrays wait for
+        // `OnlineResponse::batch`. Otherwise they are built now.
+        let lazy =
+            dense && p.lazy_ok && slabs.iter().all(Option::is_some) && !view_nulls.contains(&true);
+        if dense && p.lazy_ok && !lazy {
+            for ((v, slab), cols) in p.views.iter().zip(&slabs).zip(view_cols.iter_mut()) {
+                if let Some(slab) = slab
+                    && cols.is_empty()
+                {
+                    for i in 0..v.index.num_columns() {
+                        let c = v.index.wide_col(i).ok_or_else(|| {
+                            Error::invalid(format!("view '{}': column {i} is not 8 bytes", v.name))
+                        })?;
+                        cols.push(Some(slab.wide_array(&v.index, i, c, None)));
+                    }
+                }
+            }
         }
 
         // Aggregation features: window(now) merged from the tiles.
@@ -1185,70 +1577,83 @@ impl FeatureStore {
         cols.extend(entities.columns().iter().cloned());
         let mut raw_nulls = Vec::new();
         let mut imputed = 0u64;
-        for (oi, o) in p.outputs.iter().enumerate() {
-            let col = match o.source {
-                Source::View { view, col } if o.last_use => view_cols
-                    .get_mut(view)
-                    .and_then(|v| v.get_mut(col))
-                    .and_then(Option::take)
-                    .ok_or_else(|| missing_column(&o.feature))?,
-                Source::View { view, col } => {
-                    decoded(view_cols, view, col, &o.feature.to_string())?
+        if lazy {
+            // no null anywhere: every output has a value in every row
+            for o in &p.outputs {
+                if let Source::View { view, .. } = o.source {
+                    full_outputs[view] += 1;
                 }
-                Source::OnDemand { od, col } => Arc::clone(&od_cols[od][col]),
-            };
-            let missing = match o.source {
-                Source::View { view, .. } if !view_nulls[view] => 0,
-                _ => col.logical_null_count(),
-            };
-            let nulls = if missing > 0 {
-                col.logical_nulls()
-            } else {
-                None
-            };
-            let mut out = col;
-            if missing > 0 {
-                match (&o.fallback, &o.default) {
-                    (Fallback::Default(_), Some(d)) => {
-                        let valid = nulls
-                            .as_ref()
-                            .map(|b| BooleanArray::new(b.inner().clone(), None));
-                        if let Some(mask) = valid {
-                            out = arrow_select::zip::zip(&mask, &out, &Scalar::new(d))?;
-                            imputed += missing as u64;
-                            crate::telemetry::record_imputations(&o.feature.view, missing as u64);
+            }
+        } else {
+            for (oi, o) in p.outputs.iter().enumerate() {
+                let col = match o.source {
+                    Source::View { view, col } if o.last_use => view_cols
+                        .get_mut(view)
+                        .and_then(|v| v.get_mut(col))
+                        .and_then(Option::take)
+                        .ok_or_else(|| missing_column(&o.feature))?,
+                    Source::View { view, col } => {
+                        decoded(view_cols, view, col, &o.feature.to_string())?
+                    }
+                    Source::OnDemand { od, col } => Arc::clone(&od_cols[od][col]),
+                };
+                let missing = match o.source {
+                    Source::View { view, .. } if !view_nulls[view] => 0,
+                    _ => col.logical_null_count(),
+                };
+                let nulls = if missing > 0 {
+                    col.logical_nulls()
+                } else {
+                    None
+                };
+                let mut out = col;
+                if missing > 0 {
+                    match (&o.fallback, &o.default) {
+                        (Fallback::Default(_), Some(d)) => {
+                            let valid = nulls
+                                .as_ref()
+                                .map(|b| BooleanArray::new(b.inner().clone(), None));
+                            if let Some(mask) = valid {
+                                out = arrow_select::zip::zip(&mask, &out, &Scalar::new(d))?;
+                                imputed += missing as u64;
+                                crate::telemetry::record_imputations(
+                                    &o.feature.view,
+                                    missing as u64,
+                                );
+                            }
                         }
+                        (Fallback::Required, _) => {
+                            let row = nulls
+                                .as_ref()
+                                .and_then(|b| (0..n).find(|r| b.is_null(*r)))
+                                .unwrap_or(0);
+                            let resp_status = status_of(o, &out_rows, nulls.as_ref(), row);
+                            return Err(Error::RequiredFeatureMissing {
+                                feature: o.feature.to_string(),
+                                row,
+                                status: resp_status.to_string(),
+                            });
+                        }
+                        _ => {}
                     }
-                    (Fallback::Required, _) => {
-                        let row = nulls
-                            .as_ref()
-                            .and_then(|b| (0..n).find(|r| b.is_null(*r)))
-                            .unwrap_or(0);
-                        let resp_status = status_of(o, &out_rows, nulls.as_ref(), row);
-                        return Err(Error::RequiredFeatureMissing {
-                            feature: o.feature.to_string(),
-                            row,
-                            status: resp_status.to_string(),
-                        });
+                }
+                match o.source {
+                    // counted per view below
+                    Source::View { view, .. } if missing == 0 => full_outputs[view] += 1,
+                    _ => {
+                        let c =
+                            served_counts(o, &out_rows, row_counts, nulls.as_ref(), missing as u64);
+                        served[p.served_of[oi]]
+                            .iter_mut()
+                            .zip(c)
+                            .for_each(|(a, x)| *a += x);
                     }
-                    _ => {}
                 }
-            }
-            match o.source {
-                // counted per view below
-                Source::View { view, .. } if missing == 0 => full_outputs[view] += 1,
-                _ => {
-                    let c = served_counts(o, &out_rows, row_counts, nulls.as_ref(), missing as u64);
-                    served[p.served_of[oi]]
-                        .iter_mut()
-                        .zip(c)
-                        .for_each(|(a, x)| *a += x);
+                if let Some(b) = nulls {
+                    raw_nulls.push((oi, b));
                 }
+                cols.push(out);
             }
-            if let Some(b) = nulls {
-                raw_nulls.push((oi, b));
-            }
-            cols.push(out);
         }
         // An output with a value in every row has its view's row statuses.
         for ((k, rc), s) in full_outputs
@@ -1285,13 +1690,21 @@ impl FeatureStore {
             p.put_scratch(scratch);
         }
         let schema = p.schema(&entities.schema())?;
-        let batch = RecordBatch::try_new_with_options(
-            schema,
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
+        let batch = OnceLock::new();
+        if !lazy {
+            let b = RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(n)),
+            )?;
+            cols = Vec::new();
+            let _ = batch.set(b);
+        }
         Ok(OnlineResponse {
             batch,
+            schema,
+            entity_cols: cols,
+            slabs,
             imputed,
             plan: p,
             rows: out_rows,

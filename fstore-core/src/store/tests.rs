@@ -275,7 +275,7 @@ async fn on_demand_views_run_on_both_paths_and_check_versions() {
         .unwrap();
     assert_eq!(
         online
-            .batch
+            .batch()
             .column_by_name("scaled")
             .unwrap()
             .as_primitive::<Float64Type>()
@@ -328,7 +328,7 @@ async fn fallbacks_impute_and_require() {
         .await
         .unwrap();
     let s = r
-        .batch
+        .batch()
         .column_by_name("score")
         .unwrap()
         .as_primitive::<Float64Type>();
@@ -640,7 +640,7 @@ async fn late_rows_are_materialized_through_the_change_log() {
         .unwrap();
     assert_eq!(
         online
-            .batch
+            .batch()
             .column_by_name("count")
             .unwrap()
             .as_primitive::<Int64Type>()
@@ -734,7 +734,7 @@ async fn last_known_good_cache_and_circuit_breaker_keep_serving() {
             "cached value (and cached absence) is served and labelled Stale; an uncached entity says Unavailable"
         );
         assert_eq!(
-            r.batch
+            r.batch()
                 .column_by_name("score")
                 .unwrap()
                 .as_primitive::<Float64Type>()
@@ -1127,7 +1127,7 @@ async fn stale_values_are_values_for_fallbacks() {
 
     let r = fs.get_online_features(&score).await.unwrap();
     let s = r
-        .batch
+        .batch()
         .column_by_name("score")
         .unwrap()
         .as_primitive::<Float64Type>();
@@ -1146,8 +1146,8 @@ async fn stale_values_are_values_for_fallbacks() {
         .await
         .expect("Required accepts a stale value");
     assert_eq!(
-        stale.batch.column_by_name("count").unwrap().as_ref(),
-        fresh.batch.column_by_name("count").unwrap().as_ref()
+        stale.batch().column_by_name("count").unwrap().as_ref(),
+        fresh.batch().column_by_name("count").unwrap().as_ref()
     );
     assert_eq!(
         stale.feature("count").unwrap().statuses(),
@@ -1227,7 +1227,7 @@ async fn prepared_requests_follow_registry_changes() {
         .await
         .unwrap();
     let s = r
-        .batch
+        .batch()
         .column_by_name("v__score")
         .unwrap()
         .as_primitive::<Float64Type>();
@@ -1255,16 +1255,20 @@ async fn reused_request_memory_never_leaks_between_responses() {
     // (score, count, label) per row, None when the entity has no row.
     let values = |r: &OnlineResponse| -> Vec<Option<(f64, i64, String)>> {
         let s = r
-            .batch
+            .batch()
             .column_by_name("score")
             .unwrap()
             .as_primitive::<Float64Type>();
         let c = r
-            .batch
+            .batch()
             .column_by_name("count")
             .unwrap()
             .as_primitive::<Int64Type>();
-        let l = r.batch.column_by_name("label").unwrap().as_string::<i32>();
+        let l = r
+            .batch()
+            .column_by_name("label")
+            .unwrap()
+            .as_string::<i32>();
         (0..r.num_rows())
             .map(|i| {
                 s.is_valid(i)
@@ -1320,4 +1324,222 @@ async fn reused_request_memory_never_leaks_between_responses() {
         r3.feature("score").unwrap().event_timestamps(),
         vec![Some(from_micros(3 * S))]
     );
+}
+
+/// Views for the dense-access property: float64-only (with a 5 s ttl),
+/// int64-only, and one with a string feature.
+fn dense_defs() -> Definitions {
+    let mut fa = FeatureView::new("fa", ["tk_user"])
+        .with_feature("x1", ValueType::Float64)
+        .with_feature("x2", ValueType::Float64)
+        .with_feature("x3", ValueType::Float64);
+    fa.ttl = Some(Duration::from_secs(5));
+    let ib = FeatureView::new("ib", ["tk_user"])
+        .with_feature("c1", ValueType::Int64)
+        .with_feature("c2", ValueType::Int64);
+    let sc = FeatureView::new("sc", ["tk_user"])
+        .with_feature("s", ValueType::String)
+        .with_feature("y", ValueType::Float64);
+    Definitions::new()
+        .with_entity(Entity::new("tk_user", "user_id", ValueType::Int64))
+        .with_feature_view(fa)
+        .with_feature_view(ib)
+        .with_feature_view(sc)
+}
+
+/// A tiny deterministic generator for the property cases.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One pushed row per (entity, view) unless missing: event time `ts`, a value
+/// or null per feature.
+fn dense_rows(view: &str, rows: &[(i64, i64, Vec<Option<i64>>)]) -> RecordBatch {
+    let feats: &[(&str, DataType)] = match view {
+        "fa" => &[
+            ("x1", DataType::Float64),
+            ("x2", DataType::Float64),
+            ("x3", DataType::Float64),
+        ],
+        "ib" => &[("c1", DataType::Int64), ("c2", DataType::Int64)],
+        _ => &[("s", DataType::Utf8), ("y", DataType::Float64)],
+    };
+    let mut fields = vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_timestamp", timestamp_type(), false),
+    ];
+    let mut cols: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                .with_timezone(UTC),
+        ),
+    ];
+    for (k, (name, t)) in feats.iter().enumerate() {
+        fields.push(Field::new(*name, t.clone(), true));
+        let v = rows.iter().map(|r| r.2[k]);
+        cols.push(match t {
+            DataType::Float64 => Arc::new(Float64Array::from_iter(
+                v.map(|x| x.map(|x| x as f64 / 4.0)),
+            )),
+            DataType::Int64 => Arc::new(Int64Array::from_iter(v)),
+            _ => Arc::new(arrow_array::StringArray::from_iter(
+                v.map(|x| x.map(|x| format!("s{x}"))),
+            )),
+        });
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// `block`'s and `column`'s cells equal those of `batch` (validity, and the
+/// value where valid).
+fn assert_dense_equals(resp: &OnlineResponse, batch: &RecordBatch, ctx: &str) {
+    let cell = |name: &str, row: usize| -> Option<f64> {
+        let c = batch.column_by_name(name).unwrap();
+        c.is_valid(row).then(|| match c.data_type() {
+            DataType::Float64 => c.as_primitive::<Float64Type>().value(row),
+            _ => c.as_primitive::<Int64Type>().value(row) as f64,
+        })
+    };
+    let n = batch.num_rows();
+    for view in ["fa", "ib"] {
+        let Some(block) = resp.view_values(view) else {
+            // not read by this selection
+            assert!(
+                resp.features().all(|f| f.feature().view != view),
+                "{ctx}: no dense block for {view}"
+            );
+            continue;
+        };
+        assert_eq!(block.n_rows(), n, "{ctx}");
+        for (c, name) in block.features().iter().enumerate() {
+            for row in 0..n {
+                let got = block.is_valid(c, row).then(|| match block.values() {
+                    DenseValues::Float64(v) => v[c * n + row],
+                    DenseValues::Int64(v) => v[c * n + row] as f64,
+                });
+                assert_eq!(got, cell(name, row), "{ctx}: {view} {name} row {row}");
+            }
+        }
+    }
+    assert!(
+        resp.view_values("sc").is_none(),
+        "{ctx}: sc has a string feature"
+    );
+    assert!(resp.view_values("nope").is_none(), "{ctx}");
+    for f in resp.features() {
+        let name = f.name().to_owned();
+        let col = resp.column(&name);
+        if name.ends_with('s') && f.feature().view == "sc" {
+            assert!(col.is_none(), "{ctx}: string column {name}");
+            continue;
+        }
+        let col = col.unwrap_or_else(|| panic!("{ctx}: no column {name}"));
+        for row in 0..n {
+            let got = col.is_valid(row).then(|| match col.values() {
+                DenseValues::Float64(v) => v[row],
+                DenseValues::Int64(v) => v[row] as f64,
+            });
+            assert_eq!(got, cell(&name, row), "{ctx}: column {name} row {row}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn dense_access_equals_the_batch_cell_by_cell() {
+    let fs = FeatureStore::in_memory();
+    fs.apply(&dense_defs(), ApplyOptions::default())
+        .await
+        .unwrap();
+    let now = 1_000 * S;
+    let mut g = Lcg(7);
+    let (mut lazy, mut eager) = (0, 0);
+    let mut seen = std::collections::HashSet::new();
+    let selections = [
+        vec!["fa:x1", "ib:c1", "fa:x2", "fa:x3", "ib:c2"],
+        vec!["fa:x3", "fa:x1", "ib:c2", "ib:c1", "fa:x2"],
+        vec!["fa:x1", "fa:x2", "fa:x3", "ib:c1", "ib:c2", "sc:s", "sc:y"],
+        vec!["ib:c1", "ib:c2"],
+    ];
+    for case in 0..120i64 {
+        let ents = 1 + g.next(6) as i64;
+        let ids: Vec<i64> = (0..ents).map(|e| case * 100 + e).collect();
+        // half the cases have no null, missing or expired row (the lazy path)
+        let nulls = g.next(2) == 0;
+        for (view, k) in [("fa", 3), ("ib", 2), ("sc", 2)] {
+            let mut rows = Vec::new();
+            for &id in &ids {
+                if nulls && g.next(5) == 0 {
+                    continue; // missing row
+                }
+                let ts = if nulls && view == "fa" && g.next(4) == 0 {
+                    now - 10 * S // expired (ttl 5 s)
+                } else {
+                    now - S
+                };
+                let vals: Vec<Option<i64>> = (0..k)
+                    .map(|_| (!nulls || g.next(3) > 0).then(|| g.next(1000) as i64 - 500))
+                    .collect();
+                rows.push((id, ts, vals));
+            }
+            if !rows.is_empty() {
+                fs.push(view, &dense_rows(view, &rows), PushTarget::Online)
+                    .await
+                    .unwrap();
+            }
+        }
+        let sel = &selections[g.next(selections.len() as u64) as usize];
+        let full = g.next(2) == 0;
+        let mut q = ids.clone();
+        if nulls {
+            q.push(case * 100 + 99); // never pushed
+        }
+        q.push(ids[0]); // twice
+        let selection = FeatureSelection::refs(sel.iter().copied()).unwrap();
+        let resp = if g.next(4) == 0 {
+            let req = OnlineRequest::new(selection, entity_batch(&q))
+                .with_now(from_micros(now))
+                .with_full_feature_names(full);
+            fs.get_online_features(&req).await.unwrap()
+        } else {
+            let p = fs.prepare(&selection, full).await.unwrap();
+            fs.get_prepared_dense(&p, &entity_batch(&q), Some(from_micros(now)))
+                .await
+                .unwrap()
+        };
+        for f in resp.features() {
+            seen.extend(f.statuses());
+        }
+        if resp.batch_built() {
+            eager += 1;
+        } else {
+            lazy += 1;
+        }
+        let ctx = format!("case {case} {sel:?} full={full}");
+        // dense reads before the batch exists, then again after
+        let copy = resp.clone();
+        let batch = resp.batch().clone();
+        assert_dense_equals(&copy, &batch, &ctx);
+        assert_dense_equals(&resp, &batch, &ctx);
+    }
+    assert!(
+        lazy > 10 && eager > 10,
+        "both paths: lazy {lazy}, eager {eager}"
+    );
+    for s in [
+        FeatureStatus::Present,
+        FeatureStatus::NullValue,
+        FeatureStatus::NotFound,
+        FeatureStatus::Expired,
+    ] {
+        assert!(seen.contains(&s), "fixture reaches {s:?}");
+    }
 }

@@ -297,7 +297,7 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .map_err(|e| fail("get_historical_features", e))?;
     for a in &aggs {
         let on = online
-            .batch
+            .batch()
             .column_by_name(&a.name)
             .ok_or_else(|| TestCaseError::fail(format!("[{b}] online lacks {}", a.name)))?;
         let off = offline
@@ -404,11 +404,11 @@ pub async fn agg_concurrent_push(store: Arc<DynOnlineStore>, writers: usize, eve
         .await
         .unwrap_or_else(|e| panic!("[{b}] read: {e}"));
     let count = resp
-        .batch
+        .batch()
         .column(1)
         .as_primitive::<arrow_array::types::Int64Type>();
     let sum = resp
-        .batch
+        .batch()
         .column(2)
         .as_primitive::<arrow_array::types::Int64Type>();
     assert_eq!(

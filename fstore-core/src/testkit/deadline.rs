@@ -140,7 +140,7 @@ pub async fn online_read_deadline(store: Arc<DynOnlineStore>, proxy: &FreezableP
         .get_online_features(&req)
         .await
         .unwrap_or_else(|e| panic!("[{b}] read before freezing: {e}"));
-    assert_eq!(resp.batch.num_rows(), 1, "[{b}] one row before freezing");
+    assert_eq!(resp.batch().num_rows(), 1, "[{b}] one row before freezing");
 
     proxy.freeze(true);
     let key = OnlineKey {

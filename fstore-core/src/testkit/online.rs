@@ -358,7 +358,7 @@ pub async fn online_statuses(store: Arc<DynOnlineStore>) {
         "[{b}] statuses"
     );
     let col = resp
-        .batch
+        .batch()
         .column_by_name("score")
         .unwrap_or_else(|| panic!("[{b}] no score column"))
         .as_primitive::<Float64Type>();

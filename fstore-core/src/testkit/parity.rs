@@ -145,8 +145,10 @@ async fn check(store: &Arc<DynOnlineStore>, case: &Case) -> Result<(), TestCaseE
         .await
         .map_err(|e| fail("get_historical_features", e))?;
     for f in FEATURES {
-        let (Some(on), Some(off)) = (online.batch.column_by_name(f), hist.batch.column_by_name(f))
-        else {
+        let (Some(on), Some(off)) = (
+            online.batch().column_by_name(f),
+            hist.batch.column_by_name(f),
+        ) else {
             return Err(TestCaseError::fail(format!(
                 "[{b}] feature {f} missing from an output"
             )));

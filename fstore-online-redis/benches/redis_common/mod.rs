@@ -1,6 +1,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
 use bytes::Bytes;
 use fred::interfaces::{ClientLike, HashesInterface};
 use fred::prelude::{Builder, Config};
@@ -10,9 +13,9 @@ use fstore_core::testkit::bench::{
     XorShift, float_definitions, id_batch, micros, percentile, view_history,
 };
 use fstore_core::{
-    FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryRegistry, MaterializeOptions,
-    OnlineKey, OnlineRequest, OnlineRow, OnlineStore, PreparedRequest, ReadOptions, ResolvedView,
-    WriteOptions,
+    DenseValues, FeatureSelection, FeatureStore, InMemoryOfflineStore, InMemoryRegistry,
+    MaterializeOptions, OnlineKey, OnlineRequest, OnlineRow, OnlineStore, PreparedRequest,
+    ReadOptions, ResolvedView, WriteOptions,
 };
 use fstore_online_redis::{RedisOnlineStore, RedisOnlineStoreBuilder};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region};
@@ -44,14 +47,30 @@ enum Side {
     Adapter,
     Facade,
     Prepared,
+    /// `get_prepared`, then every value read through the Arrow batch.
+    PreparedBatchValues,
+    /// `get_prepared_dense`, then every value read through the dense accessor.
+    PreparedDenseValues,
 }
 
-const SIDES: [Side; 4] = [Side::Raw, Side::Adapter, Side::Facade, Side::Prepared];
-const NAMES: [&str; 4] = [
+/// Number of sides.
+const N: usize = 6;
+
+const SIDES: [Side; N] = [
+    Side::Raw,
+    Side::Adapter,
+    Side::Facade,
+    Side::Prepared,
+    Side::PreparedBatchValues,
+    Side::PreparedDenseValues,
+];
+const NAMES: [&str; N] = [
     "raw fred HMGET",
     "OnlineStore::read",
     "get_online_features",
     "get_prepared",
+    "get_prepared + read all (batch)",
+    "get_prepared_dense + read all (dense)",
 ];
 
 impl Sides {
@@ -109,15 +128,58 @@ impl Sides {
                     .get_online_features(&OnlineRequest::new(self.refs.clone(), id_batch(ids)))
                     .await
                     .unwrap();
-                resp.batch.num_rows()
+                resp.batch().num_rows()
             }
             Side::Prepared => {
+                let resp = self
+                    .fs
+                    .get_prepared_dense(&self.prepared, &id_batch(ids), None)
+                    .await
+                    .unwrap();
+                resp.batch().num_rows()
+            }
+            Side::PreparedBatchValues => {
                 let resp = self
                     .fs
                     .get_prepared(&self.prepared, &id_batch(ids), None)
                     .await
                     .unwrap();
-                resp.batch.num_rows()
+                let batch = resp.batch();
+                let mut sum = 0.0;
+                for c in &batch.columns()[1..] {
+                    let a = c.as_primitive::<Float64Type>();
+                    sum += match a.nulls() {
+                        None => a.values().iter().sum::<f64>(),
+                        Some(_) => a.iter().flatten().sum(),
+                    };
+                }
+                std::hint::black_box(sum);
+                batch.num_rows()
+            }
+            Side::PreparedDenseValues => {
+                let resp = self
+                    .fs
+                    .get_prepared(&self.prepared, &id_batch(ids), None)
+                    .await
+                    .unwrap();
+                let mut sum = 0.0;
+                for v in &self.views {
+                    let block = resp.view_values(v).expect("a float64 view");
+                    let DenseValues::Float64(x) = block.values() else {
+                        panic!("float64 view")
+                    };
+                    sum += match block.validity() {
+                        None => x.iter().sum::<f64>(),
+                        Some(ok) => x
+                            .iter()
+                            .zip(ok.iter())
+                            .filter(|(_, ok)| *ok)
+                            .map(|(x, _)| x)
+                            .sum(),
+                    };
+                }
+                std::hint::black_box(sum);
+                resp.num_rows()
             }
         }
     }
@@ -297,15 +359,15 @@ async fn run(counted: bool) {
         &[]
     };
     for &(n_ent, iters) in shapes {
-        let mut lat: [Vec<Duration>; 4] = Default::default();
-        let mut allocs = [0u64; 4];
-        let mut bytes = [0u64; 4];
+        let mut lat: [Vec<Duration>; N] = Default::default();
+        let mut allocs = [0u64; N];
+        let mut bytes = [0u64; N];
         for it in 0..iters + 100 {
             let ids: Vec<i64> = (0..n_ent).map(|_| rng.next_below(READ_ENTITIES)).collect();
             // Rotate which side goes first, so none always runs right after
             // another (cold caches) or first.
-            for k in 0..4 {
-                let j = (it + k) % 4;
+            for k in 0..N {
+                let j = (it + k) % N;
                 let reg = Region::new(&INSTRUMENTED_SYSTEM);
                 let t0 = Instant::now();
                 let got = sides.run(SIDES[j], &ids).await;
@@ -319,8 +381,8 @@ async fn run(counted: bool) {
                 }
             }
         }
-        let mut p = [(0.0, 0.0); 4];
-        for j in 0..4 {
+        let mut p = [(0.0, 0.0); N];
+        for j in 0..N {
             p[j] = (
                 micros(percentile(&mut lat[j], 0.5)),
                 micros(percentile(&mut lat[j], 0.99)),
@@ -334,7 +396,7 @@ async fn run(counted: bool) {
                 bytes[j] / iters as u64
             );
         }
-        for j in 1..4 {
+        for j in 1..N {
             println!(
                 "{:<46} {:>8.2}× {:>8.2}×",
                 format!("  {} / raw", NAMES[j]),
@@ -364,19 +426,19 @@ async fn run(counted: bool) {
     );
     for callers in [8usize, 64] {
         let per = 16_000 / callers;
-        let mut rps = [0.0f64; 4];
-        let mut lat: [Vec<Duration>; 4] = Default::default();
+        let mut rps = [0.0f64; N];
+        let mut lat: [Vec<Duration>; N] = Default::default();
         // Two rounds, each side once per round, rotating which goes first.
         for round in 0..2 {
-            for k in 0..4 {
-                let j = (round + k) % 4;
+            for k in 0..N {
+                let j = (round + k) % N;
                 let (r, l) = concurrent(&sides, SIDES[j], callers, per).await;
                 rps[j] += r / 2.0;
                 lat[j].extend(l);
             }
         }
-        let mut p99 = [0.0; 4];
-        for j in 0..4 {
+        let mut p99 = [0.0; N];
+        for j in 0..N {
             p99[j] = micros(percentile(&mut lat[j], 0.99));
             println!(
                 "{:<46} {:>12.0} {:>9.1} {:>9.1}",
