@@ -252,10 +252,10 @@ async fn main() -> Res<()> {
         )
     };
     println!("\n== served at {}", at(now));
-    println!("user 2: {:?}", row(&resp.batch(), 0));
+    println!("user 2: {:?}", row(resp.batch(), 0));
     check(
         "online == training for user 2 at the same instant",
-        row(&resp.batch(), 0) == (Some(sum.value(1)), count.value(1), distinct.value(1)),
+        row(resp.batch(), 0) == (Some(sum.value(1)), count.value(1), distinct.value(1)),
     )?;
     check(
         "user 3 has no events",
@@ -266,13 +266,13 @@ async fn main() -> Res<()> {
     let new = (2, now + 60_000_000, 100.0, "jeweller");
     store.push("txn", &batch(&[new])?, PushTarget::Both).await?;
     let resp2 = serve(now + 60_000_000).await?;
-    println!("after push: user 2: {:?}", row(&resp2.batch(), 0));
+    println!("after push: user 2: {:?}", row(resp2.batch(), 0));
     let mut all = txns.clone();
     all.push(new);
     let want = direct(&all, 2, now + 60_000_000);
     check(
         "served after push == direct computation",
-        row(&resp2.batch(), 0) == want,
+        row(resp2.batch(), 0) == want,
     )?;
     check("push counted", want.1 == count.value(1) + 1)?;
     println!("\nall checks passed");

@@ -149,17 +149,17 @@ fn check_online(r: &fstore_core::OnlineResponse) -> Result<(), String> {
     use FeatureStatus::{NotFound, NullValue, Present};
     check(
         "online conv_rate",
-        f64s(&r.batch(), "conv_rate")?,
+        f64s(r.batch(), "conv_rate")?,
         vec![Some(0.65), None, None],
     )?;
     check(
         "online trips_today",
-        i64s(&r.batch(), "trips_today")?,
+        i64s(r.batch(), "trips_today")?,
         vec![Some(7), Some(4), Some(0)],
     )?;
     check(
         "online city",
-        strs(&r.batch(), "city")?,
+        strs(r.batch(), "city")?,
         vec![Some("Lisbon".to_owned()), Some("Porto".to_owned()), None],
     )?;
     let statuses = |f: &str| {
@@ -329,7 +329,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &OnlineRequest::new(FeatureSelection::service("eta_model_v1"), entities).with_now(now),
         )
         .await?;
-    print_batch("online features", &online.batch())?;
+    print_batch("online features", online.batch())?;
     for m in online.features() {
         println!("status {:<12} {:?}", m.name(), m.statuses());
     }

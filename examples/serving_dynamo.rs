@@ -112,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     let took = started.elapsed();
-    println!("{}", arrow_cast_pretty(&resp.batch()));
+    println!("{}", arrow_cast_pretty(resp.batch()));
     for m in resp.features() {
         println!("{:>12}: {:?}", m.name(), m.statuses());
     }
