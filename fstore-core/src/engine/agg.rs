@@ -26,7 +26,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult};
@@ -55,9 +55,6 @@ use super::{execute, from_df, memory_plan};
 use crate::agg::{AggOptions, AggView};
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, JoinKey, ValueType};
-
-/// Bits of the row counter inside a sequence value (as the PIT join's).
-const SEQ_ROW_BITS: u32 = 40;
 
 /// Spine row sequence (`UInt64`) of the aggregation plan: the spine order the
 /// output is sorted back into.
@@ -256,38 +253,15 @@ impl ExecutionPlan for AggSequenceExec {
         let input = self.input.execute(partition, context)?;
         let schema = Arc::clone(&self.schema);
         let ordinal = self.input.schema().index_of(ORDINAL_COLUMN).ok();
-        let (mut current, mut next_row) = (partition as u64, 0u64);
+        let mut seq = super::exec::Sequencer::new(partition);
         let out_schema = Arc::clone(&schema);
         let stream = input.map(move |batch| {
             let mut batch = batch?;
             let n = batch.num_rows();
-            let seqs = match ordinal {
-                None => {
-                    let first = (current << SEQ_ROW_BITS) | next_row;
-                    next_row += n as u64;
-                    UInt64Array::from_iter_values(first..first + n as u64)
-                }
-                Some(i) => {
-                    let ords = batch
-                        .column(i)
-                        .as_any()
-                        .downcast_ref::<UInt64Array>()
-                        .filter(|o| o.null_count() == 0)
-                        .ok_or_else(|| {
-                            DataFusionError::Internal(format!("{ORDINAL_COLUMN}: null or not u64"))
-                        })?;
-                    let mut out = Vec::with_capacity(n);
-                    for &o in ords.values() {
-                        if o != current {
-                            (current, next_row) = (o, 0);
-                        }
-                        out.push((o << SEQ_ROW_BITS) | next_row);
-                        next_row += 1;
-                    }
-                    batch.remove_column(i);
-                    UInt64Array::from(out)
-                }
-            };
+            let seqs = seq.next(&batch, ordinal)?;
+            if let Some(i) = ordinal {
+                batch.remove_column(i);
+            }
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(seqs));
             Ok(RecordBatch::try_new_with_options(

@@ -297,10 +297,7 @@ impl ExecutionPlan for PitPrepareExec {
         let schema = Arc::clone(&self.schema);
         let config = self.config.clone();
         let ordinal = self.input.schema().index_of(ORDINAL_COLUMN).ok();
-        let mut seq = Sequencer {
-            ordinal: partition as u64,
-            next_row: 0,
-        };
+        let mut seq = Sequencer::new(partition);
         let out_schema = Arc::clone(&schema);
         let stream = input.map(move |batch| {
             let batch = batch?;
@@ -319,14 +316,31 @@ impl ExecutionPlan for PitPrepareExec {
     }
 }
 
-/// Numbers rows `ordinal << 40 | row within the ordinal`.
-struct Sequencer {
+/// Numbers rows `ordinal << 40 | row within the ordinal`: by the scan's
+/// per-file [`ORDINAL_COLUMN`] when the input has one, else by the executing
+/// partition. Shared by the PIT prepare node and the aggregation sequence node.
+pub(crate) struct Sequencer {
     ordinal: u64,
     next_row: u64,
 }
 
 impl Sequencer {
-    fn next(&mut self, batch: &RecordBatch, ordinal: Option<usize>) -> DfResult<UInt64Array> {
+    /// A sequencer for output partition `partition` (its ordinal until the
+    /// input names one).
+    pub(crate) fn new(partition: usize) -> Self {
+        Self {
+            ordinal: partition as u64,
+            next_row: 0,
+        }
+    }
+
+    /// The sequence numbers of `batch`'s rows; `ordinal` is the index of
+    /// [`ORDINAL_COLUMN`] in it, if any.
+    pub(crate) fn next(
+        &mut self,
+        batch: &RecordBatch,
+        ordinal: Option<usize>,
+    ) -> DfResult<UInt64Array> {
         let n = batch.num_rows();
         let Some(i) = ordinal else {
             let first = (self.ordinal << SEQ_ROW_BITS) | self.next_row;
