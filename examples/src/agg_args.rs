@@ -392,53 +392,17 @@ pub fn run_datafusion(
     out: &Path,
     args: &crate::engine_args::EngineArgs,
 ) -> Result<u64, BoxError> {
+    use fstore_core::engine;
     use fstore_core::engine::agg::{AggEngineView, AggFeature, aggregation_plan};
-    use fstore_core::engine::{self, EngineConfig, EngineView};
     let start = std::time::Instant::now();
-    let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
-    if let Some(n) = args.partitions {
-        config = config.with_partitions(n);
-    }
-    if let Some(n) = args.batch_size {
-        config = config.with_batch_size(n);
-    }
-    if let Some(j) = &args.join {
-        config = config.with_join(j.parse()?);
-    }
-    if let Some(k) = args.join_concurrency {
-        config = config.with_hash_concurrency(k);
-    }
+    let config = args.config()?;
     let n = config.partitions;
     // The point-in-time join of the views no --agg names (as without --agg).
-    let mut eviews = Vec::new();
-    for v in views
+    let eviews = views
         .iter()
         .filter(|v| joins_plain_features(&v.name, false, aggs))
-    {
-        let input = engine::parquet_plan(std::slice::from_ref(&v.path), n)?;
-        let not_feature = |c: &str| {
-            v.keys.iter().any(|k| k == c)
-                || c == v.event
-                || v.created.as_deref() == Some(c)
-                || c.starts_with(engine::RESERVED_PREFIX)
-        };
-        let features = input
-            .schema()
-            .fields()
-            .iter()
-            .filter(|f| !not_feature(f.name()))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        eviews.push(EngineView {
-            name: v.name.clone(),
-            join_keys: v.keys.clone(),
-            event_timestamp_column: v.event.clone(),
-            created_timestamp_column: v.created.clone(),
-            ttl: v.ttl,
-            features,
-            input,
-        });
-    }
+        .map(|v| crate::engine_args::engine_view(v, n))
+        .collect::<Result<Vec<_>, _>>()?;
     let spine_plan = engine::parquet_plan(&[spine.to_path_buf()], n)?;
     let joined = if eviews.is_empty() {
         spine_plan
@@ -511,17 +475,7 @@ pub fn run_datafusion(
     let plan: Arc<dyn fstore_core::datafusion::physical_plan::ExecutionPlan> = Arc::new(
         fstore_core::datafusion::physical_plan::projection::ProjectionExec::try_new(proj, plan)?,
     );
-    let rows = if let Some(url) = &args.ballista {
-        crate::ballista_args::run_on_cluster(url, plan, &config, out)?
-    } else {
-        let session = config.session()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            engine::write_parquet(engine::execute(plan, session.task_ctx())?, out).await
-        })?
-    };
+    let rows = crate::engine_args::execute_to(plan, &config, args, out, false)?;
     println!(
         "engine:        datafusion, {n} partitions, memory limit {:?}, {} aggregations",
         args.memory_limit,

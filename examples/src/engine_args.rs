@@ -202,49 +202,14 @@ pub fn run_datafusion(
     out: &std::path::Path,
     args: &EngineArgs,
 ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-    use fstore_core::engine::{self, EngineConfig, EngineView};
+    use fstore_core::engine;
     let start = std::time::Instant::now();
-    let mut config = EngineConfig::default().with_memory_limit(args.memory_limit);
-    if let Some(n) = args.partitions {
-        config = config.with_partitions(n);
-    }
-    if let Some(n) = args.batch_size {
-        config = config.with_batch_size(n);
-    }
-    if let Some(j) = &args.join {
-        config = config.with_join(j.parse()?);
-    }
-    if let Some(k) = args.join_concurrency {
-        config = config.with_hash_concurrency(k);
-    }
+    let config = args.config()?;
     let n = config.partitions;
-    let mut eviews = Vec::with_capacity(views.len());
-    for v in views {
-        let input = engine::parquet_plan(std::slice::from_ref(&v.path), n)?;
-        let schema = input.schema();
-        // The scan adds engine columns (`__fstore_ordinal`): never features.
-        let not_feature = |c: &str| {
-            v.keys.iter().any(|k| k == c)
-                || c == v.event
-                || v.created.as_deref() == Some(c)
-                || c.starts_with(engine::RESERVED_PREFIX)
-        };
-        let features = schema
-            .fields()
-            .iter()
-            .filter(|f| !not_feature(f.name()) && f.name() != engine::ORDINAL_COLUMN)
-            .map(|f| f.as_ref().clone())
-            .collect();
-        eviews.push(EngineView {
-            name: v.name.clone(),
-            join_keys: v.keys.clone(),
-            event_timestamp_column: v.event.clone(),
-            created_timestamp_column: v.created.clone(),
-            ttl: v.ttl,
-            features,
-            input,
-        });
-    }
+    let eviews = views
+        .iter()
+        .map(|v| engine_view(v, n))
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = engine::pit_join_plan_with(
         engine::parquet_plan(&[spine.to_path_buf()], n)?,
         ts,
@@ -252,31 +217,7 @@ pub fn run_datafusion(
         options,
         &config,
     )?;
-    let rows = if let Some(url) = &args.ballista {
-        crate::ballista_args::run_on_cluster(url, plan, &config, out)?
-    } else {
-        let session = config.session()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let rows = rt.block_on(async {
-            engine::write_parquet(
-                engine::execute(std::sync::Arc::clone(&plan), session.task_ctx())?,
-                out,
-            )
-            .await
-        })?;
-        // Where the time went: every operator with its metrics (elapsed_compute,
-        // spill counts, rows), as DataFusion reports them.
-        println!(
-            "plan with metrics:\n{}",
-            fstore_core::datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-                plan.as_ref()
-            )
-            .indent(false)
-        );
-        rows
-    };
+    let rows = execute_to(plan, &config, args, out, true)?;
     println!(
         "engine:        datafusion, {n} partitions, {:?} join, memory limit {:?}",
         config.join, args.memory_limit
@@ -286,6 +227,114 @@ pub fn run_datafusion(
     Ok(rows)
 }
 
+#[cfg(feature = "datafusion")]
+impl EngineArgs {
+    /// The engine configuration these flags give (`--memory-limit`,
+    /// `--partitions`, `--batch-size`, `--join`, `--join-concurrency`).
+    ///
+    /// # Errors
+    /// An unknown `--join` algorithm.
+    pub fn config(
+        &self,
+    ) -> Result<fstore_core::engine::EngineConfig, Box<dyn std::error::Error + Send + Sync>> {
+        let mut config =
+            fstore_core::engine::EngineConfig::default().with_memory_limit(self.memory_limit);
+        if let Some(n) = self.partitions {
+            config = config.with_partitions(n);
+        }
+        if let Some(n) = self.batch_size {
+            config = config.with_batch_size(n);
+        }
+        if let Some(j) = &self.join {
+            config = config.with_join(j.parse()?);
+        }
+        if let Some(k) = self.join_concurrency {
+            config = config.with_hash_concurrency(k);
+        }
+        Ok(config)
+    }
+}
+
+/// `v`'s Parquet file as an engine view read by `partitions` partitions; its
+/// features are every column that is not a key or time column (nor one the
+/// scan adds, like `__fstore_ordinal`), in file order.
+///
+/// # Errors
+/// The file cannot be opened as Parquet.
+#[cfg(feature = "datafusion")]
+pub fn engine_view(
+    v: &ViewSpec,
+    partitions: usize,
+) -> Result<fstore_core::engine::EngineView, Box<dyn std::error::Error + Send + Sync>> {
+    use fstore_core::engine;
+    let input = engine::parquet_plan(std::slice::from_ref(&v.path), partitions)?;
+    let not_feature = |c: &str| {
+        v.keys.iter().any(|k| k == c)
+            || c == v.event
+            || v.created.as_deref() == Some(c)
+            || c.starts_with(engine::RESERVED_PREFIX)
+    };
+    let features = input
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| !not_feature(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Ok(engine::EngineView {
+        name: v.name.clone(),
+        join_keys: v.keys.clone(),
+        event_timestamp_column: v.event.clone(),
+        created_timestamp_column: v.created.clone(),
+        ttl: v.ttl,
+        features,
+        input,
+    })
+}
+
+/// Runs `plan` on the Ballista cluster of `--ballista`, or locally under
+/// `config`, streaming its result to `out` (temporary name, renamed at the
+/// end); locally, `print_metrics` prints the plan with its operators' metrics.
+/// Returns the rows written.
+///
+/// # Errors
+/// The engine's or the cluster's.
+#[cfg(feature = "datafusion")]
+pub fn execute_to(
+    plan: std::sync::Arc<dyn fstore_core::datafusion::physical_plan::ExecutionPlan>,
+    config: &fstore_core::engine::EngineConfig,
+    args: &EngineArgs,
+    out: &std::path::Path,
+    print_metrics: bool,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use fstore_core::engine;
+    if let Some(url) = &args.ballista {
+        return crate::ballista_args::run_on_cluster(url, plan, config, out);
+    }
+    let session = config.session()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        engine::write_parquet(
+            engine::execute(std::sync::Arc::clone(&plan), session.task_ctx())?,
+            out,
+        )
+        .await
+    })?;
+    if print_metrics {
+        // Where the time went: every operator with its metrics (elapsed_compute,
+        // spill counts, rows), as DataFusion reports them.
+        println!(
+            "plan with metrics:\n{}",
+            fstore_core::datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                plan.as_ref()
+            )
+            .indent(false)
+        );
+    }
+    Ok(rows)
+}
 /// Without the `datafusion` feature: an error saying how to build it.
 ///
 /// # Errors
