@@ -10,8 +10,8 @@
 //! `OnlineStore::read` (the adapter alone), `get_online_features` (as a caller
 //! writes it: a fresh `OnlineRequest` with a clone of the selection) and
 //! `get_prepared` (a `PreparedRequest`), and `get_prepared` followed by
-//! reading every value through the Arrow batch, or `get_prepared_dense` and
-//! reading every value through the dense accessor
+//! reading every value through the Arrow batch, or `get_prepared_dense` (or
+//! `get_online_features`) and reading every value through the dense accessor
 //! (`OnlineResponse::view_values`, no arrays built), rotating call by call
 //! which goes first; then 8 and 64 concurrent callers on one `FeatureStore` (throughput
 //! and p50/p99 of 1-entity requests) for each.
@@ -108,14 +108,22 @@ impl Bench {
         batch.num_rows()
     }
 
-    /// `get_prepared_dense`, then every value read through the dense accessor
-    /// (no Arrow array is built).
-    async fn prepared_dense_values(&self, ids: &[i64]) -> usize {
-        let resp = self
-            .fs
-            .get_prepared_dense(&self.prepared, &id_batch(ids), None)
-            .await
-            .unwrap();
+    /// `get_prepared_dense` (or `get_online_features` when `facade`), then
+    /// every value read through the dense accessor (no Arrow array is built).
+    async fn dense_values(&self, ids: &[i64], facade: bool) -> usize {
+        let resp = if facade {
+            self.fs
+                .get_online_features(&fstore_core::OnlineRequest::new(
+                    self.refs.clone(),
+                    id_batch(ids),
+                ))
+                .await
+        } else {
+            self.fs
+                .get_prepared_dense(&self.prepared, &id_batch(ids), None)
+                .await
+        }
+        .unwrap();
         let mut sum = 0.0;
         for v in &self.views {
             let block = resp.view_values(v).expect("a float64 view");
@@ -142,13 +150,14 @@ impl Bench {
             1 => self.facade(ids).await,
             2 => self.prepared(ids).await,
             3 => self.prepared_batch_values(ids).await,
-            _ => self.prepared_dense_values(ids).await,
+            4 => self.dense_values(ids, false).await,
+            _ => self.dense_values(ids, true).await,
         }
     }
 }
 
 /// Number of sides.
-const N: usize = 5;
+const N: usize = 6;
 
 const SIDES: [&str; N] = [
     "OnlineStore::read",
@@ -156,6 +165,7 @@ const SIDES: [&str; N] = [
     "get_prepared",
     "get_prepared + read all (batch)",
     "get_prepared_dense + read all (dense)",
+    "get_online_features + read all (dense)",
 ];
 
 /// `callers` tasks each doing `per_caller` 1-entity requests by `side`;

@@ -14,8 +14,11 @@
 //! full `FeatureStore::get_online_features` (decode to Arrow, TTL, statuses)
 //! and `FeatureStore::get_prepared` (the same on a `PreparedRequest`), and
 //! `get_prepared` followed by reading every value through the Arrow batch or
-//! through the dense accessor after `get_prepared_dense`
-//! (`OnlineResponse::view_values`, no arrays built), rotating call by call which side goes first. Then 8 and 64 concurrent
+//! through the dense accessor after `get_prepared_dense` or
+//! `get_online_features` (`OnlineResponse::view_values`), and
+//! `OnlineStore::read` with the facade's read options (its online timeout as
+//! the read's deadline), rotating call by call which side goes first. Then 8
+//! and 64 concurrent
 //! callers of 1-entity reads on one `FeatureStore` / one pool: throughput and
 //! p50/p99 per side.
 //! `FSTORE_BENCH_RAW_TIMEOUT_MS=2000` gives raw fred the store's default
