@@ -1015,6 +1015,19 @@ pub(crate) struct PooledColumn {
 /// Output arrays of a view's 8-byte columns, reused between requests.
 pub(crate) type ColumnPool = Vec<PooledColumn>;
 
+/// The slot of slab column `c` of `index` in `pool` (grown to one slot per
+/// 8-byte column of `index` when shorter).
+pub(crate) fn pool_slot<'a>(
+    pool: &'a mut ColumnPool,
+    index: &DecoderIndex,
+    c: usize,
+) -> Option<&'a mut PooledColumn> {
+    if pool.len() < index.wide_cols {
+        pool.resize_with(index.wide_cols, PooledColumn::default);
+    }
+    pool.get_mut(c)
+}
+
 /// `a` in `slot`'s allocation when nobody else holds it, else in a new one.
 fn pooled<T: ArrowPrimitiveType>(
     slot: &mut Option<Arc<PrimitiveArray<T>>>,

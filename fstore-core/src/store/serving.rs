@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::{FeatureSelection, FeatureStore, RequestPlan, check_unique_names, output_name};
 use crate::codec::{
     ColumnBuilder, ColumnPool, DecoderIndex, DecoderScratch, PayloadDecoder, Slab, cast_column,
-    encode_sorted_keys_into, payload_context,
+    encode_sorted_keys_into, payload_context, pool_slot,
 };
 use crate::error::{Error, Result};
 use crate::model::{Definitions, Fallback, FeatureRef, JoinKey, Value, ValueType};
@@ -171,10 +171,14 @@ impl Rows {
 /// The values are kept as decoded: per read view, one column-major block of
 /// its 8-byte columns. [`OnlineResponse::view_values`] and
 /// [`OnlineResponse::column`] read them in place; [`OnlineResponse::batch`]
-/// gives them as Arrow: built during the request, except for a
-/// [`FeatureStore::get_prepared_dense`] request that did not need the arrays
-/// itself (no null, no on-demand or aggregation feature, every column 8 bytes
-/// wide), whose batch is built on the first call.
+/// gives them as Arrow. The arrays are built during the request when the
+/// request needs them itself (a null, missing or expired value, which
+/// fallbacks may replace; an on-demand or aggregation feature; a column that
+/// is not 8 bytes wide), else on the first call of
+/// [`OnlineResponse::batch`], in the arrays the prepared request keeps
+/// between requests (as the request itself would have): a caller that reads
+/// the values in place never pays for 100 Arrow arrays, and one that reads
+/// the batch pays the same either way.
 ///
 /// ```
 /// # use fstore_core::{DenseValues, OnlineResponse};
@@ -316,9 +320,9 @@ fn dense_values(kind: DenseKind, words: &arrow_buffer::Buffer) -> DenseValues<'_
 impl OnlineResponse {
     /// The request's columns, then one column per feature, in output order.
     ///
-    /// Built during the request, or on the first call after a
-    /// [`FeatureStore::get_prepared_dense`] request that did not need the
-    /// arrays (see the type's docs); later calls return the same batch.
+    /// Built during the request, or on the first call when the request did
+    /// not need the arrays itself (see the type's docs); later calls return
+    /// the same batch.
     pub fn batch(&self) -> &RecordBatch {
         self.batch.get_or_init(|| self.build_batch())
     }
@@ -333,19 +337,32 @@ impl OnlineResponse {
     }
 
     /// The batch of a response served without arrays: every output is a
-    /// plain 8-byte column of a read view's slab.
+    /// plain 8-byte column of a read view's slab. Small responses take the
+    /// arrays from the prepared request's pool, as the request would have.
     fn build_batch(&self) -> RecordBatch {
-        let mut cols = Vec::with_capacity(self.entity_cols.len() + self.plan.outputs.len());
+        let plan = &self.plan;
+        let mut scratch = (self.rows.n <= COLUMN_POOL_MAX_ROWS).then(|| plan.take_scratch());
+        if let Some(s) = &mut scratch
+            && s.pools.len() < plan.views.len()
+        {
+            s.pools.resize_with(plan.views.len(), ColumnPool::new);
+        }
+        let mut cols = Vec::with_capacity(self.entity_cols.len() + plan.outputs.len());
         cols.extend(self.entity_cols.iter().cloned());
-        for o in &self.plan.outputs {
+        for o in &plan.outputs {
             let col = match o.source {
                 Source::View { view, col } => {
-                    let v = &self.plan.views[view];
+                    let v = &plan.views[view];
                     match (
                         self.slabs.get(view).and_then(Option::as_ref),
                         v.index.wide_col(col),
                     ) {
-                        (Some(slab), Some(c)) => slab.wide_array(&v.index, col, c, None),
+                        (Some(slab), Some(c)) => {
+                            let slot = scratch
+                                .as_mut()
+                                .and_then(|s| pool_slot(&mut s.pools[view], &v.index, c));
+                            slab.wide_array(&v.index, col, c, slot)
+                        }
                         _ => unreachable!("an unbuilt batch has every output in a slab"),
                     }
                 }
@@ -354,6 +371,9 @@ impl OnlineResponse {
                 }
             };
             cols.push(col);
+        }
+        if let Some(s) = scratch {
+            plan.put_scratch(s);
         }
         // Same schema, columns and row count as the request checked when it
         // decided not to build them (internal invariant).
@@ -1247,17 +1267,17 @@ impl FeatureStore {
         now: Option<DateTime<Utc>>,
     ) -> Result<OnlineResponse> {
         let p = self.current_plan(prepared).await?;
-        self.serve(p, entities, now, false).await
+        self.serve(p, entities, now).await
     }
 
-    /// [`FeatureStore::get_prepared`] for callers that read the values through
-    /// [`OnlineResponse::view_values`] / [`OnlineResponse::column`]: when the
-    /// request needs no arrays itself (no null, missing or expired value; no
-    /// on-demand or aggregation feature; every column 8 bytes wide), none are
-    /// built until [`OnlineResponse::batch`] is called. Same values, statuses,
-    /// semantics and errors; only where the cost falls differs (a batch built
-    /// later does not reuse the request's pooled arrays, so a caller that
-    /// always wants Arrow should call [`FeatureStore::get_prepared`]).
+    /// The same as [`FeatureStore::get_prepared`], kept for its callers: every
+    /// request now leaves the Arrow arrays unbuilt when it does not need them
+    /// itself (no null, missing or expired value; no on-demand or aggregation
+    /// feature; every column 8 bytes wide) until [`OnlineResponse::batch`] is
+    /// called, so values read through [`OnlineResponse::view_values`] /
+    /// [`OnlineResponse::column`] never pay for them, and a batch built on
+    /// that call reuses the prepared request's arrays as the request would
+    /// have.
     ///
     /// # Errors
     /// As [`FeatureStore::get_online_features`].
@@ -1268,7 +1288,7 @@ impl FeatureStore {
         now: Option<DateTime<Utc>>,
     ) -> Result<OnlineResponse> {
         let p = self.current_plan(prepared).await?;
-        self.serve(p, entities, now, true).await
+        self.serve(p, entities, now).await
     }
 
     /// The plan of `prepared` at the current registry version.
@@ -1300,6 +1320,11 @@ impl FeatureStore {
     /// `Stale` value from the last-known-good cache is a value. On-demand views
     /// run on the raw (not imputed) values, as in training.
     ///
+    /// The values are decoded once per view into a column-major block;
+    /// Arrow arrays are built during the request only when it needs them
+    /// (see [`OnlineResponse`]), else on the first [`OnlineResponse::batch`]
+    /// call (which the `online` operation's duration then does not include).
+    ///
     /// The selection is resolved once per registry version and cached
     /// ([`FeatureStore::prepare`] makes that explicit). A request carries at most
     /// [`super::FeatureStoreBuilder::with_max_online_entities`] rows (default
@@ -1325,7 +1350,7 @@ impl FeatureStore {
             let p = self
                 .prepared_for(&req.features, req.full_feature_names)
                 .await?;
-            self.serve(p, &req.entities, req.now, false).await
+            self.serve(p, &req.entities, req.now).await
         })
         .await
     }
@@ -1347,7 +1372,6 @@ impl FeatureStore {
         p: Arc<Prepared>,
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
-        dense: bool,
     ) -> Result<OnlineResponse> {
         let n = entities.num_rows();
         self.check_entity_count(n)?;
@@ -1481,7 +1505,7 @@ impl FeatureStore {
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;
             }
-            let dec = if dense && p.lazy_ok {
+            let dec = if p.lazy_ok {
                 match dec.finish_slab() {
                     Ok((slab, scratch)) => {
                         decoders[vi] = scratch;
@@ -1502,10 +1526,15 @@ impl FeatureStore {
         }
         // Values without a null need no fallback: the arrays wait for
         // `OnlineResponse::batch`. Otherwise they are built now.
-        let lazy =
-            dense && p.lazy_ok && slabs.iter().all(Option::is_some) && !view_nulls.contains(&true);
-        if dense && p.lazy_ok && !lazy {
-            for ((v, slab), cols) in p.views.iter().zip(&slabs).zip(view_cols.iter_mut()) {
+        let lazy = p.lazy_ok && slabs.iter().all(Option::is_some) && !view_nulls.contains(&true);
+        if p.lazy_ok && !lazy {
+            for (vi, ((v, slab), cols)) in p
+                .views
+                .iter()
+                .zip(&slabs)
+                .zip(view_cols.iter_mut())
+                .enumerate()
+            {
                 if let Some(slab) = slab
                     && cols.is_empty()
                 {
@@ -1513,7 +1542,10 @@ impl FeatureStore {
                         let c = v.index.wide_col(i).ok_or_else(|| {
                             Error::invalid(format!("view '{}': column {i} is not 8 bytes", v.name))
                         })?;
-                        cols.push(Some(slab.wide_array(&v.index, i, c, None)));
+                        let slot = reuse_columns
+                            .then(|| pool_slot(&mut pools[vi], &v.index, c))
+                            .flatten();
+                        cols.push(Some(slab.wide_array(&v.index, i, c, slot)));
                     }
                 }
             }
