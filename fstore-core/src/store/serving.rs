@@ -1605,7 +1605,9 @@ impl FeatureStore {
         served.resize(p.served.len(), [0; 6]);
         full_outputs.clear();
         full_outputs.resize(read_views, 0);
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(entities.num_columns() + p.outputs.len());
+        // an unbuilt batch keeps only the request's columns here
+        let out_cols = if lazy { 0 } else { p.outputs.len() };
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(entities.num_columns() + out_cols);
         cols.extend(entities.columns().iter().cloned());
         let mut raw_nulls = Vec::new();
         let mut imputed = 0u64;

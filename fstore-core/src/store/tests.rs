@@ -1543,3 +1543,104 @@ async fn dense_access_equals_the_batch_cell_by_cell() {
         assert!(seen.contains(&s), "fixture reaches {s:?}");
     }
 }
+
+/// A `Default` fallback through the prepared path and `get_online_features`:
+/// a request with a missing row builds its arrays during the request (the
+/// fallback replaces the null), `column` and the batch give the imputed
+/// value, and `view_values` of the imputed view says it cannot (`None`: its
+/// block holds values before fallbacks); a request with every value leaves
+/// the arrays to `batch()` and its block equals the batch.
+#[tokio::test]
+async fn default_fallbacks_reach_the_dense_accessors() {
+    let mut d = dense_defs();
+    let fa = d.feature_views.get_mut("fa").unwrap();
+    fa.features[0] = FeatureField::new("x1", ValueType::Float64).with_default(Value::Float64(-1.0));
+    let fs = FeatureStore::in_memory();
+    fs.apply(&d, ApplyOptions::default()).await.unwrap();
+    let now = 1_000 * S;
+    // entity 1 has every value; entity 2 was never pushed
+    fs.push(
+        "fa",
+        &dense_rows("fa", &[(1, now - S, vec![Some(4), Some(8), Some(12)])]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    fs.push(
+        "ib",
+        &dense_rows("ib", &[(1, now - S, vec![Some(3), Some(5)])]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let f64_col = |r: &OnlineResponse, name: &str| -> Vec<Option<f64>> {
+        let c = r.column(name).unwrap();
+        let DenseValues::Float64(v) = c.values() else {
+            panic!("{name} is float64")
+        };
+        (0..r.num_rows())
+            .map(|row| c.is_valid(row).then(|| v[row]))
+            .collect()
+    };
+    let batch_col = |r: &OnlineResponse, name: &str| -> Vec<Option<f64>> {
+        r.batch()
+            .column_by_name(name)
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .iter()
+            .collect()
+    };
+    let sel = FeatureSelection::refs(["fa:x1", "fa:x2", "ib:c1"]).unwrap();
+    let p = fs.prepare(&sel, false).await.unwrap();
+    for api in ["get_prepared_dense", "get_online_features"] {
+        let serve = |ids: &'static [i64]| {
+            let (fs, sel, p) = (&fs, sel.clone(), &p);
+            async move {
+                if api == "get_online_features" {
+                    let req = OnlineRequest::new(sel, entity_batch(ids)).with_now(from_micros(now));
+                    fs.get_online_features(&req).await.unwrap()
+                } else {
+                    fs.get_prepared_dense(p, &entity_batch(ids), Some(from_micros(now)))
+                        .await
+                        .unwrap()
+                }
+            }
+        };
+        // every value present: nothing built yet, the block is the values
+        let r = serve(&[1]).await;
+        assert!(!r.batch_built(), "{api}: no arrays needed");
+        let b = r.view_values("fa").expect("fa block");
+        assert_eq!(b.values(), DenseValues::Float64(&[1.0, 2.0]), "{api}");
+        assert_eq!(f64_col(&r, "x1"), [Some(1.0)], "{api}");
+        assert_eq!(batch_col(&r, "x1"), [Some(1.0)], "{api}");
+        assert_eq!(r.imputed, 0, "{api}");
+
+        // entity 2 missing: x1 imputed, x2 null
+        let r = serve(&[1, 2]).await;
+        assert!(r.batch_built(), "{api}: fallbacks need the arrays");
+        assert_eq!(r.imputed, 1, "{api}");
+        assert!(
+            r.view_values("fa").is_none(),
+            "{api}: fa's block predates the fallback"
+        );
+        assert_eq!(f64_col(&r, "x1"), [Some(1.0), Some(-1.0)], "{api}");
+        assert_eq!(batch_col(&r, "x1"), [Some(1.0), Some(-1.0)], "{api}");
+        assert_eq!(f64_col(&r, "x2"), [Some(2.0), None], "{api}");
+        assert_eq!(
+            r.feature("x1").unwrap().statuses(),
+            [FeatureStatus::Present, FeatureStatus::NotFound],
+            "{api}: the status tells the truth"
+        );
+        // a view without an imputed value keeps its block (nulls as validity)
+        let ib = r.view_values("ib").expect("ib block");
+        let DenseValues::Int64(c1) = ib.values() else {
+            panic!("{api}: ib is int64")
+        };
+        assert_eq!((c1.len(), c1[0]), (2, 3), "{api}");
+        assert_eq!(
+            (ib.is_valid(0, 0), ib.is_valid(0, 1)),
+            (true, false),
+            "{api}"
+        );
+    }
+}
