@@ -746,6 +746,10 @@ impl OnlineStore for ScyllaOnlineStore {
         OnlineCapabilities::default()
             .with_native_ttl(true)
             .with_tiles(true)
+            // `read` and `read_tiles` run whole (session, statement
+            // preparation, queries) under `ReadOptions::timeout`; running out
+            // is `Error::Deadline`, a timeout.
+            .with_enforces_read_timeout(true)
     }
 
     /// Read-before-write planning; see the type docs.

@@ -125,6 +125,25 @@ async fn kassandra_testkit_cases() {
     assert!(ran.contains(&"online_parity"), "{ran:?}");
 }
 
+/// The read deadline through a connection that stops answering
+/// (`fstore_core::testkit::online_read_deadline`): the store declares
+/// `enforces_read_timeout`, so the facade adds no timer and relies on the
+/// store's own; the driver's request timeout (10 s) is far above the test's
+/// deadline, so only the per-read deadline can end the calls in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_deadline_through_a_frozen_connection() {
+    let proxy = testkit::FreezableProxy::start(kassandra().to_string()).await;
+    let store = kassandra_builder("tk_deadline")
+        .with_contact_points(format!("127.0.0.1:{}", proxy.port()))
+        .with_request_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    store.ensure_schema().await.unwrap();
+    assert!(store.capabilities().enforces_read_timeout);
+    testkit::online_read_deadline(Arc::new(store), &proxy).await;
+}
+
 // ------------------------------------------------------- kassandra: aggregations
 
 /// The aggregation suite on the in-process server: parity of online tiles
