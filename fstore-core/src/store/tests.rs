@@ -1644,3 +1644,74 @@ async fn default_fallbacks_reach_the_dense_accessors() {
         );
     }
 }
+
+/// Responses whose arrays are built late (first `batch()` call, in the
+/// prepared request's pooled arrays) never see each other's values, whatever
+/// the order of the calls, requests and drops in between; a request with a
+/// missing row (arrays built during the request, also pooled) in between
+/// changes nothing either.
+#[tokio::test]
+async fn late_batches_never_share_pooled_arrays() {
+    let fs = FeatureStore::in_memory();
+    fs.apply(&dense_defs(), ApplyOptions::default())
+        .await
+        .unwrap();
+    let now = 1_000 * S;
+    let rows: Vec<_> = (1..=6)
+        .map(|i| (i, now - S, vec![Some(4 * i), Some(8 * i), Some(12 * i)]))
+        .collect();
+    fs.push("fa", &dense_rows("fa", &rows), PushTarget::Online)
+        .await
+        .unwrap();
+    let sel = FeatureSelection::refs(["fa:x1", "fa:x2", "fa:x3"]).unwrap();
+    let p = fs.prepare(&sel, false).await.unwrap();
+    let get = |ids: &'static [i64]| {
+        let (fs, p) = (&fs, &p);
+        async move {
+            fs.get_prepared(p, &entity_batch(ids), Some(from_micros(now)))
+                .await
+                .unwrap()
+        }
+    };
+    // (x1, x2, x3) per row, None when absent
+    let values = |r: &OnlineResponse| -> Vec<Option<(f64, f64, f64)>> {
+        let b = r.batch();
+        let c = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Float64Type>();
+        let (x1, x2, x3) = (c("x1"), c("x2"), c("x3"));
+        (0..r.num_rows())
+            .map(|i| {
+                x1.is_valid(i)
+                    .then(|| (x1.value(i), x2.value(i), x3.value(i)))
+            })
+            .collect()
+    };
+    let want = |i: i64| Some((i as f64, 2.0 * i as f64, 3.0 * i as f64));
+
+    let (r1, r2, r3) = (get(&[1]).await, get(&[2]).await, get(&[3]).await);
+    assert!(!r1.batch_built() && !r2.batch_built() && !r3.batch_built());
+    assert_eq!(values(&r2), [want(2)]);
+    assert_eq!(values(&r1), [want(1)]);
+    drop(r2);
+    let r4 = get(&[4]).await;
+    assert_eq!(values(&r4), [want(4)]);
+    let r5 = get(&[5, 99]).await; // a missing row: arrays built during the request
+    assert!(r5.batch_built());
+    assert_eq!(values(&r5), [want(5), None]);
+    assert_eq!(values(&r3), [want(3)]);
+    drop((r4, r5));
+    let r6 = get(&[6]).await;
+    assert_eq!(values(&r6), [want(6)]);
+    // the early responses still hold their own values
+    assert_eq!(values(&r1), [want(1)]);
+    assert_eq!(values(&r3), [want(3)]);
+    let b1 = r1.into_batch();
+    let r7 = get(&[2]).await;
+    assert_eq!(values(&r7), [want(2)]);
+    assert_eq!(
+        b1.column_by_name("x3")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        3.0
+    );
+}
