@@ -257,7 +257,7 @@ impl EngineArgs {
 
 /// `v`'s Parquet file as an engine view read by `partitions` partitions; its
 /// features are every column that is not a key or time column (nor one the
-/// scan adds, like `__fstore_ordinal`), in file order.
+/// scan adds, like `__fstore_seq_base`), in file order.
 ///
 /// # Errors
 /// The file cannot be opened as Parquet.

@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray,
     UInt32Array, new_null_array,
 };
-use datafusion::arrow::compute::{concat, interleave, sort_to_indices, take};
+use datafusion::arrow::compute::{concat, interleave, take};
 use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
@@ -73,7 +73,9 @@ pub struct PitHashJoinConfig {
 /// hash partition by hash partition, in memory.
 ///
 /// Child 0 is the spine (prepared by a spine [`super::PitPrepareExec`]), child 1
-/// the view's rows (prepared by a view [`super::PitPrepareExec`]), both
+/// the view's rows (prepared by a view [`super::PitPrepareExec`]; of its engine
+/// columns only [`WRITE_SEQ_COLUMN`], [`EVENT_COLUMN`] and [`CREATED_COLUMN`]
+/// are read, the plan drops the others before the shuffle), both
 /// partitioned alike by the join keys (hash, same partition count; one
 /// partition when there are no keys), in any order inside a partition.
 ///
@@ -123,6 +125,7 @@ impl PitHashJoinExec {
             &config.view,
             &config.join_keys,
             &config.features,
+            &[WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN],
             "PitHashJoinExec",
         )?;
         let cache = Arc::new(PlanProperties::new(
@@ -442,11 +445,7 @@ impl Job {
         drop(parts);
         let wseq_col = cols.len() - 1;
         let wseq = cols[wseq_col].as_primitive::<UInt64Type>();
-        let perm: Option<UInt32Array> = if wseq.values().is_sorted() {
-            None
-        } else {
-            Some(sort_to_indices(wseq, None, None)?)
-        };
+        let perm: Option<UInt32Array> = ascending(wseq.values()).map(UInt32Array::from);
         cols.truncate(wseq_col);
         if let Some(p) = &perm {
             for c in &mut cols {
@@ -540,6 +539,54 @@ impl Job {
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
     }
+}
+
+/// The permutation that lists `seq` in ascending order, or `None` when it
+/// already is. The values are distinct (write sequences). A least significant
+/// digit radix sort of the values minus the smallest, 8 bits a pass, skipping
+/// the digits that are equal in every value: the rows of one partition of a
+/// file of up to 16M rows (`file << 40 | row`) take at most 3 passes, each a
+/// count and a scatter, where a comparison sort took ~20 comparisons a row.
+pub(crate) fn ascending(seq: &[u64]) -> Option<Vec<u32>> {
+    if seq.is_sorted() {
+        return None;
+    }
+    let min = seq.iter().copied().min()?;
+    let (mut any, mut all) = (0u64, u64::MAX);
+    for &v in seq {
+        any |= v - min;
+        all &= v - min;
+    }
+    let varying = any ^ all;
+    let n = seq.len();
+    let mut keys: Vec<u64> = seq.iter().map(|&v| v - min).collect();
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    let mut keys_to = vec![0u64; n];
+    let mut idx_to = vec![0u32; n];
+    for shift in (0..u64::BITS).step_by(8) {
+        if (varying >> shift) & 0xff == 0 {
+            continue;
+        }
+        let mut start = [0usize; 256];
+        for &k in &keys {
+            start[((k >> shift) & 0xff) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in &mut start {
+            let here = *c;
+            *c = sum;
+            sum += here;
+        }
+        for (&k, &i) in keys.iter().zip(&idx) {
+            let d = ((k >> shift) & 0xff) as usize;
+            keys_to[start[d]] = k;
+            idx_to[start[d]] = i;
+            start[d] += 1;
+        }
+        std::mem::swap(&mut keys, &mut keys_to);
+        std::mem::swap(&mut idx, &mut idx_to);
+    }
+    Some(idx)
 }
 
 /// The join-key columns of `batch` and its engine time columns `times`, the
