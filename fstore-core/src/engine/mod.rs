@@ -1195,12 +1195,27 @@ pub fn execute(
 /// rows written. The file is written under a temporary name in the same
 /// directory (`.NAME.tmp-PID`) and renamed to `path` only after the last batch
 /// and the footer are written, so a failed run leaves no file that looks complete
-/// (the temporary file is removed).
+/// (the temporary file is removed). The columns are encoded on up to as many
+/// threads as there are cores (row groups of the Parquet writer's default
+/// size), while the stream goes on producing batches.
 ///
 /// # Errors
 /// The stream's first error ([`from_df`]); the directory or file cannot be written.
-pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+pub async fn write_parquet(stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    write_parquet_with(stream, path, None, threads).await
+}
+
+/// [`write_parquet`] with row groups of at most `row_group_rows` rows (`None`:
+/// the writer's default) and the columns encoded on `threads` threads.
+pub(crate) async fn write_parquet_with(
+    mut stream: SendableRecordBatchStream,
+    path: &Path,
+    row_group_rows: Option<usize>,
+    threads: usize,
+) -> Result<u64> {
     use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("'{}' is not a file path", path.display())))?;
@@ -1212,29 +1227,61 @@ pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -
     let io = |e: std::io::Error, what: &Path| {
         Error::invalid(format!("cannot write '{}': {e}", what.display()))
     };
+    let parquet = |what: String| {
+        move |e: datafusion::parquet::errors::ParquetError| Error::Backend {
+            backend: BACKEND,
+            message: format!("{what}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    };
     let result = async {
         let file = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
-        let mut writer =
-            ArrowWriter::try_new(file, stream.schema(), None).map_err(|e| Error::Backend {
-                backend: BACKEND,
-                message: format!("parquet writer for '{}': {e}", path.display()),
-                source: Some(Box::new(e)),
-            })?;
+        let mut props = WriterProperties::builder();
+        if let Some(n) = row_group_rows {
+            props = props.set_max_row_group_row_count(Some(n.max(1)));
+        }
+        let props = props.build();
+        let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let schema = stream.schema();
+        // ArrowWriter writes the Arrow schema into the footer; its parts then
+        // encode the columns of each row group in parallel.
+        let (mut writer, factory) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet(format!("parquet writer for '{}'", path.display())))?;
+        let mut encoder = ColumnEncoder::new(threads.max(1));
         let mut rows = 0u64;
+        let mut in_group = 0usize;
+        let mut group = 0usize;
+        let writing = |e| parquet(format!("writing '{}'", tmp.display()))(e);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(from_df)?;
             rows += batch.num_rows() as u64;
-            writer.write(&batch).map_err(|e| Error::Backend {
-                backend: BACKEND,
-                message: format!("writing '{}': {e}", tmp.display()),
-                source: Some(Box::new(e)),
-            })?;
+            let mut off = 0;
+            while off < batch.num_rows() {
+                if in_group == 0 {
+                    encoder
+                        .start(factory.create_column_writers(group).map_err(writing)?)
+                        .map_err(writing)?;
+                }
+                let len = (max_rows - in_group).min(batch.num_rows() - off);
+                encoder
+                    .write(&schema, &batch.slice(off, len))
+                    .map_err(writing)?;
+                off += len;
+                in_group += len;
+                if in_group == max_rows {
+                    encoder.finish_into(&mut writer).map_err(writing)?;
+                    in_group = 0;
+                    group += 1;
+                }
+            }
         }
-        writer.close().map_err(|e| Error::Backend {
-            backend: BACKEND,
-            message: format!("closing '{}': {e}", tmp.display()),
-            source: Some(Box::new(e)),
-        })?;
+        if in_group > 0 {
+            encoder.finish_into(&mut writer).map_err(writing)?;
+        }
+        writer
+            .close()
+            .map_err(parquet(format!("closing '{}'", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(|e| io(e, path))?;
         Ok(rows)
     }
@@ -1243,6 +1290,177 @@ pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Encodes the leaf columns of one row group at a time on worker threads:
+/// leaf column `i` on worker `i % threads`, in batch order.
+struct ColumnEncoder {
+    workers: Vec<EncoderWorker>,
+    /// Leaf columns of the current row group.
+    leaves: usize,
+}
+
+struct EncoderWorker {
+    tx: std::sync::mpsc::SyncSender<EncoderJob>,
+    done: std::sync::mpsc::Receiver<EncodedChunks>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+type EncodedChunks = datafusion::parquet::errors::Result<
+    Vec<(
+        usize,
+        datafusion::parquet::arrow::arrow_writer::ArrowColumnChunk,
+    )>,
+>;
+
+enum EncoderJob {
+    /// The writers of a new row group's leaf columns (index, writer).
+    Start(
+        Vec<(
+            usize,
+            datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter,
+        )>,
+    ),
+    /// A leaf column's next values.
+    Leaf(
+        usize,
+        datafusion::parquet::arrow::arrow_writer::ArrowLeafColumn,
+    ),
+    /// Close the row group's writers and send back their chunks.
+    Finish,
+}
+
+impl ColumnEncoder {
+    fn new(threads: usize) -> Self {
+        let workers = (0..threads)
+            .map(|_| {
+                // A few jobs in flight per worker: the stream keeps producing
+                // while the workers encode, and memory stays bounded.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<EncoderJob>(64);
+                let (done_tx, done) = std::sync::mpsc::channel::<EncodedChunks>();
+                let handle = std::thread::spawn(move || {
+                    let mut writers = Vec::new();
+                    let mut failed: Option<datafusion::parquet::errors::ParquetError> = None;
+                    for job in rx {
+                        match job {
+                            EncoderJob::Start(w) => writers = w,
+                            EncoderJob::Leaf(i, leaf) => {
+                                if failed.is_some() {
+                                    continue;
+                                }
+                                if let Some((_, w)) = writers.iter_mut().find(|(j, _)| *j == i)
+                                    && let Err(e) = w.write(&leaf)
+                                {
+                                    failed = Some(e);
+                                }
+                            }
+                            EncoderJob::Finish => {
+                                let out = match failed.take() {
+                                    Some(e) => Err(e),
+                                    None => std::mem::take(&mut writers)
+                                        .into_iter()
+                                        .map(|(i, w)| w.close().map(|c| (i, c)))
+                                        .collect(),
+                                };
+                                if done_tx.send(out).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                EncoderWorker {
+                    tx,
+                    done,
+                    handle: Some(handle),
+                }
+            })
+            .collect();
+        Self { workers, leaves: 0 }
+    }
+
+    fn gone() -> datafusion::parquet::errors::ParquetError {
+        datafusion::parquet::errors::ParquetError::General("a column encoder thread stopped".into())
+    }
+
+    /// Hands out the writers of a new row group.
+    fn start(
+        &mut self,
+        writers: Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter>,
+    ) -> datafusion::parquet::errors::Result<()> {
+        self.leaves = writers.len();
+        let n = self.workers.len();
+        let mut parts: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            parts[i % n].push((i, w));
+        }
+        for (worker, part) in self.workers.iter().zip(parts) {
+            worker
+                .tx
+                .send(EncoderJob::Start(part))
+                .map_err(|_| Self::gone())?;
+        }
+        Ok(())
+    }
+
+    /// Sends `batch`'s leaf columns to their workers.
+    fn write(
+        &mut self,
+        schema: &SchemaRef,
+        batch: &RecordBatch,
+    ) -> datafusion::parquet::errors::Result<()> {
+        use datafusion::parquet::arrow::arrow_writer::compute_leaves;
+        let n = self.workers.len();
+        let mut i = 0;
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                self.workers[i % n]
+                    .tx
+                    .send(EncoderJob::Leaf(i, leaf))
+                    .map_err(|_| Self::gone())?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the row group's writers and appends their chunks, in column
+    /// order, as the next row group of `writer`.
+    fn finish_into<W: std::io::Write + Send>(
+        &mut self,
+        writer: &mut datafusion::parquet::file::writer::SerializedFileWriter<W>,
+    ) -> datafusion::parquet::errors::Result<()> {
+        for worker in &self.workers {
+            worker
+                .tx
+                .send(EncoderJob::Finish)
+                .map_err(|_| Self::gone())?;
+        }
+        let mut chunks = Vec::with_capacity(self.leaves);
+        for worker in &self.workers {
+            chunks.extend(worker.done.recv().map_err(|_| Self::gone())??);
+        }
+        chunks.sort_by_key(|(i, _)| *i);
+        let mut group = writer.next_row_group()?;
+        for (_, chunk) in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        Ok(())
+    }
+}
+
+impl Drop for ColumnEncoder {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            // Closing the job channel ends the worker's loop.
+            let (tx, _) = std::sync::mpsc::sync_channel(0);
+            drop(std::mem::replace(&mut w.tx, tx));
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// [`crate::pit::point_in_time_join`] run by the engine over in-memory inputs:
