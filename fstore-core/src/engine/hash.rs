@@ -542,54 +542,48 @@ impl Job {
 }
 
 /// The permutation that lists `seq` in ascending order, or `None` when it
-/// already is. The values are distinct (write sequences). A least significant
-/// digit radix sort of the values minus the smallest, 12 bits a pass, skipping
-/// the digits that are equal in every value: the rows of one partition of a
-/// file of up to 16M rows (`file << 40 | row`) take 2 passes, each a count and
-/// a scatter, where a comparison sort took ~20 comparisons a row.
+/// already is. A bucket sort by value range, about 16 values a bucket: one
+/// count and one stable scatter, then a bucket whose values did not arrive in
+/// ascending order is sorted on its own. A partition's feature rows arrive as
+/// ascending runs, each from one scan partition, and the scan partitions read
+/// disjoint ranges of the write order, so a bucket (a narrow range of
+/// sequences) is nearly always in order already: ~1/3 of an 8-bit radix
+/// sort's time, ~1/3 of a comparison sort's, on 1.25M rows of 8 interleaved runs.
 pub(crate) fn ascending(seq: &[u64]) -> Option<Vec<u32>> {
     if seq.is_sorted() {
         return None;
     }
-    let min = seq.iter().copied().min()?;
-    let (mut any, mut all) = (0u64, u64::MAX);
-    for &v in seq {
-        any |= v - min;
-        all &= v - min;
-    }
-    let varying = any ^ all;
     let n = seq.len();
-    let mut keys: Vec<u64> = seq.iter().map(|&v| v - min).collect();
-    let mut idx: Vec<u32> = (0..n as u32).collect();
-    let mut keys_to = vec![0u64; n];
-    let mut idx_to = vec![0u32; n];
-    const BITS: u32 = 12;
-    const MASK: u64 = (1 << BITS) - 1;
-    let mut start = vec![0usize; 1 << BITS];
-    for shift in (0..u64::BITS).step_by(BITS as usize) {
-        if (varying >> shift) & MASK == 0 {
-            continue;
-        }
-        start.fill(0);
-        for &k in &keys {
-            start[((k >> shift) & MASK) as usize] += 1;
-        }
-        let mut sum = 0;
-        for c in &mut start {
-            let here = *c;
-            *c = sum;
-            sum += here;
-        }
-        for (&k, &i) in keys.iter().zip(&idx) {
-            let d = ((k >> shift) & MASK) as usize;
-            keys_to[start[d]] = k;
-            idx_to[start[d]] = i;
-            start[d] += 1;
-        }
-        std::mem::swap(&mut keys, &mut keys_to);
-        std::mem::swap(&mut idx, &mut idx_to);
+    let (mut min, mut max) = (u64::MAX, 0u64);
+    for &v in seq {
+        min = min.min(v);
+        max = max.max(v);
     }
-    Some(idx)
+    let span = max - min;
+    let buckets_wanted = (n / 16).max(1).next_power_of_two();
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(buckets_wanted.trailing_zeros());
+    let buckets = usize::try_from(span >> shift).unwrap_or(usize::MAX - 1) + 1;
+    let mut start = vec![0usize; buckets + 1];
+    for &v in seq {
+        start[((v - min) >> shift) as usize + 1] += 1;
+    }
+    for b in 1..=buckets {
+        start[b] += start[b - 1];
+    }
+    let bounds = start.clone();
+    let mut pairs: Vec<(u64, u32)> = vec![(0, 0); n];
+    for (i, &v) in seq.iter().enumerate() {
+        let b = ((v - min) >> shift) as usize;
+        pairs[start[b]] = (v, i as u32);
+        start[b] += 1;
+    }
+    for w in bounds.windows(2) {
+        let bucket = &mut pairs[w[0]..w[1]];
+        if !bucket.is_sorted_by_key(|p| p.0) {
+            bucket.sort_unstable_by_key(|p| p.0);
+        }
+    }
+    Some(pairs.into_iter().map(|(_, i)| i).collect())
 }
 
 /// The join-key columns of `batch` and its engine time columns `times`, the
