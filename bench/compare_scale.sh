@@ -6,7 +6,8 @@
 #   bench/compare_scale.sh [L|XL|M|S|T]     (default L; data generated once, seeded)
 #
 # Environment: RUNS (default 1), MEMORY_LIMIT (ours, default 4GiB), DUCKDB_MEMORY
-# (default 4GB), PARTITIONS (ours, default 8), THREADS (DuckDB, default: cores),
+# (default 4GB), DUCKDB_MAX_TEMP (cap on DuckDB's spill files, e.g. 20GB; default:
+# DuckDB's own, 90% of the free disk), PARTITIONS (ours, default 8), THREADS (DuckDB, default: cores),
 # PEERS (default "duckdb"; "duckdb polars" adds Polars, which has no limit).
 #
 # Prints wall time and peak RSS (/usr/bin/time -v) per tool and run, with the
@@ -84,7 +85,7 @@ for i in $(seq 1 "$RUNS"); do
     for peer in $PEERS; do
         case $peer in
             duckdb) run duckdb "$i" "$PY" bench/peers_scale.py duckdb --memory-limit "$DUCKDB_MEMORY" \
-                --temp-dir "$SPILL" --threads "$THREADS" "${ARGS[@]}" --out "$OUT/duckdb.parquet" ;;
+                --temp-dir "$SPILL" --threads "$THREADS" ${DUCKDB_MAX_TEMP:+--max-temp "$DUCKDB_MAX_TEMP"} "${ARGS[@]}" --out "$OUT/duckdb.parquet" ;;
             polars) run polars "$i" "$PY" bench/peers_scale.py polars "${ARGS[@]}" --out "$OUT/polars.parquet" ;;
             *) echo "unknown peer $peer"; exit 2 ;;
         esac

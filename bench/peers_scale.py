@@ -1,11 +1,13 @@
 """DuckDB (and Polars) under a memory limit, for bench/compare_scale.sh.
 
-    peers_scale.py duckdb --memory-limit 4GB --temp-dir DIR [--threads N] <peers.py args>
+    peers_scale.py duckdb --memory-limit 4GB --temp-dir DIR [--threads N] [--max-temp SIZE] <peers.py args>
     peers_scale.py polars <peers.py args>
 
 The query is bench/peers.py's, unchanged (same semantics as fstore, checked cell
 by cell there): this wrapper only gives DuckDB a memory limit, a spill directory
-and a thread count, so the comparison with fstore's DataFusion engine under
+and a thread count (and, with --max-temp, a cap on its spill files: DuckDB's default
+is 90% of the free disk, which at shape XL would starve everything else on the
+machine), so the comparison with fstore's DataFusion engine under
 `--memory-limit` is like for like. Polars has no memory limit; it runs as in
 peers.py (use it only where the data fits in memory).
 """
@@ -18,7 +20,7 @@ import peers
 
 def main():
     cmd, rest = sys.argv[1], sys.argv[2:]
-    opts = {"--memory-limit": None, "--temp-dir": None, "--threads": None}
+    opts = {"--memory-limit": None, "--temp-dir": None, "--threads": None, "--max-temp": None}
     args = []
     it = iter(rest)
     for a in it:
@@ -41,6 +43,8 @@ def main():
             con.execute(f"SET temp_directory='{opts['--temp-dir']}'")
             # keep the spine's order only where peers.py asks for it (ORDER BY)
             con.execute("SET preserve_insertion_order=false")
+            if opts["--max-temp"]:
+                con.execute(f"SET max_temp_directory_size='{opts['--max-temp']}'")
             if opts["--threads"]:
                 con.execute(f"SET threads={int(opts['--threads'])}")
             return con
