@@ -31,10 +31,13 @@ pub struct EngineArgs {
     pub join: Option<String>,
     /// `--join-concurrency N`: hash partitions joining at once (default: the cores).
     pub join_concurrency: Option<usize>,
+    /// `--scan-partitions N`: partitions reading each input's Parquet files
+    /// (pieces of row groups; default: the cores).
+    pub scan_partitions: Option<usize>,
 }
 
 /// The usage text of the engine flags.
-pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--batch-size ROWS] [--join hash|sort] [--join-concurrency N] [--ballista df://HOST:PORT]";
+pub const ENGINE_USAGE: &str = "[--engine memory|datafusion] [--memory-limit SIZE (e.g. 256MiB, 4GiB)] [--partitions N] [--batch-size ROWS] [--join hash|sort] [--join-concurrency N] [--scan-partitions N] [--ballista df://HOST:PORT]";
 
 impl EngineArgs {
     /// Whether `flag` is one of the engine flags (it takes a value).
@@ -48,6 +51,7 @@ impl EngineArgs {
                 | "--ballista"
                 | "--join"
                 | "--join-concurrency"
+                | "--scan-partitions"
         )
     }
 
@@ -104,6 +108,15 @@ impl EngineArgs {
                 }
                 self.join_concurrency = Some(n);
             }
+            "--scan-partitions" => {
+                let n: usize = value.parse().map_err(|_| {
+                    format!("--scan-partitions: expected a positive integer, got '{value}'")
+                })?;
+                if n == 0 {
+                    return Err("--scan-partitions: must be at least 1".to_string());
+                }
+                self.scan_partitions = Some(n);
+            }
             other => return Err(format!("not an engine flag: '{other}'")),
         }
         Ok(())
@@ -112,19 +125,20 @@ impl EngineArgs {
     /// Rejects flags that only the DataFusion engine uses when the memory engine runs.
     ///
     /// # Errors
-    /// `--memory-limit`, `--partitions`, `--batch-size`, `--join` or
-    /// `--join-concurrency` given with `--engine memory`.
+    /// `--memory-limit`, `--partitions`, `--batch-size`, `--join`,
+    /// `--join-concurrency` or `--scan-partitions` given with `--engine memory`.
     pub fn check(&self) -> Result<(), String> {
         if self.engine == Engine::Memory
             && (self.memory_limit.is_some()
                 || self.partitions.is_some()
                 || self.batch_size.is_some()
                 || self.join.is_some()
-                || self.join_concurrency.is_some())
+                || self.join_concurrency.is_some()
+                || self.scan_partitions.is_some())
         {
             return Err(
-                "--memory-limit, --partitions, --batch-size, --join and --join-concurrency \
-                 need --engine datafusion"
+                "--memory-limit, --partitions, --batch-size, --join, --join-concurrency and \
+                 --scan-partitions need --engine datafusion"
                     .to_string(),
             );
         }
@@ -206,12 +220,13 @@ pub fn run_datafusion(
     let start = std::time::Instant::now();
     let config = args.config()?;
     let n = config.partitions;
+    let scan = args.scan_partitions();
     let eviews = views
         .iter()
-        .map(|v| engine_view(v, n))
+        .map(|v| engine_view(v, scan))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = engine::pit_join_plan_with(
-        engine::parquet_plan(&[spine.to_path_buf()], n)?,
+        engine::parquet_plan(&[spine.to_path_buf()], scan)?,
         ts,
         &eviews,
         options,
@@ -219,12 +234,23 @@ pub fn run_datafusion(
     )?;
     let rows = execute_to(plan, &config, args, out, true)?;
     println!(
-        "engine:        datafusion, {n} partitions, {:?} join, memory limit {:?}",
+        "engine:        datafusion, {n} partitions, {:?} join, {scan} scan partitions, memory limit {:?}",
         config.join, args.memory_limit
     );
     println!("output:        {rows} rows -> {}", out.display());
     println!("total time:    {:.3} s", start.elapsed().as_secs_f64());
     Ok(rows)
+}
+
+impl EngineArgs {
+    /// `--scan-partitions`, or the cores: every core decodes, and fewer
+    /// partitions than the hash partitions keep the scans' runs few (the hash
+    /// join orders each partition's rows by write sequence).
+    pub fn scan_partitions(&self) -> usize {
+        self.scan_partitions.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 #[cfg(feature = "datafusion")]
@@ -257,7 +283,7 @@ impl EngineArgs {
 
 /// `v`'s Parquet file as an engine view read by `partitions` partitions; its
 /// features are every column that is not a key or time column (nor one the
-/// scan adds, like `__fstore_ordinal`), in file order.
+/// scan adds, like `__fstore_seq_base`), in file order.
 ///
 /// # Errors
 /// The file cannot be opened as Parquet.
@@ -413,5 +439,16 @@ mod tests {
         );
         assert!(c.set("--join", "nested-loop").is_err());
         assert!(c.set("--join-concurrency", "0").is_err());
+        let mut d = EngineArgs::default();
+        assert!(d.scan_partitions() >= 1, "default: the cores");
+        d.set("--scan-partitions", "5").unwrap();
+        assert!(
+            d.check().is_err(),
+            "--scan-partitions without the datafusion engine"
+        );
+        d.set("--engine", "datafusion").unwrap();
+        assert!(d.check().is_ok());
+        assert_eq!(d.scan_partitions(), 5);
+        assert!(d.set("--scan-partitions", "0").is_err());
     }
 }

@@ -392,9 +392,18 @@ fn ts(v: Vec<Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
 }
 
+/// Row groups of 250 rows: the engine's scans read the files in pieces of row
+/// groups (byte ranges), cut inside files.
 fn write_file(path: &Path, batch: &RecordBatch) {
-    let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
-        .expect("writer");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(250))
+        .build();
+    let mut w = ArrowWriter::try_new(
+        File::create(path).expect("create"),
+        batch.schema(),
+        Some(props),
+    )
+    .expect("writer");
     w.write(batch).expect("write");
     w.close().expect("close");
 }
@@ -559,13 +568,14 @@ fn assert_same_cells(got: &RecordBatch, want: &RecordBatch) {
     }
 }
 
-/// Scan partitions of each input (one file each, 3 spine files, 3 profile
-/// files, 2 txn files): several scan tasks per input over both executors.
+/// Scan partitions of each input (3 spine files, 3 profile files, 2 txn
+/// files, row groups of 250 rows): several scan tasks per input over both
+/// executors, each reading pieces of files (byte ranges of row groups).
 /// Ballista runs each scan task as local partition 0 of a plan cut down to its
-/// files (ballista-scheduler `restrict_plan_to_partitions`), so the engine must
-/// number rows by file, not by the executing partition (it once did: spine
-/// files 0 and 2 came back interleaved).
-const SCAN_PARTITIONS: usize = 3;
+/// pieces (ballista-scheduler `restrict_plan_to_partitions`), so the engine
+/// must number rows by the piece's sequence base, not by the executing
+/// partition (it once did: spine files 0 and 2 came back interleaved).
+const SCAN_PARTITIONS: usize = 4;
 
 /// The aggregations of the cluster phase: several functions and windows (with
 /// and without a hop, lifetime), over a float column of a view with created
@@ -660,6 +670,15 @@ async fn historical_retrieval_and_aggregations_on_the_cluster_equal_the_in_memor
                 input: parquet_plan(&txn_files, SCAN_PARTITIONS).expect("txn scan"),
             },
         ];
+        // The scans cross the wire as byte ranges of the files (pieces of row
+        // groups), more pieces than files.
+        let scan = fstore_core::datafusion::physical_plan::displayable(views[0].input.as_ref())
+            .one_line()
+            .to_string();
+        assert!(
+            scan.matches(".parquet:").count() > profile_files.len(),
+            "the profile files are not read in pieces: {scan}"
+        );
         // Both join algorithms (the hash join is the default).
         for join in [JoinAlgorithm::Hash, JoinAlgorithm::Sort] {
             let plan = pit_join_plan_with(

@@ -50,7 +50,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{EngineConfig, ORDINAL_COLUMN, RESERVED_PREFIX};
+use super::{EngineConfig, RESERVED_PREFIX, SEQ_BASE_COLUMN};
 use super::{execute, from_df, memory_plan};
 use crate::agg::{AggOptions, AggView};
 use crate::error::{Error, Result};
@@ -94,7 +94,7 @@ pub struct AggEngineView {
     /// The aggregation features, in output order.
     pub features: Vec<AggFeature>,
     /// The events, in write order: partitions are contiguous runs of the write
-    /// order, partition 0 first, or carry an [`ORDINAL_COLUMN`] (as
+    /// order, partition 0 first, or carry an [`SEQ_BASE_COLUMN`] (as
     /// [`super::memory_plan`] and [`super::parquet_plan`] build them).
     pub input: Arc<dyn ExecutionPlan>,
 }
@@ -107,8 +107,8 @@ pub struct SequenceConfig {
 }
 
 /// Appends a row sequence column (`UInt64`), partition by partition: with an
-/// [`ORDINAL_COLUMN`] in the input (consumed), `ordinal << 40 | row within the
-/// ordinal`, else `partition << 40 | row` — the input order, as the PIT join's
+/// [`SEQ_BASE_COLUMN`] in the input (consumed), `base + row within the run`,
+/// else `partition << 40 | row` — the input order, as the PIT join's
 /// prepare node numbers rows. It must run before any repartitioning.
 #[derive(Debug)]
 pub struct AggSequenceExec {
@@ -122,32 +122,32 @@ impl AggSequenceExec {
     /// A sequence node over `input`.
     ///
     /// # Errors
-    /// An input column using [`RESERVED_PREFIX`] (other than [`ORDINAL_COLUMN`]),
-    /// an [`ORDINAL_COLUMN`] that is not `UInt64`.
+    /// An input column using [`RESERVED_PREFIX`] (other than [`SEQ_BASE_COLUMN`]),
+    /// an [`SEQ_BASE_COLUMN`] that is not `UInt64`.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, config: SequenceConfig) -> DfResult<Self> {
         let in_schema = input.schema();
         if let Some(f) = in_schema
             .fields()
             .iter()
-            .find(|f| f.name().starts_with(RESERVED_PREFIX) && f.name() != ORDINAL_COLUMN)
+            .find(|f| f.name().starts_with(RESERVED_PREFIX) && f.name() != SEQ_BASE_COLUMN)
         {
             return Err(external(Error::invalid(format!(
                 "column '{}' uses the prefix '{RESERVED_PREFIX}' reserved by the engine",
                 f.name()
             ))));
         }
-        if let Ok(f) = in_schema.field_with_name(ORDINAL_COLUMN)
+        if let Ok(f) = in_schema.field_with_name(SEQ_BASE_COLUMN)
             && f.data_type() != &DataType::UInt64
         {
             return Err(external(Error::invalid(format!(
-                "column '{ORDINAL_COLUMN}' must be UInt64, found {}",
+                "column '{SEQ_BASE_COLUMN}' must be UInt64, found {}",
                 f.data_type()
             ))));
         }
         let mut fields: Vec<Arc<Field>> = in_schema
             .fields()
             .iter()
-            .filter(|f| f.name() != ORDINAL_COLUMN)
+            .filter(|f| f.name() != SEQ_BASE_COLUMN)
             .cloned()
             .collect();
         fields.push(Arc::new(Field::new(
@@ -252,14 +252,14 @@ impl ExecutionPlan for AggSequenceExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let schema = Arc::clone(&self.schema);
-        let ordinal = self.input.schema().index_of(ORDINAL_COLUMN).ok();
+        let base = self.input.schema().index_of(SEQ_BASE_COLUMN).ok();
         let mut seq = super::exec::Sequencer::new(partition);
         let out_schema = Arc::clone(&schema);
         let stream = input.map(move |batch| {
             let mut batch = batch?;
             let n = batch.num_rows();
-            let seqs = seq.next(&batch, ordinal)?;
-            if let Some(i) = ordinal {
+            let seqs = seq.next(&batch, base)?;
+            if let Some(i) = base {
                 batch.remove_column(i);
             }
             let mut columns = batch.columns().to_vec();
@@ -642,9 +642,9 @@ fn partitioned(
 /// exactly the semantics of [`crate::agg::aggregate`] ([semantics §11](crate::docs::semantics)).
 ///
 /// The plan has one output partition, in spine order, with the spine's columns
-/// (without an [`ORDINAL_COLUMN`]) then each view's features under their output
+/// (without an [`SEQ_BASE_COLUMN`]) then each view's features under their output
 /// names. `spine` in spine order: partitions are contiguous runs, or carry an
-/// [`ORDINAL_COLUMN`] (e.g. a [`super::parquet_plan`], or a one-partition plan
+/// [`SEQ_BASE_COLUMN`] (e.g. a [`super::parquet_plan`], or a one-partition plan
 /// such as [`super::pit_join_plan`]'s output). `partitions` is the number of hash
 /// partitions of each view.
 ///
@@ -688,8 +688,8 @@ pub fn aggregation_plan(
         needed.push(&v.event_timestamp_column);
         needed.extend(v.created_timestamp_column.as_deref());
         needed.extend(v.features.iter().map(|f| f.aggregation.column.as_str()));
-        if vs.index_of(ORDINAL_COLUMN).is_ok() {
-            needed.push(ORDINAL_COLUMN);
+        if vs.index_of(SEQ_BASE_COLUMN).is_ok() {
+            needed.push(SEQ_BASE_COLUMN);
         }
         let mut proj: Vec<ProjectionExpr> = Vec::new();
         for name in needed {

@@ -58,20 +58,22 @@ pub const CREATED_COLUMN: &str = "__fstore_created";
 /// or `max(event, created)` with the created cutoff.
 pub const AVAIL_COLUMN: &str = "__fstore_avail";
 
-/// Optional input column (`UInt64`) of a prepare node: the ordinal of the run of
-/// input rows (a file, a slice of batches) each row comes from. Sequences are
-/// then `ordinal << 40 | row within the run`, independent of which partition of
-/// which task executes the scan (Ballista renumbers a task's partitions from 0).
-/// [`super::parquet_plan`] and [`super::memory_plan`] add it; the prepare node
-/// consumes it (it is not in its output).
-pub const ORDINAL_COLUMN: &str = "__fstore_ordinal";
+/// Optional input column (`UInt64`) of a prepare node: the sequence base of
+/// the run of input rows (a piece of a file, a slice of batches) each row comes
+/// from. The sequence of a row is `base + r`, `r` counting the rows of its run
+/// in stream order, independent of which partition of which task executes the
+/// scan (Ballista renumbers a task's partitions from 0).
+/// [`super::parquet_plan`] gives a piece of file `f` starting at row `s` the base
+/// `f << 40 | s`; [`super::memory_plan`] gives slice `p` the base `p << 40`. The
+/// prepare node consumes it (it is not in its output).
+pub const SEQ_BASE_COLUMN: &str = "__fstore_seq_base";
 
 /// Prefix of every column the engine adds; input columns may not use it
-/// (except [`ORDINAL_COLUMN`]).
+/// (except [`SEQ_BASE_COLUMN`]).
 pub const RESERVED_PREFIX: &str = "__fstore_";
 
 /// Bits of the row counter inside a sequence value; the partition index sits above.
-const SEQ_ROW_BITS: u32 = 40;
+pub(crate) const SEQ_ROW_BITS: u32 = 40;
 
 /// What a [`PitPrepareExec`] prepares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,12 +113,13 @@ pub struct PrepareConfig {
 /// Appends the engine's sequence and time columns to its input, partition by
 /// partition; see [`PrepareRole`].
 ///
-/// With an [`ORDINAL_COLUMN`] in the input, the sequence of a row is
-/// `ordinal << 40 | r` where `r` counts the rows of that ordinal in stream order;
-/// the engine's sources number their runs (files, slices) in input order, so the
-/// order of sequences is the input order, whatever partition or task reads a run.
-/// Without it, the sequence of row `r` of input partition `p` is `p << 40 | r`
-/// (correct only where partitions keep their indices: a local DataFusion run).
+/// With a [`SEQ_BASE_COLUMN`] in the input, the sequence of a row is
+/// `base + r` where `r` counts the rows of that base in stream order; the
+/// engine's sources give their runs (pieces of files, slices) increasing bases
+/// in input order, so the order of sequences is the input order, whatever
+/// partition or task reads a run. Without it, the sequence of row `r` of input
+/// partition `p` is `p << 40 | r` (correct only where partitions keep their
+/// indices: a local DataFusion run).
 /// It must run before any repartitioning.
 ///
 /// Timestamps are converted with the same function, and so the same errors
@@ -139,7 +142,7 @@ impl PitPrepareExec {
         if let Some(f) = in_schema
             .fields()
             .iter()
-            .find(|f| f.name().starts_with(RESERVED_PREFIX) && f.name() != ORDINAL_COLUMN)
+            .find(|f| f.name().starts_with(RESERVED_PREFIX) && f.name() != SEQ_BASE_COLUMN)
         {
             return Err(external(Error::invalid(format!(
                 "column '{}' uses the prefix '{RESERVED_PREFIX}' reserved by the engine",
@@ -149,14 +152,14 @@ impl PitPrepareExec {
         let mut fields: Vec<Arc<Field>> = in_schema
             .fields()
             .iter()
-            .filter(|f| f.name() != ORDINAL_COLUMN)
+            .filter(|f| f.name() != SEQ_BASE_COLUMN)
             .cloned()
             .collect();
-        if let Ok(f) = in_schema.field_with_name(ORDINAL_COLUMN)
+        if let Ok(f) = in_schema.field_with_name(SEQ_BASE_COLUMN)
             && f.data_type() != &DataType::UInt64
         {
             return Err(external(Error::invalid(format!(
-                "column '{ORDINAL_COLUMN}' must be UInt64, found {}",
+                "column '{SEQ_BASE_COLUMN}' must be UInt64, found {}",
                 f.data_type()
             ))));
         }
@@ -296,13 +299,13 @@ impl ExecutionPlan for PitPrepareExec {
         let input = self.input.execute(partition, context)?;
         let schema = Arc::clone(&self.schema);
         let config = self.config.clone();
-        let ordinal = self.input.schema().index_of(ORDINAL_COLUMN).ok();
+        let base = self.input.schema().index_of(SEQ_BASE_COLUMN).ok();
         let mut seq = Sequencer::new(partition);
         let out_schema = Arc::clone(&schema);
         let stream = input.map(move |batch| {
             let batch = batch?;
-            let seqs = seq.next(&batch, ordinal)?;
-            let batch = match ordinal {
+            let seqs = seq.next(&batch, base)?;
+            let batch = match base {
                 Some(i) => {
                     let mut b = batch;
                     b.remove_column(i);
@@ -316,52 +319,54 @@ impl ExecutionPlan for PitPrepareExec {
     }
 }
 
-/// Numbers rows `ordinal << 40 | row within the ordinal`: by the scan's
-/// per-file [`ORDINAL_COLUMN`] when the input has one, else by the executing
-/// partition. Shared by the PIT prepare node and the aggregation sequence node.
+/// Numbers rows `base + row within the run`: by the scan's per-run
+/// [`SEQ_BASE_COLUMN`] when the input has one (a run is a maximal stretch of
+/// rows with the same base; the engine's sources never give two runs one base),
+/// else `partition << 40 | row`. Shared by the PIT prepare node and the
+/// aggregation sequence node.
 pub(crate) struct Sequencer {
-    ordinal: u64,
+    base: u64,
     next_row: u64,
 }
 
 impl Sequencer {
-    /// A sequencer for output partition `partition` (its ordinal until the
-    /// input names one).
+    /// A sequencer for output partition `partition` (base `partition << 40`
+    /// until the input names one).
     pub(crate) fn new(partition: usize) -> Self {
         Self {
-            ordinal: partition as u64,
+            base: (partition as u64) << SEQ_ROW_BITS,
             next_row: 0,
         }
     }
 
-    /// The sequence numbers of `batch`'s rows; `ordinal` is the index of
-    /// [`ORDINAL_COLUMN`] in it, if any.
+    /// The sequence numbers of `batch`'s rows; `base` is the index of
+    /// [`SEQ_BASE_COLUMN`] in it, if any.
     pub(crate) fn next(
         &mut self,
         batch: &RecordBatch,
-        ordinal: Option<usize>,
+        base: Option<usize>,
     ) -> DfResult<UInt64Array> {
         let n = batch.num_rows();
-        let Some(i) = ordinal else {
-            let first = (self.ordinal << SEQ_ROW_BITS) | self.next_row;
+        let Some(i) = base else {
+            let first = self.base + self.next_row;
             self.next_row += n as u64;
             return Ok(UInt64Array::from_iter_values(first..first + n as u64));
         };
-        let ords = batch
+        let bases = batch
             .column(i)
             .as_any()
             .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| DataFusionError::Internal(format!("{ORDINAL_COLUMN} type")))?;
-        if ords.null_count() > 0 {
-            return Err(DataFusionError::Internal(format!("null {ORDINAL_COLUMN}")));
+            .ok_or_else(|| DataFusionError::Internal(format!("{SEQ_BASE_COLUMN} type")))?;
+        if bases.null_count() > 0 {
+            return Err(DataFusionError::Internal(format!("null {SEQ_BASE_COLUMN}")));
         }
         let mut out = Vec::with_capacity(n);
-        for &o in ords.values() {
-            if o != self.ordinal {
-                self.ordinal = o;
+        for &b in bases.values() {
+            if b != self.base {
+                self.base = b;
                 self.next_row = 0;
             }
-            out.push((o << SEQ_ROW_BITS) | self.next_row);
+            out.push(b.wrapping_add(self.next_row));
             self.next_row += 1;
         }
         Ok(UInt64Array::from(out))
@@ -470,14 +475,15 @@ fn prepare_batch(
 
 /// The output schema of a join node (the spine's columns, then each feature,
 /// nullable, under its output name), after checking that both children carry
-/// the keys with the same types, the engine columns and the features, and have
-/// the same number of partitions.
+/// the keys with the same types, the engine columns (the view's: `view_columns`)
+/// and the features, and have the same number of partitions.
 pub(crate) fn join_schema(
     spine: &Arc<dyn ExecutionPlan>,
     view: &Arc<dyn ExecutionPlan>,
     view_name: &str,
     join_keys: &[String],
     features: &[(String, String)],
+    view_columns: &[&str],
     node: &str,
 ) -> DfResult<SchemaRef> {
     let ss = spine.schema();
@@ -503,7 +509,7 @@ pub(crate) fn join_schema(
     for c in [SEQ_COLUMN, TIME_COLUMN] {
         ss.index_of(c).map_err(|_| missing("spine", c))?;
     }
-    for c in [WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN, AVAIL_COLUMN] {
+    for &c in view_columns {
         vs.index_of(c).map_err(|_| missing("view", c))?;
     }
     let mut fields: Vec<Arc<Field>> = ss.fields().iter().cloned().collect();
@@ -591,6 +597,7 @@ impl PitJoinExec {
             &config.view,
             &config.join_keys,
             &config.features,
+            &[WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN, AVAIL_COLUMN],
             "PitJoinExec",
         )?;
         let cache = Arc::new(PlanProperties::new(

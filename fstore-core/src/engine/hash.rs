@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray,
     UInt32Array, new_null_array,
 };
-use datafusion::arrow::compute::{concat, interleave, sort_to_indices, take};
+use datafusion::arrow::compute::{concat, interleave, take};
 use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
@@ -73,7 +73,9 @@ pub struct PitHashJoinConfig {
 /// hash partition by hash partition, in memory.
 ///
 /// Child 0 is the spine (prepared by a spine [`super::PitPrepareExec`]), child 1
-/// the view's rows (prepared by a view [`super::PitPrepareExec`]), both
+/// the view's rows (prepared by a view [`super::PitPrepareExec`]; of its engine
+/// columns only [`WRITE_SEQ_COLUMN`], [`EVENT_COLUMN`] and [`CREATED_COLUMN`]
+/// are read, the plan drops the others before the shuffle), both
 /// partitioned alike by the join keys (hash, same partition count; one
 /// partition when there are no keys), in any order inside a partition.
 ///
@@ -123,6 +125,7 @@ impl PitHashJoinExec {
             &config.view,
             &config.join_keys,
             &config.features,
+            &[WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN],
             "PitHashJoinExec",
         )?;
         let cache = Arc::new(PlanProperties::new(
@@ -442,11 +445,7 @@ impl Job {
         drop(parts);
         let wseq_col = cols.len() - 1;
         let wseq = cols[wseq_col].as_primitive::<UInt64Type>();
-        let perm: Option<UInt32Array> = if wseq.values().is_sorted() {
-            None
-        } else {
-            Some(sort_to_indices(wseq, None, None)?)
-        };
+        let perm: Option<UInt32Array> = ascending(wseq.values()).map(UInt32Array::from);
         cols.truncate(wseq_col);
         if let Some(p) = &perm {
             for c in &mut cols {
@@ -540,6 +539,51 @@ impl Job {
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
     }
+}
+
+/// The permutation that lists `seq` in ascending order, or `None` when it
+/// already is. A bucket sort by value range, about 16 values a bucket: one
+/// count and one stable scatter, then a bucket whose values did not arrive in
+/// ascending order is sorted on its own. A partition's feature rows arrive as
+/// ascending runs, each from one scan partition, and the scan partitions read
+/// disjoint ranges of the write order, so a bucket (a narrow range of
+/// sequences) is nearly always in order already: ~1/3 of an 8-bit radix
+/// sort's time, ~1/3 of a comparison sort's, on 1.25M rows of 8 interleaved runs.
+pub(crate) fn ascending(seq: &[u64]) -> Option<Vec<u32>> {
+    if seq.is_sorted() {
+        return None;
+    }
+    let n = seq.len();
+    let (mut min, mut max) = (u64::MAX, 0u64);
+    for &v in seq {
+        min = min.min(v);
+        max = max.max(v);
+    }
+    let span = max - min;
+    let buckets_wanted = (n / 16).max(1).next_power_of_two();
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(buckets_wanted.trailing_zeros());
+    let buckets = usize::try_from(span >> shift).unwrap_or(usize::MAX - 1) + 1;
+    let mut start = vec![0usize; buckets + 1];
+    for &v in seq {
+        start[((v - min) >> shift) as usize + 1] += 1;
+    }
+    for b in 1..=buckets {
+        start[b] += start[b - 1];
+    }
+    let bounds = start.clone();
+    let mut pairs: Vec<(u64, u32)> = vec![(0, 0); n];
+    for (i, &v) in seq.iter().enumerate() {
+        let b = ((v - min) >> shift) as usize;
+        pairs[start[b]] = (v, i as u32);
+        start[b] += 1;
+    }
+    for w in bounds.windows(2) {
+        let bucket = &mut pairs[w[0]..w[1]];
+        if !bucket.is_sorted_by_key(|p| p.0) {
+            bucket.sort_unstable_by_key(|p| p.0);
+        }
+    }
+    Some(pairs.into_iter().map(|(_, i)| i).collect())
 }
 
 /// The join-key columns of `batch` and its engine time columns `times`, the

@@ -79,9 +79,10 @@ use crate::error::{Error, Result};
 use crate::pit::{PitOptions, PitView};
 use crate::time::duration_micros;
 
+use exec::SEQ_ROW_BITS;
 pub use exec::{
-    AVAIL_COLUMN, CREATED_COLUMN, EVENT_COLUMN, ORDINAL_COLUMN, PitJoinConfig, PitJoinExec,
-    PitPrepareExec, PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_COLUMN, TIME_COLUMN,
+    AVAIL_COLUMN, CREATED_COLUMN, EVENT_COLUMN, PitJoinConfig, PitJoinExec, PitPrepareExec,
+    PrepareConfig, PrepareRole, RESERVED_PREFIX, SEQ_BASE_COLUMN, SEQ_COLUMN, TIME_COLUMN,
     WRITE_SEQ_COLUMN,
 };
 pub use hash::{PitHashJoinConfig, PitHashJoinExec};
@@ -105,7 +106,7 @@ pub struct EngineView {
     /// The requested features, in output order, with their types.
     pub features: Vec<Field>,
     /// The feature rows (plans from [`memory_plan`] / [`parquet_plan`] carry an
-    /// extra [`ORDINAL_COLUMN`]: never list it as a feature). Partitions are contiguous runs of the write order,
+    /// extra [`SEQ_BASE_COLUMN`]: never list it as a feature). Partitions are contiguous runs of the write order,
     /// partition 0 first (as [`memory_plan`] and [`parquet_plan`] build them): the
     /// last tie-break is "partition, then row inside the partition".
     pub input: Arc<dyn ExecutionPlan>,
@@ -485,8 +486,9 @@ pub fn from_df(e: DataFusionError) -> Error {
 }
 
 /// In-memory batches as a plan of `partitions` contiguous runs (in order), each
-/// with its ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers
-/// follow the slice's row order.
+/// with the sequence base `p << 40` (`p`: its ordinal) as the
+/// [`SEQ_BASE_COLUMN`], so the engine's sequence numbers follow the slice's
+/// row order.
 ///
 /// # Errors
 /// A batch whose schema differs from `schema`.
@@ -516,9 +518,9 @@ pub fn memory_plan(
         }
         seen += b.num_rows();
     }
-    // Each slice carries its ordinal, so sequences follow the slice order
+    // Each slice carries its base, so sequences follow the slice order
     // whichever partition or task reads it.
-    let schema = with_ordinal(&schema);
+    let schema = with_seq_base(&schema);
     let parts = parts
         .into_iter()
         .enumerate()
@@ -529,7 +531,7 @@ pub fn memory_plan(
                     let n = b.num_rows();
                     let mut cols = b.columns().to_vec();
                     cols.push(Arc::new(datafusion::arrow::array::UInt64Array::from(
-                        vec![p as u64; n],
+                        vec![(p as u64) << SEQ_ROW_BITS; n],
                     )));
                     RecordBatch::try_new_with_options(
                         Arc::clone(&schema),
@@ -546,11 +548,11 @@ pub fn memory_plan(
     Ok(MemorySourceConfig::try_new_exec(&parts, schema, None).map_err(from_df)?)
 }
 
-/// `schema` with the [`ORDINAL_COLUMN`] appended.
-fn with_ordinal(schema: &SchemaRef) -> SchemaRef {
+/// `schema` with the [`SEQ_BASE_COLUMN`] appended.
+fn with_seq_base(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<arrow_schema::FieldRef> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(
-        ORDINAL_COLUMN,
+        SEQ_BASE_COLUMN,
         arrow_schema::DataType::UInt64,
         false,
     )));
@@ -560,15 +562,15 @@ fn with_ordinal(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
-/// `schema` without the [`ORDINAL_COLUMN`].
-fn without_ordinal(schema: &SchemaRef) -> SchemaRef {
-    if schema.index_of(ORDINAL_COLUMN).is_err() {
+/// `schema` without the [`SEQ_BASE_COLUMN`].
+fn without_seq_base(schema: &SchemaRef) -> SchemaRef {
+    if schema.index_of(SEQ_BASE_COLUMN).is_err() {
         return Arc::clone(schema);
     }
     let fields: Vec<arrow_schema::FieldRef> = schema
         .fields()
         .iter()
-        .filter(|f| f.name() != ORDINAL_COLUMN)
+        .filter(|f| f.name() != SEQ_BASE_COLUMN)
         .cloned()
         .collect();
     Arc::new(arrow_schema::Schema::new_with_metadata(
@@ -577,20 +579,34 @@ fn without_ordinal(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
-/// Parquet files as a plan of up to `partitions` contiguous groups of files, in the
-/// given order (files are never moved between partitions at run time), with the
-/// file's ordinal as the [`ORDINAL_COLUMN`], so the engine's sequence numbers follow
-/// "file order, then row order" wherever the files are read.
+/// Parquet files as a plan of up to `partitions` partitions that read
+/// contiguous pieces of the files, in the given order: the row groups of all
+/// files, one after the other, are cut into `partitions` runs of about equal
+/// uncompressed size, and a run is read as one piece per file it touches (a
+/// byte range that holds exactly those row groups). Each piece carries its
+/// sequence base as the [`SEQ_BASE_COLUMN`]: `f << 40 | s` for the piece of
+/// file `f` (its ordinal in `files`) that starts at row `s` of that file; the
+/// engine's sequence numbers, `base + row within the piece`, thus follow "file
+/// order, then row order" wherever and by whichever partition a piece is read,
+/// and every partition scans and decodes at once.
 ///
 /// # Errors
-/// No files, a file that cannot be opened or is not Parquet, files whose schemas differ.
+/// No files, a file that cannot be opened or is not Parquet, files whose schemas
+/// differ, more than 2^24 files or a file of 2^40 rows or more.
 pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
     let first = files
         .first()
         .ok_or_else(|| Error::invalid("no Parquet files given"))?;
+    if files.len() as u64 >= 1 << (64 - SEQ_ROW_BITS) {
+        return Err(Error::invalid(format!(
+            "{} Parquet files: the engine numbers at most 2^{} files",
+            files.len(),
+            64 - SEQ_ROW_BITS
+        )));
+    }
     let mut schema: Option<SchemaRef> = None;
-    let mut pfiles = Vec::with_capacity(files.len());
+    let mut scanned: Vec<ScannedFile> = Vec::with_capacity(files.len());
     for f in files {
         let abs = std::path::absolute(f)
             .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?;
@@ -616,26 +632,46 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         }
         let path = datafusion::object_store::path::Path::from_absolute_path(&abs)
             .map_err(|e| Error::invalid(format!("'{}': {e}", f.display())))?;
-        let mut pf = PartitionedFile::new(path.to_string(), size);
-        // The file's ordinal, as a partition value: sequences follow file order.
-        pf.partition_values = vec![datafusion::common::ScalarValue::UInt64(Some(
-            pfiles.len() as u64
-        ))];
-        pfiles.push(pf);
+        let groups = row_groups(meta.metadata().row_groups(), size);
+        let rows: u64 = groups.iter().map(|g| g.rows).sum();
+        if rows >= 1 << SEQ_ROW_BITS {
+            return Err(Error::invalid(format!(
+                "'{}' has {rows} rows: the engine numbers at most 2^{SEQ_ROW_BITS} rows per file",
+                f.display()
+            )));
+        }
+        scanned.push(ScannedFile {
+            path: path.to_string(),
+            size,
+            groups,
+        });
     }
     let Some(schema) = schema else {
         return Err(Error::invalid("no Parquet files given"));
     };
-    let n = partitions.clamp(1, pfiles.len());
-    let per = pfiles.len().div_ceil(n);
-    let groups: Vec<FileGroup> = pfiles
-        .chunks(per)
-        .map(|c| FileGroup::new(c.to_vec()))
+    let groups: Vec<FileGroup> = pieces(&scanned, partitions.max(1))
+        .into_iter()
+        .map(|run| {
+            FileGroup::new(
+                run.into_iter()
+                    .map(|p| {
+                        let f = &scanned[p.file];
+                        let mut pf = PartitionedFile::new(f.path.clone(), f.size);
+                        if let Some((start, end)) = p.range {
+                            pf = pf.with_range(start, end);
+                        }
+                        pf.partition_values =
+                            vec![datafusion::common::ScalarValue::UInt64(Some(p.base))];
+                        pf
+                    })
+                    .collect(),
+            )
+        })
         .collect();
     let table_schema =
         datafusion::datasource::table_schema::TableSchema::builder(Arc::clone(&schema))
             .with_table_partition_cols(vec![Arc::new(Field::new(
-                ORDINAL_COLUMN,
+                SEQ_BASE_COLUMN,
                 arrow_schema::DataType::UInt64,
                 false,
             ))])
@@ -646,6 +682,149 @@ pub fn parquet_plan(files: &[PathBuf], partitions: usize) -> Result<Arc<dyn Exec
         .with_preserve_order(true)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// A Parquet file as [`parquet_plan`] cuts it.
+struct ScannedFile {
+    path: String,
+    size: u64,
+    groups: Vec<RowGroupSpan>,
+}
+
+/// One row group of a file: its rows, its uncompressed size (the weight of the
+/// cut) and the byte offset DataFusion's scan tests against a piece's range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RowGroupSpan {
+    rows: u64,
+    bytes: u64,
+    /// `None` when the file's row groups cannot be told apart by byte range
+    /// (offsets not strictly increasing): the file is then read whole.
+    offset: Option<i64>,
+}
+
+/// The row groups of a file of `size` bytes, as [`check_offsets`] leaves them.
+fn row_groups(
+    groups: &[datafusion::parquet::file::metadata::RowGroupMetaData],
+    size: u64,
+) -> Vec<RowGroupSpan> {
+    let spans = groups
+        .iter()
+        .map(|g| RowGroupSpan {
+            rows: u64::try_from(g.num_rows()).unwrap_or(0),
+            bytes: u64::try_from(g.total_byte_size()).unwrap_or(0).max(1),
+            offset: (g.num_columns() > 0).then(|| {
+                let c = g.column(0);
+                c.dictionary_page_offset().unwrap_or(c.data_page_offset())
+            }),
+        })
+        .collect();
+    check_offsets(spans, size)
+}
+
+/// DataFusion's Parquet scan reads a row group of a ranged file iff the offset
+/// of its first column's first page (the dictionary page if any, else the
+/// first data page) lies in the range: a file's row groups can be read by
+/// range only when these offsets strictly increase from row group to row
+/// group inside the file; otherwise every offset becomes `None` (the file is
+/// read whole).
+fn check_offsets(mut spans: Vec<RowGroupSpan>, size: u64) -> Vec<RowGroupSpan> {
+    let offsets: Option<Vec<i64>> = spans.iter().map(|g| g.offset).collect();
+    let ordered = offsets.is_some_and(|o| {
+        o.windows(2).all(|w| w[0] < w[1])
+            && o.first().is_none_or(|&x| x >= 0)
+            && o.last()
+                .is_none_or(|&x| u64::try_from(x).is_ok_and(|x| x < size))
+    });
+    if !ordered {
+        for g in &mut spans {
+            g.offset = None;
+        }
+    }
+    spans
+}
+
+/// One piece of a [`parquet_plan`] partition: a file, the byte range holding
+/// its row groups (`None`: the whole file) and its sequence base.
+#[derive(Debug, Clone, PartialEq)]
+struct Piece {
+    file: usize,
+    range: Option<(i64, i64)>,
+    base: u64,
+}
+
+/// Cuts the row groups of `files` (in order) into at most `n` runs of about
+/// equal weight and each run into one [`Piece`] per file it touches.
+///
+/// The sequence base of a piece is `file << 40 | rows of the file before the
+/// piece`. A piece yields its rows in file order, and a scan may drop rows
+/// (pruning) but never reorders them, so `base + row within the piece` is
+/// strictly increasing in write order across pieces and files, whichever
+/// partition reads which piece: the last tie-break of the join, "the row
+/// written last" (semantics §5), is preserved, and the result does not depend
+/// on the number of partitions (semantics §12).
+fn pieces(files: &[ScannedFile], n: usize) -> Vec<Vec<Piece>> {
+    let total: u64 = files
+        .iter()
+        .flat_map(|f| f.groups.iter().map(|g| g.bytes))
+        .sum::<u64>()
+        .max(1);
+    let mut runs: Vec<Vec<Piece>> = Vec::new();
+    // Weight placed so far; a new run starts where the weight before a row
+    // group reaches the next multiple of total / n.
+    let mut acc: u64 = 0;
+    let next_run = |runs: &mut Vec<Vec<Piece>>, acc: u64| -> bool {
+        let due = runs.is_empty()
+            || (runs.len() < n
+                && u128::from(acc) * n as u128 >= u128::from(total) * runs.len() as u128);
+        if due {
+            runs.push(Vec::new());
+        }
+        due
+    };
+    for (fi, f) in files.iter().enumerate() {
+        let ordinal = (fi as u64) << SEQ_ROW_BITS;
+        // A file whose row groups cannot be told apart by range is one piece.
+        if f.groups.is_empty() || f.groups.iter().any(|g| g.offset.is_none()) {
+            next_run(&mut runs, acc);
+            if let Some(run) = runs.last_mut() {
+                run.push(Piece {
+                    file: fi,
+                    range: None,
+                    base: ordinal,
+                });
+            }
+            acc += f.groups.iter().map(|g| g.bytes).sum::<u64>();
+            continue;
+        }
+        let mut rows_before: u64 = 0;
+        for (gi, g) in f.groups.iter().enumerate() {
+            let start = g.offset.unwrap_or(0);
+            let end = f
+                .groups
+                .get(gi + 1)
+                .and_then(|next| next.offset)
+                .unwrap_or(f.size as i64);
+            let new_run = next_run(&mut runs, acc);
+            if let Some(run) = runs.last_mut() {
+                match run.last_mut() {
+                    // The run continues this file's piece: extend it.
+                    Some(Piece {
+                        file,
+                        range: Some((_, e)),
+                        ..
+                    }) if !new_run && *file == fi => *e = end,
+                    _ => run.push(Piece {
+                        file: fi,
+                        range: Some((start, end)),
+                        base: ordinal | rows_before,
+                    }),
+                }
+            }
+            rows_before += g.rows;
+            acc += g.bytes;
+        }
+    }
+    runs
 }
 
 /// A stream of batches (e.g. an offline store's scan) as a one-partition plan
@@ -721,6 +900,30 @@ fn ordering(exprs: Vec<Arc<dyn PhysicalExpr>>) -> Result<LexOrdering> {
             .map(|e| PhysicalSortExpr::new(e, SortOptions::default())),
     )
     .ok_or_else(|| Error::invalid("internal: empty sort order"))
+}
+
+/// The columns of a prepared view that the hash join reads: the keys, the
+/// features, and the engine's write sequence, event and created times; the
+/// input's own time columns (unless requested as features) and the
+/// availability time (the hash join computes it) do not cross the shuffle.
+fn hash_side(prepared: Arc<dyn ExecutionPlan>, v: &EngineView) -> Result<Arc<dyn ExecutionPlan>> {
+    let ps = prepared.schema();
+    let mut names: Vec<&str> = v.join_keys.iter().map(String::as_str).collect();
+    names.extend(v.features.iter().map(|f| f.name().as_str()));
+    names.extend([WRITE_SEQ_COLUMN, EVENT_COLUMN, CREATED_COLUMN]);
+    let mut proj: Vec<ProjectionExpr> = Vec::with_capacity(names.len());
+    for name in names {
+        if proj.iter().any(|p| p.alias == name) {
+            continue;
+        }
+        proj.push(ProjectionExpr {
+            expr: Arc::new(Column::new_with_schema(name, &ps).map_err(from_df)?),
+            alias: name.to_string(),
+        });
+    }
+    Ok(Arc::new(
+        ProjectionExec::try_new(proj, prepared).map_err(from_df)?,
+    ))
 }
 
 /// Hash-partitions `input` by `keys` into `n` partitions (one partition when there
@@ -804,13 +1007,13 @@ pub fn pit_join_plan_with(
     config: &EngineConfig,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let n = config.partitions.max(1);
-    let spine_schema = without_ordinal(&spine.schema());
+    let spine_schema = without_seq_base(&spine.schema());
     // Schema-level validation by the pure join itself on empty inputs: the same
     // errors, and the output schema, before any heavy work.
     let empty_spine = RecordBatch::new_empty(Arc::clone(&spine_schema));
     let empties: Vec<[RecordBatch; 1]> = views
         .iter()
-        .map(|v| [RecordBatch::new_empty(without_ordinal(&v.input.schema()))])
+        .map(|v| [RecordBatch::new_empty(without_seq_base(&v.input.schema()))])
         .collect();
     let pit_views: Vec<PitView<'_>> = views
         .iter()
@@ -856,8 +1059,8 @@ pub fn pit_join_plan_with(
             needed.push(c);
         }
         needed.extend(v.features.iter().map(|f| f.name().as_str()));
-        if vs.index_of(ORDINAL_COLUMN).is_ok() {
-            needed.push(ORDINAL_COLUMN);
+        if vs.index_of(SEQ_BASE_COLUMN).is_ok() {
+            needed.push(SEQ_BASE_COLUMN);
         }
         let mut proj: Vec<ProjectionExpr> = Vec::new();
         for name in needed {
@@ -917,7 +1120,7 @@ pub fn pit_join_plan_with(
             JoinAlgorithm::Hash => Arc::new(
                 PitHashJoinExec::try_new(
                     partition(current, &v.join_keys, n)?,
-                    partition(prepared, &v.join_keys, n)?,
+                    partition(hash_side(prepared, v)?, &v.join_keys, n)?,
                     PitHashJoinConfig {
                         view: v.name.clone(),
                         join_keys: v.join_keys.clone(),
@@ -992,12 +1195,27 @@ pub fn execute(
 /// rows written. The file is written under a temporary name in the same
 /// directory (`.NAME.tmp-PID`) and renamed to `path` only after the last batch
 /// and the footer are written, so a failed run leaves no file that looks complete
-/// (the temporary file is removed).
+/// (the temporary file is removed). The columns are encoded on up to as many
+/// threads as there are cores (row groups of the Parquet writer's default
+/// size), while the stream goes on producing batches.
 ///
 /// # Errors
 /// The stream's first error ([`from_df`]); the directory or file cannot be written.
-pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+pub async fn write_parquet(stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    write_parquet_with(stream, path, None, threads).await
+}
+
+/// [`write_parquet`] with row groups of at most `row_group_rows` rows (`None`:
+/// the writer's default) and the columns encoded on `threads` threads.
+pub(crate) async fn write_parquet_with(
+    mut stream: SendableRecordBatchStream,
+    path: &Path,
+    row_group_rows: Option<usize>,
+    threads: usize,
+) -> Result<u64> {
     use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("'{}' is not a file path", path.display())))?;
@@ -1009,29 +1227,61 @@ pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -
     let io = |e: std::io::Error, what: &Path| {
         Error::invalid(format!("cannot write '{}': {e}", what.display()))
     };
+    let parquet = |what: String| {
+        move |e: datafusion::parquet::errors::ParquetError| Error::Backend {
+            backend: BACKEND,
+            message: format!("{what}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    };
     let result = async {
         let file = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
-        let mut writer =
-            ArrowWriter::try_new(file, stream.schema(), None).map_err(|e| Error::Backend {
-                backend: BACKEND,
-                message: format!("parquet writer for '{}': {e}", path.display()),
-                source: Some(Box::new(e)),
-            })?;
+        let mut props = WriterProperties::builder();
+        if let Some(n) = row_group_rows {
+            props = props.set_max_row_group_row_count(Some(n.max(1)));
+        }
+        let props = props.build();
+        let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let schema = stream.schema();
+        // ArrowWriter writes the Arrow schema into the footer; its parts then
+        // encode the columns of each row group in parallel.
+        let (mut writer, factory) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet(format!("parquet writer for '{}'", path.display())))?;
+        let mut encoder = ColumnEncoder::new(threads.max(1));
         let mut rows = 0u64;
+        let mut in_group = 0usize;
+        let mut group = 0usize;
+        let writing = |e| parquet(format!("writing '{}'", tmp.display()))(e);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(from_df)?;
             rows += batch.num_rows() as u64;
-            writer.write(&batch).map_err(|e| Error::Backend {
-                backend: BACKEND,
-                message: format!("writing '{}': {e}", tmp.display()),
-                source: Some(Box::new(e)),
-            })?;
+            let mut off = 0;
+            while off < batch.num_rows() {
+                if in_group == 0 {
+                    encoder
+                        .start(factory.create_column_writers(group).map_err(writing)?)
+                        .map_err(writing)?;
+                }
+                let len = (max_rows - in_group).min(batch.num_rows() - off);
+                encoder
+                    .write(&schema, &batch.slice(off, len))
+                    .map_err(writing)?;
+                off += len;
+                in_group += len;
+                if in_group == max_rows {
+                    encoder.finish_into(&mut writer).map_err(writing)?;
+                    in_group = 0;
+                    group += 1;
+                }
+            }
         }
-        writer.close().map_err(|e| Error::Backend {
-            backend: BACKEND,
-            message: format!("closing '{}': {e}", tmp.display()),
-            source: Some(Box::new(e)),
-        })?;
+        if in_group > 0 {
+            encoder.finish_into(&mut writer).map_err(writing)?;
+        }
+        writer
+            .close()
+            .map_err(parquet(format!("closing '{}'", tmp.display())))?;
         std::fs::rename(&tmp, path).map_err(|e| io(e, path))?;
         Ok(rows)
     }
@@ -1040,6 +1290,177 @@ pub async fn write_parquet(mut stream: SendableRecordBatchStream, path: &Path) -
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Encodes the leaf columns of one row group at a time on worker threads:
+/// leaf column `i` on worker `i % threads`, in batch order.
+struct ColumnEncoder {
+    workers: Vec<EncoderWorker>,
+    /// Leaf columns of the current row group.
+    leaves: usize,
+}
+
+struct EncoderWorker {
+    tx: std::sync::mpsc::SyncSender<EncoderJob>,
+    done: std::sync::mpsc::Receiver<EncodedChunks>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+type EncodedChunks = datafusion::parquet::errors::Result<
+    Vec<(
+        usize,
+        datafusion::parquet::arrow::arrow_writer::ArrowColumnChunk,
+    )>,
+>;
+
+enum EncoderJob {
+    /// The writers of a new row group's leaf columns (index, writer).
+    Start(
+        Vec<(
+            usize,
+            datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter,
+        )>,
+    ),
+    /// A leaf column's next values.
+    Leaf(
+        usize,
+        datafusion::parquet::arrow::arrow_writer::ArrowLeafColumn,
+    ),
+    /// Close the row group's writers and send back their chunks.
+    Finish,
+}
+
+impl ColumnEncoder {
+    fn new(threads: usize) -> Self {
+        let workers = (0..threads)
+            .map(|_| {
+                // A few jobs in flight per worker: the stream keeps producing
+                // while the workers encode, and memory stays bounded.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<EncoderJob>(64);
+                let (done_tx, done) = std::sync::mpsc::channel::<EncodedChunks>();
+                let handle = std::thread::spawn(move || {
+                    let mut writers = Vec::new();
+                    let mut failed: Option<datafusion::parquet::errors::ParquetError> = None;
+                    for job in rx {
+                        match job {
+                            EncoderJob::Start(w) => writers = w,
+                            EncoderJob::Leaf(i, leaf) => {
+                                if failed.is_some() {
+                                    continue;
+                                }
+                                if let Some((_, w)) = writers.iter_mut().find(|(j, _)| *j == i)
+                                    && let Err(e) = w.write(&leaf)
+                                {
+                                    failed = Some(e);
+                                }
+                            }
+                            EncoderJob::Finish => {
+                                let out = match failed.take() {
+                                    Some(e) => Err(e),
+                                    None => std::mem::take(&mut writers)
+                                        .into_iter()
+                                        .map(|(i, w)| w.close().map(|c| (i, c)))
+                                        .collect(),
+                                };
+                                if done_tx.send(out).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                EncoderWorker {
+                    tx,
+                    done,
+                    handle: Some(handle),
+                }
+            })
+            .collect();
+        Self { workers, leaves: 0 }
+    }
+
+    fn gone() -> datafusion::parquet::errors::ParquetError {
+        datafusion::parquet::errors::ParquetError::General("a column encoder thread stopped".into())
+    }
+
+    /// Hands out the writers of a new row group.
+    fn start(
+        &mut self,
+        writers: Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter>,
+    ) -> datafusion::parquet::errors::Result<()> {
+        self.leaves = writers.len();
+        let n = self.workers.len();
+        let mut parts: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            parts[i % n].push((i, w));
+        }
+        for (worker, part) in self.workers.iter().zip(parts) {
+            worker
+                .tx
+                .send(EncoderJob::Start(part))
+                .map_err(|_| Self::gone())?;
+        }
+        Ok(())
+    }
+
+    /// Sends `batch`'s leaf columns to their workers.
+    fn write(
+        &mut self,
+        schema: &SchemaRef,
+        batch: &RecordBatch,
+    ) -> datafusion::parquet::errors::Result<()> {
+        use datafusion::parquet::arrow::arrow_writer::compute_leaves;
+        let n = self.workers.len();
+        let mut i = 0;
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                self.workers[i % n]
+                    .tx
+                    .send(EncoderJob::Leaf(i, leaf))
+                    .map_err(|_| Self::gone())?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the row group's writers and appends their chunks, in column
+    /// order, as the next row group of `writer`.
+    fn finish_into<W: std::io::Write + Send>(
+        &mut self,
+        writer: &mut datafusion::parquet::file::writer::SerializedFileWriter<W>,
+    ) -> datafusion::parquet::errors::Result<()> {
+        for worker in &self.workers {
+            worker
+                .tx
+                .send(EncoderJob::Finish)
+                .map_err(|_| Self::gone())?;
+        }
+        let mut chunks = Vec::with_capacity(self.leaves);
+        for worker in &self.workers {
+            chunks.extend(worker.done.recv().map_err(|_| Self::gone())??);
+        }
+        chunks.sort_by_key(|(i, _)| *i);
+        let mut group = writer.next_row_group()?;
+        for (_, chunk) in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        Ok(())
+    }
+}
+
+impl Drop for ColumnEncoder {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            // Closing the job channel ends the worker's loop.
+            let (tx, _) = std::sync::mpsc::sync_channel(0);
+            drop(std::mem::replace(&mut w.tx, tx));
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// [`crate::pit::point_in_time_join`] run by the engine over in-memory inputs:

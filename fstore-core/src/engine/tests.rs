@@ -163,6 +163,8 @@ proptest! {
         batch_size in 1usize..5,
         input_chunk in 1usize..7,
         concurrency in 1usize..4,
+        row_group in 1usize..5,
+        split in proptest::option::of(0usize..24),
     ) {
         // duplicate spine rows, appended (unsorted input: rows are random)
         let mut spine_rows = spine_rows;
@@ -175,7 +177,8 @@ proptest! {
         let mut cols = key_cols(&keys);
         cols.push(("t", ts(spine_rows.iter().map(|r| r.1).collect())));
         cols.push(("label", Arc::new(Int64Array::from((0..spine_rows.len() as i64).collect::<Vec<_>>()))));
-        let spine = chunks(&batch(cols), input_chunk);
+        let spine_batch = batch(cols);
+        let spine = chunks(&spine_batch, input_chunk);
         let view_batches: Vec<Vec<RecordBatch>> = gviews.iter().map(|g| chunks(&view_batch(g), input_chunk)).collect();
         let views: Vec<PitView<'_>> = gviews
             .iter()
@@ -210,7 +213,102 @@ proptest! {
             let got = run(&spine, &views, &opts, &config).unwrap();
             assert_same(&got, &want)?;
         }
+        // The same inputs from Parquet files of `row_group`-row row groups (one
+        // or two files each), so the scan's pieces cut tie groups of equal
+        // (key, event, created) rows: the write-order tie-break across pieces,
+        // files and partitions.
+        let dir = tempfile::tempdir().unwrap();
+        let spine_files = parquet_files(dir.path(), "spine", &spine_batch, row_group, split);
+        let eviews: Vec<EngineView> = views
+            .iter()
+            .zip(&gviews)
+            .map(|(v, g)| EngineView {
+                name: v.name.clone(),
+                join_keys: v.join_keys.clone(),
+                event_timestamp_column: v.event_timestamp_column.clone(),
+                created_timestamp_column: v.created_timestamp_column.clone(),
+                ttl: v.ttl,
+                features: v.features.clone(),
+                input: parquet_plan(
+                    &parquet_files(dir.path(), &v.name, &view_batch(g), row_group, split),
+                    partitions,
+                )
+                .unwrap(),
+            })
+            .collect();
+        for join in [JoinAlgorithm::Hash, JoinAlgorithm::Sort] {
+            let config = EngineConfig::default()
+                .with_partitions(partitions)
+                .with_batch_size(batch_size)
+                .with_join(join)
+                .with_hash_concurrency(concurrency);
+            let plan = pit_join_plan_with(
+                parquet_plan(&spine_files, partitions).unwrap(),
+                "t",
+                &eviews,
+                &opts,
+                &config,
+            )
+            .unwrap();
+            let got = collect_plan(plan, &config);
+            assert_same(&got, &want)?;
+        }
     }
+}
+
+/// `b` written as Parquet files of `row_group`-row row groups under `dir`:
+/// one file, or two split at row `split` (modulo the rows).
+fn parquet_files(
+    dir: &std::path::Path,
+    name: &str,
+    b: &RecordBatch,
+    row_group: usize,
+    split: Option<usize>,
+) -> Vec<std::path::PathBuf> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let parts = match split {
+        Some(at) if b.num_rows() > 0 => {
+            let at = at % b.num_rows();
+            vec![b.slice(0, at), b.slice(at, b.num_rows() - at)]
+        }
+        _ => vec![b.clone()],
+    };
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group))
+        .build();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let p = dir.join(format!("{name}-{i}.parquet"));
+            let mut w = ArrowWriter::try_new(
+                std::fs::File::create(&p).unwrap(),
+                b.schema(),
+                Some(props.clone()),
+            )
+            .unwrap();
+            w.write(part).unwrap();
+            w.close().unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Runs `plan` under `config` and concatenates its output.
+fn collect_plan(plan: Arc<dyn ExecutionPlan>, config: &EngineConfig) -> RecordBatch {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let schema = plan.schema();
+    let session = config.session().unwrap();
+    let out: Vec<RecordBatch> = rt.block_on(async {
+        let s = execute(plan, session.task_ctx()).unwrap();
+        s.map(|b| b.unwrap()).collect().await
+    });
+    arrow_select::concat::concat_batches(&schema, &out).unwrap()
 }
 
 /// A spine and one view large enough to exceed a small memory pool.
@@ -712,17 +810,18 @@ fn a_failed_run_leaves_no_output_file() {
     );
 }
 
-/// Sequences come from the ordinal column, not from the partition index that
-/// executes the scan (Ballista renumbers a task's partitions from 0).
+/// Sequences come from the sequence-base column (`base + row within the run`),
+/// not from the partition index that executes the scan (Ballista renumbers a
+/// task's partitions from 0).
 #[test]
-fn sequences_follow_the_ordinal_not_the_executing_partition() {
+fn sequences_follow_the_base_column_not_the_executing_partition() {
     use datafusion::arrow::array::UInt64Array;
     let spine = batch(vec![
         ("a", Arc::new(Int64Array::from(vec![1, 2, 3]))),
         ("t", ts(vec![10, 20, 30])),
         (
-            ORDINAL_COLUMN,
-            Arc::new(UInt64Array::from(vec![5, 5, 6])) as ArrayRef,
+            SEQ_BASE_COLUMN,
+            Arc::new(UInt64Array::from(vec![5 << 40, 5 << 40, (6 << 40) | 7])) as ArrayRef,
         ),
     ]);
     let source =
@@ -737,7 +836,7 @@ fn sequences_follow_the_ordinal_not_the_executing_partition() {
         },
     )
     .unwrap();
-    assert!(prep.schema().index_of(ORDINAL_COLUMN).is_err(), "consumed");
+    assert!(prep.schema().index_of(SEQ_BASE_COLUMN).is_err(), "consumed");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -755,7 +854,7 @@ fn sequences_follow_the_ordinal_not_the_executing_partition() {
         .unwrap()
         .values()
         .to_vec();
-    assert_eq!(seq, vec![5 << 40, (5 << 40) | 1, 6 << 40]);
+    assert_eq!(seq, vec![5 << 40, (5 << 40) | 1, (6 << 40) | 7]);
 }
 
 #[test]
@@ -1183,4 +1282,164 @@ fn the_hash_join_registers_what_it_collects_and_reports_its_metrics() {
         .max()
         .unwrap();
     assert_eq!(*peak, need, "{m}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The hash join's write-order permutation lists the sequences in ascending
+    /// order, for sequences of one or several files, in any arrival order.
+    #[test]
+    fn the_write_order_permutation_sorts_the_sequences(
+        rows in proptest::collection::btree_set((0u64..4, 0u64..(1 << 26)), 0..3000),
+        shuffle in any::<u64>(),
+    ) {
+        let mut seq: Vec<u64> = rows.iter().map(|&(f, r)| (f << 40) | r).collect();
+        // a deterministic shuffle: runs of ascending values, as a repartition delivers
+        let mut state = shuffle | 1;
+        for i in (1..seq.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state % 4 == 0 {
+                seq.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+        }
+        let mut want: Vec<u64> = seq.clone();
+        want.sort_unstable();
+        match hash::ascending(&seq) {
+            None => prop_assert_eq!(&seq, &want),
+            Some(p) => {
+                prop_assert_eq!(p.len(), seq.len());
+                let got: Vec<u64> = p.iter().map(|&i| seq[i as usize]).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}
+
+/// The scan's pieces: contiguous byte ranges of whole row groups, sequence
+/// bases `file << 40 | rows before`, at most the asked partitions, every row
+/// group in exactly one piece, runs in file order.
+#[test]
+fn parquet_pieces_cover_every_row_group_once_in_order() {
+    let span = |rows: u64, offset: i64| RowGroupSpan {
+        rows,
+        bytes: rows * 10,
+        offset: Some(offset),
+    };
+    let files = vec![
+        ScannedFile {
+            path: "a".into(),
+            size: 1000,
+            groups: vec![span(10, 4), span(10, 104), span(10, 204), span(5, 304)],
+        },
+        ScannedFile {
+            path: "b".into(),
+            size: 50,
+            groups: vec![],
+        },
+        ScannedFile {
+            path: "c".into(),
+            size: 500,
+            groups: vec![span(20, 4), span(20, 200)],
+        },
+    ];
+    for n in 1..=8 {
+        let runs = pieces(&files, n);
+        assert!(!runs.is_empty() && runs.len() <= n, "n={n}: {runs:?}");
+        let flat: Vec<&Piece> = runs.iter().flatten().collect();
+        // pieces in file order, each file's ranges contiguous and covering its row groups
+        for (fi, f) in files.iter().enumerate() {
+            let mine: Vec<&&Piece> = flat.iter().filter(|p| p.file == fi).collect();
+            if f.groups.is_empty() {
+                assert_eq!(mine.len(), 1, "n={n}");
+                assert_eq!((mine[0].range, mine[0].base), (None, (fi as u64) << 40));
+                continue;
+            }
+            let mut at = f.groups[0].offset.unwrap();
+            let mut rows_before = 0;
+            for p in &mine {
+                let (start, end) = p.range.unwrap();
+                assert_eq!(start, at, "n={n}: {runs:?}");
+                assert_eq!(p.base, ((fi as u64) << 40) | rows_before, "n={n}: {runs:?}");
+                for g in &f.groups {
+                    if (start..end).contains(&g.offset.unwrap()) {
+                        rows_before += g.rows;
+                    }
+                }
+                at = end;
+            }
+            assert_eq!(at, f.size as i64, "n={n}: the last piece ends the file");
+        }
+        let files_in_order: Vec<usize> = flat.iter().map(|p| p.file).collect();
+        assert!(files_in_order.is_sorted(), "n={n}: {files_in_order:?}");
+    }
+    // 6 row groups, asked for 8: one piece each.
+    assert_eq!(
+        pieces(&files, 8)
+            .iter()
+            .flatten()
+            .filter(|p| p.range.is_some())
+            .count(),
+        6
+    );
+    // A file whose row groups cannot be told apart by range is read whole.
+    let mut unordered = files[0].groups.clone();
+    unordered.swap(0, 1);
+    let f = ScannedFile {
+        path: "d".into(),
+        size: 1000,
+        groups: check_offsets(unordered, 1000),
+    };
+    let runs = pieces(std::slice::from_ref(&f), 4);
+    assert_eq!(runs.iter().flatten().count(), 1);
+    assert_eq!(runs[0][0].range, None);
+}
+
+/// The parallel Parquet writer: row groups of the asked size, every cell read
+/// back as written, for 1 and 3 encoding threads and batches that straddle
+/// row groups; the Arrow schema (time zones) is kept.
+#[test]
+fn parquet_output_encoded_on_several_threads_reads_back_cell_by_cell() {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (_, view) = large_case(0, 10_000);
+    let nullable: Int64Array = (0..10_000i64).map(|i| (i % 3 != 0).then_some(i)).collect();
+    let mut cols: Vec<(&str, ArrayRef)> = vec![("n", Arc::new(nullable))];
+    let view_schema = view.schema();
+    for (f, c) in view_schema.fields().iter().zip(view.columns()) {
+        cols.push((f.name().as_str(), Arc::clone(c)));
+    }
+    let spine = batch(cols);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for threads in [1, 3] {
+        let out = dir.path().join(format!("out-{threads}.parquet"));
+        let batches = chunks(&spine, 777);
+        let plan = MemorySourceConfig::try_new_exec(&[batches], spine.schema(), None).unwrap();
+        let rows = rt
+            .block_on(async {
+                let s = execute(plan, SessionContext::new().task_ctx())?;
+                write_parquet_with(s, &out, Some(3_000), threads).await
+            })
+            .unwrap();
+        assert_eq!(rows, 10_000);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap()).unwrap();
+        let groups: Vec<i64> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, [3_000, 3_000, 3_000, 1_000], "threads={threads}");
+        let got: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+        let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).unwrap();
+        assert_eq!(got.schema(), spine.schema(), "threads={threads}");
+        assert_same_cells(&got, &spine);
+    }
 }

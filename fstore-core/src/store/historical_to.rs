@@ -230,7 +230,7 @@ impl FeatureStore {
             .schema()
             .fields()
             .iter()
-            .filter(|f| f.name() != engine::ORDINAL_COLUMN)
+            .filter(|f| f.name() != engine::SEQ_BASE_COLUMN)
             .count();
         let joined = engine::pit_join_plan_with(spine, ts, &views, &opts, cfg)?;
         // Spine columns, then the requested features in request order, named as asked.
