@@ -220,19 +220,11 @@ impl ExecutionPlan for AggSequenceExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!(
-                "AggSequenceExec: expected 1 child, got {}",
-                children.len()
-            )));
-        }
-        Ok(Arc::new(Self::try_new(
-            children.swap_remove(0),
-            self.config.clone(),
-        )?))
+        let [input] = super::exec::children(children)?;
+        Ok(Arc::new(Self::try_new(input, self.config.clone())?))
     }
 
     fn with_new_children(
@@ -525,9 +517,7 @@ impl ExecutionPlan for AggJoinExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let [spine, view] = <[_; 2]>::try_from(children).map_err(|c: Vec<_>| {
-            DataFusionError::Internal(format!("expected 2 children, got {}", c.len()))
-        })?;
+        let [spine, view] = super::exec::children(children)?;
         Ok(Arc::new(Self::try_new(spine, view, self.config.clone())?))
     }
 

@@ -271,14 +271,11 @@ impl ExecutionPlan for PitPrepareExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        one_child(&children, 1)?;
-        Ok(Arc::new(Self::try_new(
-            children.swap_remove(0),
-            self.config.clone(),
-        )?))
+        let [input] = self::children(children)?;
+        Ok(Arc::new(Self::try_new(input, self.config.clone())?))
     }
 
     fn with_new_children(
@@ -373,15 +370,14 @@ impl Sequencer {
     }
 }
 
-fn one_child(children: &[Arc<dyn ExecutionPlan>], n: usize) -> DfResult<()> {
-    if children.len() == n {
-        Ok(())
-    } else {
-        Err(DataFusionError::Internal(format!(
-            "expected {n} children, got {}",
-            children.len()
-        )))
-    }
+/// The `N` children `replace_children` was given, or an internal error
+/// naming how many it got (every fstore node has a fixed number of inputs).
+pub(crate) fn children<const N: usize>(
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<[Arc<dyn ExecutionPlan>; N]> {
+    <[_; N]>::try_from(children).map_err(|c: Vec<_>| {
+        DataFusionError::Internal(format!("expected {N} children, got {}", c.len()))
+    })
 }
 
 /// Wraps an fstore error for DataFusion (unwrapped again by `engine::from_df`).
@@ -729,9 +725,7 @@ impl ExecutionPlan for PitJoinExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let [spine, view] = <[_; 2]>::try_from(children).map_err(|c: Vec<_>| {
-            DataFusionError::Internal(format!("expected 2 children, got {}", c.len()))
-        })?;
+        let [spine, view] = self::children(children)?;
         Ok(Arc::new(Self::try_new(spine, view, self.config.clone())?))
     }
 

@@ -241,9 +241,7 @@ impl ExecutionPlan for PitHashJoinExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let [spine, view] = <[_; 2]>::try_from(children).map_err(|c: Vec<_>| {
-            DataFusionError::Internal(format!("expected 2 children, got {}", c.len()))
-        })?;
+        let [spine, view] = super::exec::children(children)?;
         Ok(Arc::new(Self::try_new(spine, view, self.config.clone())?))
     }
 
