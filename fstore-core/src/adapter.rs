@@ -137,7 +137,7 @@ pub fn to_online_rows(view: &ResolvedView, batch: &RecordBatch) -> Result<Vec<On
             entity_key,
             event_ts: ev[i],
             created_ts: created.as_ref().map(|c| c[i]),
-            payload,
+            payload: payload.into(),
         })
         .collect())
 }

@@ -2203,7 +2203,7 @@ mod decode_props {
                     entity_key: key,
                     event_ts: 1,
                     created_ts: Some(1),
-                    payload: bad,
+                    payload: bad.into(),
                 }],
                 &WriteOptions::default(),
             )

@@ -119,6 +119,8 @@ pub use store::{HistoricalToRequest, HistoricalToResult};
 
 pub use arrow_array;
 pub use arrow_schema;
+/// The `bytes` crate of [`OnlineRow::payload`].
+pub use bytes;
 /// The DataFusion version the engine is built against (feature `datafusion`).
 #[cfg(feature = "datafusion")]
 pub use datafusion;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::error::Result;
 use crate::model::ResolvedView;
@@ -15,7 +16,10 @@ pub type DynOnlineStore = dyn OnlineStore;
 /// One stored row of a view for one entity: what online adapters persist.
 ///
 /// The entity key and the payload are opaque bytes produced by core's codec
-/// ([`crate::adapter`]); adapters never interpret them.
+/// ([`crate::adapter`]); adapters never interpret them. The payload is a
+/// reference-counted [`Bytes`], so an adapter hands back the buffer its client
+/// read (a slice of fred's reply, a `Vec` it decoded) without copying it, and
+/// cloning a row never copies its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineRow {
     /// Entity key bytes ([`crate::adapter::encode_entity_keys`]).
@@ -25,7 +29,8 @@ pub struct OnlineRow {
     /// Created time, UTC microseconds (`None` sorts before any value).
     pub created_ts: Option<i64>,
     /// Encoded feature values ([`crate::adapter::encode_payloads`]).
-    pub payload: Vec<u8>,
+    /// `Vec<u8>` converts without a copy (`payload: vec.into()`).
+    pub payload: Bytes,
 }
 
 impl OnlineRow {

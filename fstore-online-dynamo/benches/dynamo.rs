@@ -41,7 +41,7 @@ fn rows(ts: i64) -> Vec<OnlineRow> {
             entity_key: ek(id),
             event_ts: ts,
             created_ts: Some(ts),
-            payload: vec![7; PAYLOAD_BYTES],
+            payload: vec![7; PAYLOAD_BYTES].into(),
         })
         .collect()
 }

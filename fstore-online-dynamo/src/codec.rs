@@ -130,7 +130,7 @@ pub(crate) fn to_item(row: &OnlineRow, view: &str, expiry: Option<i64>) -> Item 
     let mut item = key(&row.entity_key, view);
     item.insert(
         PAYLOAD.to_owned(),
-        AttributeValue::B(Blob::new(row.payload.as_slice())),
+        AttributeValue::B(Blob::new(&row.payload[..])),
     );
     item.insert(
         EVENT_TS.to_owned(),
@@ -186,7 +186,7 @@ pub(crate) fn from_item(item: &Item) -> std::result::Result<(String, OnlineRow),
             entity_key,
             event_ts,
             created_ts,
-            payload,
+            payload: payload.into(),
         },
     ))
 }
@@ -200,7 +200,7 @@ mod tests {
             entity_key: vec![1, 2, 3],
             event_ts: 1_700_000_000_000_000,
             created_ts: Some(-5),
-            payload: vec![7; payload],
+            payload: vec![7; payload].into(),
         }
     }
 

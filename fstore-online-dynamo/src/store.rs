@@ -933,7 +933,7 @@ mod tests {
             .unwrap(),
             event_ts: ts,
             created_ts: None,
-            payload: ts.to_le_bytes().to_vec(),
+            payload: ts.to_le_bytes().to_vec().into(),
         }
     }
 
@@ -1068,7 +1068,7 @@ mod tests {
     #[test]
     fn grouping_keeps_the_sequential_winner() {
         let mut last = row(1, 7);
-        last.payload = vec![9];
+        last.payload = vec![9].into();
         let rows = vec![row(1, 5), row(1, 3), row(2, 1), row(1, 7), last];
         let groups = DynamoOnlineStore::group_rows(rows);
         assert_eq!(groups.len(), 2);

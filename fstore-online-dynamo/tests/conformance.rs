@@ -84,7 +84,7 @@ fn row(id: i64, ev: i64, created: Option<i64>, tag: u8) -> OnlineRow {
         entity_key: ek(id),
         event_ts: ev,
         created_ts: created,
-        payload: vec![tag; 8],
+        payload: vec![tag; 8].into(),
     }
 }
 
@@ -587,7 +587,7 @@ async fn oversized_items_are_rejected_before_sending() {
     let s = open(&ep, "big").await;
     let v = view("big_view", None);
     let mut huge = row(77, 1, None, 1);
-    huge.payload = vec![0; 400 * 1024];
+    huge.payload = vec![0; 400 * 1024].into();
     let before = s.request_counts();
     let err = s
         .write(&v, vec![row(1, 1, None, 1), huge], &w())
@@ -608,7 +608,7 @@ async fn oversized_items_are_rejected_before_sending() {
     // binary attribute by its base64 length, so its limit for binary payloads
     // is about 300 KB; DynamoDB itself counts the raw bytes.)
     let mut ok = row(78, 1, None, 1);
-    ok.payload = vec![9; 300_000];
+    ok.payload = vec![9; 300_000].into();
     assert_eq!(
         s.write(&v, vec![ok.clone()], &w()).await.unwrap().written,
         1
@@ -701,7 +701,7 @@ async fn server_unprocessed_keys_at_the_response_cap_are_fetched() {
     let rows: Vec<_> = (0..100)
         .map(|i| {
             let mut r = row(i, i, None, 0);
-            r.payload = vec![u8::try_from(i).unwrap(); 290_000];
+            r.payload = vec![u8::try_from(i).unwrap(); 290_000].into();
             r
         })
         .collect();

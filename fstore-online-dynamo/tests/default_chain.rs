@@ -102,7 +102,7 @@ async fn default_chain_child() {
                     entity_key: key.clone(),
                     event_ts: 1,
                     created_ts: None,
-                    payload: b"x".to_vec(),
+                    payload: b"x".to_vec().into(),
                 };
                 s.write(&view, vec![row.clone()], &WriteOptions::default())
                     .await

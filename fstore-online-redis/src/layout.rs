@@ -17,7 +17,12 @@ const ESC: u8 = 0x01;
 /// `0x01 0x02` and `0x01` as `0x01 0x01`, so the hash tag always spans the whole
 /// entity key and two different keys never map to the same Redis key.
 pub(crate) fn hash_key(prefix: &str, entity_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + entity_key.len() + 4);
+    // Exact capacity: a full `Vec` becomes a `Bytes` without another allocation.
+    let escaped = entity_key
+        .iter()
+        .filter(|&&b| b == b'}' || b == ESC)
+        .count();
+    let mut k = Vec::with_capacity(prefix.len() + entity_key.len() + escaped + 3);
     k.extend_from_slice(prefix.as_bytes());
     k.extend_from_slice(b":{");
     for &b in entity_key {
@@ -47,12 +52,21 @@ pub(crate) fn scan_pattern(prefix: &str) -> String {
 
 /// Hash field holding the version of `view` (`t:<view>`).
 pub(crate) fn version_field(view: &str) -> String {
-    format!("t:{view}")
+    field("t:", view)
 }
 
 /// Hash field holding the payload of `view` (`p:<view>`).
 pub(crate) fn payload_field(view: &str) -> String {
-    format!("p:{view}")
+    field("p:", view)
+}
+
+/// `tag` then `view`, at exact capacity (a full `String` becomes a fred key
+/// without another allocation).
+fn field(tag: &str, view: &str) -> String {
+    let mut f = String::with_capacity(tag.len() + view.len());
+    f.push_str(tag);
+    f.push_str(view);
+    f
 }
 
 fn flip(v: i64) -> [u8; 8] {
@@ -128,7 +142,7 @@ mod tests {
             entity_key: vec![],
             event_ts,
             created_ts,
-            payload: vec![],
+            payload: Default::default(),
         }
     }
 

@@ -226,13 +226,24 @@ impl RedisOnlineStore {
             // Pipelines of HMGETS_PER_PIPELINE, one after the other: bounded
             // request and reply buffers whatever the number of entities.
             let mut replies: Vec<Value> = Vec::with_capacity(groups.len());
+            // Entities usually ask for the same views: their field names are
+            // built once and shared (reference counts, not copies).
+            let mut shared: Option<(&[&str], Vec<Key>)> = None;
             for chunk in groups.chunks(HMGETS_PER_PIPELINE) {
                 let p = client.pipeline();
                 for g in chunk {
+                    let f = match &shared {
+                        Some((views, f)) if *views == g.views.as_slice() => f.clone(),
+                        _ => {
+                            let f = fields(&g.views);
+                            shared = Some((&g.views, f.clone()));
+                            f
+                        }
+                    };
                     let _: () = p
                         .hmget(
                             Bytes::from(hash_key(&self.settings.prefix, g.entity_key)),
-                            fields(&g.views),
+                            f,
                         )
                         .await
                         .map_err(|e| map_err(e, &what))?;
@@ -431,20 +442,25 @@ fn decode_row(
     let (event_ts, created_ts) = decode_version(ver, || {
         format!("view '{view}', entity {}", display_entity_key(entity_key))
     })?;
-    let payload = payload.as_bytes().ok_or_else(|| {
-        Error::backend_msg(
-            BACKEND,
-            format!(
-                "view '{view}', entity {}: version present but payload missing",
-                display_entity_key(entity_key)
-            ),
-        )
-    })?;
+    // The reply's own buffer, shared: no copy of the values.
+    let payload = match payload {
+        Value::Bytes(b) => b.clone(),
+        Value::String(s) => s.inner().clone(),
+        _ => {
+            return Err(Error::backend_msg(
+                BACKEND,
+                format!(
+                    "view '{view}', entity {}: version present but payload missing",
+                    display_entity_key(entity_key)
+                ),
+            ));
+        }
+    };
     Ok(Some(OnlineRow {
         entity_key: entity_key.to_vec(),
         event_ts,
         created_ts,
-        payload: payload.to_vec(),
+        payload,
     }))
 }
 

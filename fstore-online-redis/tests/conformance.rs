@@ -57,7 +57,7 @@ fn row(key: &[u8], event_ts: i64, created_ts: Option<i64>, payload: &[u8]) -> On
         entity_key: key.to_vec(),
         event_ts,
         created_ts,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 
@@ -156,8 +156,8 @@ async fn roundtrip_and_newest_wins(url: &str) {
         )
         .await
         .unwrap();
-    assert_eq!(got[0].as_ref().unwrap().payload, b"a1-again");
-    assert_eq!(got[1].as_ref().unwrap().payload, b"a2");
+    assert_eq!(&got[0].as_ref().unwrap().payload[..], b"a1-again");
+    assert_eq!(&got[1].as_ref().unwrap().payload[..], b"a2");
 
     // Extreme timestamps survive exactly (no Lua doubles).
     let big = (1i64 << 53) + 1;
@@ -363,7 +363,7 @@ async fn native_ttl_only_extends(url: &str) {
         .read(&[okey(short.name(), k3)], &ReadOptions::default())
         .await
         .unwrap();
-    assert_eq!(got[0].as_ref().unwrap().payload, b"kept");
+    assert_eq!(&got[0].as_ref().unwrap().payload[..], b"kept");
     assert_eq!(
         pttl(raw.clone(), bytes::Bytes::from(off.entity_hash_key(k3))).await,
         -1
@@ -402,7 +402,7 @@ async fn noscript_reloads(url: &str) {
         .read(&[okey(v.name(), b"n")], &ReadOptions::default())
         .await
         .unwrap();
-    assert_eq!(got[0].as_ref().unwrap().payload, b"2");
+    assert_eq!(&got[0].as_ref().unwrap().payload[..], b"2");
     s.delete_view(v.name()).await.unwrap();
 }
 
@@ -516,10 +516,7 @@ async fn redis_tls_child() {
                 .read(&[okey("tls", b"k")], &ReadOptions::default())
                 .await
                 .unwrap();
-            assert_eq!(
-                got[0].as_ref().map(|r| r.payload.as_slice()),
-                Some(&b"p"[..])
-            );
+            assert_eq!(got[0].as_ref().map(|r| &r.payload[..]), Some(&b"p"[..]));
             s.delete_view("tls").await.unwrap();
             fstore_core::testkit::run_online_suite(Arc::new(s)).await;
             println!("TLS suite passed");
@@ -804,7 +801,7 @@ async fn large_reads_are_chunked_and_oversized_reads_refused() {
                 Some(r) => {
                     assert!(i % 3 == 0, "{var}: entity {i} was never written");
                     assert_eq!(r.event_ts, i as i64 + 1, "{var}: entity {i}");
-                    assert_eq!(r.payload, (i as u64).to_le_bytes(), "{var}: entity {i}");
+                    assert_eq!(r.payload[..], (i as u64).to_le_bytes(), "{var}: entity {i}");
                 }
                 None => assert!(i % 3 != 0, "{var}: entity {i} missing"),
             }

@@ -92,7 +92,7 @@ async fn main() {
                 entity_key: (i as u64).to_be_bytes().to_vec(),
                 event_ts: now + generation,
                 created_ts: Some(now),
-                payload: vec![7u8; 64],
+                payload: vec![7u8; 64].into(),
             })
             .collect()
     };

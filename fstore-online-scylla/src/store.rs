@@ -296,18 +296,22 @@ fn row_from_cell(
             event_ts,
             created_ts,
             payload,
-        } => Ok(Some(OnlineRow {
-            entity_key: entity_key.to_vec(),
-            event_ts,
-            created_ts,
-            payload: payload.to_vec(),
-        })),
+        } => {
+            // The payload is the cell's tail: shared, not copied.
+            let at = stored.len() - payload.len();
+            Ok(Some(OnlineRow {
+                entity_key: entity_key.to_vec(),
+                event_ts,
+                created_ts,
+                payload: fstore_core::bytes::Bytes::from(stored).slice(at..),
+            }))
+        }
         cell::Cell::Legacy(_) => match event_ts {
             Some(event_ts) => Ok(Some(OnlineRow {
                 entity_key: entity_key.to_vec(),
                 event_ts,
                 created_ts,
-                payload: stored,
+                payload: stored.into(),
             })),
             None => {
                 Err("stored row has a payload but no event_ts (written outside fstore?)".into())

@@ -380,7 +380,7 @@ fn row(key: u8, event_ts: i64, created_ts: Option<i64>, payload: &[u8]) -> Onlin
         entity_key: vec![key],
         event_ts,
         created_ts,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 

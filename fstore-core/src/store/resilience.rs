@@ -157,7 +157,7 @@ mod tests {
             entity_key: vec![e],
             event_ts: ts,
             created_ts: None,
-            payload: vec![ts as u8],
+            payload: vec![ts as u8].into(),
         }
     }
 

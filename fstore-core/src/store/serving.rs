@@ -1500,7 +1500,7 @@ impl FeatureStore {
                 let payload = if expired {
                     None
                 } else {
-                    row.map(|r| r.payload.as_slice())
+                    row.map(|r| &r.payload[..])
                 };
                 dec.push_row(payload)
                     .map_err(|e| payload_context(e, &v.name, &keys[i].entity_key))?;

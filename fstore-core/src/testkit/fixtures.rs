@@ -142,7 +142,7 @@ pub fn online_row(
         entity_key: entity_key.to_vec(),
         event_ts,
         created_ts,
-        payload: payload.to_vec(),
+        payload: crate::bytes::Bytes::copy_from_slice(payload),
     }
 }
 
