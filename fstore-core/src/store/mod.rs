@@ -200,7 +200,68 @@ pub struct FeatureStoreBuilder {
     max_online_entities: Option<usize>,
 }
 
-type SnapshotCache = Mutex<Option<(Instant, Arc<RegistrySnapshot>)>>;
+/// A snapshot and when it was read.
+type CachedSnapshot = Option<(Instant, Arc<RegistrySnapshot>)>;
+
+/// The cached registry snapshot. Its version and age are mirrored in atomics
+/// so that a serving request whose prepared plan is current learns so with
+/// two loads: no lock and no reference count written to memory every request
+/// shares (on several cores those writes, not the work, cap throughput).
+#[derive(Debug)]
+struct SnapshotCache {
+    slot: Mutex<CachedSnapshot>,
+    base: Instant,
+    /// When the cached snapshot was stored, in nanoseconds after `base`
+    /// (`u64::MAX`: nothing cached).
+    at: AtomicU64,
+    /// Its version (meaningful while `at` is set).
+    version: AtomicU64,
+}
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self {
+            slot: Mutex::new(None),
+            base: Instant::now(),
+            at: AtomicU64::new(u64::MAX),
+            version: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SnapshotCache {
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, CachedSnapshot>> {
+        self.slot.lock()
+    }
+
+    /// Mirrors `c` in the atomics (called with the lock held). The version is
+    /// stored before the time, so a reader that sees a time sees a version at
+    /// least as new as the one stored with it.
+    fn publish(&self, c: &CachedSnapshot) {
+        match c {
+            Some((at, s)) => {
+                let nanos = at.saturating_duration_since(self.base).as_nanos();
+                self.version.store(s.version, Ordering::Relaxed);
+                self.at.store(
+                    u64::try_from(nanos).unwrap_or(u64::MAX - 1),
+                    Ordering::Release,
+                );
+            }
+            None => self.at.store(u64::MAX, Ordering::Release),
+        }
+    }
+
+    /// The version of the cached snapshot while it is younger than `ttl`
+    /// (`None`: nothing cached, or stale; ask [`FeatureStore::snapshot`]).
+    fn fresh_version(&self, ttl: Duration) -> Option<u64> {
+        let at = self.at.load(Ordering::Acquire);
+        if at == u64::MAX {
+            return None;
+        }
+        let age = self.base.elapsed().saturating_sub(Duration::from_nanos(at));
+        (age < ttl).then(|| self.version.load(Ordering::Relaxed))
+    }
+}
 
 /// Keeps `s` unless a newer snapshot is already cached.
 fn remember_in(cache: &SnapshotCache, s: &Arc<RegistrySnapshot>) {
@@ -208,6 +269,7 @@ fn remember_in(cache: &SnapshotCache, s: &Arc<RegistrySnapshot>) {
         let newer = c.as_ref().is_none_or(|(_, old)| old.version <= s.version);
         if newer {
             *c = Some((Instant::now(), Arc::clone(s)));
+            cache.publish(&c);
         }
     }
 }
@@ -382,6 +444,7 @@ impl FeatureStore {
     fn forget(&self) {
         if let Ok(mut c) = self.cache.lock() {
             *c = None;
+            self.cache.publish(&c);
         }
     }
 

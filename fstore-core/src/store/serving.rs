@@ -713,7 +713,27 @@ pub(crate) struct Prepared {
     /// Output schema for the last entity schema seen.
     schema: RwLock<Option<(SchemaRef, SchemaRef)>>,
     /// Working memory of finished small requests, reused by the next ones.
-    scratch: Mutex<Vec<Scratch>>,
+    scratch: [ScratchShard; SCRATCH_SHARDS],
+}
+
+/// One shard of a prepared request's [`Scratch`] pool, alone on its cache
+/// lines: each thread takes and returns working memory in its own shard, so
+/// threads serving at once do not pass one lock's line between cores.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ScratchShard(Mutex<Vec<Scratch>>);
+
+/// Shards of the [`Scratch`] pool (threads beyond this share them).
+const SCRATCH_SHARDS: usize = 8;
+
+/// This thread's shard of the [`Scratch`] pools (assigned round-robin).
+fn scratch_shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SCRATCH_SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// Requests with at most this many rows take their working memory (keys,
@@ -727,10 +747,11 @@ const SCRATCH_MAX_ROWS: usize = 128;
 /// its last response's values buffer alive, so only small ones are pooled.
 const COLUMN_POOL_MAX_ROWS: usize = 16;
 
-/// Most pooled [`Scratch`]es per prepared request (about one per request in
-/// flight at once; each holds a few KB to a few tens of KB: keys of up to
-/// [`SCRATCH_MAX_ROWS`] rows, arrays of up to [`COLUMN_POOL_MAX_ROWS`]).
-const SCRATCH_POOL: usize = 64;
+/// Most pooled [`Scratch`]es per shard of a prepared request's pool (about one
+/// per request in flight at once; each holds a few KB to a few tens of KB:
+/// keys of up to [`SCRATCH_MAX_ROWS`] rows, arrays of up to
+/// [`COLUMN_POOL_MAX_ROWS`]).
+const SCRATCH_POOL: usize = 64 / SCRATCH_SHARDS;
 
 /// Per-request working memory of [`FeatureStore::serve`], kept between
 /// requests so a small request allocates little beyond its response.
@@ -974,13 +995,14 @@ impl Prepared {
             deprecated,
             lazy_ok,
             schema: RwLock::new(None),
-            scratch: Mutex::new(Vec::new()),
+            scratch: Default::default(),
         })
     }
 
     /// Working memory from the pool (or a new one).
     fn take_scratch(&self) -> Scratch {
-        self.scratch
+        self.scratch[scratch_shard()]
+            .0
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
@@ -989,7 +1011,7 @@ impl Prepared {
 
     /// Gives working memory back to the pool (unless it is full).
     fn put_scratch(&self, s: Scratch) {
-        if let Ok(mut v) = self.scratch.lock()
+        if let Ok(mut v) = self.scratch[scratch_shard()].0.lock()
             && v.len() < SCRATCH_POOL
         {
             v.push(s);
@@ -1202,17 +1224,28 @@ impl FeatureStore {
     /// The prepared form of `sel` at the current registry version, from the
     /// store's cache.
     async fn prepared_for(&self, sel: &FeatureSelection, full: bool) -> Result<Arc<Prepared>> {
-        let snap = self.serving_snapshot().await?;
         let slot = usize::from(full);
         let fp = fingerprint(sel);
-        if let Ok(m) = self.prepared.read()
-            && let Some(p) = m
-                .get(&fp)
+        let cached = |version: u64| {
+            let m = self.prepared.read().ok()?;
+            m.get(&fp)
                 .and_then(|v| v.iter().find(|(s, _)| s == sel))
                 .and_then(|(_, e)| e[slot].as_ref())
-            && p.version == snap.version
+                .filter(|p| p.version == version)
+                .map(Arc::clone)
+        };
+        // A fresh snapshot's version from the cache's atomics: the common
+        // case touches neither the snapshot lock nor its reference count.
+        if let Some(p) = self
+            .cache
+            .fresh_version(self.registry_ttl)
+            .and_then(&cached)
         {
-            return Ok(Arc::clone(p));
+            return Ok(p);
+        }
+        let snap = self.serving_snapshot().await?;
+        if let Some(p) = cached(snap.version) {
+            return Ok(p);
         }
         let p = Arc::new(Prepared::new(self, &snap, sel, full)?);
         if let Ok(mut m) = self.prepared.write() {
@@ -1293,8 +1326,11 @@ impl FeatureStore {
 
     /// The plan of `prepared` at the current registry version.
     async fn current_plan(&self, prepared: &PreparedRequest) -> Result<Arc<Prepared>> {
-        let snap = self.serving_snapshot().await?;
         let mut p = prepared.get();
+        if self.cache.fresh_version(self.registry_ttl) == Some(p.version) {
+            return Ok(p);
+        }
+        let snap = self.serving_snapshot().await?;
         if p.version != snap.version {
             p = Arc::new(Prepared::new(
                 self,

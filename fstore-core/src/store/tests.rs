@@ -1234,6 +1234,74 @@ async fn prepared_requests_follow_registry_changes() {
     assert_eq!((s.value(0), s.value(1)), (5.0, -1.0));
 }
 
+/// Another store's registry change reaches serving once the registry cache
+/// ttl has passed, for a selection whose plan is already cached (the serving
+/// path reads the cached version without the lock: it must still age out).
+#[tokio::test]
+async fn serving_follows_another_stores_registry_change_after_the_ttl() {
+    let reg: Arc<crate::registry::DynRegistry> = Arc::new(crate::memory::InMemoryRegistry::new());
+    let online: Arc<crate::online::DynOnlineStore> =
+        Arc::new(crate::memory::InMemoryOnlineStore::new());
+    let a = FeatureStore::builder()
+        .with_registry(Arc::clone(&reg))
+        .with_online(Arc::clone(&online))
+        .build()
+        .unwrap();
+    let b = FeatureStore::builder()
+        .with_registry(Arc::clone(&reg))
+        .with_online(Arc::clone(&online))
+        .with_registry_cache_ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    a.apply(&test_definitions("v", None).0, ApplyOptions::default())
+        .await
+        .unwrap();
+    a.push(
+        "v",
+        &feature_batch(&[(1, S, S, Some(5.0))]),
+        PushTarget::Online,
+    )
+    .await
+    .unwrap();
+    let sel = FeatureSelection::refs(["v:score"]).unwrap();
+    let p = b.prepare(&sel, false).await.unwrap();
+    let values = |r: &OnlineResponse| {
+        let c = r
+            .batch()
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        let second = if c.is_null(1) { f64::NAN } else { c.value(1) };
+        (c.value(0), second)
+    };
+    let ents = entity_batch(&[1, 2]);
+    let req = OnlineRequest::new(sel.clone(), ents.clone()).with_now(from_micros(S));
+    let before = values(&b.get_online_features(&req).await.unwrap());
+    assert_eq!(before.0, 5.0);
+    assert!(before.1.is_nan(), "no default yet: {before:?}");
+    // store a gives score a default; b's cached plan must age out
+    let (mut d, _) = test_definitions("v", None);
+    d.feature_views.get_mut("v").unwrap().features[0] =
+        FeatureField::new("score", ValueType::Float64).with_default(Value::Float64(-1.0));
+    a.apply(&d, ApplyOptions::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (mut facade, mut prepared) = (false, false);
+    while !(facade && prepared) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        facade |= values(&b.get_online_features(&req).await.unwrap()) == (5.0, -1.0);
+        let r = b
+            .get_prepared(&p, &ents, Some(from_micros(S)))
+            .await
+            .unwrap();
+        prepared |= values(&r) == (5.0, -1.0);
+    }
+    assert!(
+        facade && prepared,
+        "after the ttl, serving sees the new version (get_online_features: {facade}, get_prepared: {prepared})"
+    );
+}
+
 /// Small requests reuse their working memory and output arrays between calls
 /// (see `serving.rs`, `Scratch`): a response a caller still holds must never
 /// change, and every later request must see only its own entities, whatever
