@@ -320,7 +320,7 @@ impl RedisOnlineStore {
                     args.push(Value::Bytes(
                         encode_version(r.event_ts, r.created_ts).to_vec().into(),
                     ));
-                    args.push(Value::Bytes(r.payload.clone().into()));
+                    args.push(Value::Bytes(r.payload.clone()));
                     let exp = ttl_us.and_then(|t| expire_at_ms(r.event_ts, t, grace_us));
                     args.push(match exp {
                         Some(ms) => Value::from(ms),

@@ -526,7 +526,7 @@ async fn run(counted: bool) {
                     key,
                     vec![
                         (tf.clone(), Value::Bytes(ver)),
-                        (pf.clone(), Value::Bytes(Bytes::from(r.payload.clone()))),
+                        (pf.clone(), Value::Bytes(r.payload.clone())),
                     ],
                 )
                 .await
