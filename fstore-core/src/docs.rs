@@ -26,7 +26,7 @@ pub mod semantics {}
 /// native expiry is an optimisation that may only drop rows core would call
 /// expired.
 ///
-/// The payload is a [`bytes::Bytes`](crate::bytes::Bytes): on reads, hand back
+/// The payload is a [`crate::bytes::Bytes`]: on reads, hand back
 /// the buffer your client already holds (a slice of the reply, a decoded
 /// `Vec` via `.into()`) rather than a copy; at 100 entities × 2 views the
 /// copies were most of an adapter's cost over its raw client.
