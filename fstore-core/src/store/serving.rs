@@ -1320,8 +1320,7 @@ impl FeatureStore {
         entities: &RecordBatch,
         now: Option<DateTime<Utc>>,
     ) -> Result<OnlineResponse> {
-        let p = self.current_plan(prepared).await?;
-        self.serve(p, entities, now).await
+        self.get_prepared(prepared, entities, now).await
     }
 
     /// The plan of `prepared` at the current registry version.
