@@ -9,6 +9,11 @@
 //!   cargo bench -p fstore-online-redis --bench redis_concurrency
 //! stop_redis
 //! ```
+//!
+//! `FSTORE_BENCH_ONLY=K` runs only side `K` of the sides' list (0 raw fred,
+//! 1 `OnlineStore::read`, 3 `get_online_features`, 7 `get_online_features` +
+//! dense read, …): 40,000 requests from 8 callers, for profiling one path
+//! (`/usr/bin/time -f "%U %S %c"` gives its CPU and involuntary switches).
 
 mod redis_common;
 

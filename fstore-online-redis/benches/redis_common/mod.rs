@@ -431,6 +431,18 @@ async fn run(counted: bool) {
         println!();
     }
 
+    // One side alone, for profiling it (see redis_concurrency.rs).
+    if let Ok(only) = std::env::var("FSTORE_BENCH_ONLY") {
+        let j: usize = only
+            .parse()
+            .ok()
+            .filter(|j| *j < N)
+            .expect("FSTORE_BENCH_ONLY: a side index below 8");
+        let t = std::time::Instant::now();
+        let (r, _) = concurrent(&sides, SIDES[j], 8, 40_000 / 8).await;
+        println!("ONLY {} {r:.0} req/s in {:?}", NAMES[j], t.elapsed());
+        return;
+    }
     println!(
         "{:<46} {:>12} {:>9} {:>9}",
         if counted {
