@@ -163,8 +163,9 @@ pub(crate) fn version(item: &Item) -> std::result::Result<(i64, i64), String> {
     Ok((ev, number(item, CREATED_TS)?.unwrap_or(i64::MIN)))
 }
 
-/// Decodes a stored item into (view, row).
-pub(crate) fn from_item(item: &Item) -> std::result::Result<(String, OnlineRow), String> {
+/// Decodes a stored item into (view, row); the payload's buffer moves into
+/// the row (no copy).
+pub(crate) fn from_item(mut item: Item) -> std::result::Result<(String, OnlineRow), String> {
     let entity_key = match item.get(PK) {
         Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
         other => return Err(format!("attribute '{PK}' is not binary: {other:?}")),
@@ -173,13 +174,13 @@ pub(crate) fn from_item(item: &Item) -> std::result::Result<(String, OnlineRow),
         Some(AttributeValue::S(s)) => s.clone(),
         other => return Err(format!("attribute '{SK}' is not a string: {other:?}")),
     };
-    let payload = match item.get(PAYLOAD) {
-        Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
+    let event_ts =
+        number(&item, EVENT_TS)?.ok_or_else(|| format!("attribute '{EVENT_TS}' is missing"))?;
+    let created_ts = number(&item, CREATED_TS)?;
+    let payload = match item.remove(PAYLOAD) {
+        Some(AttributeValue::B(b)) => b.into_inner(),
         other => return Err(format!("attribute '{PAYLOAD}' is not binary: {other:?}")),
     };
-    let event_ts =
-        number(item, EVENT_TS)?.ok_or_else(|| format!("attribute '{EVENT_TS}' is missing"))?;
-    let created_ts = number(item, CREATED_TS)?;
     Ok((
         view,
         OnlineRow {
@@ -208,7 +209,7 @@ mod tests {
     fn items_roundtrip() {
         let r = row(10);
         let item = to_item(&r, "v", Some(3));
-        let (view, back) = from_item(&item).unwrap();
+        let (view, back) = from_item(item.clone()).unwrap();
         assert_eq!(view, "v");
         assert_eq!(back, r);
         assert_eq!(version(&item).unwrap(), r.version());
@@ -251,11 +252,11 @@ mod tests {
     fn malformed_items_are_errors() {
         let mut item = to_item(&row(1), "v", None);
         item.insert(EVENT_TS.into(), AttributeValue::N("1.5".into()));
-        assert!(from_item(&item).is_err());
+        assert!(from_item(item.clone()).is_err());
         item.insert(EVENT_TS.into(), AttributeValue::S("1".into()));
         assert!(version(&item).is_err());
         item.remove(PK);
-        assert!(from_item(&item).is_err());
+        assert!(from_item(item.clone()).is_err());
     }
 }
 
@@ -284,7 +285,7 @@ mod decode_props {
                     item.insert(CREATED_TS.to_owned(), AttributeValue::N(text));
                 }
                 let _ = version(&item);
-                match from_item(&item) {
+                match from_item(item) {
                     Ok((_, row)) => {
                         let _ = fstore_core::adapter::decode_payloads(
                             &[Some(&row.payload)],

@@ -428,7 +428,7 @@ impl DynamoOnlineStore {
                 .await?;
         let mut found: Vec<Option<OnlineRow>> = vec![None; unique.len()];
         for item in results.into_iter().flatten() {
-            let (view, row) = codec::from_item(&item).map_err(|m| {
+            let (view, row) = codec::from_item(item).map_err(|m| {
                 Error::backend_msg(
                     BACKEND,
                     format!("table '{}': malformed item: {m}", self.settings.table),
